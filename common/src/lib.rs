@@ -1,0 +1,10 @@
+#![doc = include_str!("../README.md")]
+
+pub mod certs;
+pub mod config;
+pub mod metrics;
+pub mod telemetry;
+pub mod tls;
+
+/// The signal every component's `run` stops on.
+pub use tokio_util::sync::CancellationToken as Shutdown;

@@ -1,0 +1,31 @@
+//! The Prometheus `/metrics` endpoint every service exposes.
+
+use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use prometheus::{Encoder, Registry, TextEncoder};
+
+/// A router answering `GET /metrics` in the Prometheus text format (0.0.4).
+pub fn router(registry: Registry) -> Router {
+    Router::new()
+        .route("/metrics", get(render))
+        .with_state(registry)
+}
+
+async fn render(State(registry): State<Registry>) -> impl IntoResponse {
+    let mut body = Vec::new();
+    let encoder = TextEncoder::new();
+    if let Err(err) = encoder.encode(&registry.gather(), &mut body) {
+        tracing::error!(error = %err, "encoding metrics failed");
+    }
+    ([(header::CONTENT_TYPE, encoder.format_type().to_owned())], body)
+}
+
+/// Serves `router` on `listener` until `shutdown` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: crate::Shutdown,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

@@ -1,0 +1,157 @@
+//! All TLS set-up of livehead in one place: the collector's mTLS server, the
+//! agent's mTLS client, and reading the peer's identity from its certificate.
+
+use std::path::{Path, PathBuf};
+
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what} {path} holds no PEM {expected}")]
+    NotPem {
+        what: &'static str,
+        path: PathBuf,
+        expected: &'static str,
+    },
+    #[error("peer certificate is not valid X.509: {0}")]
+    BadPeerCert(String),
+    #[error("peer certificate carries no DNS name nor common name")]
+    NoPeerName,
+}
+
+/// Where the PEM files of one side of an mTLS connection live.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// CA certificate(s) the peer's certificate must chain to.
+    pub ca: PathBuf,
+    /// This side's certificate chain.
+    pub cert: PathBuf,
+    /// This side's private key.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// The three files of a directory written by `livehead certs` for `stem`
+    /// ("collector" or "agent-<name>").
+    pub fn in_dir(dir: &Path, stem: &str) -> Self {
+        Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join(format!("{stem}.pem")),
+            key: dir.join(format!("{stem}-key.pem")),
+        }
+    }
+
+    fn load(&self) -> Result<(Certificate, Identity), TlsError> {
+        let ca = read_pem(&self.ca, "CA certificate", "CERTIFICATE")?;
+        let cert = read_pem(&self.cert, "certificate", "CERTIFICATE")?;
+        let key = read_pem(&self.key, "private key", "PRIVATE KEY")?;
+        Ok((Certificate::from_pem(ca), Identity::from_pem(cert, key)))
+    }
+}
+
+/// Server side: present our certificate and require a client certificate
+/// chaining to `files.ca`; a client without one fails the handshake.
+pub fn server_config(files: &TlsFiles) -> Result<ServerTlsConfig, TlsError> {
+    let (ca, identity) = files.load()?;
+    Ok(ServerTlsConfig::new()
+        .identity(identity)
+        .client_ca_root(ca)
+        .client_auth_optional(false))
+}
+
+/// Client side: verify the server against `files.ca` under `server_name`, and
+/// present our certificate.
+pub fn client_config(files: &TlsFiles, server_name: &str) -> Result<ClientTlsConfig, TlsError> {
+    let (ca, identity) = files.load()?;
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(ca)
+        .identity(identity)
+        .domain_name(server_name))
+}
+
+/// The identity a certificate names: its first DNS subject alternative name,
+/// else its common name.
+pub fn peer_identity(leaf_der: &[u8]) -> Result<String, TlsError> {
+    let (_, cert) =
+        X509Certificate::from_der(leaf_der).map_err(|e| TlsError::BadPeerCert(e.to_string()))?;
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let GeneralName::DNSName(dns) = name {
+                return Ok((*dns).to_owned());
+            }
+        }
+    }
+    cert.subject()
+        .iter_common_name()
+        .find_map(|cn| cn.as_str().ok().map(str::to_owned))
+        .ok_or(TlsError::NoPeerName)
+}
+
+/// Unix milliseconds at which a DER certificate expires.
+pub fn not_after_ms(der: &[u8]) -> Result<i64, TlsError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| TlsError::BadPeerCert(e.to_string()))?;
+    Ok(cert.validity().not_after.timestamp() * 1000)
+}
+
+/// Selects ring as rustls' process-wide provider; called once by the binary
+/// before any TLS is set up. Calling it again is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn read_pem(path: &Path, what: &'static str, expected: &'static str) -> Result<Vec<u8>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })?;
+    let marker = format!("-----BEGIN {expected}");
+    let found = String::from_utf8_lossy(&bytes).contains(&marker)
+        || (expected == "PRIVATE KEY" && String::from_utf8_lossy(&bytes).contains("PRIVATE KEY-----"));
+    if !found {
+        return Err(TlsError::NotPem {
+            what,
+            path: path.to_owned(),
+            expected,
+        });
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::{DevCa, Usage};
+
+    fn leaf_der(pem: &str) -> Vec<u8> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .expect("PEM certificate")
+            .to_vec()
+    }
+
+    #[test]
+    fn identity_is_the_certificate_name() {
+        let ca = DevCa::generate("test CA").expect("ca");
+        let pem = ca.issue("node-7", &[], Usage::Client).expect("leaf");
+        assert_eq!(peer_identity(&leaf_der(&pem.cert)).expect("name"), "node-7");
+        assert!(not_after_ms(&leaf_der(&pem.cert)).expect("expiry") > 0);
+    }
+
+    #[test]
+    fn missing_key_file_is_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let files = TlsFiles::in_dir(dir.path(), "collector");
+        let err = server_config(&files).expect_err("no files");
+        assert!(err.to_string().contains("ca.pem"), "{err}");
+    }
+}

@@ -1,0 +1,54 @@
+//! Dev PKI written to a temporary directory, the way `livehead certs` writes it.
+
+use std::path::{Path, PathBuf};
+
+use livehead_common::certs::{DevCa, Usage, write_dev_pki};
+use livehead_common::tls::TlsFiles;
+
+/// A CA with a collector certificate and agent certificates, on disk.
+pub struct TestPki {
+    dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    /// CA, collector certificate for localhost/127.0.0.1, and one client
+    /// certificate per agent name.
+    pub fn new(agents: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let agents: Vec<String> = agents.iter().map(|s| (*s).to_owned()).collect();
+        write_dev_pki(dir.path(), &[], &agents).expect("dev PKI");
+        Self { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn collector(&self) -> TlsFiles {
+        TlsFiles::in_dir(self.dir(), "collector")
+    }
+
+    pub fn agent(&self, name: &str) -> TlsFiles {
+        TlsFiles::in_dir(self.dir(), &format!("agent-{name}"))
+    }
+
+    /// Client files for `name` signed by a different CA; the collector must
+    /// refuse them. The CA file is ours, so the client still trusts the server.
+    pub fn foreign_agent(&self, name: &str) -> TlsFiles {
+        let other = DevCa::generate("foreign CA").expect("foreign CA");
+        let pem = other.issue(name, &[], Usage::Client).expect("foreign cert");
+        let cert = self.write(&format!("foreign-{name}.pem"), &pem.cert);
+        let key = self.write(&format!("foreign-{name}-key.pem"), &pem.key);
+        TlsFiles {
+            ca: self.dir().join("ca.pem"),
+            cert,
+            key,
+        }
+    }
+
+    fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.dir().join(name);
+        std::fs::write(&path, contents).expect("write PEM");
+        path
+    }
+}
