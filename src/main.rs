@@ -1,1 +1,63 @@
-fn main() {}
+//! `livehead`: parses the command line and hands over to the component crates.
+
+use anyhow::Context;
+use clap::Parser;
+use livehead::cli::{CertsArgs, Cli, Command};
+use livehead_common::Shutdown;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    livehead_common::telemetry::init(cli.log_format, "info");
+    livehead_common::tls::install_crypto_provider();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    match command {
+        Command::Agent(args) => {
+            let config = args.into_config().context("agent configuration")?;
+            livehead_agent::run(config, shutdown).await.context("agent")
+        }
+        Command::Collector(args) => {
+            let config = args.into_config().context("collector configuration")?;
+            livehead_collector::run(config, shutdown)
+                .await
+                .context("collector")
+        }
+        Command::Certs(args) => certs(args),
+    }
+}
+
+fn certs(args: CertsArgs) -> anyhow::Result<()> {
+    let files =
+        livehead_common::certs::write_dev_pki(&args.out, &args.collector_names, &args.agents)
+            .with_context(|| format!("writing certificates to {}", args.out.display()))?;
+    for path in &files.written {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+/// SIGINT or SIGTERM starts a graceful stop (Kubernetes sends SIGTERM).
+async fn cancel_on_signal(shutdown: Shutdown) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("stopping");
+    shutdown.cancel();
+}

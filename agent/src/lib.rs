@@ -1,2 +1,135 @@
+#![doc = include_str!("../README.md")]
+
+pub mod batch;
+pub mod config;
+pub mod discovery;
 pub mod domain;
+pub mod metrics;
 pub mod probe;
+pub mod rounds;
+pub mod spool;
+pub mod transport;
+
+use livehead_common::Shutdown;
+use regex::Regex;
+use tokio::sync::mpsc;
+
+pub use config::AgentConfig;
+
+use crate::discovery::{DefaultTarget, Discovery, DiscoveryError};
+use crate::metrics::AgentMetrics;
+use crate::spool::SharedSpool;
+use crate::transport::{Stops, TransportError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("no site source: set sites.web_root and/or sites.list_file (--web-root, --sites-file)")]
+    NoSites,
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the agent until `shutdown` fires, then lets the collector acknowledge
+/// what is pending for up to `collector.drain_timeout`.
+pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentError> {
+    let discovery = discovery(&config)?;
+    let endpoint = transport::endpoint(&config.collector)?;
+    let metrics = AgentMetrics::new();
+    if let Some(addr) = config.metrics_listen {
+        serve_metrics(addr, &metrics, shutdown.clone()).await?;
+    }
+    let spool = SharedSpool::new(config.spool.max_bytes);
+    let (results_tx, results_rx) = mpsc::channel(config.batch.max_records.max(1) * 2);
+
+    let schedule = rounds::Schedule::new(
+        config.rounds.interval,
+        config.rounds.spread,
+        config.rounds.concurrency,
+    );
+    let prober = probe::Prober::new(config.probe.clone());
+    let rounds = tokio::spawn(rounds::run(
+        schedule,
+        discovery,
+        prober,
+        results_tx,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let builder = batch::BatchBuilder::new(config.batch_agent_id(), config.batch.max_records);
+    let batcher = tokio::spawn(batch::run(
+        builder,
+        config.batch.max_delay,
+        results_rx,
+        spool.clone(),
+        metrics.clone(),
+    ));
+    let stops = Stops {
+        drain: Shutdown::new(),
+        hard: Shutdown::new(),
+    };
+    let mut transport = tokio::spawn(transport::run(
+        endpoint,
+        config.collector.clone(),
+        spool.clone(),
+        metrics.clone(),
+        stops.clone(),
+    ));
+    tracing::info!(id = %config.batch_agent_id(), collector = %config.collector.url, "agent started");
+
+    shutdown.cancelled().await;
+    // Rounds stop, which closes the results channel; the batcher then flushes.
+    let _ = rounds.await;
+    let spooled = batcher.await.unwrap_or(0);
+    stops.drain.cancel();
+    if tokio::time::timeout(config.collector.drain_timeout, &mut transport)
+        .await
+        .is_err()
+    {
+        stops.hard.cancel();
+    }
+    let unacked = spool.lock().len();
+    // Operators (and the crash-recovery test) read what was lost, if anything.
+    tracing::info!(
+        records_spooled = spooled,
+        dropped_records = metrics.spool_dropped_records.get(),
+        unacked_batches = unacked,
+        "agent stopped"
+    );
+    Ok(())
+}
+
+fn discovery(config: &AgentConfig) -> Result<Discovery, AgentError> {
+    if config.sites.web_root.is_none() && config.sites.list_file.is_none() {
+        return Err(AgentError::NoSites);
+    }
+    Ok(Discovery {
+        web_root: config.sites.web_root.clone(),
+        list_file: config.sites.list_file.clone(),
+        ignore: Regex::new(&config.sites.ignore).map_err(DiscoveryError::from)?,
+        default_target: DefaultTarget::parse(config.target.as_deref())?,
+    })
+}
+
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    metrics: &AgentMetrics,
+    shutdown: Shutdown,
+) -> Result<(), AgentError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| AgentError::Metrics { addr, source })?;
+    let router = livehead_common::metrics::router(metrics.registry.clone());
+    tokio::spawn(async move {
+        if let Err(error) = livehead_common::metrics::serve(listener, router, shutdown).await {
+            tracing::error!(%error, "metrics endpoint stopped");
+        }
+    });
+    Ok(())
+}

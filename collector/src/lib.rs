@@ -1,1 +1,152 @@
+#![doc = include_str!("../README.md")]
+
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
 pub mod store;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use livehead_common::Shutdown;
+use livehead_common::tls::{self, TlsError};
+use livehead_proto::v1::ingest_service_server::IngestServiceServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::Server;
+
+pub use config::CollectorConfig;
+
+use crate::ingest::Ingest;
+use crate::metrics::CollectorMetrics;
+use crate::store::clickhouse::ClickHouseStore;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(
+        "TLS is required: set tls.ca, tls.cert and tls.key (--tls-*), or pass --insecure for plain-text gRPC"
+    )]
+    MissingTls,
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+}
+
+/// A started collector: where it listens, and its server task.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    task: JoinHandle<Result<(), CollectorError>>,
+}
+
+impl Running {
+    /// Waits until the servers stop (after `shutdown`).
+    pub async fn wait(self) -> Result<(), CollectorError> {
+        self.task.await.unwrap_or(Ok(()))
+    }
+}
+
+/// Runs the collector until `shutdown`.
+pub async fn run(config: CollectorConfig, shutdown: Shutdown) -> Result<(), CollectorError> {
+    start(config, shutdown).await?.wait().await
+}
+
+/// Connects the store (running migrations), binds both listeners and starts
+/// serving; returns once the collector accepts connections.
+pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Running, CollectorError> {
+    let tls = match (&config.tls, config.insecure) {
+        (_, true) => None,
+        (Some(files), false) => Some(tls::server_config(files)?),
+        (None, false) => return Err(CollectorError::MissingTls),
+    };
+    let store = Arc::new(ClickHouseStore::connect(&config.storage).await?);
+    let metrics = CollectorMetrics::new();
+    let grpc = bind(config.grpc_listen).await?;
+    let http = bind(config.http_listen).await?;
+    let (grpc_addr, http_addr) = (local_addr(&grpc)?, local_addr(&http)?);
+
+    spawn_maintenance(
+        store.clone(),
+        metrics.clone(),
+        config.maintenance_interval,
+        shutdown.clone(),
+    );
+    let service = IngestServiceServer::new(Ingest::new(
+        store,
+        metrics.clone(),
+        config.limits.clone(),
+        tls.is_some(),
+    ))
+    .accept_compressed(CompressionEncoding::Zstd)
+    .send_compressed(CompressionEncoding::Zstd)
+    .max_decoding_message_size(config.limits.max_message_bytes);
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let grpc_shutdown = shutdown.clone();
+    let grpc_server = builder.add_service(service).serve_with_incoming_shutdown(
+        TcpListenerStream::new(grpc),
+        async move {
+            grpc_shutdown.cancelled().await;
+        },
+    );
+    let http_server = livehead_common::metrics::serve(http, http::router(&metrics), shutdown);
+    tracing::info!(%grpc_addr, %http_addr, mtls = !config.insecure, "collector listening");
+    let task = tokio::spawn(async move {
+        let (grpc, http) = tokio::join!(grpc_server, http_server);
+        grpc?;
+        http.map_err(CollectorError::Http)
+    });
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        task,
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, CollectorError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| CollectorError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr, CollectorError> {
+    listener.local_addr().map_err(CollectorError::Http)
+}
+
+fn spawn_maintenance<S: Store>(
+    store: Arc<S>,
+    metrics: CollectorMetrics,
+    every: std::time::Duration,
+    shutdown: Shutdown,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            if let Err(error) = store.maintain().await {
+                metrics.maintenance_errors.inc();
+                tracing::error!(%error, "store upkeep failed");
+            }
+        }
+    });
+}

@@ -16,7 +16,10 @@ async fn render(State(registry): State<Registry>) -> impl IntoResponse {
     if let Err(err) = encoder.encode(&registry.gather(), &mut body) {
         tracing::error!(error = %err, "encoding metrics failed");
     }
-    ([(header::CONTENT_TYPE, encoder.format_type().to_owned())], body)
+    (
+        [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
+        body,
+    )
 }
 
 /// Serves `router` on `listener` until `shutdown` fires.

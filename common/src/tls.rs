@@ -116,7 +116,8 @@ fn read_pem(path: &Path, what: &'static str, expected: &'static str) -> Result<V
     })?;
     let marker = format!("-----BEGIN {expected}");
     let found = String::from_utf8_lossy(&bytes).contains(&marker)
-        || (expected == "PRIVATE KEY" && String::from_utf8_lossy(&bytes).contains("PRIVATE KEY-----"));
+        || (expected == "PRIVATE KEY"
+            && String::from_utf8_lossy(&bytes).contains("PRIVATE KEY-----"));
     if !found {
         return Err(TlsError::NotPem {
             what,

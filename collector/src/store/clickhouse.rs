@@ -1,1 +1,468 @@
-//! (being written)
+//! The ClickHouse store: the `clickhouse` crate over HTTP, RowBinary with LZ4.
+//!
+//! Tables (see [`schema`]): `health_history` (every probe), `health_last` (the
+//! newest probe per site, `ReplacingMergeTree(ts)`, read with `FINAL`),
+//! `ingest_batches` (one marker per written batch) and `schema_migrations`.
+//!
+//! Exactly-once per batch without transactions: `ingest_batches` holds markers
+//! `(agent, seq, records)`, and a batch whose markers count all its rows is not
+//! written again. With history on, the marker is written by the materialized view
+//! `ingest_batches_mv` as part of the INSERT into `health_history` (one INSERT of
+//! < 1M rows is one block), so it counts exactly the rows the server kept, even
+//! when the INSERT was cut short (18.16 keeps the rows received before the
+//! connection dropped; a replay then writes the rest, see [`Store::write_batch`]).
+//! `health_last` is written first; rewriting it on a replay is harmless since the
+//! newest `ts` wins. With history off, the marker is inserted directly after
+//! `health_last`.
+//!
+//! Servers older than 22.3 (Debian's 18.16) get the [`Flavour::Legacy`] schema and
+//! retention by dropping day partitions in [`Store::maintain`]; newer ones get
+//! `LowCardinality`, codecs and table TTLs.
+
+pub mod schema;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ::clickhouse::sql::Identifier;
+use ::clickhouse::{Client, Compression, Row};
+use serde::{Deserialize, Serialize};
+
+use self::schema::{
+    APPLIED_VERSIONS_SQL, BATCH_MARKER_DAYS, BATCH_SEEN_SQL, BATCHES_TABLE, CREATE_DATABASE_SQL,
+    DROP_PARTITION_SQL, ENGINE_FULL_SQL, HISTORY_TABLE, LAST_TABLE, MIGRATIONS_TABLE,
+    STALE_PARTITIONS_SQL, VERSION_SQL,
+};
+pub use self::schema::{Flavour, Migration};
+use super::{BatchWrite, ProbeRow, StorageConfig, Store, StoreError, WriteOutcome};
+
+/// Bounds sending an INSERT and waiting for the server to finish it. An INSERT that
+/// times out is not acked; the replay finds the marker if the server did write it.
+const INSERT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Writes batches to ClickHouse. Cheap to share: the client pools connections.
+#[derive(Clone)]
+pub struct ClickHouseStore {
+    client: Client,
+    flavour: Flavour,
+    history: bool,
+    retention_days: u32,
+}
+
+impl std::fmt::Debug for ClickHouseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseStore")
+            .field("flavour", &self.flavour)
+            .field("history", &self.history)
+            .field("retention_days", &self.retention_days)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClickHouseStore {
+    /// Connects, creates the database when missing, picks the schema flavour from
+    /// the server's version and applies the missing migrations and the configured
+    /// TTLs. Safe to run by several replicas at once.
+    pub async fn connect(config: &StorageConfig) -> Result<Self, StoreError> {
+        let url = config
+            .clickhouse_url
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .ok_or(StoreError::NotConfigured("clickhouse_url"))?;
+        if config.database.is_empty() {
+            return Err(StoreError::NotConfigured("database"));
+        }
+        // Validation stays off until the version is known: 18.x cannot answer in
+        // RowBinaryWithNamesAndTypes.
+        let server = Client::default()
+            .with_url(url)
+            .with_user(config.user.as_str())
+            .with_password(config.password.as_str())
+            .with_compression(Compression::Lz4)
+            .with_validation(false);
+        let version: String = server.query(VERSION_SQL).fetch_one().await?;
+        let flavour = Flavour::for_server(&version)?;
+        server
+            .query(CREATE_DATABASE_SQL)
+            .bind(Identifier(&config.database))
+            .execute()
+            .await?;
+        let client = server
+            .with_database(config.database.as_str())
+            .with_validation(flavour.client_validation());
+        let store = Self {
+            client,
+            flavour,
+            history: config.history,
+            retention_days: config.retention_days,
+        };
+        store.migrate().await?;
+        if flavour.uses_ttl() {
+            store.apply_ttls(config).await?;
+        }
+        tracing::info!(
+            %version,
+            ?flavour,
+            database = %config.database,
+            history = config.history,
+            retention_days = config.retention_days,
+            "clickhouse store ready"
+        );
+        Ok(store)
+    }
+
+    /// The schema flavour picked for the server.
+    pub fn flavour(&self) -> Flavour {
+        self.flavour
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.client.query(&schema::bootstrap()).execute().await?;
+        let applied: Vec<u32> = self.client.query(APPLIED_VERSIONS_SQL).fetch_all().await?;
+        for migration in schema::migrations(self.flavour) {
+            if applied.contains(&migration.version) {
+                continue;
+            }
+            for statement in &migration.statements {
+                self.client.query(statement).execute().await?;
+            }
+            let mut insert = self
+                .client
+                .insert::<MigrationRow<'_>>(MIGRATIONS_TABLE)
+                .await?;
+            insert
+                .write(&MigrationRow {
+                    version: migration.version,
+                    name: migration.name,
+                    applied_at: unix_seconds(),
+                })
+                .await?;
+            insert.end().await?;
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "clickhouse migration applied"
+            );
+        }
+        Ok(())
+    }
+
+    /// Brings table TTLs to the configuration, touching only those that differ
+    /// (`MODIFY TTL` rewrites every part of the table).
+    async fn apply_ttls(&self, config: &StorageConfig) -> Result<(), StoreError> {
+        for ttl in schema::table_ttls(config) {
+            let engine_full = self.engine_full(ttl.table).await?;
+            let Some(statement) = schema::ttl_statement(&ttl, &engine_full) else {
+                continue;
+            };
+            if let Err(err) = self.client.query(&statement).execute().await {
+                // Another replica starting at the same time may have changed it
+                // first (`REMOVE TTL` then fails on a table without TTL).
+                let now = self.engine_full(ttl.table).await?;
+                if schema::ttl_statement(&ttl, &now).is_some() {
+                    return Err(err.into());
+                }
+            }
+            tracing::info!(table = ttl.table, %statement, "clickhouse table TTL changed");
+        }
+        Ok(())
+    }
+
+    /// `system.tables.engine_full` of one of our tables (engine, keys, TTL, settings).
+    async fn engine_full(&self, table: &str) -> Result<String, StoreError> {
+        Ok(self
+            .client
+            .query(ENGINE_FULL_SQL)
+            .bind(table)
+            .fetch_one()
+            .await?)
+    }
+
+    /// How many rows of `(agent, seq)` are stored: `None` when the batch was never
+    /// written. Less than the batch's length after an interrupted INSERT (see
+    /// [`Store::write_batch`]).
+    async fn rows_written(&self, agent: &str, seq: u64) -> Result<Option<u64>, StoreError> {
+        let seen: Seen = self
+            .client
+            .query(BATCH_SEEN_SQL)
+            .bind(agent)
+            .bind(seq)
+            .fetch_one()
+            .await?;
+        Ok((seen.markers > 0).then_some(seen.records))
+    }
+
+    async fn insert_last(&self, agent: &str, probes: &[ProbeRow]) -> Result<(), StoreError> {
+        let mut insert = self
+            .client
+            .insert::<LastRow<'_>>(LAST_TABLE)
+            .await?
+            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
+        for probe in probes {
+            insert.write(&LastRow::new(probe, agent)).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// One INSERT (one block), so the marker the view derives from it counts
+    /// exactly the rows the server kept.
+    async fn insert_history(
+        &self,
+        agent: &str,
+        seq: u64,
+        probes: &[ProbeRow],
+    ) -> Result<(), StoreError> {
+        let mut insert = self
+            .client
+            .insert::<HistoryRow<'_>>(HISTORY_TABLE)
+            .await?
+            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
+        for probe in probes {
+            insert.write(&HistoryRow::new(probe, agent, seq)).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    async fn insert_marker(&self, agent: &str, seq: u64, records: u64) -> Result<(), StoreError> {
+        let mut insert = self
+            .client
+            .insert::<BatchRow<'_>>(BATCHES_TABLE)
+            .await?
+            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
+        insert
+            .write(&BatchRow {
+                agent,
+                seq,
+                records,
+                written_at: unix_seconds(),
+            })
+            .await?;
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// Legacy retention: drops the day partitions of `table` older than `days`.
+    async fn drop_partitions_older_than(&self, table: &str, days: u32) -> Result<(), StoreError> {
+        let stale: Vec<String> = self
+            .client
+            .query(STALE_PARTITIONS_SQL)
+            .bind(table)
+            .bind(days)
+            .fetch_all()
+            .await?;
+        for partition in stale {
+            self.client
+                .query(DROP_PARTITION_SQL)
+                .bind(Identifier(table))
+                .bind(partition.as_str())
+                .execute()
+                .await?;
+            tracing::info!(table, %partition, "clickhouse partition dropped (retention)");
+        }
+        Ok(())
+    }
+}
+
+impl Store for ClickHouseStore {
+    /// (1) the batch's markers tell how many of its rows are stored: all of them
+    /// means Duplicate; (2) all rows into `health_last` (idempotent); (3) the rows
+    /// not stored yet into `health_history`, whose materialized view writes the
+    /// marker in the same INSERT, or, with history off (or an empty batch), the
+    /// marker alone.
+    ///
+    /// Why "rows not stored yet": when an INSERT's HTTP body is cut (the collector
+    /// killed, or this future dropped, mid-request), ClickHouse 18.16 takes the end
+    /// of the connection for the end of the data and keeps the rows received so
+    /// far, with a marker counting them. Rows are sent in batch order, so what was
+    /// kept is a prefix of the batch and a replay writes the rest. This assumes a
+    /// replay carries the same rows in the same order (the agent resends the batch
+    /// from its spool).
+    ///
+    /// The batch's agent is written in the rows' `agent` column (markers are keyed
+    /// by it).
+    async fn write_batch(&self, batch: BatchWrite<'_>) -> Result<WriteOutcome, StoreError> {
+        let total = batch.probes.len();
+        let stored = self.rows_written(batch.agent, batch.seq).await?;
+        let stored = match stored {
+            Some(rows) if rows >= total as u64 => return Ok(WriteOutcome::Duplicate),
+            Some(rows) => {
+                tracing::warn!(
+                    agent = batch.agent,
+                    seq = batch.seq,
+                    stored = rows,
+                    total,
+                    "batch was partly written by an interrupted insert; writing the rest"
+                );
+                // rows < total, so it fits in usize.
+                usize::try_from(rows).unwrap_or(total)
+            }
+            None => 0,
+        };
+        let rest = &batch.probes[stored..];
+        if !batch.probes.is_empty() {
+            self.insert_last(batch.agent, batch.probes).await?;
+        }
+        if self.history && !rest.is_empty() {
+            self.insert_history(batch.agent, batch.seq, rest).await?;
+        } else {
+            self.insert_marker(batch.agent, batch.seq, rest.len() as u64)
+                .await?;
+        }
+        Ok(WriteOutcome::Written { rows: total })
+    }
+
+    async fn maintain(&self) -> Result<(), StoreError> {
+        if self.flavour.uses_ttl() {
+            return Ok(());
+        }
+        if self.retention_days > 0 {
+            self.drop_partitions_older_than(HISTORY_TABLE, self.retention_days)
+                .await?;
+        }
+        self.drop_partitions_older_than(BATCHES_TABLE, BATCH_MARKER_DAYS)
+            .await
+    }
+}
+
+fn unix_seconds() -> u32 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+/// A row of `health_history`; field order is the column order of
+/// [`schema::history_columns`].
+#[derive(Row, Serialize)]
+struct HistoryRow<'a> {
+    site: &'a str,
+    status: u16,
+    ms: u32,
+    port: u16,
+    location: &'a str,
+    cross: u8,
+    ts: u64,
+    latency_us: u64,
+    connect_us: u64,
+    first_byte_us: u64,
+    error: &'a str,
+    method: &'a str,
+    target: &'a str,
+    cert_expiry: u64,
+    agent: &'a str,
+    seq: u64,
+}
+
+impl<'a> HistoryRow<'a> {
+    fn new(p: &'a ProbeRow, agent: &'a str, seq: u64) -> Self {
+        Self {
+            site: &p.site,
+            status: p.status,
+            ms: p.ms,
+            port: p.port,
+            location: &p.location,
+            cross: p.cross,
+            ts: p.ts,
+            latency_us: p.latency_us,
+            connect_us: p.connect_us,
+            first_byte_us: p.first_byte_us,
+            error: &p.error,
+            method: &p.method,
+            target: &p.target,
+            cert_expiry: p.cert_expiry,
+            agent,
+            seq,
+        }
+    }
+}
+
+/// A row of `health_last` (no `seq`).
+#[derive(Row, Serialize)]
+struct LastRow<'a> {
+    site: &'a str,
+    status: u16,
+    ms: u32,
+    port: u16,
+    location: &'a str,
+    cross: u8,
+    ts: u64,
+    latency_us: u64,
+    connect_us: u64,
+    first_byte_us: u64,
+    error: &'a str,
+    method: &'a str,
+    target: &'a str,
+    cert_expiry: u64,
+    agent: &'a str,
+}
+
+impl<'a> LastRow<'a> {
+    fn new(p: &'a ProbeRow, agent: &'a str) -> Self {
+        Self {
+            site: &p.site,
+            status: p.status,
+            ms: p.ms,
+            port: p.port,
+            location: &p.location,
+            cross: p.cross,
+            ts: p.ts,
+            latency_us: p.latency_us,
+            connect_us: p.connect_us,
+            first_byte_us: p.first_byte_us,
+            error: &p.error,
+            method: &p.method,
+            target: &p.target,
+            cert_expiry: p.cert_expiry,
+            agent,
+        }
+    }
+}
+
+/// The answer to [`BATCH_SEEN_SQL`].
+#[derive(Row, Deserialize)]
+struct Seen {
+    markers: u64,
+    records: u64,
+}
+
+/// A row of `ingest_batches`.
+#[derive(Row, Serialize)]
+struct BatchRow<'a> {
+    agent: &'a str,
+    seq: u64,
+    records: u64,
+    /// DateTime: unix seconds.
+    written_at: u32,
+}
+
+/// A row of `schema_migrations`.
+#[derive(Row, Serialize)]
+struct MigrationRow<'a> {
+    version: u32,
+    name: &'a str,
+    /// DateTime: unix seconds.
+    applied_at: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The row structs are serialized in field order (RowBinary); they must list the
+    // columns the schema declares, in the same order.
+    #[test]
+    fn row_structs_match_the_schema() {
+        assert_eq!(
+            HistoryRow::COLUMN_NAMES,
+            schema::history_columns().as_slice()
+        );
+        assert_eq!(LastRow::COLUMN_NAMES, schema::last_columns().as_slice());
+        assert_eq!(BatchRow::COLUMN_NAMES, schema::batch_columns().as_slice());
+        assert_eq!(
+            MigrationRow::COLUMN_NAMES,
+            schema::migration_columns().as_slice()
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! The agent's configuration: a TOML file, overridden by flags and environment
+//! (see the binary). Every field has a documented default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use livehead_common::tls::TlsFiles;
+use serde::Deserialize;
+
+use crate::probe::ProbeConfig;
+
+/// Directories under a web root that are not sites (the old script's IGNORE_REGEX).
+pub const DEFAULT_IGNORE: &str = r"^(update|backups|readyz|new|lost\+found)$";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Agent id sent in batches. With mTLS the certificate's name is the
+    /// identity: leave this unset (a different value is refused by the
+    /// collector). With `insecure` it names the agent; default the host name.
+    pub id: Option<String>,
+    /// Where the sites come from.
+    pub sites: SitesConfig,
+    /// Where sites given by name are probed: `10.0.0.7:8080`, `http://10.0.0.7:8080`
+    /// or `https://10.0.0.7:8443` (the node's address, the site goes in the Host
+    /// header). Unset: each name is probed directly at `https://<name>/`.
+    pub target: Option<String>,
+    /// Probe time-outs and limits.
+    pub probe: ProbeConfig,
+    /// Round scheduling.
+    pub rounds: RoundsConfig,
+    /// How results are grouped into batches.
+    pub batch: BatchConfig,
+    /// Unacknowledged batches kept in memory.
+    pub spool: SpoolConfig,
+    /// The collector connection.
+    pub collector: CollectorConnConfig,
+    /// Address of the `/metrics` endpoint; unset disables it. Default 127.0.0.1:7091.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            sites: SitesConfig::default(),
+            target: None,
+            probe: ProbeConfig::default(),
+            rounds: RoundsConfig::default(),
+            batch: BatchConfig::default(),
+            spool: SpoolConfig::default(),
+            collector: CollectorConnConfig::default(),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7091))),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// The id batches carry: the configured one; else, without mTLS, the host
+    /// name; else empty, so the collector takes the certificate's name.
+    pub fn batch_agent_id(&self) -> String {
+        match (&self.id, self.collector.insecure) {
+            (Some(id), _) => id.clone(),
+            (None, true) => hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "agent".into()),
+            (None, false) => String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SitesConfig {
+    /// Every directory under it is a site named after the directory. Default: none.
+    pub web_root: Option<PathBuf>,
+    /// One site per line: a host name, or a URL probed directly; `#` starts a
+    /// comment. Default: none.
+    pub list_file: Option<PathBuf>,
+    /// Directory names under `web_root` that are not sites (regex).
+    pub ignore: String,
+}
+
+impl Default for SitesConfig {
+    fn default() -> Self {
+        Self {
+            web_root: None,
+            list_file: None,
+            ignore: DEFAULT_IGNORE.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoundsConfig {
+    /// Time between the starts of two rounds. Default 30m, as the old cron job.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Fraction of the interval over which probe starts are spread (0 = start
+    /// them as fast as `concurrency` allows). Default 0.5.
+    pub spread: f64,
+    /// Probes in flight at once. Default 64.
+    pub concurrency: usize,
+}
+
+impl Default for RoundsConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(30 * 60),
+            spread: 0.5,
+            concurrency: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// A batch is sent when it holds this many records. Default 500.
+    pub max_records: usize,
+    /// ...or when its first record is this old. Default 1s.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_records: 500,
+            max_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Encoded bytes of unacknowledged batches kept; past it the oldest batches
+    /// are dropped and counted (`livehead_agent_spool_dropped_*`). Default 8 MiB.
+    pub max_bytes: usize,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self { max_bytes: 8 << 20 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectorConnConfig {
+    /// Collector gRPC endpoint. Default `https://127.0.0.1:7070`.
+    pub url: String,
+    /// Name the collector's certificate must carry. Default: the URL's host.
+    pub server_name: Option<String>,
+    /// CA, certificate and key for mTLS. Required unless `insecure`.
+    pub tls: Option<TlsFiles>,
+    /// Plain-text gRPC (`http://` URL, no certificates). Default false.
+    pub insecure: bool,
+    /// Batches sent before their acks are awaited. Default 32.
+    pub max_in_flight: usize,
+    /// First reconnect delay, doubled up to `reconnect_max`. Default 500ms.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay. Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// On shutdown, time allowed to get pending batches acknowledged. Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for CollectorConnConfig {
+    fn default() -> Self {
+        Self {
+            url: "https://127.0.0.1:7070".into(),
+            server_name: None,
+            tls: None,
+            insecure: false,
+            max_in_flight: 32,
+            reconnect_min: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}

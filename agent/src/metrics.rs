@@ -1,0 +1,110 @@
+//! The agent's Prometheus metrics.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Every metric the agent exports, registered once.
+#[derive(Clone)]
+pub struct AgentMetrics {
+    pub registry: Registry,
+    /// Probes done, by outcome: 2xx, 3xx, 4xx, 5xx, or the error kind.
+    pub probes: IntCounterVec,
+    pub probe_seconds: Histogram,
+    pub rounds: IntCounter,
+    pub round_seconds: prometheus::Gauge,
+    pub sites: IntGauge,
+    pub discovery_errors: IntCounter,
+    pub batches_sent: IntCounter,
+    pub batches_acked: IntCounter,
+    pub records_rejected: IntCounter,
+    pub spool_batches: IntGauge,
+    pub spool_bytes: IntGauge,
+    pub spool_dropped_batches: IntCounter,
+    pub spool_dropped_records: IntCounter,
+    pub reconnects: IntCounter,
+}
+
+impl AgentMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("livehead_agent".into()), None)
+            .expect("static prefix is valid");
+        let m = Self {
+            probes: IntCounterVec::new(
+                Opts::new("probes_total", "Probes done, by outcome"),
+                &["outcome"],
+            )
+            .expect("static metric"),
+            probe_seconds: Histogram::with_opts(
+                HistogramOpts::new("probe_seconds", "Probe latency").buckets(vec![
+                    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+            )
+            .expect("static metric"),
+            rounds: counter("rounds_total", "Rounds completed"),
+            round_seconds: prometheus::Gauge::new("round_seconds", "Duration of the last round")
+                .expect("static metric"),
+            sites: IntGauge::new("sites", "Sites found by the last discovery")
+                .expect("static metric"),
+            discovery_errors: counter(
+                "discovery_errors_total",
+                "Site sources that could not be read",
+            ),
+            batches_sent: counter("batches_sent_total", "Batches sent (resends included)"),
+            batches_acked: counter(
+                "batches_acked_total",
+                "Batches acknowledged by the collector",
+            ),
+            records_rejected: counter(
+                "records_rejected_total",
+                "Records the collector refused as invalid",
+            ),
+            spool_batches: IntGauge::new("spool_batches", "Batches awaiting acknowledgement")
+                .expect("static metric"),
+            spool_bytes: IntGauge::new("spool_bytes", "Encoded bytes awaiting acknowledgement")
+                .expect("static metric"),
+            spool_dropped_batches: counter(
+                "spool_dropped_batches_total",
+                "Oldest batches dropped because the spool was full",
+            ),
+            spool_dropped_records: counter(
+                "spool_dropped_records_total",
+                "Records in batches dropped because the spool was full",
+            ),
+            reconnects: counter("reconnects_total", "Collector connections lost or refused"),
+            registry,
+        };
+        m.register();
+        m
+    }
+
+    fn register(&self) {
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(self.probes.clone()),
+            Box::new(self.probe_seconds.clone()),
+            Box::new(self.rounds.clone()),
+            Box::new(self.round_seconds.clone()),
+            Box::new(self.sites.clone()),
+            Box::new(self.discovery_errors.clone()),
+            Box::new(self.batches_sent.clone()),
+            Box::new(self.batches_acked.clone()),
+            Box::new(self.records_rejected.clone()),
+            Box::new(self.spool_batches.clone()),
+            Box::new(self.spool_bytes.clone()),
+            Box::new(self.spool_dropped_batches.clone()),
+            Box::new(self.spool_dropped_records.clone()),
+            Box::new(self.reconnects.clone()),
+        ];
+        for c in collectors {
+            self.registry.register(c).expect("metric names are unique");
+        }
+    }
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).expect("static metric")
+}

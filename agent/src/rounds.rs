@@ -1,0 +1,167 @@
+//! Probe rounds: every `interval`, discover the sites and probe each once,
+//! spreading the starts over part of the round and bounding concurrency.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use livehead_common::Shutdown;
+use livehead_proto::v1::{ProbeError, ProbeResult};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::discovery::{Discovery, Site};
+use crate::metrics::AgentMetrics;
+use crate::probe::Prober;
+
+/// When probe `index` of `count` starts, relative to the round's start, so that
+/// starts are evenly spaced over `window`.
+pub fn start_offset(index: usize, count: usize, window: Duration) -> Duration {
+    if count == 0 {
+        return Duration::ZERO;
+    }
+    let nanos = window.as_nanos() * index as u128 / count as u128;
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
+/// Round settings after validation.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub interval: Duration,
+    pub spread_window: Duration,
+    pub concurrency: usize,
+}
+
+impl Schedule {
+    pub fn new(interval: Duration, spread: f64, concurrency: usize) -> Self {
+        Self {
+            interval,
+            spread_window: interval.mul_f64(spread.clamp(0.0, 1.0)),
+            concurrency: concurrency.max(1),
+        }
+    }
+}
+
+/// Runs rounds until `shutdown`; each result goes to `results`.
+pub async fn run(
+    schedule: Schedule,
+    discovery: Discovery,
+    prober: Prober,
+    results: mpsc::Sender<ProbeResult>,
+    metrics: AgentMetrics,
+    shutdown: Shutdown,
+) {
+    loop {
+        let started = Instant::now();
+        let sites = discover(&discovery, &metrics);
+        tokio::select! {
+            () = run_round(&schedule, sites, &prober, &results, &metrics) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let took = started.elapsed();
+        metrics.rounds.inc();
+        metrics.round_seconds.set(took.as_secs_f64());
+        if took > schedule.interval {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                interval_ms = schedule.interval.as_millis() as u64,
+                "round took longer than the interval; starting the next one now"
+            );
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(started + schedule.interval) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn discover(discovery: &Discovery, metrics: &AgentMetrics) -> Vec<Site> {
+    let found = discovery.discover();
+    for error in &found.errors {
+        metrics.discovery_errors.inc();
+        tracing::error!(%error, "site discovery");
+    }
+    for (line, text) in &found.bad_lines {
+        tracing::warn!(
+            line,
+            text,
+            "site list line is neither a host name nor an http(s) URL; skipped"
+        );
+    }
+    metrics.sites.set(found.sites.len() as i64);
+    found.sites
+}
+
+/// Probes every site once. Returns when all probes have finished.
+pub async fn run_round(
+    schedule: &Schedule,
+    sites: Vec<Site>,
+    prober: &Prober,
+    results: &mpsc::Sender<ProbeResult>,
+    metrics: &AgentMetrics,
+) {
+    let started = Instant::now();
+    let count = sites.len();
+    let permits = Arc::new(Semaphore::new(schedule.concurrency));
+    let mut tasks = JoinSet::new();
+    for (index, site) in sites.into_iter().enumerate() {
+        tokio::time::sleep_until(started + start_offset(index, count, schedule.spread_window))
+            .await;
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let (prober, results, metrics) = (prober.clone(), results.clone(), metrics.clone());
+        tasks.spawn(async move {
+            let result = prober.probe(&site.name, &site.target).await;
+            drop(permit);
+            record(&metrics, &result);
+            // A closed channel means the agent is stopping; the result is moot.
+            let _ = results.send(result).await;
+        });
+        // Reap finished tasks as we go so a 30,000-site round keeps little state.
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+fn record(metrics: &AgentMetrics, result: &ProbeResult) {
+    let outcome = match result.error() {
+        ProbeError::Unspecified => match result.status {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "other_status",
+        },
+        kind => kind.as_label(),
+    };
+    metrics.probes.with_label_values(&[outcome]).inc();
+    metrics
+        .probe_seconds
+        .observe(result.latency_us as f64 / 1_000_000.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_are_evenly_spread_over_the_window() {
+        let w = Duration::from_secs(100);
+        assert_eq!(start_offset(0, 4, w), Duration::ZERO);
+        assert_eq!(start_offset(1, 4, w), Duration::from_secs(25));
+        assert_eq!(start_offset(3, 4, w), Duration::from_secs(75));
+        assert_eq!(start_offset(5, 10, Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn spread_is_a_fraction_of_the_interval() {
+        let s = Schedule::new(Duration::from_secs(60), 0.5, 0);
+        assert_eq!(s.spread_window, Duration::from_secs(30));
+        assert_eq!(s.concurrency, 1);
+        assert_eq!(
+            Schedule::new(Duration::from_secs(60), 7.0, 1).spread_window,
+            Duration::from_secs(60)
+        );
+    }
+}

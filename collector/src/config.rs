@@ -1,0 +1,85 @@
+//! The collector's configuration: a TOML file, overridden by flags and
+//! environment (see the binary). Every field has a documented default.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use livehead_common::tls::TlsFiles;
+use serde::Deserialize;
+
+use crate::store::StorageConfig;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// gRPC ingest address. Default 0.0.0.0:7070.
+    pub grpc_listen: SocketAddr,
+    /// HTTP address (`/health`, `/metrics`). Default 0.0.0.0:7080.
+    pub http_listen: SocketAddr,
+    /// Server certificate and key, and the CA agents' certificates must chain
+    /// to. Required unless `insecure`.
+    pub tls: Option<TlsFiles>,
+    /// Plain-text gRPC without client certificates; agents then name
+    /// themselves. For tests and trusted networks only. Default false.
+    pub insecure: bool,
+    /// Where rows go.
+    pub storage: StorageConfig,
+    /// Input limits.
+    pub limits: Limits,
+    /// How often store upkeep (retention) runs. Default 10m.
+    #[serde(with = "humantime_serde")]
+    pub maintenance_interval: Duration,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            grpc_listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 7080)),
+            tls: None,
+            insecure: false,
+            storage: StorageConfig::default(),
+            limits: Limits::default(),
+            maintenance_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Every bound on what an agent may send. A batch over `max_batch_records` or
+/// a message over `max_message_bytes` is refused whole; a record over a field
+/// limit is rejected alone and its batch's other records are stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Records in one batch. Default 10,000.
+    pub max_batch_records: usize,
+    /// Decoded (uncompressed) size of one gRPC message. Default 16 MiB.
+    pub max_message_bytes: usize,
+    /// Bytes of a Location header kept. Default 2,048.
+    pub max_location_bytes: usize,
+    /// Bytes of a probe target. Default 512.
+    pub max_target_bytes: usize,
+    /// Latest a timestamp may be ahead of the collector's clock. Default 5m.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    /// Oldest a timestamp may be. Default 30d (a spool never holds more).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Largest latency accepted (any of the three timings). Default 10m.
+    #[serde(with = "humantime_serde")]
+    pub max_latency: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_batch_records: 10_000,
+            max_message_bytes: 16 << 20,
+            max_location_bytes: 2048,
+            max_target_bytes: 512,
+            max_clock_skew: Duration::from_secs(300),
+            max_age: Duration::from_secs(30 * 86_400),
+            max_latency: Duration::from_secs(600),
+        }
+    }
+}

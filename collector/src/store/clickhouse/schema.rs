@@ -1,0 +1,387 @@
+//! livehead's ClickHouse schema as pure data: the flavour a server gets, the
+//! versioned migrations, the table TTLs and the SQL the store runs. Nothing here
+//! talks to a server, so tests can render all of it (the chdb check runs the
+//! Modern flavour on a current ClickHouse).
+//!
+//! Every statement is idempotent (`IF NOT EXISTS`), table names are unqualified
+//! (the client's `database` setting picks the database) and values are bound with
+//! `?`, never formatted. The only numbers formatted into DDL are retention days.
+
+use crate::store::{StorageConfig, StoreError};
+
+pub const HISTORY_TABLE: &str = "health_history";
+pub const LAST_TABLE: &str = "health_last";
+pub const BATCHES_TABLE: &str = "ingest_batches";
+pub const BATCHES_VIEW: &str = "ingest_batches_mv";
+pub const MIGRATIONS_TABLE: &str = "schema_migrations";
+
+/// How long batch markers are kept: longer than any agent keeps unacked batches.
+pub const BATCH_MARKER_DAYS: u32 = 7;
+
+/// The oldest server the schema is tested against (Debian's `clickhouse-server`).
+pub const MIN_SERVER: (u32, u32) = (18, 16);
+/// From this version on: TTL, `LowCardinality`, codecs and the client's schema
+/// validation (`RowBinaryWithNamesAndTypes`).
+pub const MODERN_SERVER: (u32, u32) = (22, 3);
+
+/// Which DDL a server gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// Before 22.3: plain column types, retention by dropping day partitions in
+    /// [`Store::maintain`](crate::store::Store::maintain).
+    Legacy,
+    /// 22.3 and later: `LowCardinality`, codecs, retention by table TTL.
+    Modern,
+}
+
+impl Flavour {
+    /// The flavour for a `SELECT version()` answer such as `18.16.1` or
+    /// `24.8.4.13`.
+    pub fn for_server(version: &str) -> Result<Self, StoreError> {
+        let parsed = parse_version(version).ok_or_else(|| {
+            StoreError::Unsupported(format!("unparsable server version {version:?}"))
+        })?;
+        if parsed < MIN_SERVER {
+            return Err(StoreError::Unsupported(format!(
+                "ClickHouse {version} is older than {}.{}",
+                MIN_SERVER.0, MIN_SERVER.1
+            )));
+        }
+        Ok(if parsed >= MODERN_SERVER {
+            Self::Modern
+        } else {
+            Self::Legacy
+        })
+    }
+
+    /// Whether the `clickhouse` crate's schema validation works on this server
+    /// (it needs `RowBinaryWithNamesAndTypes`, unknown to 18.x).
+    pub fn client_validation(self) -> bool {
+        self == Self::Modern
+    }
+
+    /// Whether retention is done by table TTL (else by `maintain()`).
+    pub fn uses_ttl(self) -> bool {
+        self == Self::Modern
+    }
+}
+
+/// `major.minor` of a version string like `18.16.1` or `25.3.2.39-stable`.
+pub fn parse_version(version: &str) -> Option<(u32, u32)> {
+    let mut parts = version.trim().split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor: String = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Some((major, minor.parse().ok()?))
+}
+
+/// One schema version: its statements run in order, then the version is recorded in
+/// `schema_migrations`. Statements are idempotent, so a migration interrupted half
+/// way (or run by two replicas at once) is simply run again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub statements: Vec<String>,
+}
+
+/// Creates `schema_migrations`; run at every start, before reading it.
+pub fn bootstrap() -> String {
+    // ReplacingMergeTree: two replicas migrating at once may both record a version;
+    // merges fold the copies and readers use DISTINCT.
+    format!(
+        "CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (\n    version UInt32,\n    name String,\n    \
+         applied_at DateTime\n) ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+}
+
+/// A column of the probe tables with its type per flavour.
+struct Column {
+    name: &'static str,
+    legacy: &'static str,
+    modern: &'static str,
+}
+
+const fn col(name: &'static str, legacy: &'static str, modern: &'static str) -> Column {
+    Column {
+        name,
+        legacy,
+        modern,
+    }
+}
+
+const LC: &str = "LowCardinality(String)";
+const US: &str = "UInt64 CODEC(T64, ZSTD)";
+
+/// `health_history`'s columns; `health_last` has all but `seq`. The first seven keep
+/// the old worker's names (`ts` is unix milliseconds).
+const PROBE_COLUMNS: &[Column] = &[
+    col("site", "String", LC),
+    col("status", "UInt16", "UInt16"),
+    col("ms", "UInt32", "UInt32 CODEC(T64, ZSTD)"),
+    col("port", "UInt16", "UInt16"),
+    col("location", "String", LC),
+    col("cross", "UInt8", "UInt8"),
+    col("ts", "UInt64", "UInt64 CODEC(Delta, ZSTD)"),
+    col("latency_us", "UInt64", US),
+    col("connect_us", "UInt64", US),
+    col("first_byte_us", "UInt64", US),
+    col("error", "String", LC),
+    col("method", "String", LC),
+    col("target", "String", LC),
+    col("cert_expiry", "UInt64", "UInt64 CODEC(ZSTD)"),
+    col("agent", "String", LC),
+    col("seq", "UInt64", "UInt64 CODEC(Delta, ZSTD)"),
+];
+
+const BATCH_COLUMNS: &[Column] = &[
+    col("agent", "String", LC),
+    col("seq", "UInt64", "UInt64 CODEC(Delta, ZSTD)"),
+    col("records", "UInt64", "UInt64"),
+    col("written_at", "DateTime", "DateTime CODEC(Delta, ZSTD)"),
+];
+
+/// Column names of `health_history`, in insert order.
+pub fn history_columns() -> Vec<&'static str> {
+    PROBE_COLUMNS.iter().map(|c| c.name).collect()
+}
+
+/// Column names of `health_last`, in insert order.
+pub fn last_columns() -> Vec<&'static str> {
+    PROBE_COLUMNS
+        .iter()
+        .filter(|c| c.name != "seq")
+        .map(|c| c.name)
+        .collect()
+}
+
+/// Column names of `ingest_batches`, in insert order.
+pub fn batch_columns() -> Vec<&'static str> {
+    BATCH_COLUMNS.iter().map(|c| c.name).collect()
+}
+
+/// Column names of `schema_migrations`, in insert order.
+pub fn migration_columns() -> Vec<&'static str> {
+    vec!["version", "name", "applied_at"]
+}
+
+fn column_list(flavour: Flavour, columns: &[Column], skip: &[&str]) -> String {
+    columns
+        .iter()
+        .filter(|c| !skip.contains(&c.name))
+        .map(|c| {
+            let ty = match flavour {
+                Flavour::Legacy => c.legacy,
+                Flavour::Modern => c.modern,
+            };
+            format!("    `{}` {ty}", c.name)
+        })
+        .collect::<Vec<_>>()
+        .join(",\n")
+}
+
+/// The day a probe row belongs to (server time zone), as the partition key.
+const PROBE_DAY: &str = "toYYYYMMDD(toDateTime(intDiv(ts, 1000)))";
+
+/// Settings for tables with a TTL: expired data goes by whole parts (the tables are
+/// partitioned by day), never by rewriting parts.
+fn ttl_settings(flavour: Flavour) -> &'static str {
+    match flavour {
+        Flavour::Legacy => "",
+        Flavour::Modern => " SETTINGS ttl_only_drop_parts = 1",
+    }
+}
+
+/// The schema, oldest version first. Versions are the same in both flavours; only
+/// the DDL differs. Table TTLs are not part of it (they follow the configuration at
+/// every start, see [`table_ttls`]).
+pub fn migrations(flavour: Flavour) -> Vec<Migration> {
+    let history = format!(
+        "CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (\n{}\n) ENGINE = MergeTree \
+         PARTITION BY {PROBE_DAY} ORDER BY (site, ts){}",
+        column_list(flavour, PROBE_COLUMNS, &[]),
+        ttl_settings(flavour)
+    );
+    // ReplacingMergeTree(ts): the newest probe per site wins, so a replayed older
+    // batch never overwrites a newer state. Readers use FINAL.
+    let last = format!(
+        "CREATE TABLE IF NOT EXISTS {LAST_TABLE} (\n{}\n) ENGINE = ReplacingMergeTree(ts) \
+         ORDER BY site",
+        column_list(flavour, PROBE_COLUMNS, &["seq"])
+    );
+    let batches = format!(
+        "CREATE TABLE IF NOT EXISTS {BATCHES_TABLE} (\n{}\n) ENGINE = MergeTree \
+         PARTITION BY toYYYYMMDD(written_at) ORDER BY (agent, seq){}",
+        column_list(flavour, BATCH_COLUMNS, &[]),
+        ttl_settings(flavour)
+    );
+    // The batch marker is written by the same INSERT as the history rows (one block),
+    // and counts exactly the rows the server kept (all of them, or the prefix an
+    // interrupted INSERT delivered).
+    let view = format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {BATCHES_VIEW} TO {BATCHES_TABLE} AS \
+         SELECT agent, seq, count() AS records, now() AS written_at \
+         FROM {HISTORY_TABLE} GROUP BY agent, seq"
+    );
+    vec![
+        Migration {
+            version: 1,
+            name: "probe tables",
+            statements: vec![history, last],
+        },
+        Migration {
+            version: 2,
+            name: "batch markers",
+            statements: vec![batches, view],
+        },
+    ]
+}
+
+/// A table's wanted TTL (Modern flavour).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableTtl {
+    pub table: &'static str,
+    /// The TTL expression, `None` to keep rows forever. Written the way servers
+    /// print it back in `system.tables.engine_full`, so an unchanged TTL is
+    /// recognised and not re-applied (which would rewrite every part).
+    pub expression: Option<String>,
+}
+
+/// The TTLs the configuration asks for: `health_history` by `retention_days`
+/// (0 = forever), `ingest_batches` by [`BATCH_MARKER_DAYS`].
+pub fn table_ttls(config: &StorageConfig) -> Vec<TableTtl> {
+    let history = (config.retention_days > 0).then(|| {
+        format!(
+            "toDateTime(intDiv(ts, 1000)) + toIntervalDay({})",
+            config.retention_days
+        )
+    });
+    vec![
+        TableTtl {
+            table: HISTORY_TABLE,
+            expression: history,
+        },
+        TableTtl {
+            table: BATCHES_TABLE,
+            expression: Some(format!("written_at + toIntervalDay({BATCH_MARKER_DAYS})")),
+        },
+    ]
+}
+
+/// The `ALTER` that brings `ttl.table` to the wanted TTL, given the table's current
+/// `engine_full` (from [`ENGINE_FULL_SQL`]), or `None` when it already has it. Also
+/// fixes tables created by the Legacy flavour before the server was upgraded.
+pub fn ttl_statement(ttl: &TableTtl, engine_full: &str) -> Option<String> {
+    let has_ttl = engine_full.contains(" TTL ");
+    match &ttl.expression {
+        Some(expr) if engine_full.contains(&format!(" TTL {expr}")) => None,
+        Some(expr) => Some(format!("ALTER TABLE {} MODIFY TTL {expr}", ttl.table)),
+        None if has_ttl => Some(format!("ALTER TABLE {} REMOVE TTL", ttl.table)),
+        None => None,
+    }
+}
+
+/// The server's version string.
+pub const VERSION_SQL: &str = "SELECT version()";
+/// Binds the database name as an identifier.
+pub const CREATE_DATABASE_SQL: &str = "CREATE DATABASE IF NOT EXISTS ?";
+/// Versions already applied.
+pub const APPLIED_VERSIONS_SQL: &str =
+    "SELECT DISTINCT version FROM schema_migrations ORDER BY version";
+/// Binds a table name (string); answers one `engine_full`.
+pub const ENGINE_FULL_SQL: &str =
+    "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = ?";
+/// Binds agent and seq; answers the number of markers of the batch and the rows
+/// they count.
+pub const BATCH_SEEN_SQL: &str = "SELECT count() AS markers, sum(records) AS records \
+     FROM ingest_batches WHERE agent = ? AND seq = ?";
+/// Binds a table name (string) and a number of days; answers the IDs of the day
+/// partitions older than that (Legacy retention).
+pub const STALE_PARTITIONS_SQL: &str = "SELECT DISTINCT partition_id FROM system.parts \
+     WHERE database = currentDatabase() AND table = ? AND active \
+     AND toUInt32OrZero(partition_id) > 0 \
+     AND toUInt32OrZero(partition_id) < toYYYYMMDD(today() - ?) \
+     ORDER BY partition_id";
+/// Binds the table (identifier) and the partition ID (string).
+pub const DROP_PARTITION_SQL: &str = "ALTER TABLE ? DROP PARTITION ID ?";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_pick_flavours() {
+        assert_eq!(parse_version("18.16.1"), Some((18, 16)));
+        assert_eq!(parse_version("25.3.2.39-stable"), Some((25, 3)));
+        assert_eq!(parse_version("22.3"), Some((22, 3)));
+        assert_eq!(parse_version("nonsense"), None);
+        assert_eq!(Flavour::for_server("18.16.1").ok(), Some(Flavour::Legacy));
+        assert_eq!(Flavour::for_server("22.2.1").ok(), Some(Flavour::Legacy));
+        assert_eq!(Flavour::for_server("22.3.1.1").ok(), Some(Flavour::Modern));
+        assert_eq!(Flavour::for_server("26.9.2.1").ok(), Some(Flavour::Modern));
+        assert!(matches!(
+            Flavour::for_server("1.1.54394"),
+            Err(StoreError::Unsupported(_))
+        ));
+        assert!(matches!(
+            Flavour::for_server(""),
+            Err(StoreError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn migrations_are_ordered_and_idempotent() {
+        for flavour in [Flavour::Legacy, Flavour::Modern] {
+            let all = migrations(flavour);
+            let versions: Vec<u32> = all.iter().map(|m| m.version).collect();
+            assert_eq!(versions, [1, 2]);
+            for statement in all.iter().flat_map(|m| &m.statements) {
+                assert!(statement.contains(" IF NOT EXISTS "), "{statement}");
+            }
+        }
+        assert!(bootstrap().contains(" IF NOT EXISTS "));
+    }
+
+    #[test]
+    fn legacy_ddl_uses_only_18_16_features() {
+        let ddl: String = migrations(Flavour::Legacy)
+            .iter()
+            .flat_map(|m| m.statements.clone())
+            .collect();
+        for modern in ["LowCardinality", "CODEC", "TTL", "SETTINGS"] {
+            assert!(!ddl.contains(modern), "{modern} in legacy DDL:\n{ddl}");
+        }
+    }
+
+    #[test]
+    fn ttl_statement_follows_engine_full() {
+        let mut config = StorageConfig {
+            retention_days: 30,
+            ..StorageConfig::default()
+        };
+        let ttls = table_ttls(&config);
+        let history = &ttls[0];
+        let plain = "MergeTree PARTITION BY toYYYYMMDD(toDateTime(intDiv(ts, 1000))) ORDER BY (site, ts) SETTINGS index_granularity = 8192";
+        let with_30 = "MergeTree PARTITION BY toYYYYMMDD(toDateTime(intDiv(ts, 1000))) ORDER BY (site, ts) TTL toDateTime(intDiv(ts, 1000)) + toIntervalDay(30) SETTINGS index_granularity = 8192";
+        assert_eq!(
+            ttl_statement(history, plain).as_deref(),
+            Some(
+                "ALTER TABLE health_history MODIFY TTL toDateTime(intDiv(ts, 1000)) + toIntervalDay(30)"
+            )
+        );
+        assert_eq!(ttl_statement(history, with_30), None);
+        config.retention_days = 300;
+        let longer = &table_ttls(&config)[0];
+        assert!(ttl_statement(longer, with_30).is_some_and(|s| s.contains("toIntervalDay(300)")));
+        config.retention_days = 0;
+        let forever = &table_ttls(&config)[0];
+        assert_eq!(
+            ttl_statement(forever, with_30).as_deref(),
+            Some("ALTER TABLE health_history REMOVE TTL")
+        );
+        assert_eq!(ttl_statement(forever, plain), None);
+    }
+}

@@ -1,0 +1,275 @@
+//! Record validation: pure functions from wire records to storable rows, each
+//! refusal naming the field and the reason.
+
+use livehead_proto::v1::{
+    ProbeError, ProbeMethod, ProbeResult, PushRequest, RecordRejection, record::Kind,
+};
+
+use crate::config::Limits;
+use crate::store::ProbeRow;
+
+/// A refused record's field and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> Invalid {
+    Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// The batch split into storable rows and rejections (by record index).
+#[derive(Debug, Default)]
+pub struct Checked {
+    pub probes: Vec<ProbeRow>,
+    pub rejected: Vec<RecordRejection>,
+}
+
+/// Validates every record of `batch` from `agent` at collector time `now_ms`.
+pub fn check_batch(batch: &PushRequest, agent: &str, now_ms: u64, limits: &Limits) -> Checked {
+    let mut out = Checked::default();
+    for (index, record) in batch.records.iter().enumerate() {
+        let result = match &record.kind {
+            Some(Kind::Probe(p)) => {
+                check_probe(p, agent, now_ms, limits).map(|row| out.probes.push(row))
+            }
+            None => Err(invalid("kind", "empty record (unknown record type?)")),
+        };
+        if let Err(e) = result {
+            out.rejected.push(RecordRejection {
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                field: e.field.into(),
+                reason: e.reason,
+            });
+        }
+    }
+    out
+}
+
+/// One probe result to a row, or the first thing wrong with it.
+pub fn check_probe(
+    p: &ProbeResult,
+    agent: &str,
+    now_ms: u64,
+    limits: &Limits,
+) -> Result<ProbeRow, Invalid> {
+    check_site(&p.site)?;
+    let error = ProbeError::try_from(p.error)
+        .map_err(|_| invalid("probe.error", format!("unknown error kind {}", p.error)))?;
+    let method = ProbeMethod::try_from(p.method)
+        .map_err(|_| invalid("probe.method", format!("unknown method {}", p.method)))?;
+    let status = check_status(p.status, error)?;
+    let port = u16::try_from(p.port)
+        .ok()
+        .filter(|port| *port != 0)
+        .ok_or_else(|| {
+            invalid(
+                "probe.port",
+                format!("{} is not a TCP port (1-65535)", p.port),
+            )
+        })?;
+    let max_us = limits.max_latency.as_micros() as u64;
+    for (field, value) in [
+        ("probe.latency_us", p.latency_us),
+        ("probe.connect_us", p.connect_us),
+        ("probe.first_byte_us", p.first_byte_us),
+    ] {
+        if value > max_us {
+            return Err(invalid(
+                field,
+                format!("{value} µs is over the {max_us} µs limit"),
+            ));
+        }
+    }
+    check_ts(p.ts_ms, now_ms, limits)?;
+    check_text("probe.location", &p.location, limits.max_location_bytes)?;
+    check_text("probe.target", &p.target, limits.max_target_bytes)?;
+    Ok(ProbeRow {
+        site: p.site.to_ascii_lowercase(),
+        status,
+        ms: u32::try_from(p.latency_us / 1000).unwrap_or(u32::MAX),
+        port,
+        location: p.location.clone(),
+        cross: u8::from(p.cross_domain),
+        ts: p.ts_ms,
+        latency_us: p.latency_us,
+        connect_us: p.connect_us,
+        first_byte_us: p.first_byte_us,
+        error: error.as_label().into(),
+        method: method.as_label().into(),
+        target: p.target.clone(),
+        cert_expiry: p.cert_expiry_ms,
+        agent: agent.into(),
+    })
+}
+
+/// Host-name syntax: dot-separated labels of letters, digits, `-` and `_`
+/// (directory names in web roots use it), at most 63 bytes each, 253 in all.
+pub fn check_site(site: &str) -> Result<(), Invalid> {
+    if site.is_empty() {
+        return Err(invalid("probe.site", "empty"));
+    }
+    if site.len() > 253 {
+        return Err(invalid(
+            "probe.site",
+            format!("{} bytes, over 253", site.len()),
+        ));
+    }
+    for label in site.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(invalid(
+                "probe.site",
+                format!("{site:?}: labels must be 1-63 bytes"),
+            ));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(invalid(
+                "probe.site",
+                format!("{site:?}: character {c:?} not allowed in a host name"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_status(status: u32, error: ProbeError) -> Result<u16, Invalid> {
+    match (status, error) {
+        (0, ProbeError::Unspecified) => {
+            Err(invalid("probe.status", "0 (no answer) needs an error kind"))
+        }
+        (0, _) => Ok(0),
+        (100..=599, ProbeError::Unspecified) => Ok(status as u16),
+        (100..=599, _) => Err(invalid(
+            "probe.error",
+            "an answered probe (status set) cannot carry an error",
+        )),
+        _ => Err(invalid(
+            "probe.status",
+            format!("{status} is not an HTTP status (100-599, or 0)"),
+        )),
+    }
+}
+
+fn check_ts(ts: u64, now_ms: u64, limits: &Limits) -> Result<(), Invalid> {
+    let ahead = limits.max_clock_skew.as_millis() as u64;
+    let behind = limits.max_age.as_millis() as u64;
+    if ts > now_ms.saturating_add(ahead) {
+        return Err(invalid(
+            "probe.ts_ms",
+            format!("{ts} is more than {ahead} ms in the future"),
+        ));
+    }
+    if ts < now_ms.saturating_sub(behind) {
+        return Err(invalid(
+            "probe.ts_ms",
+            format!("{ts} is more than {behind} ms in the past"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), Invalid> {
+    if value.len() > max {
+        return Err(invalid(
+            field,
+            format!("{} bytes, over the {max}-byte limit", value.len()),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use livehead_proto::v1::Record;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn good() -> ProbeResult {
+        ProbeResult {
+            site: "Example.com".into(),
+            status: 301,
+            method: ProbeMethod::Head as i32,
+            latency_us: 12_345,
+            connect_us: 100,
+            first_byte_us: 12_000,
+            port: 8080,
+            location: "https://other.net/".into(),
+            cross_domain: true,
+            ts_ms: NOW - 1000,
+            target: "10.0.0.7:8080".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_valid_probe_becomes_a_row() {
+        let row = check_probe(&good(), "node-1", NOW, &Limits::default()).expect("valid");
+        assert_eq!(row.site, "example.com");
+        assert_eq!(
+            (row.status, row.ms, row.port, row.cross),
+            (301, 12, 8080, 1)
+        );
+        assert_eq!((row.method.as_str(), row.error.as_str()), ("HEAD", ""));
+        assert_eq!(row.agent, "node-1");
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let limits = Limits::default();
+        let cases: Vec<(fn(&mut ProbeResult), &str)> = vec![
+            (|p| p.site = "bad site.com".into(), "probe.site"),
+            (|p| p.site = String::new(), "probe.site"),
+            (|p| p.site = format!("{}.com", "a".repeat(64)), "probe.site"),
+            (|p| p.status = 999, "probe.status"),
+            (|p| p.status = 0, "probe.status"),
+            (|p| p.error = ProbeError::Timeout as i32, "probe.error"),
+            (|p| p.error = 42, "probe.error"),
+            (|p| p.port = 70_000, "probe.port"),
+            (|p| p.port = 0, "probe.port"),
+            (|p| p.latency_us = 3_600_000_000, "probe.latency_us"),
+            (|p| p.ts_ms = NOW + 3_600_000, "probe.ts_ms"),
+            (|p| p.ts_ms = 5, "probe.ts_ms"),
+            (|p| p.location = "x".repeat(5000), "probe.location"),
+            (|p| p.location = "a\nb".into(), "probe.location"),
+        ];
+        for (mutate, field) in cases {
+            let mut p = good();
+            mutate(&mut p);
+            let err = check_probe(&p, "a", NOW, &limits).expect_err(field);
+            assert_eq!(err.field, field, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_records_do_not_sink_valid_ones() {
+        let mut bad = good();
+        bad.site = "no spaces allowed".into();
+        let rec = |p| Record {
+            kind: Some(Kind::Probe(p)),
+        };
+        let batch = PushRequest {
+            agent_id: "a".into(),
+            seq: 1,
+            records: vec![rec(good()), rec(bad), Record { kind: None }, rec(good())],
+        };
+        let checked = check_batch(&batch, "a", NOW, &Limits::default());
+        assert_eq!(checked.probes.len(), 2);
+        let rejected: Vec<_> = checked
+            .rejected
+            .iter()
+            .map(|r| (r.index, r.field.as_str()))
+            .collect();
+        assert_eq!(rejected, [(1, "probe.site"), (2, "kind")]);
+    }
+}

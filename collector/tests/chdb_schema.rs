@@ -1,0 +1,320 @@
+//! The Modern flavour on a current ClickHouse, without a server: renders the DDL
+//! and the queries the store runs (literals in place of the `?` binds; the store's
+//! RowBinary inserts as `VALUES` with the same column lists) and runs them with
+//! chdb (`collector/tests/chdb_check.py`). Never skips: without python3 or chdb it
+//! fails and says how to install them.
+
+use std::path::Path;
+use std::process::Command;
+
+use livehead_collector::store::StorageConfig;
+use livehead_collector::store::clickhouse::Flavour;
+use livehead_collector::store::clickhouse::schema::{
+    self, APPLIED_VERSIONS_SQL, BATCH_SEEN_SQL, CREATE_DATABASE_SQL, DROP_PARTITION_SQL,
+    ENGINE_FULL_SQL, STALE_PARTITIONS_SQL,
+};
+use serde_json::{Value, json};
+
+const INSTALL: &str = "install chdb with `pip install chdb`";
+
+/// `sql` with each `?` replaced by the next literal.
+fn render(sql: &str, literals: &[&str]) -> String {
+    let parts: Vec<&str> = sql.split('?').collect();
+    assert_eq!(parts.len(), literals.len() + 1, "binds of {sql}");
+    let mut out = parts[0].to_owned();
+    for (literal, part) in literals.iter().zip(&parts[1..]) {
+        out.push_str(literal);
+        out.push_str(part);
+    }
+    out
+}
+
+fn string(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+fn identifier(s: &str) -> String {
+    format!("`{}`", s.replace('`', "\\`"))
+}
+
+fn columns(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| identifier(n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+struct Steps(Vec<Value>);
+
+impl Steps {
+    fn run(&mut self, note: &str, sql: impl Into<String>) {
+        self.0.push(json!({ "note": note, "sql": sql.into() }));
+    }
+    fn expect(&mut self, note: &str, sql: impl Into<String>, expect: &str) {
+        self.0
+            .push(json!({ "note": note, "sql": sql.into(), "expect": expect }));
+    }
+    fn contains(&mut self, note: &str, sql: impl Into<String>, needle: &str) {
+        self.0
+            .push(json!({ "note": note, "sql": sql.into(), "expect_contains": needle }));
+    }
+    fn absent(&mut self, note: &str, sql: impl Into<String>, needle: &str) {
+        self.0
+            .push(json!({ "note": note, "sql": sql.into(), "expect_absent": needle }));
+    }
+
+    fn create_schema(&mut self, flavour: Flavour, database: &str) {
+        self.run(
+            "create database",
+            render(CREATE_DATABASE_SQL, &[&identifier(database)]),
+        );
+        self.run("use", format!("USE {}", identifier(database)));
+        // Twice: every statement is idempotent.
+        for round in ["first", "second"] {
+            self.run(&format!("bootstrap ({round})"), schema::bootstrap());
+            for migration in schema::migrations(flavour) {
+                for statement in &migration.statements {
+                    self.run(
+                        &format!("migration {} ({round})", migration.version),
+                        statement,
+                    );
+                }
+            }
+        }
+    }
+
+    /// The TTLs the store would apply at start for `retention_days`, given the
+    /// tables' current `engine_full` ("" for fresh tables, or [`OTHER_TTL`]).
+    fn apply_ttl(&mut self, retention_days: u32, engine_full: &str) {
+        let config = StorageConfig {
+            retention_days,
+            ..StorageConfig::default()
+        };
+        for ttl in schema::table_ttls(&config) {
+            if let Some(statement) = schema::ttl_statement(&ttl, engine_full) {
+                self.run(
+                    &format!("ttl {} ({retention_days} days)", ttl.table),
+                    statement,
+                );
+            }
+            let query = render(ENGINE_FULL_SQL, &[&string(ttl.table)]);
+            match &ttl.expression {
+                // What the store reads back to skip an unchanged TTL.
+                Some(expr) => {
+                    self.contains("engine_full shows the TTL", query, &format!(" TTL {expr}"))
+                }
+                None => self.absent("engine_full shows no TTL", query, " TTL "),
+            }
+        }
+    }
+}
+
+/// `engine_full` of a table that has some other TTL than the wanted one.
+const OTHER_TTL: &str =
+    "MergeTree ORDER BY site TTL toDateTime(0) SETTINGS index_granularity = 8192";
+
+fn probe_values(site: &str, status: u16, ts: u64, agent: &str, seq: Option<u64>) -> String {
+    let mut values = vec![
+        string(site),
+        status.to_string(),
+        "123".into(),
+        "443".into(),
+        string(&format!("https://www.{site}/")),
+        "1".into(),
+        ts.to_string(),
+        "123456".into(),
+        "2345".into(),
+        "98765".into(),
+        string(""),
+        string("GET"),
+        string(&format!("https://{site}/")),
+        "1900000000000".into(),
+        string(agent),
+    ];
+    if let Some(seq) = seq {
+        values.push(seq.to_string());
+    }
+    format!("({})", values.join(", "))
+}
+
+fn steps() -> Vec<Value> {
+    // Recent probes: the history TTL must not expire them during the run.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64;
+    let (t1, t2, t3) = (now - 3_000, now - 2_000, now - 1_000);
+    let mut s = Steps(Vec::new());
+    s.create_schema(Flavour::Modern, "livehead");
+    s.expect(
+        "tables",
+        "SELECT name, engine FROM system.tables WHERE database = currentDatabase() ORDER BY name",
+        "health_history\tMergeTree\nhealth_last\tReplacingMergeTree\ningest_batches\tMergeTree\n\
+         ingest_batches_mv\tMaterializedView\nschema_migrations\tReplacingMergeTree\n",
+    );
+    s.expect(
+        "low cardinality and codecs",
+        "SELECT type, compression_codec FROM system.columns WHERE database = currentDatabase() \
+         AND table = 'health_history' AND name IN ('site', 'ts', 'latency_us') ORDER BY name",
+        "UInt64\tCODEC(T64, ZSTD(1))\nLowCardinality(String)\t\nUInt64\tCODEC(Delta(8), ZSTD(1))\n",
+    );
+
+    // Migrations bookkeeping, as the store records it.
+    let migration_columns = columns(&schema::migration_columns());
+    for migration in schema::migrations(Flavour::Modern) {
+        s.run(
+            "record migration",
+            format!(
+                "INSERT INTO schema_migrations ({migration_columns}) VALUES ({}, {}, now())",
+                migration.version,
+                string(migration.name)
+            ),
+        );
+    }
+    s.expect("applied versions", APPLIED_VERSIONS_SQL, "1\n2\n");
+
+    // Table TTLs at start: set, unchanged, changed, removed, set again.
+    s.apply_ttl(30, "");
+    s.apply_ttl(30, OTHER_TTL);
+    s.apply_ttl(90, OTHER_TTL);
+    s.apply_ttl(0, OTHER_TTL);
+    s.apply_ttl(30, "");
+
+    // A batch with history on: rows into health_last, then health_history whose
+    // view writes the marker.
+    let seen = |agent: &str, seq: &str| render(BATCH_SEEN_SQL, &[&string(agent), seq]);
+    s.expect("unknown batch", seen("edge-1", "1"), "0\t0\n");
+    let last_columns = columns(&schema::last_columns());
+    let history_columns = columns(&schema::history_columns());
+    s.run(
+        "health_last insert",
+        format!(
+            "INSERT INTO health_last ({last_columns}) VALUES {}, {}",
+            probe_values("a.example", 200, t2, "edge-1", None),
+            probe_values("b.example", 200, t1, "edge-1", None)
+        ),
+    );
+    s.run(
+        "health_history insert",
+        format!(
+            "INSERT INTO health_history ({history_columns}) VALUES {}, {}",
+            probe_values("a.example", 200, t2, "edge-1", Some(1)),
+            probe_values("b.example", 200, t1, "edge-1", Some(1))
+        ),
+    );
+    s.expect("marker written by the view", seen("edge-1", "1"), "1\t2\n");
+    // An older batch written after the newer one.
+    s.run(
+        "older health_last insert",
+        format!(
+            "INSERT INTO health_last ({last_columns}) VALUES {}",
+            probe_values("a.example", 503, t1, "edge-2", None)
+        ),
+    );
+    s.expect(
+        "FINAL keeps the newest per site",
+        "SELECT site, status, ts, agent FROM health_last FINAL ORDER BY site",
+        &format!("a.example\t200\t{t2}\tedge-1\nb.example\t200\t{t1}\tedge-1\n"),
+    );
+    // An interrupted INSERT kept a prefix; the replay writes the rest.
+    s.run(
+        "cut history insert",
+        format!(
+            "INSERT INTO health_history ({history_columns}) VALUES {}",
+            probe_values("c.example", 200, t3, "edge-1", Some(2))
+        ),
+    );
+    s.expect("partial marker", seen("edge-1", "2"), "1\t1\n");
+    s.run(
+        "rest of the batch",
+        format!(
+            "INSERT INTO health_history ({history_columns}) VALUES {}, {}",
+            probe_values("d.example", 200, t3, "edge-1", Some(2)),
+            probe_values("e.example", 200, t3, "edge-1", Some(2))
+        ),
+    );
+    s.expect("markers add up", seen("edge-1", "2"), "2\t3\n");
+    // History off: the marker alone.
+    s.run(
+        "direct marker",
+        format!(
+            "INSERT INTO ingest_batches ({}) VALUES ({}, 3, 2, now())",
+            columns(&schema::batch_columns()),
+            string("edge-1")
+        ),
+    );
+    s.expect("direct marker seen", seen("edge-1", "3"), "1\t2\n");
+
+    // The Legacy retention queries also parse on a current server.
+    s.expect(
+        "no stale partitions",
+        render(STALE_PARTITIONS_SQL, &[&string("health_history"), "30"]),
+        "",
+    );
+    s.run(
+        "drop a partition",
+        render(
+            DROP_PARTITION_SQL,
+            &[&identifier("health_history"), &string("19700101")],
+        ),
+    );
+    s.expect(
+        "history intact",
+        "SELECT count() FROM health_history",
+        "5\n",
+    );
+
+    // A database created on 18.x (Legacy DDL) after the server was upgraded: the
+    // Modern start adds the TTLs, and the view still writes markers.
+    s.create_schema(Flavour::Legacy, "upgraded");
+    s.apply_ttl(30, "");
+    s.run(
+        "legacy history insert",
+        format!(
+            "INSERT INTO health_history ({history_columns}) VALUES {}",
+            probe_values("a.example", 200, t2, "edge-1", Some(1))
+        ),
+    );
+    s.expect("legacy marker", seen("edge-1", "1"), "1\t1\n");
+    s.0
+}
+
+#[test]
+fn modern_schema_and_queries_run_on_chdb() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("steps.json");
+    let steps = steps();
+    let count = steps.len();
+    std::fs::write(&file, json!({ "steps": steps }).to_string()).expect("write steps");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/chdb_check.py");
+
+    let output = Command::new("python3")
+        .arg(&script)
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|err| {
+            panic!("cannot run python3 ({err}): install python3, then {INSTALL}")
+        });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "chdb check failed ({}); if chdb is missing, {INSTALL}\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stdout.contains(&format!("ok: {count} steps")),
+        "{stdout}\n{stderr}"
+    );
+
+    let version = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("version: "))
+        .unwrap_or_else(|| panic!("no version in:\n{stdout}"));
+    assert_eq!(
+        Flavour::for_server(version).ok(),
+        Some(Flavour::Modern),
+        "chdb {version} should get the Modern flavour"
+    );
+}

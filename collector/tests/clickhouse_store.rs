@@ -1,0 +1,532 @@
+//! The ClickHouse store against a real server: Debian's `clickhouse-server` 18.16
+//! started by the testkit (one server for this binary, one database per test).
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use livehead_collector::store::clickhouse::{ClickHouseStore, Flavour};
+use livehead_collector::store::{
+    BatchWrite, ProbeRow, StorageConfig, Store, StoreError, WriteOutcome,
+};
+use livehead_testkit::clickhouse::ClickHouseServer;
+
+static SERVER: LazyLock<ClickHouseServer> = LazyLock::new(ClickHouseServer::start);
+
+const DAY_MS: u64 = 86_400_000;
+
+fn config(test: &str) -> StorageConfig {
+    StorageConfig {
+        clickhouse_url: Some(SERVER.http_url()),
+        database: SERVER.unique_database(test),
+        ..StorageConfig::default()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+/// A probe with a distinct value in every column.
+fn probe(site: &str, ts: u64) -> ProbeRow {
+    ProbeRow {
+        site: site.to_owned(),
+        status: 301,
+        ms: 123,
+        port: 8443,
+        location: format!("https://www.{site}/"),
+        cross: 1,
+        ts,
+        latency_us: 123_456,
+        connect_us: 2_345,
+        first_byte_us: 98_765,
+        error: "timeout".to_owned(),
+        method: "GET".to_owned(),
+        target: format!("https://{site}:8443/"),
+        cert_expiry: 1_900_000_000_000,
+        agent: "ignored: the batch's agent is stored".to_owned(),
+    }
+}
+
+fn batch<'a>(agent: &'a str, seq: u64, probes: &'a [ProbeRow]) -> BatchWrite<'a> {
+    BatchWrite { agent, seq, probes }
+}
+
+fn q(config: &StorageConfig, sql: &str) -> String {
+    SERVER.query_in(&config.database, sql)
+}
+
+fn count(config: &StorageConfig, table: &str) -> u64 {
+    q(config, &format!("SELECT count() FROM {table}"))
+        .trim()
+        .parse()
+        .expect("a count")
+}
+
+const PROBE_COLUMNS: &str = "site, status, ms, port, location, `cross`, ts, latency_us, \
+                             connect_us, first_byte_us, error, method, target, cert_expiry, agent";
+
+#[tokio::test]
+async fn migrations_create_the_tables_and_rerun_idempotently() {
+    let config = config("migrations");
+    let store = ClickHouseStore::connect(&config).await.expect("connect");
+    assert_eq!(
+        store.flavour(),
+        Flavour::Legacy,
+        "Debian's 18.16 is a legacy server"
+    );
+    drop(store);
+    ClickHouseStore::connect(&config)
+        .await
+        .expect("connect again");
+
+    let tables = q(
+        &config,
+        "SELECT name, engine FROM system.tables WHERE database = currentDatabase() ORDER BY name",
+    );
+    assert_eq!(
+        tables,
+        "health_history\tMergeTree\nhealth_last\tReplacingMergeTree\n\
+         ingest_batches\tMergeTree\ningest_batches_mv\tMaterializedView\n\
+         schema_migrations\tReplacingMergeTree\n"
+    );
+    let versions = q(
+        &config,
+        "SELECT version, name, count() FROM schema_migrations GROUP BY version, name ORDER BY version",
+    );
+    assert_eq!(versions, "1\tprobe tables\t1\n2\tbatch markers\t1\n");
+    let partition_keys = q(
+        &config,
+        "SELECT name, partition_key FROM system.tables \
+         WHERE database = currentDatabase() AND partition_key != '' ORDER BY name",
+    );
+    assert_eq!(
+        partition_keys,
+        "health_history\ttoYYYYMMDD(toDateTime(intDiv(ts, 1000)))\n\
+         ingest_batches\ttoYYYYMMDD(written_at)\n"
+    );
+}
+
+#[tokio::test]
+async fn connect_reports_missing_configuration() {
+    let mut config = config("unconfigured");
+    config.clickhouse_url = None;
+    let err = ClickHouseStore::connect(&config).await.expect_err("no url");
+    assert!(
+        matches!(err, StoreError::NotConfigured("clickhouse_url")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn write_batch_writes_every_column() {
+    let config = config("columns");
+    let store = ClickHouseStore::connect(&config).await.expect("connect");
+    let ts = now_ms();
+    let mut quoted = probe("o'brien.example", ts + 1);
+    quoted.error = String::new();
+    quoted.location = String::new();
+    quoted.cross = 0;
+    quoted.method = "HEAD".to_owned();
+    let probes = [probe("a.example", ts), quoted];
+    let outcome = store
+        .write_batch(batch("edge-1", 7, &probes))
+        .await
+        .expect("write");
+    assert_eq!(outcome, WriteOutcome::Written { rows: 2 });
+
+    let expected_last = format!(
+        "a.example\t301\t123\t8443\thttps://www.a.example/\t1\t{ts}\t123456\t2345\t98765\t\
+         timeout\tGET\thttps://a.example:8443/\t1900000000000\tedge-1\n\
+         o\\'brien.example\t301\t123\t8443\t\t0\t{}\t123456\t2345\t98765\t\
+         \tHEAD\thttps://o\\'brien.example:8443/\t1900000000000\tedge-1\n",
+        ts + 1
+    );
+    let last = q(
+        &config,
+        &format!("SELECT {PROBE_COLUMNS} FROM health_last FINAL ORDER BY site"),
+    );
+    assert_eq!(last, expected_last);
+
+    let history = q(
+        &config,
+        &format!("SELECT {PROBE_COLUMNS}, seq FROM health_history ORDER BY site"),
+    );
+    let expected_history: String = expected_last
+        .lines()
+        .map(|line| format!("{line}\t7\n"))
+        .collect();
+    assert_eq!(history, expected_history);
+
+    let markers = q(
+        &config,
+        "SELECT agent, seq, records, written_at > now() - 600 FROM ingest_batches",
+    );
+    assert_eq!(markers, "edge-1\t7\t2\t1\n");
+}
+
+#[tokio::test]
+async fn health_last_keeps_the_newest_probe_per_site() {
+    let config = config("newest");
+    let store = ClickHouseStore::connect(&config).await.expect("connect");
+    let ts = now_ms();
+    let mut newer = probe("a.example", ts);
+    newer.status = 200;
+    let mut older = probe("a.example", ts - 60_000);
+    older.status = 503;
+    let other = probe("b.example", ts - 60_000);
+
+    store
+        .write_batch(batch("edge-1", 2, std::slice::from_ref(&newer)))
+        .await
+        .expect("newer batch");
+    // An older batch arriving late (e.g. replayed from another agent's spool).
+    store
+        .write_batch(batch("edge-2", 1, &[older, other]))
+        .await
+        .expect("older batch");
+
+    let last = q(
+        &config,
+        "SELECT site, status, ts, agent FROM health_last FINAL ORDER BY site",
+    );
+    assert_eq!(
+        last,
+        format!(
+            "a.example\t200\t{ts}\tedge-1\nb.example\t301\t{}\tedge-2\n",
+            ts - 60_000
+        )
+    );
+    assert_eq!(count(&config, "health_history"), 3);
+}
+
+#[tokio::test]
+async fn a_replayed_batch_is_written_once() {
+    let config = config("replay");
+    let store = ClickHouseStore::connect(&config).await.expect("connect");
+    let ts = now_ms();
+    let probes = [probe("a.example", ts), probe("b.example", ts)];
+    // A quote in the agent checks the bound value in the duplicate check.
+    let agent = "edge-1's";
+
+    let first = store
+        .write_batch(batch(agent, 1, &probes))
+        .await
+        .expect("write");
+    assert_eq!(first, WriteOutcome::Written { rows: 2 });
+    for _ in 0..2 {
+        let again = store
+            .write_batch(batch(agent, 1, &probes))
+            .await
+            .expect("replay");
+        assert_eq!(again, WriteOutcome::Duplicate);
+    }
+    assert_eq!(count(&config, "health_history"), 2);
+
+    // Same seq from another agent, and the next seq: both new.
+    let other = store
+        .write_batch(batch("edge-2", 1, &probes))
+        .await
+        .expect("other agent");
+    assert_eq!(other, WriteOutcome::Written { rows: 2 });
+    let next = store
+        .write_batch(batch(agent, 2, &probes))
+        .await
+        .expect("next seq");
+    assert_eq!(next, WriteOutcome::Written { rows: 2 });
+    assert_eq!(count(&config, "health_history"), 6);
+
+    // Another replica (a second store on the same database) sees the markers too.
+    let replica = ClickHouseStore::connect(&config).await.expect("replica");
+    let replayed = replica
+        .write_batch(batch("edge-2", 1, &probes))
+        .await
+        .expect("replay on replica");
+    assert_eq!(replayed, WriteOutcome::Duplicate);
+
+    let markers = q(
+        &config,
+        "SELECT agent, seq, records FROM ingest_batches ORDER BY agent, seq",
+    );
+    assert_eq!(
+        markers,
+        "edge-1\\'s\t1\t2\nedge-1\\'s\t2\t2\nedge-2\t1\t2\n"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_batch_is_acked_once() {
+    let config = config("empty");
+    let store = ClickHouseStore::connect(&config).await.expect("connect");
+    let first = store
+        .write_batch(batch("edge-1", 9, &[]))
+        .await
+        .expect("write");
+    assert_eq!(first, WriteOutcome::Written { rows: 0 });
+    let again = store
+        .write_batch(batch("edge-1", 9, &[]))
+        .await
+        .expect("replay");
+    assert_eq!(again, WriteOutcome::Duplicate);
+    assert_eq!(
+        q(&config, "SELECT agent, seq, records FROM ingest_batches"),
+        "edge-1\t9\t0\n"
+    );
+}
+
+#[tokio::test]
+async fn history_off_fills_only_health_last() {
+    let mut config = config("history_off");
+    config.history = false;
+    let store = ClickHouseStore::connect(&config).await.expect("connect");
+    let ts = now_ms();
+    let probes = [probe("a.example", ts), probe("b.example", ts)];
+
+    let first = store
+        .write_batch(batch("edge-1", 1, &probes))
+        .await
+        .expect("write");
+    assert_eq!(first, WriteOutcome::Written { rows: 2 });
+    let again = store
+        .write_batch(batch("edge-1", 1, &probes))
+        .await
+        .expect("replay");
+    assert_eq!(again, WriteOutcome::Duplicate);
+
+    assert_eq!(count(&config, "health_history"), 0);
+    assert_eq!(
+        q(&config, "SELECT site FROM health_last FINAL ORDER BY site"),
+        "a.example\nb.example\n"
+    );
+    assert_eq!(
+        q(&config, "SELECT agent, seq, records FROM ingest_batches"),
+        "edge-1\t1\t2\n"
+    );
+}
+
+/// What a collector killed in the middle of the history INSERT leaves behind on
+/// 18.16: the server takes the cut connection for the end of the body and keeps
+/// the rows received so far (plus a marker counting them). The replay writes the
+/// rest, once.
+#[tokio::test]
+async fn a_replay_completes_an_interrupted_insert() {
+    let config = config("interrupted");
+    let store = ClickHouseStore::connect(&config).await.expect("connect");
+    let ts = now_ms();
+    let probes: Vec<ProbeRow> = (0..5)
+        .map(|i| probe(&format!("s{i}.example"), ts + i))
+        .collect();
+
+    // Send the first two rows of batch (edge-1, 3) and cut the connection without
+    // ending the chunked body.
+    let rows: String = probes[..2]
+        .iter()
+        .map(|p| format!("{}\t{}\tedge-1\t3\n", p.site, p.ts))
+        .collect();
+    cut_insert(
+        &config.database,
+        "INSERT INTO health_history (site, ts, agent, seq) FORMAT TabSeparated",
+        rows.as_bytes(),
+    );
+    let kept = wait_for(|| count(&config, "health_history") == 2);
+    assert!(kept, "18.16 kept the rows of the cut INSERT");
+    assert_eq!(q(&config, "SELECT records FROM ingest_batches"), "2\n");
+
+    let replay = store
+        .write_batch(batch("edge-1", 3, &probes))
+        .await
+        .expect("replay");
+    assert_eq!(replay, WriteOutcome::Written { rows: 5 });
+    assert_eq!(
+        q(
+            &config,
+            "SELECT site, count() FROM health_history GROUP BY site ORDER BY site"
+        ),
+        "s0.example\t1\ns1.example\t1\ns2.example\t1\ns3.example\t1\ns4.example\t1\n"
+    );
+    assert_eq!(count(&config, "health_last FINAL"), 5);
+    let again = store
+        .write_batch(batch("edge-1", 3, &probes))
+        .await
+        .expect("second replay");
+    assert_eq!(again, WriteOutcome::Duplicate);
+    assert_eq!(count(&config, "health_history"), 5);
+}
+
+/// The same through the `clickhouse` crate (RowBinary, LZ4 frames of ~256 KiB): an
+/// INSERT dropped before `end()` (a cancelled `write_batch`) keeps whole frames on
+/// 18.16, i.e. a prefix of the rows, with a marker counting exactly them.
+#[tokio::test]
+async fn a_dropped_crate_insert_keeps_a_counted_prefix() {
+    #[derive(clickhouse::Row, serde::Serialize)]
+    struct Partial<'a> {
+        site: &'a str,
+        ts: u64,
+        agent: &'a str,
+        seq: u64,
+    }
+
+    let config = config("dropped");
+    let store = ClickHouseStore::connect(&config).await.expect("connect");
+    let ts = now_ms();
+    let padding = "x".repeat(200);
+    let probes: Vec<ProbeRow> = (0..6000)
+        .map(|i| probe(&format!("{padding}-{i:05}.example"), ts + i))
+        .collect();
+
+    let client = clickhouse::Client::default()
+        .with_url(SERVER.http_url())
+        .with_database(config.database.as_str())
+        .with_validation(false);
+    let mut insert = client
+        .insert::<Partial<'_>>("health_history")
+        .await
+        .expect("start insert");
+    for p in &probes[..5000] {
+        let row = Partial {
+            site: &p.site,
+            ts: p.ts,
+            agent: "edge-1",
+            seq: 1,
+        };
+        insert.write(&row).await.expect("write row");
+    }
+    // Let the first frames reach the server, then give up on the INSERT.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(insert);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let kept = count(&config, "health_history");
+    let counted: u64 = q(&config, "SELECT sum(records) FROM ingest_batches")
+        .trim()
+        .parse()
+        .expect("a sum");
+    assert_eq!(kept, counted, "the marker counts the rows kept");
+    assert!(kept < 5000, "a dropped INSERT is never complete");
+    if kept > 0 {
+        let last_kept = q(&config, "SELECT max(site) FROM health_history");
+        assert_eq!(
+            last_kept.trim(),
+            probes[kept as usize - 1].site,
+            "a prefix was kept"
+        );
+    }
+
+    let replay = store
+        .write_batch(batch("edge-1", 1, &probes))
+        .await
+        .expect("replay");
+    assert_eq!(replay, WriteOutcome::Written { rows: 6000 });
+    assert_eq!(
+        q(
+            &config,
+            "SELECT count(), uniqExact(site) FROM health_history"
+        ),
+        "6000\t6000\n"
+    );
+    eprintln!("the dropped INSERT had kept {kept} rows");
+}
+
+/// An HTTP INSERT whose body stops after `data`, the connection closed without
+/// the final chunk: what the server sees when the writer dies mid-request.
+fn cut_insert(database: &str, sql: &str, data: &[u8]) {
+    let url = SERVER.http_url();
+    let addr = url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).expect("connect to clickhouse");
+    let query: String = sql
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let head = format!(
+        "POST /?database={database}&query={query} HTTP/1.1\r\nHost: {addr}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+        data.len()
+    );
+    stream.write_all(head.as_bytes()).expect("send head");
+    stream.write_all(data).expect("send rows");
+    stream.write_all(b"\r\n").expect("end chunk");
+    stream.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(200));
+    drop(stream);
+}
+
+fn wait_for(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..50 {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[tokio::test]
+async fn legacy_retention_drops_old_partitions_only() {
+    let mut config = config("retention");
+    config.retention_days = 30;
+    let store = ClickHouseStore::connect(&config).await.expect("connect");
+    let now = now_ms();
+    let old = [
+        probe("a.example", now - 40 * DAY_MS),
+        probe("b.example", now - 40 * DAY_MS),
+    ];
+    let edge = [probe("a.example", now - 20 * DAY_MS)];
+    let recent = [probe("a.example", now)];
+    store
+        .write_batch(batch("edge-1", 1, &old))
+        .await
+        .expect("old");
+    store
+        .write_batch(batch("edge-1", 2, &edge))
+        .await
+        .expect("edge");
+    store
+        .write_batch(batch("edge-1", 3, &recent))
+        .await
+        .expect("recent");
+    // A marker from ten days ago (markers are kept 7 days).
+    q(
+        &config,
+        "INSERT INTO ingest_batches (agent, seq, records, written_at) \
+         SELECT 'edge-0', 1, 1, now() - 10 * 86400",
+    );
+    let partitions = "SELECT count(DISTINCT partition_id) FROM system.parts \
+                      WHERE database = currentDatabase() AND table = 'health_history' AND active";
+    assert_eq!(q(&config, partitions), "3\n");
+
+    store.maintain().await.expect("maintain");
+
+    assert_eq!(q(&config, partitions), "2\n");
+    assert_eq!(
+        q(&config, "SELECT ts FROM health_history ORDER BY ts"),
+        format!("{}\n{now}\n", now - 20 * DAY_MS)
+    );
+    assert_eq!(
+        q(
+            &config,
+            "SELECT agent, seq FROM ingest_batches ORDER BY agent, seq"
+        ),
+        "edge-1\t1\nedge-1\t2\nedge-1\t3\n"
+    );
+    // health_last is not subject to retention.
+    assert_eq!(count(&config, "health_last FINAL"), 2);
+
+    // Idempotent; and retention 0 keeps history forever.
+    store.maintain().await.expect("maintain again");
+    config.retention_days = 0;
+    let forever = ClickHouseStore::connect(&config).await.expect("connect");
+    let ancient = [probe("c.example", now - 400 * DAY_MS)];
+    forever
+        .write_batch(batch("edge-1", 4, &ancient))
+        .await
+        .expect("ancient");
+    forever.maintain().await.expect("maintain forever");
+    assert_eq!(count(&config, "health_history"), 3);
+}

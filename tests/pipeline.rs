@@ -1,0 +1,299 @@
+//! End to end with the real binaries as separate processes:
+//! agent → mTLS gRPC → collector → ClickHouse (a real server on free ports).
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use livehead_testkit::clickhouse::ClickHouseServer;
+use livehead_testkit::free_port;
+use livehead_testkit::sites::{
+    BADHEAD_SITE, CROSS_LOCATION, CROSS_SITE, ERROR_SITE, FakeSites, NOHEAD_SITE, OK_SITE,
+    SAME_LOCATION, SAME_SITE,
+};
+use support::{Proc, certs, http_get, loopback, metric_sum, tls_args, wait_for};
+
+struct Collector {
+    proc: Proc,
+    grpc: u16,
+    http: u16,
+}
+
+fn start_collector(ch: &ClickHouseServer, db: &str, dir: &Path, grpc: u16, http: u16) -> Proc {
+    let mut args: Vec<String> = [
+        "collector",
+        "--grpc-listen",
+        &format!("127.0.0.1:{grpc}"),
+        "--http-listen",
+        &format!("127.0.0.1:{http}"),
+        "--clickhouse-url",
+        &ch.http_url(),
+        "--database",
+        db,
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(tls_args(&dir.join("certs"), "collector"));
+    Proc::spawn("collector", &args, dir)
+}
+
+async fn collector(ch: &ClickHouseServer, db: &str, dir: &Path) -> Collector {
+    let (grpc, http) = (free_port(), free_port());
+    let mut proc = start_collector(ch, db, dir, grpc, http);
+    wait_healthy(&mut proc, http).await;
+    Collector { proc, grpc, http }
+}
+
+async fn wait_healthy(proc: &mut Proc, http: u16) {
+    wait_for(
+        "collector /health",
+        Duration::from_secs(30),
+        || proc.log(),
+        || {
+            http_get(loopback(http), "/health")
+                .filter(|(s, b)| *s == 200 && b.contains("\"ok\":true"))
+        },
+    )
+    .await;
+}
+
+fn agent(dir: &Path, grpc: u16, sites_file: &Path, target: &str, extra: &[&str]) -> Proc {
+    let mut args: Vec<String> = [
+        "--log-format",
+        "json",
+        "agent",
+        "--collector-url",
+        &format!("https://127.0.0.1:{grpc}"),
+        "--server-name",
+        "localhost",
+        "--sites-file",
+        &sites_file.display().to_string(),
+        "--target",
+        target,
+        "--spread",
+        "0",
+        "--metrics-listen",
+        &format!("127.0.0.1:{}", free_port()),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args.extend(tls_args(&dir.join("certs"), "agent-node-1"));
+    Proc::spawn("agent", &args, dir)
+}
+
+fn count(ch: &ClickHouseServer, db: &str, sql: &str) -> u64 {
+    ch.query_in(db, sql).trim().parse().unwrap_or(0)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+const COLUMNS: &str =
+    "site, status, port, location, `cross`, error, method, agent, target, cert_expiry";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_results_reach_clickhouse_field_by_field() {
+    let ch = ClickHouseServer::start();
+    let sites = FakeSites::start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    certs(&dir.path().join("certs"), &["node-1"]);
+    let db = ch.unique_database("e2e_fields");
+    let mut collector = collector(&ch, &db, dir.path()).await;
+
+    let list = dir.path().join("sites.txt");
+    let names = [
+        OK_SITE,
+        SAME_SITE,
+        CROSS_SITE,
+        ERROR_SITE,
+        NOHEAD_SITE,
+        BADHEAD_SITE,
+    ];
+    std::fs::write(&list, format!("# test sites\n{}\n", names.join("\n"))).expect("sites");
+    let started = now_ms();
+    let target = format!("127.0.0.1:{}", sites.port());
+    let mut agent = agent(
+        dir.path(),
+        collector.grpc,
+        &list,
+        &target,
+        &["--interval", "1h"],
+    );
+
+    let last = "SELECT count() FROM health_last FINAL";
+    wait_for(
+        "6 rows in health_last",
+        Duration::from_secs(30),
+        || {
+            format!(
+                "agent:\n{}\ncollector:\n{}",
+                agent.log(),
+                collector.proc.log()
+            )
+        },
+        || (count(&ch, &db, last) == 6).then_some(()),
+    )
+    .await;
+
+    let port = sites.port();
+    let t = format!("{target}");
+    let expected = [
+        format!("{BADHEAD_SITE}\t200\t{port}\t\t0\t\tGET\tnode-1\t{t}\t0"),
+        format!("{CROSS_SITE}\t301\t{port}\t{CROSS_LOCATION}\t1\t\tHEAD\tnode-1\t{t}\t0"),
+        format!("{ERROR_SITE}\t500\t{port}\t\t0\t\tHEAD\tnode-1\t{t}\t0"),
+        format!("{NOHEAD_SITE}\t200\t{port}\t\t0\t\tGET\tnode-1\t{t}\t0"),
+        format!("{OK_SITE}\t200\t{port}\t\t0\t\tHEAD\tnode-1\t{t}\t0"),
+        format!("{SAME_SITE}\t301\t{port}\t{SAME_LOCATION}\t0\t\tHEAD\tnode-1\t{t}\t0"),
+    ];
+    for table in ["health_last FINAL", "health_history"] {
+        let rows = ch.query_in(&db, &format!("SELECT {COLUMNS} FROM {table} ORDER BY site"));
+        let rows: Vec<&str> = rows.lines().collect();
+        assert_eq!(rows, expected, "rows of {table}");
+        let timing = ch.query_in(&db, &format!(
+            "SELECT min(ts), max(ts), min(latency_us), min(first_byte_us), \
+             countIf(ms != intDiv(latency_us, 1000)), countIf(first_byte_us > latency_us) FROM {table}"));
+        let f: Vec<u64> = timing
+            .split_whitespace()
+            .map(|v| v.parse().expect("number"))
+            .collect();
+        let done = now_ms();
+        assert!(
+            f[0] >= started && f[1] <= done,
+            "ts {f:?} outside [{started}, {done}]"
+        );
+        assert!(
+            f[2] > 0 && f[3] > 0,
+            "latency and first byte are measured: {f:?}"
+        );
+        assert_eq!(
+            (f[4], f[5]),
+            (0, 0),
+            "ms = latency_us/1000 and first byte <= total: {f:?}"
+        );
+    }
+    // The 405 and 400 sites were asked HEAD first, then GET with a one-byte range.
+    for site in [NOHEAD_SITE, BADHEAD_SITE] {
+        let seen: Vec<(String, Option<String>)> = sites
+            .requests_for(site)
+            .into_iter()
+            .map(|r| (r.method.to_string(), r.range))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("HEAD".into(), None),
+                ("GET".into(), Some("bytes=0-0".into()))
+            ],
+            "{site}"
+        );
+    }
+
+    let (_, metrics) = http_get(loopback(collector.http), "/metrics").expect("collector metrics");
+    assert_eq!(
+        metric_sum(&metrics, "livehead_collector_rows_total"),
+        6.0,
+        "{metrics}"
+    );
+    agent.terminate(Duration::from_secs(15));
+    assert!(
+        agent.log().contains("\"unacked_batches\":0"),
+        "{}",
+        agent.log()
+    );
+    collector.proc.terminate(Duration::from_secs(15));
+}
+
+/// SIGKILL the collector while the agent is sending, restart it on the same
+/// port: after recovery every probe result is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_crash_loses_and_duplicates_nothing() {
+    let ch = ClickHouseServer::start();
+    let sites = FakeSites::start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    certs(&dir.path().join("certs"), &["node-1"]);
+    let db = ch.unique_database("e2e_crash");
+    let Collector {
+        proc: mut first,
+        grpc,
+        http,
+    } = collector(&ch, &db, dir.path()).await;
+
+    let list = dir.path().join("sites.txt");
+    let names: Vec<String> = (0..150).map(|i| format!("site{i:03}.example")).collect();
+    std::fs::write(&list, names.join("\n")).expect("sites");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "[batch]\nmax_records = 20\nmax_delay = \"50ms\"\n\
+        [collector]\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\ndrain_timeout = \"20s\"\n")
+        .expect("agent config");
+    let target = format!("127.0.0.1:{}", sites.port());
+    let config_arg = config.display().to_string();
+    let mut agent = agent(
+        dir.path(),
+        grpc,
+        &list,
+        &target,
+        &["--interval", "300ms", "--config", &config_arg],
+    );
+
+    let history = "SELECT count() FROM health_history";
+    wait_for(
+        "a few rounds stored",
+        Duration::from_secs(30),
+        || agent.log(),
+        || (count(&ch, &db, history) >= 450).then_some(()),
+    )
+    .await;
+    first.kill9();
+    // Rounds go on while the collector is down: the agent spools them.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let at_restart = count(&ch, &db, history);
+    let mut second = start_collector(&ch, &db, dir.path(), grpc, http);
+    wait_healthy(&mut second, http).await;
+    wait_for(
+        "rows written after the restart",
+        Duration::from_secs(30),
+        || agent.log(),
+        || (count(&ch, &db, history) >= at_restart + 600).then_some(()),
+    )
+    .await;
+
+    agent.terminate(Duration::from_secs(30));
+    let log = agent.log();
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("agent stopped"))
+        .expect("agent summary line");
+    let field = |name: &str| -> u64 {
+        let key = format!("\"{name}\":");
+        let rest = &stopped[stopped.find(&key).expect(name) + key.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|d| d.parse().ok())
+            .expect(name)
+    };
+    assert_eq!(field("unacked_batches"), 0, "{stopped}");
+    assert_eq!(field("dropped_records"), 0, "{stopped}");
+    let spooled = field("records_spooled");
+    assert!(
+        log.contains("collector connection lost"),
+        "the crash was noticed: {log}"
+    );
+    assert_eq!(
+        count(&ch, &db, history),
+        spooled,
+        "every probe result is stored"
+    );
+    let duplicates = count(
+        &ch,
+        &db,
+        "SELECT count() FROM (SELECT site, ts, count() AS c FROM health_history GROUP BY site, ts HAVING c > 1)",
+    );
+    assert_eq!(duplicates, 0, "no probe result is stored twice");
+    second.terminate(Duration::from_secs(15));
+}

@@ -1,0 +1,166 @@
+//! Helpers for tests that run the real `livehead` binary as separate processes.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `livehead` process whose stderr goes to a log file; killed on drop.
+pub struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, args: &[String], log_dir: &Path) -> Self {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_livehead"))
+            .args(args)
+            .env("RUST_LOG", "info,livehead_agent::transport=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start livehead");
+        Self {
+            name: name.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: the process gets no chance to flush or say goodbye.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait up to `timeout` for a clean exit.
+    pub fn terminate(&mut self, timeout: Duration) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(
+                    status.success(),
+                    "{} exited with {status}: {}",
+                    self.name,
+                    self.log()
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{} did not stop within {timeout:?}: {}",
+            self.name,
+            self.log()
+        );
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout`
+/// with `what` and the given context.
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut context: impl FnMut() -> String,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}\n{}", context());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `GET path` over plain HTTP/1.0 on loopback: (status, body), None when
+/// nothing answers yet.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Writes dev certificates with the real `livehead certs`.
+pub fn certs(dir: &Path, agents: &[&str]) {
+    let mut args = vec![
+        "certs".to_owned(),
+        "--out".into(),
+        dir.display().to_string(),
+    ];
+    for a in agents {
+        args.extend(["--agent".to_owned(), (*a).to_owned()]);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_livehead"))
+        .args(&args)
+        .output()
+        .expect("livehead certs");
+    assert!(
+        out.status.success(),
+        "livehead certs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn tls_args(dir: &Path, stem: &str) -> Vec<String> {
+    vec![
+        "--tls-ca".into(),
+        dir.join("ca.pem").display().to_string(),
+        "--tls-cert".into(),
+        dir.join(format!("{stem}.pem")).display().to_string(),
+        "--tls-key".into(),
+        dir.join(format!("{stem}-key.pem")).display().to_string(),
+    ]
+}
+
+/// Sums every sample of a Prometheus metric family in a /metrics body.
+pub fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
