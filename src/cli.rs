@@ -83,7 +83,8 @@ pub struct AgentArgs {
     /// TOML config file (see the README's configuration reference).
     #[arg(long, env = "LIVEHEAD_AGENT_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Agent id (with mTLS the certificate's name is used instead).
+    /// Agent id. With mTLS leave it unset: the certificate names the agent and
+    /// the collector refuses a different id.
     #[arg(long, env = "LIVEHEAD_AGENT_ID")]
     pub id: Option<String>,
     /// Collector gRPC URL, e.g. https://collector:7070.

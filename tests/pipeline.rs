@@ -142,7 +142,7 @@ async fn probe_results_reach_clickhouse_field_by_field() {
     .await;
 
     let port = sites.port();
-    let t = format!("{target}");
+    let t = &target;
     let expected = [
         format!("{BADHEAD_SITE}\t200\t{port}\t\t0\t\tGET\tnode-1\t{t}\t0"),
         format!("{CROSS_SITE}\t301\t{port}\t{CROSS_LOCATION}\t1\t\tHEAD\tnode-1\t{t}\t0"),

@@ -29,7 +29,7 @@ pub enum AgentError {
     Transport(#[from] TransportError),
     #[error("no site source: set sites.web_root and/or sites.list_file (--web-root, --sites-file)")]
     NoSites,
-    #[error("cannot serve metrics on {addr}: {source}")]
+    #[error("cannot serve metrics on {addr}")]
     Metrics {
         addr: std::net::SocketAddr,
         source: std::io::Error,

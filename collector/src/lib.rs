@@ -36,7 +36,7 @@ pub enum CollectorError {
         "TLS is required: set tls.ca, tls.cert and tls.key (--tls-*), or pass --insecure for plain-text gRPC"
     )]
     MissingTls,
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,

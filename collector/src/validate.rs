@@ -195,6 +195,8 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000_000;
 
+    type Mutation = fn(&mut ProbeResult);
+
     fn good() -> ProbeResult {
         ProbeResult {
             site: "Example.com".into(),
@@ -227,7 +229,7 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         let limits = Limits::default();
-        let cases: Vec<(fn(&mut ProbeResult), &str)> = vec![
+        let cases: Vec<(Mutation, &str)> = vec![
             (|p| p.site = "bad site.com".into(), "probe.site"),
             (|p| p.site = String::new(), "probe.site"),
             (|p| p.site = format!("{}.com", "a".repeat(64)), "probe.site"),

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what livehead needs on this machine when it is missing:
+#   always:      clickhouse-server and clickhouse-client (Debian packages)
+#   with --tests: buf (npm @bufbuild/buf) and chdb (PyPI), used by the tests
+set -euo pipefail
+
+log() { printf '==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=
+apt_install() {
+  [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! command -v clickhouse-server >/dev/null && [ ! -x /usr/sbin/clickhouse-server ]; then
+  log "installing clickhouse-server (Debian package)"
+  apt_install clickhouse-server
+fi
+if ! command -v clickhouse-client >/dev/null; then
+  log "installing clickhouse-client (Debian package)"
+  apt_install clickhouse-client
+fi
+
+if [ "${1:-}" = "--tests" ]; then
+  if ! command -v buf >/dev/null; then
+    log "installing buf (npm @bufbuild/buf)"
+    as_root npm install -g --no-fund --no-audit @bufbuild/buf >/dev/null
+  fi
+  if ! python3 -c 'import chdb' 2>/dev/null; then
+    log "installing chdb (PyPI): a current ClickHouse engine to check the newer-server schema"
+    python3 -m pip install --quiet chdb
+  fi
+fi
