@@ -7,7 +7,9 @@ mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use livehead_agent::AgentConfig;
 use livehead_collector::CollectorConfig;
+use livehead_collector::config::Limits;
 use livehead_collector::store::StorageConfig;
 use livehead_common::Shutdown;
 use livehead_common::tls::{TlsFiles, client_config};
@@ -29,6 +31,10 @@ struct Setup {
 }
 
 async fn setup(name: &str) -> Setup {
+    setup_with(name, Limits::default()).await
+}
+
+async fn setup_with(name: &str, limits: Limits) -> Setup {
     livehead_common::tls::install_crypto_provider();
     let ch = ClickHouseServer::start();
     let db = ch.unique_database(name);
@@ -42,6 +48,7 @@ async fn setup(name: &str) -> Setup {
             database: db.clone(),
             ..Default::default()
         },
+        limits,
         ..Default::default()
     };
     let shutdown = Shutdown::new();
@@ -252,5 +259,68 @@ async fn invalid_records_are_counted_and_valid_ones_stored() {
         metrics.contains("livehead_collector_batches_total{outcome=\"duplicate\"} 1"),
         "{metrics}"
     );
+    s.shutdown.cancel();
+}
+
+/// A batch the collector refuses as a whole (here: over its record limit) is
+/// dropped by the agent, which then delivers the batches behind it instead of
+/// resending the refused one forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_does_not_block_the_ones_behind_it() {
+    let limits = Limits {
+        max_batch_records: 3,
+        ..Limits::default()
+    };
+    let s = setup_with("refuse_batch", limits).await;
+    let sites = livehead_testkit::sites::FakeSites::start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let list = dir.path().join("sites.txt");
+    std::fs::write(
+        &list,
+        "a.example\nb.example\nc.example\nd.example\ne.example\n",
+    )
+    .expect("sites");
+
+    let mut config = AgentConfig::default();
+    config.sites.list_file = Some(list);
+    config.target = Some(format!("127.0.0.1:{}", sites.port()));
+    config.rounds.interval = Duration::from_secs(3600);
+    config.rounds.spread = 0.0;
+    config.rounds.concurrency = 1;
+    config.batch.max_records = 4;
+    config.batch.max_delay = Duration::from_millis(200);
+    config.collector.url = format!("https://{}", s.grpc);
+    config.collector.server_name = Some("localhost".into());
+    config.collector.tls = Some(s.pki.agent("node-1"));
+    config.collector.reconnect_min = Duration::from_millis(50);
+    config.metrics_listen = None;
+    let agent_stop = Shutdown::new();
+    let agent = tokio::spawn(livehead_agent::run(config, agent_stop.clone()));
+
+    // 5 probes: a batch of 4 (refused: over 3) and a batch of 1 (stored).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while count(&s, "SELECT count() FROM health_history") < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch behind the refused one never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stored = s.ch.query_in(&s.db, "SELECT site FROM health_history");
+    assert_eq!(
+        stored.trim(),
+        "e.example",
+        "only the second batch is stored"
+    );
+    let (_, metrics) = support::http_get(s.http, "/metrics").expect("metrics");
+    assert!(
+        metrics.contains("livehead_collector_batches_total{outcome=\"refused\"} 1"),
+        "{metrics}"
+    );
+    agent_stop.cancel();
+    agent
+        .await
+        .expect("agent task")
+        .expect("agent stops cleanly");
     s.shutdown.cancel();
 }

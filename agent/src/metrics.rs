@@ -16,6 +16,8 @@ pub struct AgentMetrics {
     pub batches_sent: IntCounter,
     pub batches_acked: IntCounter,
     pub records_rejected: IntCounter,
+    /// Batches the collector refused as a whole, for good (dropped).
+    pub batches_refused: IntCounter,
     pub spool_batches: IntGauge,
     pub spool_bytes: IntGauge,
     pub spool_dropped_batches: IntCounter,
@@ -57,6 +59,10 @@ impl AgentMetrics {
                 "records_rejected_total",
                 "Records the collector refused as invalid",
             ),
+            batches_refused: counter(
+                "batches_refused_total",
+                "Batches the collector refused for good; dropped",
+            ),
             spool_batches: IntGauge::new("spool_batches", "Batches awaiting acknowledgement")
                 .expect("static metric"),
             spool_bytes: IntGauge::new("spool_bytes", "Encoded bytes awaiting acknowledgement")
@@ -87,6 +93,7 @@ impl AgentMetrics {
             Box::new(self.batches_sent.clone()),
             Box::new(self.batches_acked.clone()),
             Box::new(self.records_rejected.clone()),
+            Box::new(self.batches_refused.clone()),
             Box::new(self.spool_batches.clone()),
             Box::new(self.spool_bytes.clone()),
             Box::new(self.spool_dropped_batches.clone()),

@@ -63,6 +63,14 @@ impl Spool {
         }
     }
 
+    /// Removes the oldest batch (one the collector refused for good); returns
+    /// its sequence number and record count.
+    pub fn drop_oldest(&mut self) -> Option<(u64, usize)> {
+        let (size, batch) = self.queue.pop_front()?;
+        self.bytes -= size;
+        Some((batch.seq, batch.records.len()))
+    }
+
     /// The first batch with a sequence number above `after` (all of them from
     /// the start when `None`): what to send next on a stream.
     pub fn next_after(&self, after: Option<u64>) -> Option<PushRequest> {
@@ -182,7 +190,9 @@ mod tests {
                 .map(|b| b.seq)
                 .collect();
         assert_eq!(seqs, [1, 3]);
-        assert!(spool.ack(1) && spool.ack(3));
+        assert_eq!(spool.drop_oldest(), Some((1, 1)));
+        assert!(spool.ack(3));
+        assert_eq!(spool.drop_oldest(), None);
         assert!(spool.is_empty());
         assert_eq!(spool.bytes(), 0);
     }

@@ -155,9 +155,10 @@ impl Session<'_> {
                 return Ok(());
             }
             tokio::select! {
-                ack = acks.message() => match ack? {
-                    Some(ack) => self.on_ack(ack),
-                    None => return Err(TransportError::Closed),
+                ack = acks.message() => match ack {
+                    Ok(Some(ack)) => self.on_ack(ack),
+                    Ok(None) => return Err(TransportError::Closed),
+                    Err(status) => return Err(self.on_refusal(status)),
                 },
                 () = self.spool.pushed() => {}
                 () = stops.drain.cancelled(), if !stops.drain.is_cancelled() => {}
@@ -191,6 +192,22 @@ impl Session<'_> {
         }
     }
 
+    /// The collector handles batches in order, so a stream failing on a batch
+    /// fails on the oldest unacknowledged one. When the refusal is about the
+    /// batch itself, resending it would fail forever and hold back every batch
+    /// behind it: drop it, loudly. Other failures (storage down, certificates)
+    /// are retried.
+    fn on_refusal(&self, status: tonic::Status) -> TransportError {
+        if refuses_the_batch(&status) {
+            if let Some((seq, records)) = self.spool.lock().drop_oldest() {
+                self.metrics.batches_refused.inc();
+                tracing::error!(seq, records, reason = %status.message(),
+                    "collector refused a batch for good; dropped it");
+            }
+        }
+        TransportError::Rpc(status)
+    }
+
     fn on_ack(&mut self, ack: PushResponse) {
         let (len, bytes, known) = {
             let mut spool = self.spool.lock();
@@ -217,6 +234,15 @@ impl Session<'_> {
             "batch acknowledged"
         );
     }
+}
+
+/// Refusals caused by the batch's content, which no resend can fix.
+fn refuses_the_batch(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        status.code(),
+        Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted
+    )
 }
 
 fn client(channel: Channel) -> IngestServiceClient<Channel> {
@@ -247,6 +273,24 @@ mod tests {
         assert!(err(cfg("https://c:7070", false, false)).contains("no TLS files"));
         assert!(err(cfg("https://c:7070", false, true)).contains("/nonexistent/ca.pem"));
         assert!(endpoint(&cfg("http://c:7070", true, false)).is_ok());
+    }
+
+    #[test]
+    fn only_content_refusals_drop_a_batch() {
+        use tonic::Status;
+        assert!(refuses_the_batch(&Status::invalid_argument(
+            "batch too large"
+        )));
+        assert!(refuses_the_batch(&Status::out_of_range(
+            "message too large"
+        )));
+        assert!(!refuses_the_batch(&Status::unavailable("storage down")));
+        assert!(!refuses_the_batch(&Status::permission_denied(
+            "wrong agent"
+        )));
+        assert!(!refuses_the_batch(&Status::unauthenticated(
+            "no certificate"
+        )));
     }
 
     #[test]
