@@ -1,6 +1,9 @@
 //! The agent's Prometheus metrics.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use livehead_common::metrics::{register, registry};
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 /// Every metric the agent exports, registered once.
 #[derive(Clone)]
@@ -10,7 +13,7 @@ pub struct AgentMetrics {
     pub probes: IntCounterVec,
     pub probe_seconds: Histogram,
     pub rounds: IntCounter,
-    pub round_seconds: prometheus::Gauge,
+    pub round_seconds: Gauge,
     pub sites: IntGauge,
     pub discovery_errors: IntCounter,
     pub batches_sent: IntCounter,
@@ -27,25 +30,37 @@ pub struct AgentMetrics {
 
 impl AgentMetrics {
     pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("livehead_agent".into()), None)
-            .expect("static prefix is valid");
-        let m = Self {
-            probes: IntCounterVec::new(
-                Opts::new("probes_total", "Probes done, by outcome"),
-                &["outcome"],
-            )
-            .expect("static metric"),
-            probe_seconds: Histogram::with_opts(
-                HistogramOpts::new("probe_seconds", "Probe latency").buckets(vec![
-                    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ]),
-            )
-            .expect("static metric"),
+        let r = registry("livehead_agent");
+        let counter = |name: &str, help: &str| {
+            register(&r, IntCounter::new(name, help).expect("static metric"))
+        };
+        let gauge = |name: &str, help: &str| {
+            register(&r, IntGauge::new(name, help).expect("static metric"))
+        };
+        Self {
+            probes: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("probes_total", "Probes done, by outcome"),
+                    &["outcome"],
+                )
+                .expect("static metric"),
+            ),
+            probe_seconds: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("probe_seconds", "Probe latency").buckets(vec![
+                        0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ]),
+                )
+                .expect("static metric"),
+            ),
             rounds: counter("rounds_total", "Rounds completed"),
-            round_seconds: prometheus::Gauge::new("round_seconds", "Duration of the last round")
-                .expect("static metric"),
-            sites: IntGauge::new("sites", "Sites found by the last discovery")
-                .expect("static metric"),
+            round_seconds: register(
+                &r,
+                Gauge::new("round_seconds", "Duration of the last round").expect("static metric"),
+            ),
+            sites: gauge("sites", "Sites found by the last discovery"),
             discovery_errors: counter(
                 "discovery_errors_total",
                 "Site sources that could not be read",
@@ -63,10 +78,8 @@ impl AgentMetrics {
                 "batches_refused_total",
                 "Batches the collector refused for good; dropped",
             ),
-            spool_batches: IntGauge::new("spool_batches", "Batches awaiting acknowledgement")
-                .expect("static metric"),
-            spool_bytes: IntGauge::new("spool_bytes", "Encoded bytes awaiting acknowledgement")
-                .expect("static metric"),
+            spool_batches: gauge("spool_batches", "Batches awaiting acknowledgement"),
+            spool_bytes: gauge("spool_bytes", "Encoded bytes awaiting acknowledgement"),
             spool_dropped_batches: counter(
                 "spool_dropped_batches_total",
                 "Oldest batches dropped because the spool was full",
@@ -76,32 +89,7 @@ impl AgentMetrics {
                 "Records in batches dropped because the spool was full",
             ),
             reconnects: counter("reconnects_total", "Collector connections lost or refused"),
-            registry,
-        };
-        m.register();
-        m
-    }
-
-    fn register(&self) {
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(self.probes.clone()),
-            Box::new(self.probe_seconds.clone()),
-            Box::new(self.rounds.clone()),
-            Box::new(self.round_seconds.clone()),
-            Box::new(self.sites.clone()),
-            Box::new(self.discovery_errors.clone()),
-            Box::new(self.batches_sent.clone()),
-            Box::new(self.batches_acked.clone()),
-            Box::new(self.records_rejected.clone()),
-            Box::new(self.batches_refused.clone()),
-            Box::new(self.spool_batches.clone()),
-            Box::new(self.spool_bytes.clone()),
-            Box::new(self.spool_dropped_batches.clone()),
-            Box::new(self.spool_dropped_records.clone()),
-            Box::new(self.reconnects.clone()),
-        ];
-        for c in collectors {
-            self.registry.register(c).expect("metric names are unique");
+            registry: r.clone(),
         }
     }
 }
@@ -110,8 +98,4 @@ impl Default for AgentMetrics {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn counter(name: &str, help: &str) -> IntCounter {
-    IntCounter::new(name, help).expect("static metric")
 }

@@ -1,7 +1,25 @@
 //! The Prometheus `/metrics` endpoint every service exposes.
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use prometheus::core::Collector;
 use prometheus::{Encoder, Registry, TextEncoder};
+
+/// Registers `metric` and returns it, so a metrics struct is built in one
+/// expression and no metric can be created yet left unregistered.
+///
+/// Panics on an invalid or duplicate name: metric definitions are static, so
+/// that is a programming error caught by the first test that builds them.
+pub fn register<M: Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are valid and unique");
+    metric
+}
+
+/// A registry whose metric names all start with `prefix_`.
+pub fn registry(prefix: &str) -> Registry {
+    Registry::new_custom(Some(prefix.to_owned()), None).expect("static prefix is valid")
+}
 
 /// A router answering `GET /metrics` in the Prometheus text format (0.0.4).
 pub fn router(registry: Registry) -> Router {
