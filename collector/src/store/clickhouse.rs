@@ -24,7 +24,7 @@ pub mod schema;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::clickhouse::sql::Identifier;
-use ::clickhouse::{Client, Compression, Row};
+use ::clickhouse::{Client, Compression, Row, RowWrite};
 use serde::{Deserialize, Serialize};
 
 use self::schema::{
@@ -192,16 +192,8 @@ impl ClickHouseStore {
     }
 
     async fn insert_last(&self, agent: &str, probes: &[ProbeRow]) -> Result<(), StoreError> {
-        let mut insert = self
-            .client
-            .insert::<LastRow<'_>>(LAST_TABLE)
-            .await?
-            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
-        for probe in probes {
-            insert.write(&LastRow::new(probe, agent)).await?;
-        }
-        insert.end().await?;
-        Ok(())
+        let rows: Vec<_> = probes.iter().map(|p| LastRow::new(p, agent)).collect();
+        self.insert_rows::<LastRow<'_>>(LAST_TABLE, rows).await
     }
 
     /// One INSERT (one block), so the marker the view derives from it counts
@@ -212,32 +204,42 @@ impl ClickHouseStore {
         seq: u64,
         probes: &[ProbeRow],
     ) -> Result<(), StoreError> {
-        let mut insert = self
-            .client
-            .insert::<HistoryRow<'_>>(HISTORY_TABLE)
-            .await?
-            .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
-        for probe in probes {
-            insert.write(&HistoryRow::new(probe, agent, seq)).await?;
-        }
-        insert.end().await?;
-        Ok(())
+        let rows: Vec<_> = probes
+            .iter()
+            .map(|p| HistoryRow::new(p, agent, seq))
+            .collect();
+        self.insert_rows::<HistoryRow<'_>>(HISTORY_TABLE, rows)
+            .await
     }
 
     async fn insert_marker(&self, agent: &str, seq: u64, records: u64) -> Result<(), StoreError> {
+        let marker = BatchRow {
+            agent,
+            seq,
+            records,
+            written_at: unix_seconds(),
+        };
+        self.insert_rows::<BatchRow<'_>>(BATCHES_TABLE, [marker])
+            .await
+    }
+
+    /// Writes `rows` to `table` in one INSERT and waits until the server has them.
+    async fn insert_rows<'r, T>(
+        &self,
+        table: &str,
+        rows: impl IntoIterator<Item = T::Value<'r>>,
+    ) -> Result<(), StoreError>
+    where
+        T: RowWrite,
+    {
         let mut insert = self
             .client
-            .insert::<BatchRow<'_>>(BATCHES_TABLE)
+            .insert::<T>(table)
             .await?
             .with_timeouts(Some(INSERT_TIMEOUT), Some(INSERT_TIMEOUT));
-        insert
-            .write(&BatchRow {
-                agent,
-                seq,
-                records,
-                written_at: unix_seconds(),
-            })
-            .await?;
+        for row in rows {
+            insert.write(&row).await?;
+        }
         insert.end().await?;
         Ok(())
     }
