@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use livehead_common::host::check_host_name;
 use regex::Regex;
 
 use crate::probe::Target;
@@ -201,25 +202,11 @@ fn parse_entry(line: &str) -> Result<ListEntry, String> {
             _ => Err(line.to_owned()),
         };
     }
-    if is_host_name(line) {
+    if check_host_name(line).is_ok() {
         Ok(ListEntry::Name(line.to_ascii_lowercase()))
     } else {
         Err(line.to_owned())
     }
-}
-
-/// Host-name syntax as directory names use it (letters, digits, `-`, `_`, dots
-/// between non-empty labels of at most 63 bytes, 253 bytes in all).
-pub fn is_host_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@ use livehead_proto::v1::{
     ProbeError, ProbeMethod, ProbeResult, PushRequest, RecordRejection, record::Kind,
 };
 
+use livehead_common::host::check_host_name;
+
 use crate::config::Limits;
 use crate::store::ProbeRow;
 
@@ -107,36 +109,9 @@ pub fn check_probe(
     })
 }
 
-/// Host-name syntax: dot-separated labels of letters, digits, `-` and `_`
-/// (directory names in web roots use it), at most 63 bytes each, 253 in all.
+/// A site must be a host name (the rule shared with the agent's discovery).
 pub fn check_site(site: &str) -> Result<(), Invalid> {
-    if site.is_empty() {
-        return Err(invalid("probe.site", "empty"));
-    }
-    if site.len() > 253 {
-        return Err(invalid(
-            "probe.site",
-            format!("{} bytes, over 253", site.len()),
-        ));
-    }
-    for label in site.split('.') {
-        if label.is_empty() || label.len() > 63 {
-            return Err(invalid(
-                "probe.site",
-                format!("{site:?}: labels must be 1-63 bytes"),
-            ));
-        }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-        {
-            return Err(invalid(
-                "probe.site",
-                format!("{site:?}: character {c:?} not allowed in a host name"),
-            ));
-        }
-    }
-    Ok(())
+    check_host_name(site).map_err(|e| invalid("probe.site", e.to_string()))
 }
 
 fn check_status(status: u32, error: ProbeError) -> Result<u16, Invalid> {
