@@ -17,8 +17,6 @@ pub enum ConfigError {
         path: PathBuf,
         source: toml::de::Error,
     },
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
 }
 
 /// Reads `path` as TOML into `T`; unknown keys are errors when `T` says

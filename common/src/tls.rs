@@ -114,10 +114,10 @@ fn read_pem(path: &Path, what: &'static str, expected: &'static str) -> Result<V
         path: path.to_owned(),
         source,
     })?;
-    let marker = format!("-----BEGIN {expected}");
-    let found = String::from_utf8_lossy(&bytes).contains(&marker)
-        || (expected == "PRIVATE KEY"
-            && String::from_utf8_lossy(&bytes).contains("PRIVATE KEY-----"));
+    let text = String::from_utf8_lossy(&bytes);
+    // Keys come as "PRIVATE KEY", "EC PRIVATE KEY" or "RSA PRIVATE KEY".
+    let found = text.contains(&format!("-----BEGIN {expected}"))
+        || (expected == "PRIVATE KEY" && text.contains("PRIVATE KEY-----"));
     if !found {
         return Err(TlsError::NotPem {
             what,

@@ -74,10 +74,6 @@ impl Proc {
             self.log()
         );
     }
-
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
 }
 
 impl Drop for Proc {

@@ -92,7 +92,7 @@ pub enum StoreError {
     ClickHouse(#[from] ::clickhouse::error::Error),
     #[error("unsupported server: {0}")]
     Unsupported(String),
-    #[error("storage is not configured: {0}")]
+    #[error("storage.{0} is not set (--clickhouse-url / LIVEHEAD_CLICKHOUSE_URL, --database)")]
     NotConfigured(&'static str),
 }
 
