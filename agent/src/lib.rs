@@ -3,7 +3,6 @@
 pub mod batch;
 pub mod config;
 pub mod discovery;
-pub mod domain;
 pub mod metrics;
 pub mod probe;
 pub mod rounds;

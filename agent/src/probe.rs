@@ -28,7 +28,7 @@ use tokio_rustls::TlsConnector;
 
 pub use livehead_proto::v1::{ProbeError, ProbeMethod, ProbeResult};
 
-use crate::domain::is_cross_domain;
+use livehead_common::domain::is_cross_domain;
 
 const USER_AGENT_VALUE: HeaderValue =
     HeaderValue::from_static(concat!("livehead/", env!("CARGO_PKG_VERSION")));

@@ -2,6 +2,7 @@
 
 pub mod certs;
 pub mod config;
+pub mod domain;
 pub mod host;
 pub mod metrics;
 pub mod telemetry;
