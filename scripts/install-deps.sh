@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what livehead needs on this machine when it is missing:
 #   always:      clickhouse-server and clickhouse-client (Debian packages)
-#   with --tests: buf (npm @bufbuild/buf) and chdb (PyPI), used by the tests
+#   with --tests: buf (npm @bufbuild/buf), chdb (PyPI) and the sqlite3 shell
+#                 (Debian package), used by the tests
 set -euo pipefail
 
 log() { printf '==> %s\n' "$*"; }
@@ -30,5 +31,9 @@ if [ "${1:-}" = "--tests" ]; then
   if ! python3 -c 'import chdb' 2>/dev/null; then
     log "installing chdb (PyPI): a current ClickHouse engine to check the newer-server schema"
     python3 -m pip install --quiet chdb
+  fi
+  if ! command -v sqlite3 >/dev/null; then
+    log "installing sqlite3 (Debian package): runs the old D1 queries on the embedded store"
+    apt_install sqlite3
   fi
 fi

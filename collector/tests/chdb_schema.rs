@@ -7,12 +7,12 @@
 use std::path::Path;
 use std::process::Command;
 
-use livehead_collector::store::StorageConfig;
 use livehead_collector::store::clickhouse::Flavour;
 use livehead_collector::store::clickhouse::schema::{
     self, APPLIED_VERSIONS_SQL, BATCH_SEEN_SQL, CREATE_DATABASE_SQL, DROP_PARTITION_SQL,
     ENGINE_FULL_SQL, STALE_PARTITIONS_SQL,
 };
+use livehead_collector::store::{Order, StorageConfig};
 use serde_json::{Value, json};
 
 const INSTALL: &str = "install chdb with `pip install chdb`";
@@ -216,6 +216,32 @@ fn steps() -> Vec<Value> {
         "FINAL keeps the newest per site",
         "SELECT site, status, ts, agent FROM health_last FINAL ORDER BY site",
         &format!("a.example\t200\t{t2}\tedge-1\nb.example\t200\t{t1}\tedge-1\n"),
+    );
+    // The API's reads see the newest state only.
+    s.expect(
+        "last",
+        render(schema::LAST_SQL, &[&string("a.example")]),
+        &format!("a.example\t200\t123\t443\thttps://www.a.example/\t1\t{t2}\n"),
+    );
+    let dump = |conditions: &str, literals: &[&str]| {
+        let sql = schema::dump_last_sql(conditions, Order::Desc.order_by());
+        render(&sql, literals)
+    };
+    s.expect(
+        "dump_last, no filter",
+        dump("1", &["0", "1000"]),
+        &format!(
+            "a.example\t200\t123\t443\thttps://www.a.example/\t1\t{t2}\n\
+             b.example\t200\t123\t443\thttps://www.b.example/\t1\t{t1}\n"
+        ),
+    );
+    s.expect(
+        "dump_last ignores the stale 503",
+        dump(
+            "status IN (?) AND site LIKE ?",
+            &["503", &string("a.%"), "0", "1000"],
+        ),
+        "",
     );
     // An interrupted INSERT kept a prefix; the replay writes the rest.
     s.run(

@@ -530,3 +530,266 @@ async fn legacy_retention_drops_old_partitions_only() {
     forever.maintain().await.expect("maintain forever");
     assert_eq!(count(&config, "health_history"), 3);
 }
+
+// ---- Reads behind the HTTP API -------------------------------------------------
+
+use livehead_collector::store::{DumpFilter, LastState, Order};
+
+/// A probe with only the columns the API shows set apart.
+fn state(site: &str, status: u16, cross: u8, ts: u64) -> ProbeRow {
+    ProbeRow {
+        status,
+        cross,
+        location: if cross == 1 {
+            "https://elsewhere.example/".to_owned()
+        } else {
+            String::new()
+        },
+        ..probe(site, ts)
+    }
+}
+
+fn sites(states: &[LastState]) -> Vec<&str> {
+    states.iter().map(|s| s.site.as_str()).collect()
+}
+
+#[tokio::test]
+async fn last_answers_the_newest_probe_of_a_site() {
+    let config = config("last");
+    let store = ClickHouseStore::connect(&config).await.expect("connect");
+    let ts = now_ms();
+    // Two INSERTs: two parts not merged yet, so both rows of a.example exist.
+    let older = [state("a.example", 500, 0, ts - 10)];
+    let newer = [state("a.example", 301, 1, ts)];
+    store
+        .write_batch(batch("e", 1, &older))
+        .await
+        .expect("older");
+    store
+        .write_batch(batch("e", 2, &newer))
+        .await
+        .expect("newer");
+
+    let last = store.last("a.example").await.expect("last");
+    assert_eq!(
+        last,
+        Some(LastState {
+            site: "a.example".into(),
+            status: 301,
+            ms: 123,
+            port: 8443,
+            location: "https://elsewhere.example/".into(),
+            cross: 1,
+            ts,
+        })
+    );
+    assert_eq!(store.last("unknown.example").await.expect("last"), None);
+    assert_eq!(store.last("' OR 1=1 --").await.expect("last"), None);
+}
+
+#[tokio::test]
+async fn dump_last_filters_on_the_newest_state_only() {
+    let config = config("dump_stale");
+    let store = ClickHouseStore::connect(&config).await.expect("connect");
+    let ts = now_ms();
+    let first = [state("a.example", 500, 0, ts - 10)];
+    let then = [state("a.example", 200, 0, ts)];
+    store
+        .write_batch(batch("e", 1, &first))
+        .await
+        .expect("first");
+    store.write_batch(batch("e", 2, &then)).await.expect("then");
+    let errors = DumpFilter {
+        statuses: vec![500],
+        ..DumpFilter::default()
+    };
+    assert!(store.dump_last(&errors).await.expect("dump").is_empty());
+    let all = store.dump_last(&DumpFilter::default()).await.expect("dump");
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].status, 200);
+}
+
+#[tokio::test]
+async fn dump_last_filters_orders_and_pages() {
+    let config = config("dump_filters");
+    let store = ClickHouseStore::connect(&config).await.expect("connect");
+    let t = now_ms() - 1000;
+    let rows = [
+        state("a.shop.example", 500, 0, t),
+        state("b.shop.example", 301, 1, t + 1),
+        state("c.blog.example", 500, 1, t + 2),
+        state("d.shop.example", 200, 0, t + 3),
+        state("e.shop.example", 500, 1, t + 3),
+        state("under_score.example", 403, 0, t + 4),
+    ];
+    store
+        .write_batch(batch("e", 1, &rows))
+        .await
+        .expect("write");
+    let dump = |filter: DumpFilter| {
+        let store = &store;
+        async move { store.dump_last(&filter).await.expect("dump") }
+    };
+
+    let all = dump(DumpFilter::default()).await;
+    assert_eq!(
+        sites(&all),
+        [
+            "under_score.example",
+            "d.shop.example",
+            "e.shop.example",
+            "c.blog.example",
+            "b.shop.example",
+            "a.shop.example"
+        ],
+        "newest first, ties by site"
+    );
+    let asc = dump(DumpFilter {
+        order: Order::Asc,
+        ..DumpFilter::default()
+    })
+    .await;
+    assert_eq!(sites(&asc)[..2], ["a.shop.example", "b.shop.example"]);
+    let combined = DumpFilter {
+        statuses: vec![500, 301],
+        cross: Some(true),
+        since: Some(t + 1),
+        until: Some(t + 3),
+        site_like: Some("%.shop.example".into()),
+        ..DumpFilter::default()
+    };
+    assert_eq!(
+        sites(&dump(combined.clone()).await),
+        ["e.shop.example", "b.shop.example"]
+    );
+    let page = DumpFilter {
+        limit: 1,
+        offset: 1,
+        ..combined
+    };
+    assert_eq!(sites(&dump(page).await), ["b.shop.example"]);
+    let not_cross = DumpFilter {
+        cross: Some(false),
+        statuses: vec![500],
+        ..DumpFilter::default()
+    };
+    assert_eq!(sites(&dump(not_cross).await), ["a.shop.example"]);
+    // `\` escapes LIKE's `_`: the literal underscore matches, a wildcard one would
+    // also match "under-score".
+    let escaped = DumpFilter {
+        site_like: Some("under\\_score%".into()),
+        ..DumpFilter::default()
+    };
+    assert_eq!(sites(&dump(escaped).await), ["under_score.example"]);
+}
+
+#[tokio::test]
+async fn dump_last_site_like_injection_is_inert() {
+    let config = config("dump_injection");
+    let store = ClickHouseStore::connect(&config).await.expect("connect");
+    let rows = [state("a.example", 200, 0, now_ms())];
+    store
+        .write_batch(batch("e", 1, &rows))
+        .await
+        .expect("write");
+    for attack in [
+        "%' OR 1=1 --",
+        "'; DROP TABLE health_last; --",
+        "%\\' OR site != '",
+        "a.example' UNION ALL SELECT site, status, ms, port, location, `cross`, ts FROM health_history --",
+        "?",
+    ] {
+        let filter = DumpFilter {
+            site_like: Some(attack.into()),
+            ..DumpFilter::default()
+        };
+        let found = store
+            .dump_last(&filter)
+            .await
+            .expect("a pattern is a value");
+        assert!(found.is_empty(), "{attack:?} matched {found:?}");
+    }
+    assert_eq!(count(&config, "health_last"), 1, "table intact");
+}
+
+/// The old D1 examples, written for ClickHouse (README "BI queries"): UTC hours,
+/// `cross` quoted (a keyword in ClickHouse's grammar).
+const CH_ERRORS_PER_HOUR: &str =
+    "SELECT formatDateTime(toDateTime(intDiv(ts, 1000), 'UTC'), '%Y-%m-%d %H:00') AS heure,
+       count() AS erreurs
+FROM health_history
+WHERE status >= 500
+GROUP BY heure
+ORDER BY heure DESC";
+const CH_LATENCY_24H: &str = "SELECT site,
+       avg(ms) AS latence_moyenne,
+       count() AS nb_mesures
+FROM health_history
+WHERE ts >= (toUInt64(now()) - 86400) * 1000
+GROUP BY site
+ORDER BY latence_moyenne DESC
+LIMIT 50";
+const CH_TOP_ERRORS: &str = "SELECT site,
+       COUNT(*) AS nb_erreurs,
+       AVG(ms) AS latence_moyenne
+FROM health_history
+WHERE status >= 500
+GROUP BY site
+ORDER BY nb_erreurs DESC
+LIMIT 10";
+const CH_CROSS_DOMAIN: &str = "SELECT site,
+       status,
+       location,
+       COUNT(*) AS occurrences
+FROM health_history
+WHERE `cross` = 1
+GROUP BY site, status, location
+ORDER BY occurrences DESC";
+
+#[tokio::test]
+async fn the_readme_bi_queries_run_on_clickhouse() {
+    let config = config("bi_queries");
+    let store = ClickHouseStore::connect(&config).await.expect("connect");
+    let hour = now_ms() / 3_600_000 * 3_600_000;
+    let mut slow = state("slow.example", 502, 0, hour + 1);
+    slow.ms = 900;
+    let rows = [
+        state("a.example", 500, 0, hour + 2),
+        state("a.example", 500, 0, hour + 3),
+        slow,
+        state("b.example", 301, 1, hour + 4),
+        state("b.example", 301, 1, hour + 5),
+        state("old.example", 500, 0, hour - 2 * DAY_MS),
+    ];
+    let mut rows = rows.to_vec();
+    rows[3].ms = 50;
+    rows[4].ms = 50;
+    store
+        .write_batch(batch("e", 1, &rows))
+        .await
+        .expect("write");
+    let day = |ms: u64| {
+        SERVER
+            .query(&format!(
+                "SELECT formatDateTime(toDateTime(intDiv({ms}, 1000), 'UTC'), '%Y-%m-%d %H:00')"
+            ))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(
+        q(&config, CH_ERRORS_PER_HOUR),
+        format!("{}\t3\n{}\t1\n", day(hour), day(hour - 2 * DAY_MS))
+    );
+    assert_eq!(
+        q(&config, CH_LATENCY_24H),
+        "slow.example\t900\t1\na.example\t123\t2\nb.example\t50\t2\n"
+    );
+    assert_eq!(
+        q(&config, CH_TOP_ERRORS),
+        "a.example\t2\t123\nold.example\t1\t123\nslow.example\t1\t900\n"
+    );
+    assert_eq!(
+        q(&config, CH_CROSS_DOMAIN),
+        "b.example\t301\thttps://elsewhere.example/\t2\n"
+    );
+}

@@ -29,11 +29,14 @@ use serde::{Deserialize, Serialize};
 
 use self::schema::{
     APPLIED_VERSIONS_SQL, BATCH_MARKER_DAYS, BATCH_SEEN_SQL, BATCHES_TABLE, CREATE_DATABASE_SQL,
-    DROP_PARTITION_SQL, ENGINE_FULL_SQL, HISTORY_TABLE, LAST_TABLE, MIGRATIONS_TABLE,
+    DROP_PARTITION_SQL, ENGINE_FULL_SQL, HISTORY_TABLE, LAST_SQL, LAST_TABLE, MIGRATIONS_TABLE,
     STALE_PARTITIONS_SQL, VERSION_SQL,
 };
 pub use self::schema::{Flavour, Migration};
-use super::{BatchWrite, ProbeRow, StorageConfig, Store, StoreError, WriteOutcome};
+use super::query::Param;
+use super::{
+    BatchWrite, DumpFilter, LastState, ProbeRow, StorageConfig, Store, StoreError, WriteOutcome,
+};
 
 /// Bounds sending an INSERT and waiting for the server to finish it. An INSERT that
 /// times out is not acked; the replay finds the marker if the server did write it.
@@ -314,6 +317,34 @@ impl Store for ClickHouseStore {
         Ok(WriteOutcome::Written { rows: total })
     }
 
+    async fn last(&self, site: &str) -> Result<Option<LastState>, StoreError> {
+        let row: Option<StateRow> = self
+            .client
+            .query(LAST_SQL)
+            .bind(site)
+            .fetch_optional()
+            .await?;
+        Ok(row.map(LastState::from))
+    }
+
+    async fn dump_last(&self, filter: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
+        let conditions = filter.conditions("");
+        let sql = schema::dump_last_sql(&conditions.sql, filter.order.order_by());
+        let mut query = self.client.query(&sql);
+        for param in &conditions.params {
+            query = match param {
+                Param::Int(value) => query.bind(*value),
+                Param::Text(value) => query.bind(value.as_str()),
+            };
+        }
+        let rows: Vec<StateRow> = query
+            .bind(filter.offset)
+            .bind(filter.limit)
+            .fetch_all()
+            .await?;
+        Ok(rows.into_iter().map(LastState::from).collect())
+    }
+
     async fn maintain(&self) -> Result<(), StoreError> {
         if self.flavour.uses_ttl() {
             return Ok(());
@@ -418,6 +449,32 @@ impl<'a> LastRow<'a> {
             target: &p.target,
             cert_expiry: p.cert_expiry,
             agent,
+        }
+    }
+}
+
+/// A site's newest probe as [`LAST_SQL`] and [`schema::dump_last_sql`] answer it.
+#[derive(Row, Deserialize)]
+struct StateRow {
+    site: String,
+    status: u16,
+    ms: u32,
+    port: u16,
+    location: String,
+    cross: u8,
+    ts: u64,
+}
+
+impl From<StateRow> for LastState {
+    fn from(r: StateRow) -> Self {
+        Self {
+            site: r.site,
+            status: r.status,
+            ms: r.ms,
+            port: r.port,
+            location: r.location,
+            cross: r.cross,
+            ts: r.ts,
         }
     }
 }

@@ -1,17 +1,27 @@
-//! Where accepted rows go. The ingest path only sees the [`Store`] trait; each
-//! backend lives in its own module (`clickhouse`, and the embedded SQLite store
-//! in a later change).
+//! Where accepted rows go and where the HTTP API reads them. The ingest path and
+//! the API only see the [`Store`] trait; each backend lives in its own module:
+//! `clickhouse` (the system of record) and `sqlite` (the embedded store used
+//! when no ClickHouse URL is configured). [`AnyStore::open`] picks one.
 
 use std::future::Future;
+use std::path::PathBuf;
 
 pub mod clickhouse;
+pub mod query;
+pub mod sqlite;
+
+pub use query::{DumpFilter, LastState, Order};
 
 /// Storage options shared by every backend.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
-    /// ClickHouse HTTP endpoint, e.g. `http://127.0.0.1:8123`. Required for now.
+    /// ClickHouse HTTP endpoint, e.g. `http://127.0.0.1:8123`. Unset: the
+    /// embedded SQLite store at `sqlite_path`.
     pub clickhouse_url: Option<String>,
+    /// The embedded store's file, used when `clickhouse_url` is unset; created
+    /// when missing. Default `livehead.db` (relative to the working directory).
+    pub sqlite_path: PathBuf,
     /// Database holding livehead's tables; created when missing.
     pub database: String,
     /// ClickHouse user.
@@ -28,6 +38,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             clickhouse_url: None,
+            sqlite_path: PathBuf::from("livehead.db"),
             database: "livehead".into(),
             user: "default".into(),
             password: String::new(),
@@ -92,7 +103,19 @@ pub enum StoreError {
     ClickHouse(#[from] ::clickhouse::error::Error),
     #[error("unsupported server: {0}")]
     Unsupported(String),
-    #[error("storage.{0} is not set (--clickhouse-url / LIVEHEAD_CLICKHOUSE_URL, --database)")]
+    #[error("sqlite {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: deadpool_sqlite::rusqlite::Error,
+    },
+    #[error("sqlite {path}: {reason}")]
+    SqlitePool { path: PathBuf, reason: String },
+    #[error("creating directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("storage.{0} is empty (--clickhouse-url / LIVEHEAD_CLICKHOUSE_URL, --database)")]
     NotConfigured(&'static str),
 }
 
@@ -108,4 +131,77 @@ pub trait Store: Send + Sync + 'static {
     /// Periodic upkeep (retention on servers without TTL). Called every few
     /// minutes by the collector.
     fn maintain(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The newest probe of `site` (as stored: lower case), `None` when the site
+    /// was never seen.
+    fn last(
+        &self,
+        site: &str,
+    ) -> impl Future<Output = Result<Option<LastState>, StoreError>> + Send;
+
+    /// The newest probe of every site matching `filter`, in `filter.order` of
+    /// `ts` (ties by site, ascending), paged by `filter.limit` and `filter.offset`.
+    fn dump_last(
+        &self,
+        filter: &DumpFilter,
+    ) -> impl Future<Output = Result<Vec<LastState>, StoreError>> + Send;
+}
+
+/// The configured backend: ClickHouse when `storage.clickhouse_url` is set, else
+/// the embedded SQLite file.
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    /// Boxed: the client is much larger than the SQLite pool handle.
+    ClickHouse(Box<clickhouse::ClickHouseStore>),
+    Sqlite(sqlite::SqliteStore),
+}
+
+impl AnyStore {
+    /// Opens the configured backend and brings its schema up to date.
+    pub async fn open(config: &StorageConfig) -> Result<Self, StoreError> {
+        match config.clickhouse_url.as_deref() {
+            Some(_) => Ok(Self::ClickHouse(Box::new(
+                clickhouse::ClickHouseStore::connect(config).await?,
+            ))),
+            None => Ok(Self::Sqlite(sqlite::SqliteStore::open(config).await?)),
+        }
+    }
+
+    /// Which backend this is, for logs and the start-up banner.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ClickHouse(_) => "clickhouse",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+impl Store for AnyStore {
+    async fn write_batch(&self, batch: BatchWrite<'_>) -> Result<WriteOutcome, StoreError> {
+        match self {
+            Self::ClickHouse(s) => s.write_batch(batch).await,
+            Self::Sqlite(s) => s.write_batch(batch).await,
+        }
+    }
+
+    async fn maintain(&self) -> Result<(), StoreError> {
+        match self {
+            Self::ClickHouse(s) => s.maintain().await,
+            Self::Sqlite(s) => s.maintain().await,
+        }
+    }
+
+    async fn last(&self, site: &str) -> Result<Option<LastState>, StoreError> {
+        match self {
+            Self::ClickHouse(s) => s.last(site).await,
+            Self::Sqlite(s) => s.last(site).await,
+        }
+    }
+
+    async fn dump_last(&self, filter: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
+        match self {
+            Self::ClickHouse(s) => s.dump_last(filter).await,
+            Self::Sqlite(s) => s.dump_last(filter).await,
+        }
+    }
 }

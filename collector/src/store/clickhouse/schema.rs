@@ -308,6 +308,31 @@ pub const STALE_PARTITIONS_SQL: &str = "SELECT DISTINCT partition_id FROM system
 /// Binds the table (identifier) and the partition ID (string).
 pub const DROP_PARTITION_SQL: &str = "ALTER TABLE ? DROP PARTITION ID ?";
 
+/// Binds a site; answers its newest probe. The sort key is `site`, so this reads
+/// one granule; `ORDER BY ts` picks the newest of rows not merged yet.
+pub const LAST_SQL: &str = "SELECT site, status, ms, port, location, `cross`, ts \
+     FROM health_last WHERE site = ? ORDER BY ts DESC LIMIT 1";
+
+/// `/dump_last`: the newest probe per site, then the filter, order and page.
+/// The newest row is chosen with `argMax` rather than `FINAL` because a `WHERE`
+/// on a non-key column may be applied before `FINAL` folds the rows on some
+/// server versions (through PREWHERE), which would return a site's stale state.
+/// The inner aliases differ from the column names so they don't shadow them
+/// (ClickHouse substitutes aliases everywhere in a query). `conditions` comes
+/// from [`DumpFilter::conditions`](crate::store::DumpFilter::conditions): text
+/// with `?` placeholders only; the values, then offset and limit, are bound.
+pub fn dump_last_sql(conditions: &str, order_by: &str) -> String {
+    format!(
+        "SELECT site, last_status AS status, last_ms AS ms, last_port AS port, \
+         last_location AS location, last_cross AS `cross`, last_ts AS ts FROM (\
+         SELECT site, argMax(status, ts) AS last_status, argMax(ms, ts) AS last_ms, \
+         argMax(port, ts) AS last_port, argMax(location, ts) AS last_location, \
+         argMax(`cross`, ts) AS last_cross, max(ts) AS last_ts \
+         FROM health_last GROUP BY site) \
+         WHERE {conditions} ORDER BY {order_by} LIMIT ?, ?"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

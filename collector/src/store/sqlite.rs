@@ -1,0 +1,605 @@
+//! The embedded SQLite store, used when no ClickHouse URL is configured.
+//!
+//! Same tables and columns as ClickHouse (`health_history`, `health_last`,
+//! `ingest_batches`, `schema_migrations`), so the queries users ran with
+//! `sqlite3` on the old worker's D1 database run unchanged on this file.
+//!
+//! Exactly-once per batch comes from SQLite's transactions: one `BEGIN
+//! IMMEDIATE` transaction inserts the batch marker, upserts `health_last` and
+//! appends to `health_history`, so a batch is either entirely written or not at
+//! all. A dropped `write_batch` future does not cut the transaction short: the
+//! work runs to its end on a blocking thread and a replay then finds the marker.
+//!
+//! The file is in WAL mode: readers (the HTTP API, a `sqlite3` shell) never block
+//! the writer. SQLite has a single writer, so writes queue on a fair async mutex
+//! in the store rather than in SQLite's sleep-and-retry busy handler, which would
+//! let a long maintenance pass starve batch writes.
+//!
+//! Integers are SQLite's signed 64 bits. Measured values above `i64::MAX`
+//! (nothing real gets there) are stored as `i64::MAX`; a batch `seq` above it is
+//! refused, since saturating it would merge distinct batches.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deadpool_sqlite::rusqlite::types::{Type, Value};
+use deadpool_sqlite::rusqlite::{
+    self, Connection, OptionalExtension, Row, TransactionBehavior, params, params_from_iter,
+};
+use deadpool_sqlite::{Config, Hook, HookError, InteractError, Pool, PoolError, Runtime};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use super::clickhouse::schema::BATCH_MARKER_DAYS;
+use super::query::Param;
+use super::{
+    BatchWrite, DumpFilter, LastState, ProbeRow, StorageConfig, Store, StoreError, WriteOutcome,
+};
+
+/// Connections in the pool. SQLite writes one transaction at a time whatever
+/// the number of connections, so more only serve concurrent API reads, and each
+/// one holds its own page cache.
+const POOL_SIZE: usize = 4;
+
+/// How long a statement waits for a lock held by another process (a `sqlite3`
+/// shell, a second collector on the same file) before failing; the batch is then
+/// not acked and the agent resends it.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
+
+/// Rows one maintenance `DELETE` removes. Each chunk is its own transaction, so
+/// batch writes queued behind it wait for one chunk (milliseconds), not for the
+/// whole backlog a first retention pass may find.
+const DELETE_CHUNK: usize = 10_000;
+
+const DAY_MS: u64 = 86_400_000;
+const DAY_SECONDS: i64 = 86_400;
+
+/// One schema version; its statements run in the same transaction as recording
+/// it in `schema_migrations`, so a version is applied entirely or not at all.
+struct Migration {
+    version: u32,
+    name: &'static str,
+    sql: &'static str,
+}
+
+/// Versions and names as in ClickHouse ([`super::clickhouse::schema::migrations`]).
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "probe tables",
+        sql: PROBE_TABLES_SQL,
+    },
+    Migration {
+        version: 2,
+        name: "batch markers",
+        sql: BATCH_MARKERS_SQL,
+    },
+];
+
+const BOOTSTRAP_SQL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at INTEGER NOT NULL
+)";
+
+/// ClickHouse's columns in ClickHouse's order (checked by the tests against
+/// `schema::history_columns`). Columns that were optional in the old D1 schema
+/// default to ClickHouse's zero values, like ClickHouse columns left out of an
+/// INSERT. `cross` is quoted: it is an SQL keyword.
+const PROBE_TABLES_SQL: &str = r#"
+CREATE TABLE IF NOT EXISTS health_history (
+    site TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    ms INTEGER NOT NULL,
+    port INTEGER NOT NULL DEFAULT 0,
+    location TEXT NOT NULL DEFAULT '',
+    "cross" INTEGER NOT NULL DEFAULT 0,
+    ts INTEGER NOT NULL,
+    latency_us INTEGER NOT NULL DEFAULT 0,
+    connect_us INTEGER NOT NULL DEFAULT 0,
+    first_byte_us INTEGER NOT NULL DEFAULT 0,
+    error TEXT NOT NULL DEFAULT '',
+    method TEXT NOT NULL DEFAULT '',
+    target TEXT NOT NULL DEFAULT '',
+    cert_expiry INTEGER NOT NULL DEFAULT 0,
+    agent TEXT NOT NULL DEFAULT '',
+    seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS health_history_ts ON health_history (ts);
+CREATE INDEX IF NOT EXISTS health_history_site_ts ON health_history (site, ts);
+CREATE TABLE IF NOT EXISTS health_last (
+    site TEXT NOT NULL PRIMARY KEY,
+    status INTEGER NOT NULL,
+    ms INTEGER NOT NULL,
+    port INTEGER NOT NULL DEFAULT 0,
+    location TEXT NOT NULL DEFAULT '',
+    "cross" INTEGER NOT NULL DEFAULT 0,
+    ts INTEGER NOT NULL,
+    latency_us INTEGER NOT NULL DEFAULT 0,
+    connect_us INTEGER NOT NULL DEFAULT 0,
+    first_byte_us INTEGER NOT NULL DEFAULT 0,
+    error TEXT NOT NULL DEFAULT '',
+    method TEXT NOT NULL DEFAULT '',
+    target TEXT NOT NULL DEFAULT '',
+    cert_expiry INTEGER NOT NULL DEFAULT 0,
+    agent TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS health_last_ts ON health_last (ts);
+"#;
+
+/// `written_at` is indexed because markers pile up (one per batch) and
+/// [`Store::maintain`] expires them by age.
+const BATCH_MARKERS_SQL: &str = "
+CREATE TABLE IF NOT EXISTS ingest_batches (
+    agent TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    records INTEGER NOT NULL,
+    written_at INTEGER NOT NULL,
+    PRIMARY KEY (agent, seq)
+);
+CREATE INDEX IF NOT EXISTS ingest_batches_written_at ON ingest_batches (written_at);
+";
+
+const APPLIED_VERSIONS_SQL: &str = "SELECT version FROM schema_migrations";
+const RECORD_MIGRATION_SQL: &str =
+    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)";
+
+/// Inserts nothing when (agent, seq) is already there: the replay test.
+const INSERT_MARKER_SQL: &str = "INSERT OR IGNORE INTO ingest_batches (agent, seq, records, written_at) \
+     VALUES (?1, ?2, ?3, ?4)";
+
+macro_rules! probe_columns {
+    () => {
+        "site, status, ms, port, location, \"cross\", ts, latency_us, connect_us, \
+         first_byte_us, error, method, target, cert_expiry, agent"
+    };
+}
+
+/// The newest `ts` wins, like ClickHouse's `ReplacingMergeTree(ts)` (on equal
+/// `ts` the later write, as there), so a late older batch never overwrites a
+/// newer state.
+const UPSERT_LAST_SQL: &str = concat!(
+    "INSERT INTO health_last (",
+    probe_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+     ON CONFLICT (site) DO UPDATE SET status = excluded.status, ms = excluded.ms, \
+     port = excluded.port, location = excluded.location, \"cross\" = excluded.\"cross\", \
+     ts = excluded.ts, latency_us = excluded.latency_us, connect_us = excluded.connect_us, \
+     first_byte_us = excluded.first_byte_us, error = excluded.error, \
+     method = excluded.method, target = excluded.target, \
+     cert_expiry = excluded.cert_expiry, agent = excluded.agent \
+     WHERE excluded.ts >= health_last.ts"
+);
+
+const INSERT_HISTORY_SQL: &str = concat!(
+    "INSERT INTO health_history (",
+    probe_columns!(),
+    ", seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+);
+
+macro_rules! state_select {
+    () => {
+        "SELECT site, status, ms, port, location, \"cross\", ts FROM health_last"
+    };
+}
+
+const LAST_SQL: &str = concat!(state_select!(), " WHERE site = ?1");
+
+/// Chunked through `rowid` because this SQLite has no `DELETE ... LIMIT`.
+const EXPIRE_HISTORY_SQL: &str = "DELETE FROM health_history WHERE rowid IN \
+     (SELECT rowid FROM health_history WHERE ts < ?1 LIMIT ?2)";
+const EXPIRE_MARKERS_SQL: &str = "DELETE FROM ingest_batches WHERE rowid IN \
+     (SELECT rowid FROM ingest_batches WHERE written_at < ?1 LIMIT ?2)";
+
+/// The embedded store. Cheap to clone: clones share the pool and the write queue.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: Pool,
+    path: Arc<Path>,
+    /// Held for every write transaction (see the module doc).
+    write_queue: Arc<Mutex<()>>,
+    history: bool,
+    retention_days: u32,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("history", &self.history)
+            .field("retention_days", &self.retention_days)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens `config.sqlite_path` (creating it and its directory when missing),
+    /// switches it to WAL and applies the missing migrations.
+    pub async fn open(config: &StorageConfig) -> Result<Self, StoreError> {
+        let path: Arc<Path> = Arc::from(config.sqlite_path.as_path());
+        create_parent_dir(&path).await?;
+        let store = Self {
+            pool: open_pool(&path)?,
+            path: Arc::clone(&path),
+            write_queue: Arc::new(Mutex::new(())),
+            history: config.history,
+            retention_days: config.retention_days,
+        };
+        let applied = store.write(migrate).await?;
+        for migration in applied {
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "sqlite migration applied"
+            );
+        }
+        tracing::info!(
+            path = %path.display(),
+            history = config.history,
+            retention_days = config.retention_days,
+            "sqlite store ready"
+        );
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `work` on a pooled connection, on a blocking thread.
+    async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = self.pool.get().await.map_err(|e| self.pool_error(e))?;
+        conn.interact(work)
+            .await
+            .map_err(|e| self.interact_error(&e))?
+            .map_err(|source| self.sqlite_error(source))
+    }
+
+    /// [`Self::run`] for work that writes, in turn with the other writes. The
+    /// turn ends when the work does, even if this future is dropped before.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let turn: OwnedMutexGuard<()> = Arc::clone(&self.write_queue).lock_owned().await;
+        self.run(move |conn| {
+            let _turn = turn;
+            work(conn)
+        })
+        .await
+    }
+
+    /// Deletes what `sql` selects, [`DELETE_CHUNK`] rows per transaction, and
+    /// returns how many rows went.
+    async fn delete_in_chunks(&self, sql: &'static str, cutoff: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let deleted = self
+                .write(move |conn| {
+                    conn.prepare_cached(sql)?
+                        .execute(params![cutoff, DELETE_CHUNK as i64])
+                })
+                .await?;
+            total += deleted as u64;
+            if deleted < DELETE_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+
+    fn sqlite_error(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn pool_error(&self, err: PoolError) -> StoreError {
+        match err {
+            PoolError::Backend(source) | PoolError::PostCreateHook(HookError::Backend(source)) => {
+                self.sqlite_error(source)
+            }
+            other => StoreError::SqlitePool {
+                path: self.path.to_path_buf(),
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    fn interact_error(&self, err: &InteractError) -> StoreError {
+        StoreError::SqlitePool {
+            path: self.path.to_path_buf(),
+            reason: interact_reason(err).to_owned(),
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    /// One transaction: the marker, then `health_last`, then `health_history`
+    /// (when on). An existing marker means Duplicate and nothing is written. The
+    /// batch's agent goes in the rows' `agent` column, as with ClickHouse.
+    async fn write_batch(&self, batch: BatchWrite<'_>) -> Result<WriteOutcome, StoreError> {
+        let seq = i64::try_from(batch.seq).map_err(|_| {
+            self.sqlite_error(rusqlite::Error::ToSqlConversionFailure(Box::new(
+                SeqOutOfRange(batch.seq),
+            )))
+        })?;
+        // The work outlives this call (see the module doc), so it owns its rows.
+        let agent = batch.agent.to_owned();
+        let probes = batch.probes.to_vec();
+        let history = self.history;
+        self.write(move |conn| write_rows(conn, &agent, seq, &probes, history))
+            .await
+    }
+
+    /// Expires history older than `retention_days` (0 keeps it) and batch
+    /// markers older than [`BATCH_MARKER_DAYS`], as ClickHouse's TTLs do.
+    async fn maintain(&self) -> Result<(), StoreError> {
+        if self.retention_days > 0 {
+            let keep_ms = u64::from(self.retention_days) * DAY_MS;
+            let cutoff = saturate(now_ms().saturating_sub(keep_ms));
+            let rows = self.delete_in_chunks(EXPIRE_HISTORY_SQL, cutoff).await?;
+            if rows > 0 {
+                tracing::info!(rows, "sqlite history rows deleted (retention)");
+            }
+        }
+        let cutoff = unix_seconds() - i64::from(BATCH_MARKER_DAYS) * DAY_SECONDS;
+        self.delete_in_chunks(EXPIRE_MARKERS_SQL, cutoff).await?;
+        Ok(())
+    }
+
+    async fn last(&self, site: &str) -> Result<Option<LastState>, StoreError> {
+        let site = site.to_owned();
+        self.run(move |conn| {
+            conn.prepare_cached(LAST_SQL)?
+                .query_row([site], last_state)
+                .optional()
+        })
+        .await
+    }
+
+    /// SQLite's `LIKE` ignores ASCII case where ClickHouse's does not; sites are
+    /// stored in lower case and the API lowers the pattern, so both answer alike.
+    async fn dump_last(&self, filter: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
+        let conditions = filter.conditions(" ESCAPE '\\'");
+        let sql = format!(
+            "{} WHERE {} ORDER BY {} LIMIT ? OFFSET ?",
+            state_select!(),
+            conditions.sql,
+            filter.order.order_by()
+        );
+        let mut values: Vec<Value> = conditions.params.into_iter().map(bound_value).collect();
+        values.push(Value::Integer(i64::from(filter.limit)));
+        values.push(Value::Integer(saturate(filter.offset)));
+        self.run(move |conn| {
+            conn.prepare_cached(&sql)?
+                .query_map(params_from_iter(values), last_state)?
+                .collect()
+        })
+        .await
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("batch seq {0} is over SQLite's largest integer")]
+struct SeqOutOfRange(u64);
+
+async fn create_parent_dir(path: &Path) -> Result<(), StoreError> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|source| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+fn open_pool(path: &Path) -> Result<Pool, StoreError> {
+    let Ok(builder) = Config::new(path).builder(Runtime::Tokio1);
+    let shown = path.to_path_buf();
+    builder
+        .max_size(POOL_SIZE)
+        .post_create(Hook::async_fn(move |conn, _| {
+            let shown = shown.clone();
+            Box::pin(async move {
+                let mode = conn
+                    .interact(prepare_connection)
+                    .await
+                    .map_err(|e| HookError::message(interact_reason(&e)))?
+                    .map_err(HookError::Backend)?;
+                if !mode.eq_ignore_ascii_case("wal") {
+                    // Still correct, but readers then block the writer.
+                    tracing::warn!(path = %shown.display(), %mode, "sqlite file is not in WAL mode");
+                }
+                Ok(())
+            })
+        }))
+        .build()
+        .map_err(|e| StoreError::SqlitePool {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
+/// Per-connection settings; answers the journal mode in effect. WAL is a
+/// property of the file (the first connection switches it), the others are per
+/// connection. `synchronous=FULL`: a batch is acked once written, so its commit
+/// must survive a power loss or an OS crash too (`NORMAL` in WAL mode only
+/// survives the process dying); the price is one fsync per batch.
+fn prepare_connection(conn: &mut Connection) -> rusqlite::Result<String> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(mode)
+}
+
+fn interact_reason(err: &InteractError) -> &'static str {
+    match err {
+        InteractError::Panic(_) => "a database task panicked",
+        InteractError::Cancelled => "a database task was cancelled",
+    }
+}
+
+/// Applies the missing migrations in one transaction, so two collectors opening
+/// the same file at once apply each version once. Answers those it applied.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<Vec<&'static Migration>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(BOOTSTRAP_SQL)?;
+    let applied = tx
+        .prepare(APPLIED_VERSIONS_SQL)?
+        .query_map([], |row| row.get::<_, u32>(0))?
+        .collect::<rusqlite::Result<Vec<u32>>>()?;
+    let mut done = Vec::new();
+    for migration in MIGRATIONS {
+        if applied.contains(&migration.version) {
+            continue;
+        }
+        tx.execute_batch(migration.sql)?;
+        tx.execute(
+            RECORD_MIGRATION_SQL,
+            params![migration.version, migration.name, unix_seconds()],
+        )?;
+        done.push(migration);
+    }
+    tx.commit()?;
+    Ok(done)
+}
+
+fn write_rows(
+    conn: &mut Connection,
+    agent: &str,
+    seq: i64,
+    probes: &[ProbeRow],
+    history: bool,
+) -> rusqlite::Result<WriteOutcome> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let records = saturate(probes.len() as u64);
+    let new = tx.prepare_cached(INSERT_MARKER_SQL)?.execute(params![
+        agent,
+        seq,
+        records,
+        unix_seconds()
+    ])?;
+    if new == 0 {
+        // Dropping the transaction rolls it back; it wrote nothing anyway.
+        return Ok(WriteOutcome::Duplicate);
+    }
+    {
+        let mut upsert = tx.prepare_cached(UPSERT_LAST_SQL)?;
+        for p in probes {
+            upsert.execute(params_from_iter(probe_values(p, agent)))?;
+        }
+    }
+    if history {
+        let mut insert = tx.prepare_cached(INSERT_HISTORY_SQL)?;
+        for p in probes {
+            let values = probe_values(p, agent)
+                .into_iter()
+                .chain([Value::Integer(seq)]);
+            insert.execute(params_from_iter(values))?;
+        }
+    }
+    tx.commit()?;
+    Ok(WriteOutcome::Written { rows: probes.len() })
+}
+
+/// The values of [`probe_columns!`], in order.
+fn probe_values(p: &ProbeRow, agent: &str) -> [Value; 15] {
+    [
+        Value::Text(p.site.clone()),
+        Value::Integer(p.status.into()),
+        Value::Integer(p.ms.into()),
+        Value::Integer(p.port.into()),
+        Value::Text(p.location.clone()),
+        Value::Integer(p.cross.into()),
+        Value::Integer(saturate(p.ts)),
+        Value::Integer(saturate(p.latency_us)),
+        Value::Integer(saturate(p.connect_us)),
+        Value::Integer(saturate(p.first_byte_us)),
+        Value::Text(p.error.clone()),
+        Value::Text(p.method.clone()),
+        Value::Text(p.target.clone()),
+        Value::Integer(saturate(p.cert_expiry)),
+        Value::Text(agent.to_owned()),
+    ]
+}
+
+/// A filter value as SQLite gets it. A number above `i64::MAX` is bound as a
+/// REAL: SQLite compares it exactly with the stored integers, so `ts >= huge`
+/// matches nothing and `ts <= huge` everything, as in ClickHouse.
+fn bound_value(param: Param) -> Value {
+    match param {
+        Param::Int(n) => i64::try_from(n).map_or(Value::Real(n as f64), Value::Integer),
+        Param::Text(s) => Value::Text(s),
+    }
+}
+
+/// A row of [`state_select!`].
+fn last_state(row: &Row<'_>) -> rusqlite::Result<LastState> {
+    Ok(LastState {
+        site: row.get(0)?,
+        status: row.get(1)?,
+        ms: row.get(2)?,
+        port: row.get(3)?,
+        location: row.get(4)?,
+        cross: row.get(5)?,
+        ts: get_u64(row, 6)?,
+    })
+}
+
+/// rusqlite reads `u64` only with its `fallible_uint` feature.
+fn get_u64(row: &Row<'_>, index: usize) -> rusqlite::Result<u64> {
+    let value: i64 = row.get(index)?;
+    u64::try_from(value)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, Type::Integer, Box::new(e)))
+}
+
+fn saturate(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn unix_seconds() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| saturate(d.as_secs()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_filter_values_compare_exactly() {
+        assert_eq!(bound_value(Param::Int(5)), Value::Integer(5));
+        assert_eq!(
+            bound_value(Param::Int(u64::MAX)),
+            Value::Real(u64::MAX as f64)
+        );
+        assert_eq!(saturate(u64::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn migrations_are_ordered_and_idempotent() {
+        let versions: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert_eq!(versions, [1, 2]);
+        for migration in MIGRATIONS {
+            for statement in migration.sql.split(';').filter(|s| !s.trim().is_empty()) {
+                assert!(statement.contains(" IF NOT EXISTS "), "{statement}");
+            }
+        }
+    }
+}
