@@ -14,7 +14,8 @@ use crate::store::StorageConfig;
 pub struct CollectorConfig {
     /// gRPC ingest address. Default 0.0.0.0:7070.
     pub grpc_listen: SocketAddr,
-    /// HTTP address (`/health`, `/metrics`). Default 0.0.0.0:7080.
+    /// HTTP address: the old worker's API (`/health`, `/push`, `/last`,
+    /// `/dump_last`) and `/metrics`. Default 0.0.0.0:7080.
     pub http_listen: SocketAddr,
     /// Server certificate and key, and the CA agents' certificates must chain
     /// to. Required unless `insecure`.
@@ -26,6 +27,8 @@ pub struct CollectorConfig {
     pub storage: StorageConfig,
     /// Input limits.
     pub limits: Limits,
+    /// The HTTP API's tokens and limits.
+    pub api: ApiConfig,
     /// How often store upkeep (retention) runs. Default 10m.
     #[serde(with = "humantime_serde")]
     pub maintenance_interval: Duration,
@@ -40,6 +43,7 @@ impl Default for CollectorConfig {
             insecure: false,
             storage: StorageConfig::default(),
             limits: Limits::default(),
+            api: ApiConfig::default(),
             maintenance_interval: Duration::from_secs(600),
         }
     }
@@ -82,4 +86,41 @@ impl Default for Limits {
             max_latency: Duration::from_secs(600),
         }
     }
+}
+
+/// The HTTP API compatible with the old worker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Tokens `POST /push` accepts (`Authorization: Bearer <token>`), stored as
+    /// their SHA-256. No token: every push is refused. Default none.
+    pub push_tokens: Vec<PushToken>,
+    /// Largest `/push` body in bytes; larger ones get 413. Default 4 MiB
+    /// (about 30,000 of the old script's records). A push also holds at most
+    /// `limits.max_batch_records` records.
+    pub max_push_bytes: usize,
+    /// Whether `/last` and `/dump_last` need a push token too. Default false,
+    /// as with the old worker.
+    pub read_requires_token: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            push_tokens: Vec::new(),
+            max_push_bytes: 4 << 20,
+            read_requires_token: false,
+        }
+    }
+}
+
+/// One accepted push token. Its name is stored in the `agent` column of the
+/// rows it pushes (as `push:<name>`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushToken {
+    /// Who uses the token, e.g. `pods-eu`.
+    pub name: String,
+    /// SHA-256 of the token, 64 hex digits (`printf %s "$TOKEN" | sha256sum`).
+    pub sha256: String,
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod api;
 pub mod config;
 pub mod http;
 pub mod ingest;
@@ -23,13 +24,14 @@ pub use config::CollectorConfig;
 
 use crate::ingest::Ingest;
 use crate::metrics::CollectorMetrics;
-use crate::store::clickhouse::ClickHouseStore;
-use crate::store::{Store, StoreError};
+use crate::store::{AnyStore, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Token(#[from] api::TokenError),
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(
@@ -74,7 +76,11 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
         (Some(files), false) => Some(tls::server_config(files)?),
         (None, false) => return Err(CollectorError::MissingTls),
     };
-    let store = Arc::new(ClickHouseStore::connect(&config.storage).await?);
+    let tokens = api::Tokens::from_config(&config.api.push_tokens)?;
+    if tokens.is_empty() {
+        tracing::warn!("no api.push_tokens configured: POST /push refuses every request");
+    }
+    let store = Arc::new(AnyStore::open(&config.storage).await?);
     let metrics = CollectorMetrics::new();
     let grpc = bind(config.grpc_listen).await?;
     let http = bind(config.http_listen).await?;
@@ -87,7 +93,7 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
         shutdown.clone(),
     );
     let service = IngestServiceServer::new(Ingest::new(
-        store,
+        store.clone(),
         metrics.clone(),
         config.limits.clone(),
         tls.is_some(),
@@ -106,8 +112,21 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
             grpc_shutdown.cancelled().await;
         },
     );
-    let http_server = livehead_common::metrics::serve(http, http::router(&metrics), shutdown);
-    tracing::info!(%grpc_addr, %http_addr, mtls = !config.insecure, "collector listening");
+    let api = api::router(api::ApiState::new(
+        store.clone(),
+        tokens,
+        metrics.clone(),
+        config.limits.clone(),
+        config.api.clone(),
+    ));
+    let http_server = livehead_common::metrics::serve(http, http::router(&metrics, api), shutdown);
+    tracing::info!(
+        %grpc_addr,
+        %http_addr,
+        mtls = !config.insecure,
+        store = store.kind(),
+        "collector listening"
+    );
     let task = tokio::spawn(async move {
         let (grpc, http) = tokio::join!(grpc_server, http_server);
         grpc?;

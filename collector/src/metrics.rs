@@ -18,6 +18,11 @@ pub struct CollectorMetrics {
     pub streams: IntGauge,
     /// Store upkeep runs that failed.
     pub maintenance_errors: IntCounter,
+    /// HTTP API requests, by endpoint (push, last, dump_last) and status code.
+    pub api_requests: IntCounterVec,
+    /// Records received on `/push`, by outcome: stored, refused (the request
+    /// was invalid or too large), failed (the store was unavailable).
+    pub api_push_records: IntCounterVec,
 }
 
 impl CollectorMetrics {
@@ -58,6 +63,22 @@ impl CollectorMetrics {
                 &r,
                 IntCounter::new("maintenance_errors_total", "Store upkeep runs that failed")
                     .expect("static metric"),
+            ),
+            api_requests: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "api_requests_total",
+                        "HTTP API requests, by endpoint and status code",
+                    ),
+                    &["endpoint", "code"],
+                )
+                .expect("static metric"),
+            ),
+            api_push_records: by(
+                "api_push_records_total",
+                "Records received on /push, by outcome",
+                "outcome",
             ),
             registry: r,
         }

@@ -132,7 +132,9 @@ fn check_status(status: u32, error: ProbeError) -> Result<u16, Invalid> {
     }
 }
 
-fn check_ts(ts: u64, now_ms: u64, limits: &Limits) -> Result<(), Invalid> {
+/// A timestamp (unix ms) must lie within `max_clock_skew` ahead of and
+/// `max_age` behind `now_ms`.
+pub fn check_ts(ts: u64, now_ms: u64, limits: &Limits) -> Result<(), Invalid> {
     let ahead = limits.max_clock_skew.as_millis() as u64;
     let behind = limits.max_age.as_millis() as u64;
     if ts > now_ms.saturating_add(ahead) {
@@ -150,7 +152,8 @@ fn check_ts(ts: u64, now_ms: u64, limits: &Limits) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), Invalid> {
+/// Text of at most `max` bytes without control characters.
+pub fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), Invalid> {
     if value.len() > max {
         return Err(invalid(
             field,

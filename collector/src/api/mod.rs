@@ -1,0 +1,779 @@
+//! The HTTP API of the old serverless worker, so `live_head.sh` and the
+//! dashboards built on the worker keep working against the collector:
+//!
+//! - `POST /push` (`Authorization: Bearer <token>`): one JSON object or an
+//!   array of `{"site","status","ms","port","location"?,"ts"}`; all stored or,
+//!   on any invalid record, none. `{"ok":true,"stored":N}`.
+//! - `GET /last?site=`: the site's newest probe,
+//!   `{"ok":true,"site":..,"data":{"s","ms","p","l","x","t"}}`; 404 when unknown.
+//! - `GET /dump_last?status=&cross=&since=&until=&site_like=&limit=&offset=&order=`:
+//!   the newest probe of every matching site.
+//!
+//! Every error is `{"ok":false,"error":"<parameter or field>: <reason>"}` with
+//! 400 (invalid input), 401 (token), 404 (unknown site), 413 (too large) or
+//! 503 (storage). Parsing and validation are pure ([`push`], [`dump`],
+//! [`params`]); the handlers here only authenticate, read, call the store and
+//! answer.
+
+pub mod auth;
+pub mod dump;
+pub mod params;
+pub mod push;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::StreamExt;
+use livehead_common::host::check_host_name;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::{ApiConfig, Limits};
+use crate::metrics::CollectorMetrics;
+use crate::store::{BatchWrite, LastState, Store, StoreError, WriteOutcome};
+
+pub use auth::{TokenError, Tokens};
+
+/// What the handlers share.
+pub struct ApiState<S> {
+    inner: Arc<Inner<S>>,
+}
+
+struct Inner<S> {
+    store: Arc<S>,
+    tokens: Tokens,
+    metrics: CollectorMetrics,
+    limits: Limits,
+    config: ApiConfig,
+}
+
+impl<S> Clone for ApiState<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S: Store> ApiState<S> {
+    pub fn new(
+        store: Arc<S>,
+        tokens: Tokens,
+        metrics: CollectorMetrics,
+        limits: Limits,
+        config: ApiConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                tokens,
+                metrics,
+                limits,
+                config,
+            }),
+        }
+    }
+}
+
+/// `/push`, `/last` and `/dump_last`.
+pub fn router<S: Store>(state: ApiState<S>) -> Router {
+    Router::new()
+        // The body is read with `api.max_push_bytes` by the handler, which
+        // answers 413 in JSON; axum's own limit would answer first, in text.
+        .route(
+            "/push",
+            post(post_push::<S>).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/last", get(get_last::<S>))
+        .route("/dump_last", get(get_dump_last::<S>))
+        .with_state(state)
+}
+
+/// An error answer: `{"ok":false,"error":message}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
+    }
+
+    fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body: over the {limit}-byte limit (api.max_push_bytes)"),
+        )
+    }
+
+    fn storage(error: &StoreError) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("storage unavailable: {error}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "ok": false, "error": self.message }));
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+type Answer = Result<Response, ApiError>;
+
+async fn post_push<S: Store>(
+    State(api): State<ApiState<S>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let answer = api.push(&headers, body).await;
+    api.finish("push", answer)
+}
+
+async fn get_last<S: Store>(
+    State(api): State<ApiState<S>>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let answer = api.last(&headers, query).await;
+    api.finish("last", answer)
+}
+
+async fn get_dump_last<S: Store>(
+    State(api): State<ApiState<S>>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let answer = api.dump_last(&headers, query).await;
+    api.finish("dump_last", answer)
+}
+
+impl<S: Store> ApiState<S> {
+    fn finish(&self, endpoint: &'static str, answer: Answer) -> Response {
+        let response = answer.unwrap_or_else(|error| {
+            if error.status == StatusCode::SERVICE_UNAVAILABLE {
+                tracing::error!(endpoint, error = %error.message, "API request failed");
+            } else {
+                tracing::debug!(endpoint, status = %error.status, error = %error.message,
+                    "API request refused");
+            }
+            error.into_response()
+        });
+        self.inner
+            .metrics
+            .api_requests
+            .with_label_values(&[endpoint, response.status().as_str()])
+            .inc();
+        response
+    }
+
+    /// The name of the request's token, or 401.
+    fn authorize(&self, endpoint: &'static str, headers: &HeaderMap) -> Result<&str, ApiError> {
+        self.inner.tokens.authorize(headers).ok_or_else(|| {
+            tracing::info!(endpoint, "refused: missing or wrong bearer token");
+            ApiError::unauthorized()
+        })
+    }
+
+    /// 401 unless reading is open or the request carries a valid token.
+    fn authorize_read(&self, endpoint: &'static str, headers: &HeaderMap) -> Result<(), ApiError> {
+        if self.inner.config.read_requires_token {
+            self.authorize(endpoint, headers)?;
+        }
+        Ok(())
+    }
+
+    async fn push(&self, headers: &HeaderMap, body: Body) -> Answer {
+        let token = self.authorize("push", headers)?;
+        let limit = self.inner.config.max_push_bytes;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(ApiError::too_large(limit));
+        }
+        let body = read_limited(body, limit, declared).await?;
+        let agent = format!("push:{token}");
+        let probes =
+            push::parse_push(&body, &agent, now_ms(), &self.inner.limits).map_err(|error| {
+                self.count_records("refused", error.records());
+                tracing::info!(
+                    endpoint = "push",
+                    token,
+                    records = error.records(),
+                    error = error.message(),
+                    "push refused"
+                );
+                match error {
+                    push::PushError::Invalid { message, .. } => ApiError::bad_request(message),
+                    push::PushError::TooMany { message, .. } => {
+                        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message)
+                    }
+                }
+            })?;
+        if probes.is_empty() {
+            return Ok(Json(json!({ "ok": true, "stored": 0 })).into_response());
+        }
+        // The store recognises a replayed (agent, seq); every push is new, and
+        // a random 63-bit sequence number never repeats in practice (63: the
+        // SQLite store keeps seq in a signed 64-bit integer).
+        let seq = rand::random::<u64>() >> 1;
+        let write = BatchWrite {
+            agent: &agent,
+            seq,
+            probes: &probes,
+        };
+        let stored = match self.inner.store.write_batch(write).await {
+            Ok(WriteOutcome::Written { rows }) => rows,
+            Ok(WriteOutcome::Duplicate) => {
+                tracing::warn!(
+                    endpoint = "push",
+                    token,
+                    seq,
+                    "push taken for a replay; not stored"
+                );
+                0
+            }
+            Err(error) => {
+                self.count_records("failed", probes.len());
+                tracing::error!(endpoint = "push", token, records = probes.len(), %error,
+                    "writing a push failed");
+                return Err(ApiError::storage(&error));
+            }
+        };
+        self.count_records("stored", stored);
+        tracing::debug!(endpoint = "push", token, records = stored, "push stored");
+        Ok(Json(json!({ "ok": true, "stored": stored })).into_response())
+    }
+
+    async fn last(
+        &self,
+        headers: &HeaderMap,
+        query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    ) -> Answer {
+        self.authorize_read("last", headers)?;
+        let pairs = query_pairs(query)?;
+        let params = params::Params::new(&pairs, &["site"]).map_err(param_error)?;
+        let site = params
+            .get("site")
+            .ok_or_else(|| ApiError::bad_request("site: missing"))?
+            .to_ascii_lowercase();
+        check_host_name(&site).map_err(|e| ApiError::bad_request(format!("site: {e}")))?;
+        let state = self
+            .inner
+            .store
+            .last(&site)
+            .await
+            .map_err(|e| ApiError::storage(&e))?
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, format!("site {site} not found"))
+            })?;
+        let body = json!({ "ok": true, "site": site, "data": StateJson::new(&state, false) });
+        Ok(Json(body).into_response())
+    }
+
+    async fn dump_last(
+        &self,
+        headers: &HeaderMap,
+        query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    ) -> Answer {
+        self.authorize_read("dump_last", headers)?;
+        let pairs = query_pairs(query)?;
+        let filter = dump::parse_dump(&pairs).map_err(param_error)?;
+        let states = self
+            .inner
+            .store
+            .dump_last(&filter)
+            .await
+            .map_err(|e| ApiError::storage(&e))?;
+        let data: Vec<StateJson<'_>> = states.iter().map(|s| StateJson::new(s, true)).collect();
+        let body = json!({
+            "ok": true,
+            "count": data.len(),
+            "limit": filter.limit,
+            "offset": filter.offset,
+            "order": filter.order.as_str(),
+            "data": data,
+        });
+        Ok(Json(body).into_response())
+    }
+
+    fn count_records(&self, outcome: &str, n: usize) {
+        self.inner
+            .metrics
+            .api_push_records
+            .with_label_values(&[outcome])
+            .inc_by(n as u64);
+    }
+}
+
+/// One site's newest probe in the old worker's short names.
+#[derive(Serialize)]
+struct StateJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    site: Option<&'a str>,
+    s: u16,
+    ms: u32,
+    p: u16,
+    l: Option<&'a str>,
+    x: u8,
+    t: u64,
+}
+
+impl<'a> StateJson<'a> {
+    fn new(state: &'a LastState, with_site: bool) -> Self {
+        Self {
+            site: with_site.then_some(state.site.as_str()),
+            s: state.status,
+            ms: state.ms,
+            p: state.port,
+            l: (!state.location.is_empty()).then_some(state.location.as_str()),
+            x: state.cross,
+            t: state.ts,
+        }
+    }
+}
+
+fn query_pairs(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    query
+        .map(|Query(pairs)| pairs)
+        .map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))
+}
+
+fn param_error(error: params::ParamError) -> ApiError {
+    ApiError::bad_request(error.to_string())
+}
+
+/// The whole body, or 413 as soon as it grows past `limit` bytes.
+async fn read_limited(
+    body: Body,
+    limit: usize,
+    declared: Option<u64>,
+) -> Result<Vec<u8>, ApiError> {
+    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(limit).min(limit));
+    let mut buf = Vec::with_capacity(capacity);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("body: could not be read: {e}")))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::too_large(limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The handlers against an in-memory store: what the integration tests
+    //! cannot provoke (a failing store) and the answers' exact shape.
+
+    use std::sync::Mutex;
+
+    use serde_json::Value;
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+    use crate::config::PushToken;
+    use crate::store::{DumpFilter, ProbeRow};
+
+    const TOKEN: &str = "the-push-token";
+
+    #[derive(Default)]
+    struct MemStore {
+        rows: Mutex<Vec<(String, ProbeRow)>>,
+        broken: bool,
+    }
+
+    impl MemStore {
+        fn rows(&self) -> Vec<(String, ProbeRow)> {
+            self.rows.lock().expect("not poisoned").clone()
+        }
+
+        fn fail(&self) -> Result<(), StoreError> {
+            if self.broken {
+                Err(StoreError::Unsupported("the disk is on fire".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl Store for MemStore {
+        async fn write_batch(&self, batch: BatchWrite<'_>) -> Result<WriteOutcome, StoreError> {
+            self.fail()?;
+            let mut rows = self.rows.lock().expect("not poisoned");
+            rows.extend(
+                batch
+                    .probes
+                    .iter()
+                    .map(|p| (batch.agent.to_owned(), p.clone())),
+            );
+            Ok(WriteOutcome::Written {
+                rows: batch.probes.len(),
+            })
+        }
+
+        async fn maintain(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        async fn last(&self, site: &str) -> Result<Option<LastState>, StoreError> {
+            self.fail()?;
+            let rows = self.rows.lock().expect("not poisoned");
+            Ok(rows
+                .iter()
+                .rev()
+                .find(|(_, r)| r.site == site)
+                .map(|(_, r)| LastState {
+                    site: r.site.clone(),
+                    status: r.status,
+                    ms: r.ms,
+                    port: r.port,
+                    location: r.location.clone(),
+                    cross: r.cross,
+                    ts: r.ts,
+                }))
+        }
+
+        async fn dump_last(&self, filter: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
+            self.fail()?;
+            let mut out = Vec::new();
+            for (_, row) in self.rows.lock().expect("not poisoned").iter() {
+                if filter.statuses.is_empty() || filter.statuses.contains(&row.status) {
+                    out.push(LastState {
+                        site: row.site.clone(),
+                        status: row.status,
+                        ms: row.ms,
+                        port: row.port,
+                        location: row.location.clone(),
+                        cross: row.cross,
+                        ts: row.ts,
+                    });
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    struct Served {
+        base: String,
+        store: Arc<MemStore>,
+        metrics: CollectorMetrics,
+        client: reqwest::Client,
+    }
+
+    async fn serve(store: MemStore, config: ApiConfig) -> Served {
+        let store = Arc::new(store);
+        let metrics = CollectorMetrics::new();
+        let tokens = Tokens::from_config(&config.push_tokens).expect("tokens");
+        let state = ApiState::new(
+            store.clone(),
+            tokens,
+            metrics.clone(),
+            Limits::default(),
+            config,
+        );
+        let app = crate::http::router(&metrics, router(state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Served {
+            base: format!("http://{addr}"),
+            store,
+            metrics,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    fn config() -> ApiConfig {
+        ApiConfig {
+            push_tokens: vec![PushToken {
+                name: "ci".into(),
+                sha256: hex::encode(Sha256::digest(TOKEN.as_bytes())),
+            }],
+            ..ApiConfig::default()
+        }
+    }
+
+    fn record(site: &str, status: u16) -> Value {
+        json!({"site": site, "status": status, "ms": 7, "port": 8080, "ts": now_ms()})
+    }
+
+    impl Served {
+        async fn push(&self, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+            let response = self
+                .client
+                .post(format!("{}/push", self.base))
+                .bearer_auth(TOKEN)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("request");
+            answer(response).await
+        }
+
+        /// A push with `Transfer-Encoding: chunked` (no Content-Length), by hand:
+        /// reqwest without its `stream` feature always sends a length.
+        async fn push_chunked(&self, body: &str) -> (StatusCode, Value) {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let addr = self.base.trim_start_matches("http://");
+            let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let mut request = format!(
+                "POST /push HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\
+                 Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            );
+            for chunk in body.as_bytes().chunks(100) {
+                request.push_str(&format!("{:x}\r\n", chunk.len()));
+                request.push_str(std::str::from_utf8(chunk).expect("ASCII body"));
+                request.push_str("\r\n");
+            }
+            request.push_str("0\r\n\r\n");
+            // The server may answer 413 and close before reading everything.
+            let _ = conn.write_all(request.as_bytes()).await;
+            let mut response = Vec::new();
+            let _ = conn.read_to_end(&mut response).await;
+            let response = String::from_utf8(response).expect("UTF-8 answer");
+            let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
+            assert!(
+                !head.to_ascii_lowercase().contains("transfer-encoding"),
+                "{head}"
+            );
+            let code: u16 = head[9..12].parse().expect("status code");
+            let status = StatusCode::from_u16(code).expect("status");
+            (status, serde_json::from_str(body).expect("a JSON answer"))
+        }
+
+        async fn get(&self, path: &str) -> (StatusCode, Value) {
+            let response = self
+                .client
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .expect("request");
+            answer(response).await
+        }
+
+        fn requests(&self, endpoint: &str, code: &str) -> u64 {
+            self.metrics
+                .api_requests
+                .with_label_values(&[endpoint, code])
+                .get()
+        }
+
+        fn records(&self, outcome: &str) -> u64 {
+            self.metrics
+                .api_push_records
+                .with_label_values(&[outcome])
+                .get()
+        }
+    }
+
+    async fn answer(response: reqwest::Response) -> (StatusCode, Value) {
+        let status = StatusCode::from_u16(response.status().as_u16()).expect("status");
+        let body = response.json().await.expect("a JSON answer");
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn a_push_is_written_as_one_batch_of_its_token() {
+        let s = serve(MemStore::default(), config()).await;
+        let body = json!([record("a.com", 200), record("B.com", 0)]).to_string();
+        let (status, answer) = s.push(body).await;
+        assert_eq!(
+            (status, answer),
+            (StatusCode::OK, json!({"ok": true, "stored": 2}))
+        );
+        let rows = s.store.rows();
+        assert_eq!(rows.len(), 2);
+        assert!(
+            rows.iter()
+                .all(|(agent, row)| agent == "push:ci" && row.agent == "push:ci")
+        );
+        assert_eq!(
+            (rows[1].1.site.as_str(), rows[1].1.error.as_str()),
+            ("b.com", "other")
+        );
+        assert_eq!(s.requests("push", "200"), 1);
+        assert_eq!(s.records("stored"), 2);
+
+        let (status, answer) = s.get("/last?site=B.COM").await;
+        assert_eq!(status, StatusCode::OK);
+        let t = rows[1].1.ts;
+        assert_eq!(
+            answer,
+            json!({"ok": true, "site": "b.com",
+                   "data": {"s": 0, "ms": 7, "p": 8080, "l": null, "x": 0, "t": t}})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_is_503_in_json() {
+        let store = MemStore {
+            broken: true,
+            ..MemStore::default()
+        };
+        let s = serve(store, config()).await;
+        let (status, answer) = s.push(json!(record("a.com", 200)).to_string()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer["ok"], json!(false));
+        let error = answer["error"].as_str().expect("error text");
+        assert!(error.starts_with("storage unavailable: "), "{error}");
+        assert_eq!(s.records("failed"), 1);
+        for path in ["/last?site=a.com", "/dump_last"] {
+            let (status, answer) = s.get(path).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+            assert_eq!(answer["ok"], json!(false));
+        }
+        assert_eq!(s.requests("dump_last", "503"), 1);
+    }
+
+    #[tokio::test]
+    async fn oversize_bodies_are_413_in_json_with_or_without_a_length() {
+        let limit = 1000;
+        let s = serve(
+            MemStore::default(),
+            ApiConfig {
+                max_push_bytes: limit,
+                ..config()
+            },
+        )
+        .await;
+        let big = json!(vec![record("a.com", 200); 30]).to_string();
+        assert!(big.len() > limit);
+        let want = json!({"ok": false,
+                          "error": "body: over the 1000-byte limit (api.max_push_bytes)"});
+        assert_eq!(
+            s.push(big.clone()).await,
+            (StatusCode::PAYLOAD_TOO_LARGE, want.clone())
+        );
+
+        // Chunked: no Content-Length, the limit applies while reading.
+        let (status, answer) = s.push_chunked(&big).await;
+        assert_eq!((status, answer), (StatusCode::PAYLOAD_TOO_LARGE, want));
+        let (status, _) = s
+            .push_chunked(&json!([record("a.com", 200)]).to_string())
+            .await;
+        assert_eq!(status, StatusCode::OK, "a small chunked body is read whole");
+        s.store.rows.lock().expect("not poisoned").clear();
+        assert!(s.store.rows().is_empty());
+
+        // Exactly at the limit is fine.
+        let mut at_limit = json!(record("a.com", 200)).to_string();
+        at_limit.push_str(&" ".repeat(limit - at_limit.len()));
+        assert_eq!(s.push(at_limit).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn reads_need_a_token_only_when_configured() {
+        let s = serve(MemStore::default(), config()).await;
+        assert_eq!(s.get("/dump_last").await.0, StatusCode::OK);
+
+        let closed = ApiConfig {
+            read_requires_token: true,
+            ..config()
+        };
+        let s = serve(MemStore::default(), closed).await;
+        for path in ["/last?site=a.com", "/dump_last"] {
+            let response = s
+                .client
+                .get(format!("{}{path}", s.base))
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(
+                response
+                    .headers()
+                    .get("www-authenticate")
+                    .map(|v| v.as_bytes()),
+                Some(&b"Bearer"[..])
+            );
+            assert_eq!(
+                answer(response).await,
+                (
+                    StatusCode::UNAUTHORIZED,
+                    json!({"ok": false, "error": "missing or wrong bearer token"})
+                )
+            );
+            let response = s
+                .client
+                .get(format!("{}{path}", s.base))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .expect("request");
+            assert_ne!(response.status().as_u16(), 401, "{path}");
+        }
+        assert_eq!(s.requests("last", "401"), 1);
+    }
+
+    #[tokio::test]
+    async fn without_tokens_every_push_is_refused() {
+        let s = serve(MemStore::default(), ApiConfig::default()).await;
+        let (status, _) = s.push(json!(record("a.com", 200)).to_string()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(s.store.rows().is_empty());
+    }
+
+    #[tokio::test]
+    async fn metrics_carry_the_collectors_prefix() {
+        let s = serve(MemStore::default(), config()).await;
+        s.get("/dump_last?limit=0").await;
+        let text = s
+            .client
+            .get(format!("{}/metrics", s.base))
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            text.contains(
+                r#"livehead_collector_api_requests_total{code="400",endpoint="dump_last"} 1"#
+            ),
+            "{text}"
+        );
+    }
+}
