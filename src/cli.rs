@@ -10,9 +10,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use livehead_agent::AgentConfig;
 use livehead_collector::CollectorConfig;
+use livehead_collector::config::PushToken;
 use livehead_common::config::load_or_default;
 use livehead_common::telemetry::LogFormat;
 use livehead_common::tls::TlsFiles;
+use livehead_up::UpConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,10 +39,13 @@ pub struct Cli {
 pub enum Command {
     /// Probe this node's sites and stream the results to a collector.
     Agent(AgentArgs),
-    /// Receive agents' batches and write them to ClickHouse.
+    /// Receive agents' batches, write them to ClickHouse or the embedded
+    /// SQLite store, and serve the HTTP API.
     Collector(CollectorArgs),
     /// Write a development CA and collector/agent certificates.
     Certs(CertsArgs),
+    /// Run a collector (embedded SQLite store) and an agent in one process, for a laptop.
+    Up(UpArgs),
 }
 
 /// mTLS files; any flag given overrides the same key of the config file.
@@ -161,12 +166,17 @@ pub struct CollectorArgs {
     /// gRPC ingest address.
     #[arg(long, env = "LIVEHEAD_GRPC_LISTEN")]
     pub grpc_listen: Option<SocketAddr>,
-    /// HTTP address (/health, /metrics).
+    /// HTTP address: the API (/health, /push, /last, /dump_last) and /metrics.
     #[arg(long, env = "LIVEHEAD_HTTP_LISTEN")]
     pub http_listen: Option<SocketAddr>,
-    /// ClickHouse HTTP URL, e.g. http://clickhouse:8123.
+    /// ClickHouse HTTP URL, e.g. http://clickhouse:8123. Unset: the embedded
+    /// SQLite store (--sqlite-path).
     #[arg(long, env = "LIVEHEAD_CLICKHOUSE_URL")]
     pub clickhouse_url: Option<String>,
+    /// The embedded SQLite store's file, used without --clickhouse-url
+    /// (created when missing).
+    #[arg(long, env = "LIVEHEAD_SQLITE_PATH")]
+    pub sqlite_path: Option<PathBuf>,
     /// ClickHouse database.
     #[arg(long, env = "LIVEHEAD_CLICKHOUSE_DATABASE")]
     pub database: Option<String>,
@@ -182,11 +192,49 @@ pub struct CollectorArgs {
     /// Days of history kept (0 = forever).
     #[arg(long, env = "LIVEHEAD_RETENTION_DAYS")]
     pub retention_days: Option<u32>,
+    /// A token POST /push accepts, as NAME=SHA256 (the token's SHA-256 in hex:
+    /// `printf %s "$TOKEN" | sha256sum`); repeat the flag, or separate with
+    /// commas in the variable. Replaces the config file's api.push_tokens.
+    #[arg(
+        long = "push-token",
+        env = "LIVEHEAD_PUSH_TOKENS",
+        value_name = "NAME=SHA256",
+        value_delimiter = ',',
+        value_parser = parse_push_token
+    )]
+    pub push_tokens: Vec<PushToken>,
+    /// Largest /push body in bytes.
+    #[arg(long, env = "LIVEHEAD_MAX_PUSH_BYTES")]
+    pub max_push_bytes: Option<usize>,
+    /// /last and /dump_last need a push token too.
+    #[arg(long, env = "LIVEHEAD_READ_REQUIRES_TOKEN")]
+    pub read_requires_token: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Plain-text gRPC without client certificates.
     #[arg(long, env = "LIVEHEAD_INSECURE")]
     pub insecure: bool,
+}
+
+/// `NAME=SHA256`; clap names the flag (or variable) in the error.
+fn parse_push_token(value: &str) -> Result<PushToken, String> {
+    let (name, sha256) = value
+        .split_once('=')
+        .ok_or("expected NAME=SHA256 (the token's name, `=`, its SHA-256 in hex)")?;
+    let (name, sha256) = (name.trim(), sha256.trim());
+    if name.is_empty() {
+        return Err("the token's name before `=` is empty".into());
+    }
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "token {name:?}: expected its SHA-256 as 64 hex digits after `=` (not the token itself)"
+        ));
+    }
+    Ok(PushToken {
+        name: name.to_owned(),
+        // Hex digests are compared as text; sha256sum prints lower case.
+        sha256: sha256.to_ascii_lowercase(),
+    })
 }
 
 impl CollectorArgs {
@@ -195,11 +243,17 @@ impl CollectorArgs {
         set(&mut c.grpc_listen, self.grpc_listen);
         set(&mut c.http_listen, self.http_listen);
         c.storage.clickhouse_url = self.clickhouse_url.or(c.storage.clickhouse_url);
+        set(&mut c.storage.sqlite_path, self.sqlite_path);
         set(&mut c.storage.database, self.database);
         set(&mut c.storage.user, self.clickhouse_user);
         set(&mut c.storage.password, self.clickhouse_password);
         c.storage.history &= !self.no_history;
         set(&mut c.storage.retention_days, self.retention_days);
+        if !self.push_tokens.is_empty() {
+            c.api.push_tokens = self.push_tokens;
+        }
+        set(&mut c.api.max_push_bytes, self.max_push_bytes);
+        c.api.read_requires_token |= self.read_requires_token;
         c.tls = self.tls.apply(c.tls)?;
         c.insecure |= self.insecure;
         Ok(c)
@@ -217,6 +271,49 @@ pub struct CertsArgs {
     /// Agent names, one client certificate each.
     #[arg(long = "agent", default_value = "agent")]
     pub agents: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Directory for the dev certificates, the push token and the SQLite
+    /// database; created (mode 0700) on first run and reused afterwards.
+    #[arg(long, env = "LIVEHEAD_STATE_DIR", default_value = ".livehead")]
+    pub state_dir: PathBuf,
+    /// HTTP address of the API (/health, /push, /last, /dump_last, /metrics).
+    #[arg(long, env = "LIVEHEAD_UP_LISTEN", default_value = "127.0.0.1:7080")]
+    pub listen: SocketAddr,
+    /// Time between rounds, e.g. 1m, 30s.
+    #[arg(long, env = "LIVEHEAD_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Where named sites are probed: HOST:PORT, http://HOST:PORT or
+    /// https://HOST:PORT, the site in the Host header (default: each site at
+    /// https://<site>/).
+    #[arg(long, env = "LIVEHEAD_TARGET")]
+    pub target: Option<String>,
+    /// Do not keep health_history (only health_last).
+    #[arg(long, env = "LIVEHEAD_NO_HISTORY")]
+    pub no_history: bool,
+    /// Days of history kept (0 = forever).
+    #[arg(long, env = "LIVEHEAD_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
+    /// What to probe: a directory (web root: each subdirectory is a site), a
+    /// file (one host name or URL per line), an http(s) URL, or a host name.
+    #[arg(value_name = "SITES", required = true)]
+    pub sites: Vec<String>,
+}
+
+impl UpArgs {
+    pub fn into_config(self) -> UpConfig {
+        UpConfig {
+            state_dir: self.state_dir,
+            listen: self.listen,
+            interval: self.interval,
+            target: self.target,
+            sites: self.sites,
+            history: !self.no_history,
+            retention_days: self.retention_days,
+        }
+    }
 }
 
 fn set<T>(field: &mut T, value: Option<T>) {
@@ -275,6 +372,96 @@ mod tests {
         };
         let err = format!("{:#}", args.into_config().expect_err("typo"));
         assert!(err.contains("clickhouse_ur"), "{err}");
+    }
+
+    const SHA: &str = "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD";
+
+    fn collector(args: &[&str]) -> Result<CollectorArgs, clap::Error> {
+        let argv = ["livehead", "collector"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Collector(args) => Ok(args),
+            other => panic!("collector expected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn api_and_sqlite_flags_reach_the_config() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            format!("[[api.push_tokens]]\nname = \"old\"\nsha256 = \"{SHA}\"\n"),
+        )
+        .expect("write");
+        let c = collector(&["--config", file.to_str().expect("utf8")])
+            .expect("parse")
+            .into_config()
+            .expect("config");
+        assert_eq!(c.api.push_tokens[0].name, "old");
+        assert!(!c.api.read_requires_token);
+
+        let c = collector(&[
+            "--config",
+            file.to_str().expect("utf8"),
+            "--sqlite-path",
+            "/var/lib/livehead/db.sqlite",
+            "--push-token",
+            &format!("pods-eu={SHA}"),
+            "--push-token",
+            &format!(" ci = {}", SHA.to_lowercase()),
+            "--max-push-bytes",
+            "1024",
+            "--read-requires-token",
+        ])
+        .expect("parse")
+        .into_config()
+        .expect("config");
+        assert_eq!(
+            c.storage.sqlite_path,
+            PathBuf::from("/var/lib/livehead/db.sqlite")
+        );
+        let tokens: Vec<_> = c
+            .api
+            .push_tokens
+            .iter()
+            .map(|t| (t.name.as_str(), t.sha256.as_str()))
+            .collect();
+        let lower = SHA.to_lowercase();
+        assert_eq!(
+            tokens,
+            [("pods-eu", lower.as_str()), ("ci", lower.as_str())]
+        );
+        assert_eq!(c.api.max_push_bytes, 1024);
+        assert!(c.api.read_requires_token);
+    }
+
+    #[test]
+    fn a_bad_push_token_names_the_flag() {
+        for bad in [SHA, "=abc", "name=not-a-digest"] {
+            let err = collector(&["--push-token", bad])
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("--push-token"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn up_needs_sites_and_has_laptop_defaults() {
+        let err = Cli::try_parse_from(["livehead", "up"]).expect_err("no sites");
+        assert!(err.to_string().contains("SITES"), "{err}");
+
+        let cli = Cli::try_parse_from(["livehead", "up", "sites.txt", "https://example.com/"])
+            .expect("parse");
+        let Command::Up(args) = cli.command else {
+            panic!("up")
+        };
+        let c = args.into_config();
+        assert_eq!(c.state_dir, PathBuf::from(".livehead"));
+        assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 7080)));
+        assert_eq!(c.interval, Duration::from_secs(60));
+        assert_eq!(c.sites, ["sites.txt", "https://example.com/"]);
+        assert!(c.history);
+        assert_eq!(c.target, None);
     }
 
     #[test]

@@ -28,6 +28,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .context("collector")
         }
         Command::Certs(args) => certs(args),
+        Command::Up(args) => {
+            let config = args.into_config();
+            let state = config.state_dir.display().to_string();
+            livehead_up::run(config, shutdown)
+                .await
+                .with_context(|| format!("livehead up (state in {state})"))
+        }
     }
 }
 

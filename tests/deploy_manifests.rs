@@ -180,6 +180,7 @@ fn subcommand(cli: &Cli) -> &'static str {
         Command::Agent(_) => "agent",
         Command::Collector(_) => "collector",
         Command::Certs(_) => "certs",
+        Command::Up(_) => "up",
     }
 }
 
@@ -223,7 +224,7 @@ fn effective(cli: Cli, config: Option<(&str, &str)>) -> Result<Effective, String
             args.config = file;
             args.into_config().map(Effective::Collector).map_err(err)
         }
-        Command::Certs(_) => Ok(Effective::Other),
+        Command::Certs(_) | Command::Up(_) => Ok(Effective::Other),
     }
 }
 
@@ -665,7 +666,7 @@ fn check_container(
     let config_path = match &cli.command {
         Command::Agent(a) => a.config.clone(),
         Command::Collector(c) => c.config.clone(),
-        Command::Certs(_) => None,
+        Command::Certs(_) | Command::Up(_) => None,
     };
     let mut config_text: Option<(String, String)> = None;
     if let Some(path) = config_path {
@@ -1111,7 +1112,7 @@ fn check_unit(
     let config = match &cli.command {
         Command::Agent(a) => a.config.clone(),
         Command::Collector(c) => c.config.clone(),
-        Command::Certs(_) => None,
+        Command::Certs(_) | Command::Up(_) => None,
     };
     let mut config_text = None;
     if let Some(path) = config {

@@ -13,33 +13,64 @@ pub struct Proc {
     name: String,
     child: Child,
     log: PathBuf,
+    /// Where stdout goes, when it is kept.
+    out: Option<PathBuf>,
 }
 
 impl Proc {
+    /// Starts `livehead args`; stdout is discarded.
     pub fn spawn(name: &str, args: &[String], log_dir: &Path) -> Self {
+        Self::start(name, args, log_dir, false)
+    }
+
+    /// Starts `livehead args`, keeping stdout in `<log_dir>/<name>.out` (read
+    /// it with [`Proc::stdout`]).
+    pub fn spawn_keeping_stdout(name: &str, args: &[String], log_dir: &Path) -> Self {
+        Self::start(name, args, log_dir, true)
+    }
+
+    fn start(name: &str, args: &[String], log_dir: &Path, keep_stdout: bool) -> Self {
+        let open = |path: &Path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("log file")
+        };
         let log = log_dir.join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
+        let out = keep_stdout.then(|| log_dir.join(format!("{name}.out")));
+        let stdout = out.as_deref().map_or_else(Stdio::null, |p| open(p).into());
         let child = Command::new(env!("CARGO_BIN_EXE_livehead"))
             .args(args)
             .env("RUST_LOG", "info,livehead_agent::transport=debug")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
+            .stdout(stdout)
+            .stderr(open(&log))
             .spawn()
             .expect("start livehead");
         Self {
             name: name.to_owned(),
             child,
             log,
+            out,
         }
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What the process printed on stdout so far (empty unless kept).
+    pub fn stdout(&self) -> String {
+        self.out
+            .as_deref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// SIGKILL: the process gets no chance to flush or say goodbye.
@@ -109,6 +140,35 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// Any request over plain HTTP/1.0 on loopback, with extra header lines
+/// (`"Name: value"`) and a body: (status, body), None when nothing answers.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body.as_bytes()).ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
     let status = text.split(' ').nth(1)?.parse().ok()?;

@@ -1,0 +1,253 @@
+//! The pure parts of `up`: the collector's and the agent's configurations, and
+//! the banner that tells the user where to look.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use livehead_agent::AgentConfig;
+use livehead_collector::CollectorConfig;
+use livehead_collector::config::PushToken;
+
+use crate::UpConfig;
+use crate::sites::SitesPlan;
+use crate::state::{AGENT_NAME, Layout};
+
+/// Probe starts are spread over this fraction of the interval: short enough
+/// that a first round shows up within seconds of the start.
+const SPREAD: f64 = 0.2;
+/// A partial batch leaves after this long, so results appear in the API
+/// almost as soon as they are probed (the default of 1s suits fleets).
+const BATCH_MAX_DELAY: Duration = Duration::from_millis(200);
+/// Every collector certificate `write_dev_pki` issues carries this name.
+const COLLECTOR_NAME: &str = "localhost";
+
+/// The collector: SQLite in the state directory, gRPC on a loopback port
+/// chosen by the OS (only the in-process agent uses it), mTLS with the dev
+/// PKI, the API on `config.listen` accepting the state's push token.
+pub fn collector_config(config: &UpConfig, layout: &Layout, token_sha256: &str) -> CollectorConfig {
+    let mut c = CollectorConfig {
+        grpc_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        http_listen: config.listen,
+        tls: Some(layout.collector_tls()),
+        insecure: false,
+        ..CollectorConfig::default()
+    };
+    c.storage.clickhouse_url = None;
+    c.storage.sqlite_path = layout.database.clone();
+    c.storage.history = config.history;
+    if let Some(days) = config.retention_days {
+        c.storage.retention_days = days;
+    }
+    c.api.push_tokens = vec![PushToken {
+        name: AGENT_NAME.to_owned(),
+        sha256: token_sha256.to_owned(),
+    }];
+    c
+}
+
+/// The agent: the planned sites, streaming to the collector at `grpc_addr`
+/// with the `local` client certificate. Its `/metrics` is off (the collector's
+/// is on the API port), so `up` needs one port only.
+pub fn agent_config(
+    config: &UpConfig,
+    layout: &Layout,
+    sites: &SitesPlan,
+    grpc_addr: SocketAddr,
+) -> AgentConfig {
+    let mut c = AgentConfig {
+        target: config.target.clone(),
+        metrics_listen: None,
+        ..AgentConfig::default()
+    };
+    c.sites.web_root = sites.web_root.clone();
+    c.sites.list_file = sites.list_file.clone();
+    c.rounds.interval = config.interval;
+    c.rounds.spread = SPREAD;
+    c.batch.max_delay = BATCH_MAX_DELAY;
+    c.collector.url = format!("https://{grpc_addr}");
+    c.collector.server_name = Some(COLLECTOR_NAME.to_owned());
+    c.collector.tls = Some(layout.agent_tls());
+    c.collector.insecure = false;
+    c
+}
+
+/// What the banner reports.
+#[derive(Debug, Clone)]
+pub struct Ready<'a> {
+    /// Sites found at start (a web root or live list may change that later).
+    pub sites: usize,
+    /// A site to show in the `/last` example.
+    pub example_site: Option<&'a str>,
+    pub interval: Duration,
+    pub target: Option<&'a str>,
+    pub http_addr: SocketAddr,
+    pub layout: &'a Layout,
+}
+
+/// The text printed on stdout once the API listens.
+pub fn banner(ready: &Ready<'_>) -> String {
+    let api = format!("http://{}", reachable(ready.http_addr));
+    let db = shell_quote(ready.layout.database.as_path());
+    let token = shell_quote(ready.layout.push_token.as_path());
+    let plural = if ready.sites == 1 { "" } else { "s" };
+    let at = ready.target.map(|t| format!(" at {t}")).unwrap_or_default();
+    let example = ready.example_site.unwrap_or("example.com");
+    let interval = humantime::format_duration(ready.interval);
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "livehead is up: probing {n} site{plural}{at} every {interval}\n\
+         \x20 API       {api}   (/health /last /dump_last /push /metrics)\n\
+         \x20 database  {db}   (SQLite; try: sqlite3 {db} 'SELECT site,status,ms,ts FROM health_last ORDER BY ts DESC LIMIT 20')\n\
+         \x20 token     {token}   (for POST /push: -H \"Authorization: Bearer $(cat {token})\")\n\
+         Try:\n\
+         \x20 curl -s '{api}/dump_last?limit=20'\n\
+         \x20 curl -s '{api}/last?site={example}'\n\
+         \x20 curl -s '{api}/dump_last?status=500,502,503'\n\
+         \x20 curl -s '{api}/dump_last?cross=1'\n\
+         Stop with Ctrl-C.\n",
+        n = ready.sites,
+    );
+    out
+}
+
+/// An address a client can dial: a wildcard listen address is reached on loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
+}
+
+/// A path as a shell word, so the printed commands can be pasted as they are.
+fn shell_quote(path: &Path) -> String {
+    let text = path.display().to_string();
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+,:@%".contains(c);
+    if !text.is_empty() && text.chars().all(safe) {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn up() -> UpConfig {
+        UpConfig {
+            state_dir: ".livehead".into(),
+            listen: "127.0.0.1:7080".parse().expect("addr"),
+            interval: Duration::from_secs(60),
+            target: Some("10.0.0.7:8080".into()),
+            sites: vec!["www".into()],
+            history: false,
+            retention_days: Some(7),
+        }
+    }
+
+    #[test]
+    fn the_collector_uses_sqlite_in_the_state_dir_and_the_token() {
+        let layout = Layout::new(Path::new(".livehead"));
+        let c = collector_config(&up(), &layout, "ab12");
+        assert_eq!(c.storage.clickhouse_url, None);
+        assert_eq!(
+            c.storage.sqlite_path,
+            PathBuf::from(".livehead/livehead.db")
+        );
+        assert!(!c.storage.history);
+        assert_eq!(c.storage.retention_days, 7);
+        assert_eq!(c.http_listen, up().listen);
+        assert_eq!(c.grpc_listen.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(c.grpc_listen.port(), 0);
+        assert!(!c.insecure);
+        let tls = c.tls.expect("mTLS");
+        assert_eq!(tls.cert, PathBuf::from(".livehead/pki/collector.pem"));
+        assert_eq!(tls.ca, PathBuf::from(".livehead/pki/ca.pem"));
+        assert_eq!(
+            c.api.push_tokens,
+            [PushToken {
+                name: "local".into(),
+                sha256: "ab12".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn the_agent_dials_the_collector_with_its_certificate() {
+        let layout = Layout::new(Path::new("/s"));
+        let sites = SitesPlan {
+            web_root: Some("/www".into()),
+            list_file: Some("/s/sites.txt".into()),
+            merged: None,
+        };
+        let grpc = "127.0.0.1:41234".parse().expect("addr");
+        let c = agent_config(&up(), &layout, &sites, grpc);
+        assert_eq!(c.collector.url, "https://127.0.0.1:41234");
+        assert_eq!(c.collector.server_name.as_deref(), Some("localhost"));
+        let tls = c.collector.tls.expect("mTLS");
+        assert_eq!(tls.cert, PathBuf::from("/s/pki/agent-local.pem"));
+        assert_eq!(tls.key, PathBuf::from("/s/pki/agent-local-key.pem"));
+        assert_eq!(c.id, None, "the certificate names the agent");
+        assert_eq!(c.sites.web_root, Some("/www".into()));
+        assert_eq!(c.sites.list_file, Some("/s/sites.txt".into()));
+        assert_eq!(c.target.as_deref(), Some("10.0.0.7:8080"));
+        assert_eq!(c.rounds.interval, Duration::from_secs(60));
+        assert_eq!(c.metrics_listen, None);
+        assert!(c.batch.max_delay < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_banner_gives_working_commands() {
+        let layout = Layout::new(Path::new("my state"));
+        let text = banner(&Ready {
+            sites: 3,
+            example_site: Some("shop.example.net"),
+            interval: Duration::from_secs(60),
+            target: None,
+            http_addr: "0.0.0.0:7081".parse().expect("addr"),
+            layout: &layout,
+        });
+        assert!(
+            text.starts_with("livehead is up: probing 3 sites every 1m\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("curl -s 'http://127.0.0.1:7081/last?site=shop.example.net'"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sqlite3 'my state/livehead.db' 'SELECT"),
+            "{text}"
+        );
+        assert!(text.contains("$(cat 'my state/push-token')"), "{text}");
+        assert!(text.ends_with("Stop with Ctrl-C.\n"), "{text}");
+
+        let one = banner(&Ready {
+            sites: 1,
+            example_site: None,
+            interval: Duration::from_secs(5),
+            target: Some("10.0.0.7:8080"),
+            http_addr: "[::]:7080".parse().expect("addr"),
+            layout: &layout,
+        });
+        assert!(
+            one.starts_with("livehead is up: probing 1 site at 10.0.0.7:8080 every 5s\n"),
+            "{one}"
+        );
+        assert!(
+            one.contains("http://[::1]:7080/last?site=example.com"),
+            "{one}"
+        );
+    }
+}
