@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs livehead on this machine: a private ClickHouse server, a collector and
+# Runs livehead on this machine with ClickHouse as the store (`livehead up` is
+# the same on the embedded SQLite store): a private ClickHouse server, a collector and
 # one agent, all on loopback, with state (data, certificates, logs) under
-# $LIVEHEAD_STATE (default ./.livehead). Ctrl-C stops everything.
+# $LIVEHEAD_STATE (default ./.livehead-clickhouse). Ctrl-C stops everything.
 #
 #   scripts/run-local.sh SITES            SITES: a list file (host names or URLs)
 #                                          or a web root (one directory per site)
@@ -13,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sites=${1:?usage: scripts/run-local.sh SITES_FILE_OR_WEB_ROOT}
-state=$(realpath -m "${LIVEHEAD_STATE:-.livehead}")
+state=$(realpath -m "${LIVEHEAD_STATE:-.livehead-clickhouse}")
 ch_http=${LIVEHEAD_CH_HTTP_PORT:-18123}
 ch_tcp=${LIVEHEAD_CH_TCP_PORT:-19000}
 grpc=${LIVEHEAD_GRPC_PORT:-7070}
@@ -80,6 +81,7 @@ pids+=($!)
 
 cat <<TXT
 livehead is running (logs in $state/*.log):
+  API:               curl -s 'http://127.0.0.1:$http/dump_last?limit=20'
   collector metrics: curl -s http://127.0.0.1:$http/metrics | grep livehead_collector_rows
   agent metrics:     curl -s http://127.0.0.1:7091/metrics | grep livehead_agent_probes
   latest state:      clickhouse-client --port $ch_tcp --database livehead \\
