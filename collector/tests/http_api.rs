@@ -330,6 +330,13 @@ async fn push_the_old_scripts_array(backend: Backend) {
         json!({"ok": true, "site": "a.com",
                "data": {"s": 200, "ms": 18, "p": 8080, "l": null, "x": 0, "t": t1}})
     );
+    // Keys in the old worker's order (serde_json keeps the order it parsed).
+    assert_eq!(
+        a.body.to_string(),
+        format!(
+            r#"{{"ok":true,"site":"a.com","data":{{"s":200,"ms":18,"p":8080,"l":null,"x":0,"t":{t1}}}}}"#
+        )
+    );
     let b = c.last("b.com").await;
     assert_eq!(
         b.body,
