@@ -793,3 +793,23 @@ async fn the_readme_bi_queries_run_on_clickhouse() {
         "b.example\t301\thttps://elsewhere.example/\t2\n"
     );
 }
+
+#[tokio::test]
+async fn the_readme_clickhouse_queries_run() {
+    let config = config("readme_queries");
+    let store = ClickHouseStore::connect(&config).await.expect("connect");
+    let rows = [
+        state("a.example", 500, 0, now_ms()),
+        state("b.example", 301, 1, now_ms()),
+    ];
+    store
+        .write_batch(batch("e", 1, &rows))
+        .await
+        .expect("write");
+    let statements = livehead_testkit::readme::sql_statements("### ClickHouse");
+    assert!(statements.len() >= 5, "{statements:?}");
+    for sql in statements {
+        // Panics with the server's error when a statement fails.
+        q(&config, &sql);
+    }
+}

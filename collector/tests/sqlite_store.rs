@@ -1035,3 +1035,22 @@ async fn old_d1_queries_run_unchanged_with_the_sqlite3_cli() {
     );
     assert_eq!(sqlite3(path, "SELECT count(*) FROM health_last;"), "6\n");
 }
+
+#[tokio::test]
+async fn the_readme_sqlite_queries_run_with_the_sqlite3_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(&dir);
+    let store = open(&config).await;
+    let now = now_ms();
+    let rows = [
+        state("a.example", 500, 10, "", 0, now),
+        state("b.example", 301, 5, "https://other.example/", 1, now),
+    ];
+    write(&store, "edge-1", 1, &rows).await;
+    let statements = livehead_testkit::readme::sql_statements("### SQLite (the embedded store)");
+    assert!(statements.len() >= 5, "{statements:?}");
+    for sql in statements {
+        // Panics with sqlite3's error when a statement fails.
+        sqlite3(&config.sqlite_path, &format!("{sql};"));
+    }
+}
