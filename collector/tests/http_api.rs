@@ -290,6 +290,10 @@ async fn health_and_metrics(backend: Backend) {
     let answer = c.get("/health").await;
     assert_eq!((answer.status, answer.body), (200, json!({"ok": true})));
 
+    // Wrong paths and methods answer in JSON too.
+    c.get("/nowhere").await.error(404);
+    c.get("/push").await.error(405);
+
     c.push_ok(&record("a.com", 200, 1, None, now_ms())).await;
     c.get("/dump_last?limit=0").await.error(400);
     let metrics = c
