@@ -8,7 +8,7 @@
 use std::error::Error as StdError;
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{ACCEPT, HOST, LOCATION, RANGE, USER_AGENT};
@@ -28,6 +28,7 @@ use tokio_rustls::TlsConnector;
 
 pub use livehead_proto::v1::{ProbeError, ProbeMethod, ProbeResult};
 
+use livehead_common::clock::unix_ms;
 use livehead_common::domain::is_cross_domain;
 
 const USER_AGENT_VALUE: HeaderValue =
@@ -476,12 +477,6 @@ fn classify_io(error: &io::Error) -> ProbeError {
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn tls_config() -> rustls::ClientConfig {

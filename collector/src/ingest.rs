@@ -2,7 +2,9 @@
 //! each acknowledged only once its rows are durably written.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
+
+use livehead_common::clock::unix_ms;
 
 use livehead_proto::v1::{
     PushRequest, PushResponse, RecordRejection, ingest_service_server::IngestService,
@@ -114,7 +116,7 @@ impl<S: Store> StreamState<S> {
                 self.limits.max_batch_records
             )));
         }
-        let checked = check_batch(&batch, &agent, now_ms(), &self.limits);
+        let checked = check_batch(&batch, &agent, unix_ms(), &self.limits);
         let started = Instant::now();
         let write = BatchWrite {
             agent: &agent,
@@ -185,10 +187,4 @@ impl<S: Store> StreamState<S> {
     fn count(&self, outcome: &str) {
         self.metrics.batches.with_label_values(&[outcome]).inc();
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

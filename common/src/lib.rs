@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod certs;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod host;

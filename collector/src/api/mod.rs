@@ -21,7 +21,6 @@ pub mod params;
 pub mod push;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -31,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
+use livehead_common::clock::unix_ms;
 use livehead_common::host::check_host_name;
 use serde::Serialize;
 use serde_json::json;
@@ -224,7 +224,7 @@ impl<S: Store> ApiState<S> {
         let body = read_limited(body, limit, declared).await?;
         let agent = format!("push:{token}");
         let probes =
-            push::parse_push(&body, &agent, now_ms(), &self.inner.limits).map_err(|error| {
+            push::parse_push(&body, &agent, unix_ms(), &self.inner.limits).map_err(|error| {
                 self.count_records("refused", error.records());
                 tracing::info!(
                     endpoint = "push",
@@ -395,12 +395,6 @@ async fn read_limited(
     Ok(buf)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     //! The handlers against an in-memory store: what the integration tests
@@ -537,7 +531,7 @@ mod tests {
     }
 
     fn record(site: &str, status: u16) -> Value {
-        json!({"site": site, "status": status, "ms": 7, "port": 8080, "ts": now_ms()})
+        json!({"site": site, "status": status, "ms": 7, "port": 8080, "ts": unix_ms()})
     }
 
     impl Served {

@@ -21,10 +21,11 @@
 
 pub mod schema;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ::clickhouse::sql::Identifier;
 use ::clickhouse::{Client, Compression, Row, RowWrite};
+use livehead_common::clock;
 use serde::{Deserialize, Serialize};
 
 use self::schema::{
@@ -358,12 +359,9 @@ impl Store for ClickHouseStore {
     }
 }
 
+/// A ClickHouse `DateTime` (unsigned 32-bit seconds) for now.
 fn unix_seconds() -> u32 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    u32::try_from(secs).unwrap_or(u32::MAX)
+    u32::try_from(clock::unix_seconds()).unwrap_or(u32::MAX)
 }
 
 /// A row of `health_history`; field order is the column order of

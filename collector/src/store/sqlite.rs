@@ -21,13 +21,14 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use deadpool_sqlite::rusqlite::types::{Type, Value};
 use deadpool_sqlite::rusqlite::{
     self, Connection, OptionalExtension, Row, TransactionBehavior, params, params_from_iter,
 };
 use deadpool_sqlite::{Config, Hook, HookError, InteractError, Pool, PoolError, Runtime};
+use livehead_common::clock;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::clickhouse::schema::BATCH_MARKER_DAYS;
@@ -343,7 +344,7 @@ impl Store for SqliteStore {
     async fn maintain(&self) -> Result<(), StoreError> {
         if self.retention_days > 0 {
             let keep_ms = u64::from(self.retention_days) * DAY_MS;
-            let cutoff = saturate(now_ms().saturating_sub(keep_ms));
+            let cutoff = saturate(clock::unix_ms().saturating_sub(keep_ms));
             let rows = self.delete_in_chunks(EXPIRE_HISTORY_SQL, cutoff).await?;
             if rows > 0 {
                 tracing::info!(rows, "sqlite history rows deleted (retention)");
@@ -566,16 +567,8 @@ fn saturate(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 fn unix_seconds() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| saturate(d.as_secs()))
+    saturate(clock::unix_seconds())
 }
 
 #[cfg(test)]
