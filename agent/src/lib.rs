@@ -104,7 +104,9 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     Ok(())
 }
 
-fn discovery(config: &AgentConfig) -> Result<Discovery, AgentError> {
+/// The site sources `config` names, checked (at least one source, the ignore
+/// regex, the target), as every round reads them.
+pub fn discovery(config: &AgentConfig) -> Result<Discovery, AgentError> {
     if config.sites.web_root.is_none() && config.sites.list_file.is_none() {
         return Err(AgentError::NoSites);
     }

@@ -10,12 +10,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use livehead_agent::AgentError;
-use livehead_agent::config::DEFAULT_IGNORE;
 use livehead_agent::discovery::{DefaultTarget, Discovery, DiscoveryError};
 use livehead_collector::CollectorError;
 use livehead_common::Shutdown;
 use livehead_common::certs::CertError;
-use regex::Regex;
 
 use crate::plan::Ready;
 use crate::sites::SitesPlan;
@@ -116,7 +114,7 @@ pub async fn run(config: UpConfig, shutdown: Shutdown) -> Result<(), UpError> {
         .collect::<Result<Vec<_>, _>>()?;
     let sites = sites::plan(&args, &layout.sites)?;
     // Checked now rather than by the agent after the banner says "up".
-    let default_target = DefaultTarget::parse(config.target.as_deref())?;
+    DefaultTarget::parse(config.target.as_deref())?;
 
     state::create_dir(&layout)?;
     state::ensure_pki(&layout)?;
@@ -125,7 +123,6 @@ pub async fn run(config: UpConfig, shutdown: Shutdown) -> Result<(), UpError> {
         tracing::info!(path = %layout.push_token.display(), "push token generated");
     }
     write_site_list(&sites, &layout)?;
-    let found = discover(&sites, default_target);
 
     let collector_config = plan::collector_config(&config, &layout, &state::token_sha256(&token));
     // The collector outlives the agent so the agent's last batches get acked.
@@ -134,6 +131,13 @@ pub async fn run(config: UpConfig, shutdown: Shutdown) -> Result<(), UpError> {
     let (grpc_addr, http_addr) = (running.grpc_addr, running.http_addr);
     let agent_stop = shutdown.child_token();
     let agent_config = plan::agent_config(&config, &layout, &sites, grpc_addr);
+    let found = match livehead_agent::discovery(&agent_config) {
+        Ok(discovery) => discover(&discovery),
+        Err(error) => {
+            collector_stop.cancel();
+            return Err(error.into());
+        }
+    };
     let mut agent = tokio::spawn(livehead_agent::run(agent_config, agent_stop.clone()));
 
     print_banner(&plan::banner(&Ready {
@@ -202,18 +206,9 @@ fn write_site_list(sites: &SitesPlan, layout: &Layout) -> Result<(), UpError> {
     Ok(())
 }
 
-/// The sites found now, by name, the way the agent will find them; problems
-/// are logged (the agent logs them again each round).
-fn discover(sites: &SitesPlan, default_target: DefaultTarget) -> Vec<String> {
-    let Ok(ignore) = Regex::new(DEFAULT_IGNORE) else {
-        return Vec::new();
-    };
-    let discovery = Discovery {
-        web_root: sites.web_root.clone(),
-        list_file: sites.list_file.clone(),
-        ignore,
-        default_target,
-    };
+/// The sites found now, by name, with the agent's own discovery; problems are
+/// logged (the agent logs them again each round).
+fn discover(discovery: &Discovery) -> Vec<String> {
     let found = discovery.discover();
     for error in &found.errors {
         tracing::warn!(%error, "site source unreadable");
