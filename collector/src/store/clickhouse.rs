@@ -319,13 +319,12 @@ impl Store for ClickHouseStore {
     }
 
     async fn last(&self, site: &str) -> Result<Option<LastState>, StoreError> {
-        let row: Option<StateRow> = self
+        Ok(self
             .client
             .query(LAST_SQL)
             .bind(site)
             .fetch_optional()
-            .await?;
-        Ok(row.map(LastState::from))
+            .await?)
     }
 
     async fn dump_last(&self, filter: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
@@ -338,12 +337,11 @@ impl Store for ClickHouseStore {
                 Param::Text(value) => query.bind(value.as_str()),
             };
         }
-        let rows: Vec<StateRow> = query
+        Ok(query
             .bind(filter.offset)
             .bind(filter.limit)
             .fetch_all()
-            .await?;
-        Ok(rows.into_iter().map(LastState::from).collect())
+            .await?)
     }
 
     async fn maintain(&self) -> Result<(), StoreError> {
@@ -447,32 +445,6 @@ impl<'a> LastRow<'a> {
             target: &p.target,
             cert_expiry: p.cert_expiry,
             agent,
-        }
-    }
-}
-
-/// A site's newest probe as [`LAST_SQL`] and [`schema::dump_last_sql`] answer it.
-#[derive(Row, Deserialize)]
-struct StateRow {
-    site: String,
-    status: u16,
-    ms: u32,
-    port: u16,
-    location: String,
-    cross: u8,
-    ts: u64,
-}
-
-impl From<StateRow> for LastState {
-    fn from(r: StateRow) -> Self {
-        Self {
-            site: r.site,
-            status: r.status,
-            ms: r.ms,
-            port: r.port,
-            location: r.location,
-            cross: r.cross,
-            ts: r.ts,
         }
     }
 }

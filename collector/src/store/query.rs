@@ -8,8 +8,9 @@ pub const MAX_DUMP_LIMIT: u32 = 5000;
 /// Sites in a `/dump_last` answer when `limit` is not given.
 pub const DEFAULT_DUMP_LIMIT: u32 = 1000;
 
-/// The newest probe of one site, in the old worker's terms.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The newest probe of one site, in the old worker's terms. Also the row the
+/// ClickHouse store reads it as (fields in the queries' column order).
+#[derive(Debug, Clone, PartialEq, Eq, ::clickhouse::Row, serde::Deserialize)]
 pub struct LastState {
     pub site: String,
     pub status: u16,
