@@ -119,6 +119,10 @@ pub struct AgentArgs {
     /// Probes in flight at once.
     #[arg(long, env = "LIVEHEAD_CONCURRENCY")]
     pub concurrency: Option<usize>,
+    /// Run one round, unspread, get its results acknowledged and exit (non-zero
+    /// when some were not): for a cron job.
+    #[arg(long, env = "LIVEHEAD_ONCE")]
+    pub once: bool,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Plain-text gRPC to an http:// collector URL, without certificates.
@@ -142,6 +146,7 @@ impl AgentArgs {
         set(&mut c.rounds.interval, self.interval);
         set(&mut c.rounds.spread, self.spread);
         set(&mut c.rounds.concurrency, self.concurrency);
+        c.rounds.once |= self.once;
         c.collector.tls = self.tls.apply(c.collector.tls)?;
         c.collector.insecure |= self.insecure;
         c.metrics_listen = self.metrics_listen.or(c.metrics_listen);

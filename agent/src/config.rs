@@ -104,6 +104,10 @@ pub struct RoundsConfig {
     pub spread: f64,
     /// Probes in flight at once. Default 64.
     pub concurrency: usize,
+    /// Run a single round with no spread, wait (up to
+    /// `collector.drain_timeout`) for its batches to be acknowledged, and exit:
+    /// the old cron job's shape, and how the benchmarks time a round. Default false.
+    pub once: bool,
 }
 
 impl Default for RoundsConfig {
@@ -112,6 +116,7 @@ impl Default for RoundsConfig {
             interval: Duration::from_secs(30 * 60),
             spread: 0.5,
             concurrency: 64,
+            once: false,
         }
     }
 }

@@ -28,6 +28,10 @@ pub enum AgentError {
     Transport(#[from] TransportError),
     #[error("no site source: set sites.web_root and/or sites.list_file (--web-root, --sites-file)")]
     NoSites,
+    #[error(
+        "{batches} batches ({records} records) of the round were not acknowledged by the collector in time"
+    )]
+    Unacknowledged { batches: usize, records: usize },
     #[error("cannot serve metrics on {addr}")]
     Metrics {
         addr: std::net::SocketAddr,
@@ -35,8 +39,10 @@ pub enum AgentError {
     },
 }
 
-/// Runs the agent until `shutdown` fires, then lets the collector acknowledge
-/// what is pending for up to `collector.drain_timeout`.
+/// Runs the agent until `shutdown` fires (or, with `rounds.once`, until its
+/// round is done), then lets the collector acknowledge what is pending for up
+/// to `collector.drain_timeout`. With `rounds.once`, results left
+/// unacknowledged are an error, so a cron job sees them.
 pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentError> {
     let discovery = discovery(&config)?;
     let endpoint = transport::endpoint(&config.collector)?;
@@ -47,13 +53,17 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     let spool = SharedSpool::new(config.spool.max_bytes);
     let (results_tx, results_rx) = mpsc::channel(config.batch.max_records.max(1) * 2);
 
-    let schedule = rounds::Schedule::new(
-        config.rounds.interval,
-        config.rounds.spread,
-        config.rounds.concurrency,
-    );
+    let schedule = if config.rounds.once {
+        rounds::Schedule::once(config.rounds.concurrency)
+    } else {
+        rounds::Schedule::new(
+            config.rounds.interval,
+            config.rounds.spread,
+            config.rounds.concurrency,
+        )
+    };
     let prober = probe::Prober::new(config.probe.clone());
-    let rounds = tokio::spawn(rounds::run(
+    let mut rounds = tokio::spawn(rounds::run(
         schedule,
         discovery,
         prober,
@@ -82,9 +92,15 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     ));
     tracing::info!(id = %config.batch_agent_id(), collector = %config.collector.url, "agent started");
 
-    shutdown.cancelled().await;
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        _ = &mut rounds, if config.rounds.once => {}
+    }
+    shutdown.cancel();
     // Rounds stop, which closes the results channel; the batcher then flushes.
-    let _ = rounds.await;
+    if !rounds.is_finished() {
+        let _ = rounds.await;
+    }
     let spooled = batcher.await.unwrap_or(0);
     stops.drain.cancel();
     if tokio::time::timeout(config.collector.drain_timeout, &mut transport)
@@ -93,7 +109,10 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     {
         stops.hard.cancel();
     }
-    let unacked = spool.lock().len();
+    let (unacked, unacked_records) = {
+        let spool = spool.lock();
+        (spool.len(), spool.records())
+    };
     // Operators (and the crash-recovery test) read what was lost, if anything.
     tracing::info!(
         records_spooled = spooled,
@@ -101,6 +120,12 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         unacked_batches = unacked,
         "agent stopped"
     );
+    if config.rounds.once && unacked > 0 {
+        return Err(AgentError::Unacknowledged {
+            batches: unacked,
+            records: unacked_records,
+        });
+    }
     Ok(())
 }
 

@@ -30,6 +30,8 @@ pub struct Schedule {
     pub interval: Duration,
     pub spread_window: Duration,
     pub concurrency: usize,
+    /// One round, then [`run`] returns.
+    pub once: bool,
 }
 
 impl Schedule {
@@ -38,11 +40,24 @@ impl Schedule {
             interval,
             spread_window: interval.mul_f64(spread.clamp(0.0, 1.0)),
             concurrency: concurrency.max(1),
+            once: false,
+        }
+    }
+
+    /// A single round started as fast as `concurrency` allows: nothing
+    /// follows it, so spreading its starts would only make it longer.
+    pub fn once(concurrency: usize) -> Self {
+        Self {
+            interval: Duration::ZERO,
+            spread_window: Duration::ZERO,
+            concurrency: concurrency.max(1),
+            once: true,
         }
     }
 }
 
-/// Runs rounds until `shutdown`; each result goes to `results`.
+/// Runs rounds until `shutdown` (or after one round with [`Schedule::once`]);
+/// each result goes to `results`.
 pub async fn run(
     schedule: Schedule,
     discovery: Discovery,
@@ -61,6 +76,10 @@ pub async fn run(
         let took = started.elapsed();
         metrics.rounds.inc();
         metrics.round_seconds.set(took.as_secs_f64());
+        if schedule.once {
+            tracing::info!(took_ms = took.as_millis() as u64, "round done");
+            return;
+        }
         if took > schedule.interval {
             tracing::warn!(
                 took_ms = took.as_millis() as u64,

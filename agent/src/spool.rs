@@ -94,6 +94,11 @@ impl Spool {
         self.queue.is_empty()
     }
 
+    /// Records in the batches waiting.
+    pub fn records(&self) -> usize {
+        self.queue.iter().map(|(_, b)| b.records.len()).sum()
+    }
+
     pub fn bytes(&self) -> usize {
         self.bytes
     }
