@@ -97,6 +97,61 @@ fn now_ms() -> u64 {
 const COLUMNS: &str =
     "site, status, port, location, `cross`, error, method, agent, target, cert_expiry";
 
+/// `--once`: one round, unspread, then the agent exits 0 once the collector has
+/// acknowledged every result; with no collector it exits non-zero and says how
+/// many results were not acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_once_runs_one_acknowledged_round_and_exits() {
+    let ch = ClickHouseServer::start();
+    let sites = FakeSites::start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    certs(&dir.path().join("certs"), &["node-1"]);
+    let db = ch.unique_database("e2e_once");
+    let mut collector = collector(&ch, &db, dir.path()).await;
+    let list = dir.path().join("sites.txt");
+    std::fs::write(&list, [OK_SITE, ERROR_SITE, CROSS_SITE].join("\n")).expect("sites");
+    let target = format!("127.0.0.1:{}", sites.port());
+
+    // A long interval and the default spread: --once ignores both.
+    let mut once = agent(
+        dir.path(),
+        collector.grpc,
+        &list,
+        &target,
+        &["--once", "--interval", "1h"],
+    );
+    let status = once.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{status}: {}", once.log());
+    let rows = "SELECT count() FROM health_history";
+    assert_eq!(
+        count(&ch, &db, rows),
+        3,
+        "one round, all acknowledged before the exit"
+    );
+
+    collector.proc.kill9();
+    let mut orphan = agent(
+        dir.path(),
+        collector.grpc,
+        &list,
+        &target,
+        &["--once", "--interval", "1h"],
+    );
+    let status = orphan.wait_exit(Duration::from_secs(30));
+    assert!(
+        !status.success(),
+        "no collector, yet exit 0: {}",
+        orphan.log()
+    );
+    assert!(
+        orphan
+            .log()
+            .contains("1 batches (3 records) of the round were not acknowledged"),
+        "{}",
+        orphan.log()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_results_reach_clickhouse_field_by_field() {
     let ch = ClickHouseServer::start();

@@ -183,4 +183,12 @@ mod tests {
             Duration::from_secs(60)
         );
     }
+
+    #[test]
+    fn a_single_round_is_not_spread() {
+        let s = Schedule::once(0);
+        assert!(s.once);
+        assert_eq!(s.spread_window, Duration::ZERO);
+        assert_eq!(s.concurrency, 1);
+    }
 }

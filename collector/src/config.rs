@@ -72,6 +72,14 @@ pub struct Limits {
     /// Largest latency accepted (any of the three timings). Default 10m.
     #[serde(with = "humantime_serde")]
     pub max_latency: Duration,
+    /// Rows accepted from all streams and not yet written (the group being
+    /// written included); streams stop reading while it is full. Bounds the
+    /// collector's memory (~0.5 KiB per row) and the size of one store write.
+    /// Default 200,000.
+    pub max_queued_rows: usize,
+    /// Batches of one stream being written before its next batch is read.
+    /// Above the agent's `max_in_flight` (32). Default 64.
+    pub max_stream_batches: usize,
 }
 
 impl Default for Limits {
@@ -84,6 +92,8 @@ impl Default for Limits {
             max_clock_skew: Duration::from_secs(300),
             max_age: Duration::from_secs(30 * 86_400),
             max_latency: Duration::from_secs(600),
+            max_queued_rows: 200_000,
+            max_stream_batches: 64,
         }
     }
 }

@@ -1,11 +1,13 @@
-//! The gRPC `IngestService`: one stream per agent, batches handled in order,
-//! each acknowledged only once its rows are durably written.
+//! The gRPC `IngestService`: one stream per agent. A stream validates each
+//! batch as it arrives and hands it to the [`GroupCommit`] writer, reading on
+//! while up to `limits.max_stream_batches` of its batches are being written;
+//! acks go back in the batches' order, each once its rows are durably written.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::future::Future;
+use std::pin::Pin;
 
+use futures::stream::{FuturesOrdered, StreamExt};
 use livehead_common::clock::unix_ms;
-
 use livehead_proto::v1::{
     PushRequest, PushResponse, RecordRejection, ingest_service_server::IngestService,
 };
@@ -14,23 +16,24 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::Limits;
+use crate::group_commit::{GroupCommit, QueuedBatch};
 use crate::metrics::CollectorMetrics;
-use crate::store::{BatchWrite, Store, WriteOutcome};
+use crate::store::WriteOutcome;
 use crate::validate::check_batch;
 
-/// Serves `Push` streams, writing into `S`.
-pub struct Ingest<S> {
-    store: Arc<S>,
+/// Serves `Push` streams, writing through the group-commit writer.
+pub struct Ingest {
+    writer: GroupCommit,
     metrics: CollectorMetrics,
     limits: Limits,
     /// With mTLS, the certificate names the agent; without it the batch does.
     mtls: bool,
 }
 
-impl<S: Store> Ingest<S> {
-    pub fn new(store: Arc<S>, metrics: CollectorMetrics, limits: Limits, mtls: bool) -> Self {
+impl Ingest {
+    pub fn new(writer: GroupCommit, metrics: CollectorMetrics, limits: Limits, mtls: bool) -> Self {
         Self {
-            store,
+            writer,
             metrics,
             limits,
             mtls,
@@ -38,8 +41,11 @@ impl<S: Store> Ingest<S> {
     }
 }
 
+/// The ack of one batch, ready once the batch is written (or refused).
+type Reply = Pin<Box<dyn Future<Output = Result<PushResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
-impl<S: Store> IngestService for Ingest<S> {
+impl IngestService for Ingest {
     type PushStream = ReceiverStream<Result<PushResponse, Status>>;
 
     async fn push(
@@ -51,33 +57,15 @@ impl<S: Store> IngestService for Ingest<S> {
         } else {
             None
         };
-        let mut stream = StreamState {
-            store: self.store.clone(),
+        let stream = StreamState {
+            writer: self.writer.clone(),
             metrics: self.metrics.clone(),
             limits: self.limits.clone(),
             identity,
         };
-        let mut inbound = request.into_inner();
-        // Acks are produced one at a time, in order; a small buffer is enough.
-        let (tx, rx) = mpsc::channel(8);
-        tokio::spawn(async move {
-            stream.metrics.streams.inc();
-            loop {
-                let reply = match inbound.message().await {
-                    Ok(Some(batch)) => stream.handle(batch).await,
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(%status, "agent stream ended");
-                        break;
-                    }
-                };
-                let failed = reply.is_err();
-                if tx.send(reply).await.is_err() || failed {
-                    break;
-                }
-            }
-            stream.metrics.streams.dec();
-        });
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(self.limits.max_stream_batches.max(1));
+        tokio::spawn(stream.serve(inbound, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -93,61 +81,99 @@ fn peer_identity<T>(request: &Request<T>) -> Result<String, Status> {
         .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))
 }
 
-struct StreamState<S> {
-    store: Arc<S>,
+struct StreamState {
+    writer: GroupCommit,
     metrics: CollectorMetrics,
     limits: Limits,
     identity: Option<String>,
 }
 
-impl<S: Store> StreamState<S> {
-    /// Validates and writes one batch. An `Err` ends the stream: the agent
-    /// reconnects and resends everything not yet acknowledged.
-    async fn handle(&mut self, batch: PushRequest) -> Result<PushResponse, Status> {
-        let agent = self
-            .agent_of(&batch)
-            .inspect_err(|_| self.count("refused"))?;
+impl StreamState {
+    /// Reads batches and sends their acks in order until the agent closes its
+    /// side (every pending ack is still sent) or an ack is an error, which ends
+    /// the stream: the agent reconnects and resends what was not acknowledged.
+    async fn serve(
+        self,
+        mut inbound: Streaming<PushRequest>,
+        acks: mpsc::Sender<Result<PushResponse, Status>>,
+    ) {
+        self.metrics.streams.inc();
+        let mut pending: FuturesOrdered<Reply> = FuturesOrdered::new();
+        let mut reading = true;
+        let most = self.limits.max_stream_batches.max(1);
+        loop {
+            tokio::select! {
+                Some(reply) = pending.next(), if !pending.is_empty() => {
+                    let failed = reply.is_err();
+                    if acks.send(reply).await.is_err() || failed {
+                        break;
+                    }
+                }
+                message = inbound.message(), if reading && pending.len() < most => {
+                    match message {
+                        Ok(Some(batch)) => pending.push_back(self.accept(batch).await),
+                        Ok(None) => reading = false,
+                        Err(status) => {
+                            tracing::debug!(%status, "agent stream ended");
+                            break;
+                        }
+                    }
+                }
+                else => break,
+            }
+        }
+        self.metrics.streams.dec();
+    }
+
+    /// Validates one batch and queues it for writing; the returned future is
+    /// its ack. A refused batch's ack is the refusal (an `Err` ends the stream).
+    async fn accept(&self, batch: PushRequest) -> Reply {
+        let refused = |stream: &Self, status: Status| -> Reply {
+            stream.count("refused");
+            Box::pin(std::future::ready(Err(status)))
+        };
+        let agent = match self.agent_of(&batch) {
+            Ok(agent) => agent,
+            Err(status) => return refused(self, status),
+        };
         if batch.records.len() > self.limits.max_batch_records {
-            self.count("refused");
-            return Err(Status::invalid_argument(format!(
+            let status = Status::invalid_argument(format!(
                 "batch {} holds {} records, over the limit of {}",
                 batch.seq,
                 batch.records.len(),
                 self.limits.max_batch_records
-            )));
+            ));
+            return refused(self, status);
         }
         let checked = check_batch(&batch, &agent, unix_ms(), &self.limits);
-        let started = Instant::now();
-        let write = BatchWrite {
-            agent: &agent,
-            seq: batch.seq,
-            probes: &checked.probes,
+        let seq = batch.seq;
+        let queued = QueuedBatch {
+            agent,
+            seq,
+            probes: checked.probes,
         };
-        let outcome = self.store.write_batch(write).await.map_err(|error| {
-            self.count("failed");
-            tracing::error!(agent, seq = batch.seq, %error, "writing batch failed; the agent will resend it");
-            Status::unavailable(format!("storage unavailable: {error}"))
-        })?;
-        self.metrics
-            .insert_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let (accepted, duplicate) = match outcome {
-            WriteOutcome::Written { rows } => {
-                self.count("written");
-                self.metrics.rows.inc_by(rows as u64);
-                self.count_rejections(&agent, batch.seq, &checked.rejected);
-                (rows, false)
-            }
-            WriteOutcome::Duplicate => {
-                self.count("duplicate");
-                (0, true)
+        let agent = queued.agent.clone();
+        let answer = match self.writer.submit(queued).await {
+            Ok(answer) => answer,
+            Err(stopped) => {
+                self.count("failed");
+                return Box::pin(std::future::ready(Err(Status::unavailable(
+                    stopped.to_string(),
+                ))));
             }
         };
-        Ok(PushResponse {
-            seq: batch.seq,
-            accepted: u32::try_from(accepted).unwrap_or(u32::MAX),
-            rejected: checked.rejected,
-            duplicate,
+        let (metrics, rejected) = (self.metrics.clone(), checked.rejected);
+        Box::pin(async move {
+            let written = answer
+                .await
+                .map_err(|_| "the collector's writer has stopped".to_owned())
+                .and_then(|w| w.map_err(|e| e.to_string()));
+            let outcome = written.map_err(|error| {
+                metrics.batches.with_label_values(&["failed"]).inc();
+                tracing::error!(agent, seq, %error, "writing batch failed; the agent will resend it");
+                Status::unavailable(format!("storage unavailable: {error}"))
+            })?;
+            Ok(ack(&metrics, &agent, seq, outcome, rejected))
         })
     }
 
@@ -168,23 +194,43 @@ impl<S: Store> StreamState<S> {
         }
     }
 
-    /// Counted once per batch: a replayed batch's rejections were counted
-    /// when it was first written (its ack still lists them, in case the
-    /// agent never saw the first one).
-    fn count_rejections(&self, agent: &str, seq: u64, rejected: &[RecordRejection]) {
-        for rejection in rejected {
-            self.metrics
-                .rejects
-                .with_label_values(&[&rejection.field])
-                .inc();
-        }
-        if let Some(first) = rejected.first() {
-            tracing::warn!(agent, seq, rejected = rejected.len(), field = %first.field,
-                reason = %first.reason, "invalid records rejected");
-        }
-    }
-
     fn count(&self, outcome: &str) {
         self.metrics.batches.with_label_values(&[outcome]).inc();
+    }
+}
+
+/// The ack of a written batch, counted. Rejections are counted once per batch:
+/// a replayed batch's were counted when it was first written (its ack still
+/// lists them, in case the agent never saw the first one).
+fn ack(
+    metrics: &CollectorMetrics,
+    agent: &str,
+    seq: u64,
+    outcome: WriteOutcome,
+    rejected: Vec<RecordRejection>,
+) -> PushResponse {
+    let (accepted, duplicate) = match outcome {
+        WriteOutcome::Written { rows } => {
+            metrics.batches.with_label_values(&["written"]).inc();
+            metrics.rows.inc_by(rows as u64);
+            for rejection in &rejected {
+                metrics.rejects.with_label_values(&[&rejection.field]).inc();
+            }
+            if let Some(first) = rejected.first() {
+                tracing::warn!(agent, seq, rejected = rejected.len(), field = %first.field,
+                    reason = %first.reason, "invalid records rejected");
+            }
+            (rows, false)
+        }
+        WriteOutcome::Duplicate => {
+            metrics.batches.with_label_values(&["duplicate"]).inc();
+            (0, true)
+        }
+    };
+    PushResponse {
+        seq,
+        accepted: u32::try_from(accepted).unwrap_or(u32::MAX),
+        rejected,
+        duplicate,
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod config;
+pub mod group_commit;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
@@ -22,6 +23,7 @@ use tonic::transport::Server;
 
 pub use config::CollectorConfig;
 
+use crate::group_commit::GroupCommit;
 use crate::ingest::Ingest;
 use crate::metrics::CollectorMetrics;
 use crate::store::{AnyStore, Store, StoreError};
@@ -92,8 +94,13 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
         config.maintenance_interval,
         shutdown.clone(),
     );
-    let service = IngestServiceServer::new(Ingest::new(
+    let writer = GroupCommit::start(
         store.clone(),
+        config.limits.max_queued_rows,
+        metrics.clone(),
+    );
+    let service = IngestServiceServer::new(Ingest::new(
+        writer,
         metrics.clone(),
         config.limits.clone(),
         tls.is_some(),

@@ -12,8 +12,10 @@ pub struct CollectorMetrics {
     pub rows: IntCounter,
     /// Records rejected by validation, by field.
     pub rejects: IntCounterVec,
-    /// Time to write one batch to the store.
+    /// Time to write one group of batches to the store (see `group_commit`).
     pub insert_seconds: Histogram,
+    /// Batches written together by one store write.
+    pub group_batches: Histogram,
     /// Agent streams open.
     pub streams: IntGauge,
     /// Store upkeep runs that failed.
@@ -48,10 +50,26 @@ impl CollectorMetrics {
             insert_seconds: register(
                 &r,
                 Histogram::with_opts(
-                    HistogramOpts::new("insert_seconds", "Time to write one batch to the store")
-                        .buckets(vec![
-                            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                        ]),
+                    HistogramOpts::new(
+                        "insert_seconds",
+                        "Time to write one group of batches to the store",
+                    )
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    ]),
+                )
+                .expect("static metric"),
+            ),
+            group_batches: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "group_batches",
+                        "Batches written together by one store write",
+                    )
+                    .buckets(vec![
+                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+                    ]),
                 )
                 .expect("static metric"),
             ),

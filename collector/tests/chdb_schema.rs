@@ -9,7 +9,7 @@ use std::process::Command;
 
 use livehead_collector::store::clickhouse::Flavour;
 use livehead_collector::store::clickhouse::schema::{
-    self, APPLIED_VERSIONS_SQL, BATCH_SEEN_SQL, CREATE_DATABASE_SQL, DROP_PARTITION_SQL,
+    self, APPLIED_VERSIONS_SQL, BATCHES_SEEN_SQL, CREATE_DATABASE_SQL, DROP_PARTITION_SQL,
     ENGINE_FULL_SQL, STALE_PARTITIONS_SQL,
 };
 use livehead_collector::store::{Order, StorageConfig};
@@ -183,8 +183,11 @@ fn steps() -> Vec<Value> {
 
     // A batch with history on: rows into health_last, then health_history whose
     // view writes the marker.
-    let seen = |agent: &str, seq: &str| render(BATCH_SEEN_SQL, &[&string(agent), seq]);
-    s.expect("unknown batch", seen("edge-1", "1"), "0\t0\n");
+    let seen = |agent: &str, seq: &str| {
+        let (agents, seqs) = (format!("[{}]", string(agent)), format!("[{seq}]"));
+        render(BATCHES_SEEN_SQL, &[&agents, &seqs])
+    };
+    s.expect("unknown batch", seen("edge-1", "1"), "");
     let last_columns = columns(&schema::last_columns());
     let history_columns = columns(&schema::history_columns());
     s.run(
@@ -203,7 +206,11 @@ fn steps() -> Vec<Value> {
             probe_values("b.example", 200, t1, "edge-1", Some(1))
         ),
     );
-    s.expect("marker written by the view", seen("edge-1", "1"), "1\t2\n");
+    s.expect(
+        "marker written by the view",
+        seen("edge-1", "1"),
+        "edge-1\t1\t2\n",
+    );
     // An older batch written after the newer one.
     s.run(
         "older health_last insert",
@@ -251,7 +258,7 @@ fn steps() -> Vec<Value> {
             probe_values("c.example", 200, t3, "edge-1", Some(2))
         ),
     );
-    s.expect("partial marker", seen("edge-1", "2"), "1\t1\n");
+    s.expect("partial marker", seen("edge-1", "2"), "edge-1\t2\t1\n");
     s.run(
         "rest of the batch",
         format!(
@@ -260,7 +267,7 @@ fn steps() -> Vec<Value> {
             probe_values("e.example", 200, t3, "edge-1", Some(2))
         ),
     );
-    s.expect("markers add up", seen("edge-1", "2"), "2\t3\n");
+    s.expect("markers add up", seen("edge-1", "2"), "edge-1\t2\t3\n");
     // History off: the marker alone.
     s.run(
         "direct marker",
@@ -270,7 +277,7 @@ fn steps() -> Vec<Value> {
             string("edge-1")
         ),
     );
-    s.expect("direct marker seen", seen("edge-1", "3"), "1\t2\n");
+    s.expect("direct marker seen", seen("edge-1", "3"), "edge-1\t3\t2\n");
 
     // The Legacy retention queries also parse on a current server.
     s.expect(
@@ -302,7 +309,7 @@ fn steps() -> Vec<Value> {
             probe_values("a.example", 200, t2, "edge-1", Some(1))
         ),
     );
-    s.expect("legacy marker", seen("edge-1", "1"), "1\t1\n");
+    s.expect("legacy marker", seen("edge-1", "1"), "edge-1\t1\t1\n");
     s.0
 }
 

@@ -357,6 +357,77 @@ async fn a_replay_completes_an_interrupted_insert() {
     assert_eq!(count(&config, "health_history"), 5);
 }
 
+/// One call for a group, as the collector's group-commit writer makes: batches
+/// written before are duplicates, a batch cut short earlier gets its rest, a
+/// batch repeated inside the group is written once, and an empty batch leaves
+/// its marker.
+#[tokio::test]
+async fn a_group_of_batches_is_written_in_one_call() {
+    let config = config("group");
+    let store = ClickHouseStore::connect(&config).await.expect("connect");
+    let ts = now_ms();
+    let rows = |prefix: &str, n: u64| -> Vec<ProbeRow> {
+        (0..n)
+            .map(|i| probe(&format!("{prefix}{i}.example"), ts + i))
+            .collect()
+    };
+    let (old, cut, new) = (rows("old", 3), rows("cut", 5), rows("new", 2));
+    store
+        .write_batch(batch("edge-1", 1, &old))
+        .await
+        .expect("earlier batch");
+    let kept: String = cut[..2]
+        .iter()
+        .map(|p| format!("{}\t{}\tedge-1\t2\n", p.site, p.ts))
+        .collect();
+    cut_insert(
+        &config.database,
+        "INSERT INTO health_history (site, ts, agent, seq) FORMAT TabSeparated",
+        kept.as_bytes(),
+    );
+    assert!(wait_for(|| count(&config, "health_history") == 5));
+
+    let group = [
+        batch("edge-1", 1, &old),
+        batch("edge-1", 2, &cut),
+        batch("edge-2", 1, &new),
+        batch("edge-2", 1, &new),
+        batch("edge-1", 3, &[]),
+    ];
+    let outcomes = store.write_batches(&group).await.expect("group");
+    assert_eq!(
+        outcomes,
+        [
+            WriteOutcome::Duplicate,
+            WriteOutcome::Written { rows: 5 },
+            WriteOutcome::Written { rows: 2 },
+            WriteOutcome::Duplicate,
+            WriteOutcome::Written { rows: 0 },
+        ]
+    );
+    let per_batch = "SELECT agent, seq, count(), uniqExact(site) FROM health_history \
+                     GROUP BY agent, seq ORDER BY agent, seq";
+    assert_eq!(
+        q(&config, per_batch),
+        "edge-1\t1\t3\t3\nedge-1\t2\t5\t5\nedge-2\t1\t2\t2\n"
+    );
+    assert_eq!(
+        q(
+            &config,
+            "SELECT agent, seq, sum(records) FROM ingest_batches GROUP BY agent, seq ORDER BY agent, seq"
+        ),
+        "edge-1\t1\t3\nedge-1\t2\t5\nedge-1\t3\t0\nedge-2\t1\t2\n"
+    );
+    assert_eq!(count(&config, "health_last FINAL"), 10);
+
+    let again = store.write_batches(&group).await.expect("replayed group");
+    assert!(
+        again.iter().all(|o| *o == WriteOutcome::Duplicate),
+        "{again:?}"
+    );
+    assert_eq!(count(&config, "health_history"), 10);
+}
+
 /// The same through the `clickhouse` crate (RowBinary, LZ4 frames of ~256 KiB): an
 /// INSERT dropped before `end()` (a cancelled `write_batch`) keeps whole frames on
 /// 18.16, i.e. a prefix of the rows, with a marker counting exactly them.

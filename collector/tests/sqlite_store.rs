@@ -391,6 +391,60 @@ async fn a_replayed_batch_is_written_once() {
     );
 }
 
+/// One call for a group, as the collector's group-commit writer makes: one
+/// transaction, so a batch written before is a duplicate, a batch repeated in
+/// the group is written once, and a group that fails writes nothing.
+#[tokio::test]
+async fn a_group_of_batches_is_one_transaction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(&dir);
+    let store = open(&config).await;
+    let ts = now_ms();
+    let old = [probe("old.example", ts)];
+    let new = [probe("a.example", ts), probe("b.example", ts)];
+    write(&store, "edge-1", 1, &old).await;
+
+    let group = [
+        batch("edge-1", 1, &old),
+        batch("edge-2", 1, &new),
+        batch("edge-2", 1, &new),
+        batch("edge-1", 2, &[]),
+    ];
+    let outcomes = store.write_batches(&group).await.expect("group");
+    assert_eq!(
+        outcomes,
+        [
+            WriteOutcome::Duplicate,
+            WriteOutcome::Written { rows: 2 },
+            WriteOutcome::Duplicate,
+            WriteOutcome::Written { rows: 0 },
+        ]
+    );
+    assert_eq!(count(&config, "health_history"), 3);
+    assert_eq!(
+        q(
+            &config,
+            "SELECT agent, seq, records FROM ingest_batches ORDER BY agent, seq"
+        ),
+        "edge-1|1|1\nedge-1|2|0\nedge-2|1|2\n"
+    );
+
+    let fresh = [probe("c.example", ts)];
+    let failing = [
+        batch("edge-3", 1, &fresh),
+        batch("edge-3", u64::MAX, &fresh),
+    ];
+    store
+        .write_batches(&failing)
+        .await
+        .expect_err("a seq SQLite cannot hold fails the group");
+    assert_eq!(
+        count(&config, "health_history"),
+        3,
+        "nothing of the group written"
+    );
+}
+
 #[tokio::test]
 async fn an_empty_batch_is_acked_once() {
     let dir = tempfile::tempdir().expect("tempdir");

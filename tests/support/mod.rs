@@ -73,6 +73,18 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Waits up to `timeout` for the process to exit on its own; its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{} still runs after {timeout:?}: {}", self.name, self.log());
+    }
+
     /// SIGKILL: the process gets no chance to flush or say goodbye.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -432,18 +432,25 @@ mod tests {
     }
 
     impl Store for MemStore {
-        async fn write_batch(&self, batch: BatchWrite<'_>) -> Result<WriteOutcome, StoreError> {
+        async fn write_batches(
+            &self,
+            batches: &[BatchWrite<'_>],
+        ) -> Result<Vec<WriteOutcome>, StoreError> {
             self.fail()?;
             let mut rows = self.rows.lock().expect("not poisoned");
-            rows.extend(
-                batch
-                    .probes
-                    .iter()
-                    .map(|p| (batch.agent.to_owned(), p.clone())),
-            );
-            Ok(WriteOutcome::Written {
-                rows: batch.probes.len(),
-            })
+            let mut outcomes = Vec::new();
+            for batch in batches {
+                rows.extend(
+                    batch
+                        .probes
+                        .iter()
+                        .map(|p| (batch.agent.to_owned(), p.clone())),
+                );
+                outcomes.push(WriteOutcome::Written {
+                    rows: batch.probes.len(),
+                });
+            }
+            Ok(outcomes)
         }
 
         async fn maintain(&self) -> Result<(), StoreError> {

@@ -21,6 +21,7 @@
 
 pub mod schema;
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use ::clickhouse::sql::Identifier;
@@ -29,7 +30,7 @@ use livehead_common::clock;
 use serde::{Deserialize, Serialize};
 
 use self::schema::{
-    APPLIED_VERSIONS_SQL, BATCH_MARKER_DAYS, BATCH_SEEN_SQL, BATCHES_TABLE, CREATE_DATABASE_SQL,
+    APPLIED_VERSIONS_SQL, BATCH_MARKER_DAYS, BATCHES_SEEN_SQL, BATCHES_TABLE, CREATE_DATABASE_SQL,
     DROP_PARTITION_SQL, ENGINE_FULL_SQL, HISTORY_TABLE, LAST_SQL, LAST_TABLE, MIGRATIONS_TABLE,
     STALE_PARTITIONS_SQL, VERSION_SQL,
 };
@@ -181,50 +182,26 @@ impl ClickHouseStore {
             .await?)
     }
 
-    /// How many rows of `(agent, seq)` are stored: `None` when the batch was never
-    /// written. Less than the batch's length after an interrupted INSERT (see
-    /// [`Store::write_batch`]).
-    async fn rows_written(&self, agent: &str, seq: u64) -> Result<Option<u64>, StoreError> {
-        let seen: Seen = self
-            .client
-            .query(BATCH_SEEN_SQL)
-            .bind(agent)
-            .bind(seq)
-            .fetch_one()
-            .await?;
-        Ok((seen.markers > 0).then_some(seen.records))
-    }
-
-    async fn insert_last(&self, agent: &str, probes: &[ProbeRow]) -> Result<(), StoreError> {
-        let rows: Vec<_> = probes.iter().map(|p| LastRow::new(p, agent)).collect();
-        self.insert_rows::<LastRow<'_>>(LAST_TABLE, rows).await
-    }
-
-    /// One INSERT (one block), so the marker the view derives from it counts
-    /// exactly the rows the server kept.
-    async fn insert_history(
+    /// How many rows of each batch are stored, for the batches that have markers
+    /// (absent: never written). Less than a batch's length after an interrupted
+    /// INSERT (see [`Store::write_batches`]).
+    async fn rows_written(
         &self,
-        agent: &str,
-        seq: u64,
-        probes: &[ProbeRow],
-    ) -> Result<(), StoreError> {
-        let rows: Vec<_> = probes
-            .iter()
-            .map(|p| HistoryRow::new(p, agent, seq))
-            .collect();
-        self.insert_rows::<HistoryRow<'_>>(HISTORY_TABLE, rows)
-            .await
-    }
-
-    async fn insert_marker(&self, agent: &str, seq: u64, records: u64) -> Result<(), StoreError> {
-        let marker = BatchRow {
-            agent,
-            seq,
-            records,
-            written_at: unix_seconds(),
-        };
-        self.insert_rows::<BatchRow<'_>>(BATCHES_TABLE, [marker])
-            .await
+        batches: &[BatchWrite<'_>],
+    ) -> Result<HashMap<(String, u64), u64>, StoreError> {
+        let agents: BTreeSet<&str> = batches.iter().map(|b| b.agent).collect();
+        let seqs: BTreeSet<u64> = batches.iter().map(|b| b.seq).collect();
+        let seen: Vec<Seen> = self
+            .client
+            .query(BATCHES_SEEN_SQL)
+            .bind(agents.into_iter().collect::<Vec<_>>())
+            .bind(seqs.into_iter().collect::<Vec<_>>())
+            .fetch_all()
+            .await?;
+        Ok(seen
+            .into_iter()
+            .map(|s| ((s.agent, s.seq), s.records))
+            .collect())
     }
 
     /// Writes `rows` to `table` in one INSERT and waits until the server has them.
@@ -271,51 +248,59 @@ impl ClickHouseStore {
 }
 
 impl Store for ClickHouseStore {
-    /// (1) the batch's markers tell how many of its rows are stored: all of them
-    /// means Duplicate; (2) all rows into `health_last` (idempotent); (3) the rows
-    /// not stored yet into `health_history`, whose materialized view writes the
-    /// marker in the same INSERT, or, with history off (or an empty batch), the
-    /// marker alone.
+    /// (1) the batches' markers tell how many of their rows are stored: all of
+    /// them means Duplicate; (2) all rows of the others into `health_last`, one
+    /// INSERT (idempotent); (3) their rows not stored yet into `health_history`,
+    /// one INSERT, whose materialized view writes each batch's marker in the same
+    /// INSERT, or, with history off (or for an empty batch), the markers alone.
     ///
     /// Why "rows not stored yet": when an INSERT's HTTP body is cut (the collector
     /// killed, or this future dropped, mid-request), ClickHouse 18.16 takes the end
     /// of the connection for the end of the data and keeps the rows received so
-    /// far, with a marker counting them. Rows are sent in batch order, so what was
-    /// kept is a prefix of the batch and a replay writes the rest. This assumes a
-    /// replay carries the same rows in the same order (the agent resends the batch
-    /// from its spool).
+    /// far, with markers counting them. Rows are sent batch after batch, each in
+    /// its order, so what was kept is whole batches and a prefix of one; a replay
+    /// writes the rest. This assumes a replay carries the same rows in the same
+    /// order (the agent resends the batch from its spool).
     ///
     /// The batch's agent is written in the rows' `agent` column (markers are keyed
     /// by it).
-    async fn write_batch(&self, batch: BatchWrite<'_>) -> Result<WriteOutcome, StoreError> {
-        let total = batch.probes.len();
-        let stored = self.rows_written(batch.agent, batch.seq).await?;
-        let stored = match stored {
-            Some(rows) if rows >= total as u64 => return Ok(WriteOutcome::Duplicate),
-            Some(rows) => {
-                tracing::warn!(
-                    agent = batch.agent,
-                    seq = batch.seq,
-                    stored = rows,
-                    total,
-                    "batch was partly written by an interrupted insert; writing the rest"
-                );
-                // rows < total, so it fits in usize.
-                usize::try_from(rows).unwrap_or(total)
-            }
-            None => 0,
-        };
-        let rest = &batch.probes[stored..];
-        if !batch.probes.is_empty() {
-            self.insert_last(batch.agent, batch.probes).await?;
+    async fn write_batches(
+        &self,
+        batches: &[BatchWrite<'_>],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let stored = self.rows_written(batches).await?;
+        let plan = plan_group(batches, &stored, self.history);
+        // Rows are collected first: an iterator of closures held across the
+        // INSERT's awaits would make this future not `Send`.
+        if !plan.last.is_empty() {
+            let rows: Vec<_> = plan.last.iter().map(|(a, p)| LastRow::new(p, a)).collect();
+            self.insert_rows::<LastRow<'_>>(LAST_TABLE, rows).await?;
         }
-        if self.history && !rest.is_empty() {
-            self.insert_history(batch.agent, batch.seq, rest).await?;
-        } else {
-            self.insert_marker(batch.agent, batch.seq, rest.len() as u64)
+        if !plan.history.is_empty() {
+            let rows: Vec<_> = plan
+                .history
+                .iter()
+                .flat_map(|b| b.probes.iter().map(|p| HistoryRow::new(p, b.agent, b.seq)))
+                .collect();
+            self.insert_rows::<HistoryRow<'_>>(HISTORY_TABLE, rows)
                 .await?;
         }
-        Ok(WriteOutcome::Written { rows: total })
+        if !plan.markers.is_empty() {
+            let written_at = unix_seconds();
+            let rows: Vec<_> = plan
+                .markers
+                .iter()
+                .map(|b| BatchRow {
+                    agent: b.agent,
+                    seq: b.seq,
+                    records: b.probes.len() as u64,
+                    written_at,
+                })
+                .collect();
+            self.insert_rows::<BatchRow<'_>>(BATCHES_TABLE, rows)
+                .await?;
+        }
+        Ok(plan.outcomes)
     }
 
     async fn last(&self, site: &str) -> Result<Option<LastState>, StoreError> {
@@ -358,6 +343,71 @@ impl Store for ClickHouseStore {
 }
 
 /// A ClickHouse `DateTime` (unsigned 32-bit seconds) for now.
+/// What a group of batches needs written, given what is already stored.
+struct GroupPlan<'a> {
+    outcomes: Vec<WriteOutcome>,
+    /// Every row of every batch to write, for `health_last`.
+    last: Vec<(&'a str, &'a ProbeRow)>,
+    /// The rows not stored yet, for `health_history` (its view writes markers).
+    history: Vec<BatchWrite<'a>>,
+    /// Markers written directly: history off, or an empty batch.
+    markers: Vec<BatchWrite<'a>>,
+}
+
+fn plan_group<'a>(
+    batches: &[BatchWrite<'a>],
+    stored: &HashMap<(String, u64), u64>,
+    history: bool,
+) -> GroupPlan<'a> {
+    let mut plan = GroupPlan {
+        outcomes: Vec::with_capacity(batches.len()),
+        last: Vec::new(),
+        history: Vec::new(),
+        markers: Vec::new(),
+    };
+    let mut in_group = HashSet::new();
+    for batch in batches {
+        let total = batch.probes.len();
+        let done = stored.get(&(batch.agent.to_owned(), batch.seq)).copied();
+        // The same batch twice in one group: an agent that reconnected and
+        // resent it while the first copy was still queued.
+        let repeated = !in_group.insert((batch.agent, batch.seq));
+        let skip = match done {
+            _ if repeated => None,
+            Some(rows) if rows >= total as u64 => None,
+            Some(rows) => {
+                tracing::warn!(
+                    agent = batch.agent,
+                    seq = batch.seq,
+                    stored = rows,
+                    total,
+                    "batch was partly written by an interrupted insert; writing the rest"
+                );
+                // rows < total, so it fits in usize.
+                Some(usize::try_from(rows).unwrap_or(total))
+            }
+            None => Some(0),
+        };
+        let Some(skip) = skip else {
+            plan.outcomes.push(WriteOutcome::Duplicate);
+            continue;
+        };
+        plan.last
+            .extend(batch.probes.iter().map(|p| (batch.agent, p)));
+        let rest = BatchWrite {
+            probes: &batch.probes[skip..],
+            ..*batch
+        };
+        if history && !rest.probes.is_empty() {
+            plan.history.push(rest);
+        } else {
+            plan.markers.push(rest);
+        }
+        plan.outcomes.push(WriteOutcome::Written { rows: total });
+    }
+    plan
+}
+
 fn unix_seconds() -> u32 {
     u32::try_from(clock::unix_seconds()).unwrap_or(u32::MAX)
 }
@@ -449,10 +499,11 @@ impl<'a> LastRow<'a> {
     }
 }
 
-/// The answer to [`BATCH_SEEN_SQL`].
+/// A row of the answer to [`BATCHES_SEEN_SQL`].
 #[derive(Row, Deserialize)]
 struct Seen {
-    markers: u64,
+    agent: String,
+    seq: u64,
     records: u64,
 }
 

@@ -121,12 +121,36 @@ pub enum StoreError {
 
 /// A backend the collector writes accepted batches to.
 pub trait Store: Send + Sync + 'static {
-    /// Writes the batch's rows unless (agent, seq) was written before. Returns
-    /// only once the rows are durable, so the caller may then ack the batch.
+    /// Writes the batches' rows, each unless its (agent, seq) was written
+    /// before (or earlier in `batches`), and answers one outcome per batch, in
+    /// order. Returns only once the rows are durable, so the caller may then ack
+    /// them. Either every batch is handled or the call fails: a failure leaves
+    /// each batch written in full, in part (a prefix, see the ClickHouse store)
+    /// or not at all, which a replay of the batch completes.
+    ///
+    /// Backends write the whole group in one round trip per table (one
+    /// transaction for SQLite), which is what lets the collector keep up with
+    /// many agents: see `group_commit`.
+    fn write_batches(
+        &self,
+        batches: &[BatchWrite<'_>],
+    ) -> impl Future<Output = Result<Vec<WriteOutcome>, StoreError>> + Send;
+
+    /// [`Store::write_batches`] for one batch.
     fn write_batch(
         &self,
         batch: BatchWrite<'_>,
-    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
+    ) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send {
+        async move {
+            match self.write_batches(&[batch]).await?.as_slice() {
+                [outcome] => Ok(*outcome),
+                other => unreachable!(
+                    "write_batches answered {} outcomes for one batch",
+                    other.len()
+                ),
+            }
+        }
+    }
 
     /// Periodic upkeep (retention on servers without TTL). Called every few
     /// minutes by the collector.
@@ -177,10 +201,13 @@ impl AnyStore {
 }
 
 impl Store for AnyStore {
-    async fn write_batch(&self, batch: BatchWrite<'_>) -> Result<WriteOutcome, StoreError> {
+    async fn write_batches(
+        &self,
+        batches: &[BatchWrite<'_>],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
         match self {
-            Self::ClickHouse(s) => s.write_batch(batch).await,
-            Self::Sqlite(s) => s.write_batch(batch).await,
+            Self::ClickHouse(s) => s.write_batches(batches).await,
+            Self::Sqlite(s) => s.write_batches(batches).await,
         }
     }
 

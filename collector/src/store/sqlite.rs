@@ -325,17 +325,25 @@ impl Store for SqliteStore {
     /// One transaction: the marker, then `health_last`, then `health_history`
     /// (when on). An existing marker means Duplicate and nothing is written. The
     /// batch's agent goes in the rows' `agent` column, as with ClickHouse.
-    async fn write_batch(&self, batch: BatchWrite<'_>) -> Result<WriteOutcome, StoreError> {
-        let seq = i64::try_from(batch.seq).map_err(|_| {
-            self.sqlite_error(rusqlite::Error::ToSqlConversionFailure(Box::new(
-                SeqOutOfRange(batch.seq),
-            )))
-        })?;
+    /// One transaction for the whole group: one fsync, however many batches.
+    async fn write_batches(
+        &self,
+        batches: &[BatchWrite<'_>],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
         // The work outlives this call (see the module doc), so it owns its rows.
-        let agent = batch.agent.to_owned();
-        let probes = batch.probes.to_vec();
+        let owned = batches
+            .iter()
+            .map(|b| {
+                let seq = i64::try_from(b.seq).map_err(|_| {
+                    self.sqlite_error(rusqlite::Error::ToSqlConversionFailure(Box::new(
+                        SeqOutOfRange(b.seq),
+                    )))
+                })?;
+                Ok((b.agent.to_owned(), seq, b.probes.to_vec()))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let history = self.history;
-        self.write(move |conn| write_rows(conn, &agent, seq, &probes, history))
+        self.write(move |conn| write_group(conn, &owned, history))
             .await
     }
 
@@ -474,14 +482,29 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<Vec<&'static Migration>> {
     Ok(done)
 }
 
-fn write_rows(
+fn write_group(
     conn: &mut Connection,
+    batches: &[(String, i64, Vec<ProbeRow>)],
+    history: bool,
+) -> rusqlite::Result<Vec<WriteOutcome>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let outcomes = batches
+        .iter()
+        .map(|(agent, seq, probes)| write_rows(&tx, agent, *seq, probes, history))
+        .collect::<rusqlite::Result<_>>()?;
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+/// Writes one batch inside the group's transaction; its marker (`INSERT OR
+/// IGNORE`) tells a batch written before, even earlier in the same group.
+fn write_rows(
+    tx: &rusqlite::Transaction<'_>,
     agent: &str,
     seq: i64,
     probes: &[ProbeRow],
     history: bool,
 ) -> rusqlite::Result<WriteOutcome> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let records = saturate(probes.len() as u64);
     let new = tx.prepare_cached(INSERT_MARKER_SQL)?.execute(params![
         agent,
@@ -490,7 +513,6 @@ fn write_rows(
         unix_seconds()
     ])?;
     if new == 0 {
-        // Dropping the transaction rolls it back; it wrote nothing anyway.
         return Ok(WriteOutcome::Duplicate);
     }
     {
@@ -508,7 +530,6 @@ fn write_rows(
             insert.execute(params_from_iter(values))?;
         }
     }
-    tx.commit()?;
     Ok(WriteOutcome::Written { rows: probes.len() })
 }
 

@@ -294,10 +294,11 @@ pub const APPLIED_VERSIONS_SQL: &str =
 /// Binds a table name (string); answers one `engine_full`.
 pub const ENGINE_FULL_SQL: &str =
     "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = ?";
-/// Binds agent and seq; answers the number of markers of the batch and the rows
-/// they count.
-pub const BATCH_SEEN_SQL: &str = "SELECT count() AS markers, sum(records) AS records \
-     FROM ingest_batches WHERE agent = ? AND seq = ?";
+/// Binds an array of agents and an array of seqs; answers, for each (agent, seq)
+/// among them that has markers, the rows those markers count. The caller keeps
+/// the pairs it asked for (the arrays also match other combinations).
+pub const BATCHES_SEEN_SQL: &str = "SELECT agent, seq, sum(records) AS records \
+     FROM ingest_batches WHERE has(?, agent) AND has(?, seq) GROUP BY agent, seq";
 /// Binds a table name (string) and a number of days; answers the IDs of the day
 /// partitions older than that (Legacy retention).
 pub const STALE_PARTITIONS_SQL: &str = "SELECT DISTINCT partition_id FROM system.parts \

@@ -1,0 +1,289 @@
+//! Group commit: batches accepted from every agent stream wait in one queue, and
+//! a single writer takes everything queued and writes it with one
+//! [`Store::write_batches`] call (one INSERT per table, one SQLite transaction).
+//!
+//! ClickHouse is fast at large INSERTs and slow at many small ones (each makes a
+//! part to merge), and SQLite pays one fsync per transaction. Writing whatever
+//! queued up while the previous write ran keeps a lone batch's latency at one
+//! write and lets the rows per write grow with the load, with no timer.
+//!
+//! One writer also means a batch resent on a new stream while its first copy is
+//! still queued is seen in the same group, or after the first copy is written:
+//! one collector never writes a batch twice.
+//!
+//! Memory is bounded: at most `max_queued_rows` rows wait (streams stop reading
+//! until there is room, which HTTP/2 flow control passes back to the agents).
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use crate::metrics::CollectorMetrics;
+use crate::store::{BatchWrite, ProbeRow, Store, StoreError, WriteOutcome};
+
+/// A validated batch waiting to be written.
+#[derive(Debug)]
+pub struct QueuedBatch {
+    pub agent: String,
+    pub seq: u64,
+    pub probes: Vec<ProbeRow>,
+}
+
+/// What the writer answers for one batch. The error is shared by every batch
+/// of the failed group.
+pub type Written = Result<WriteOutcome, Arc<StoreError>>;
+
+struct Entry {
+    batch: QueuedBatch,
+    reply: oneshot::Sender<Written>,
+    /// Room in the queue, given back once the batch is written.
+    _room: OwnedSemaphorePermit,
+}
+
+/// The queue's handle; cheap to clone, one per stream.
+#[derive(Clone)]
+pub struct GroupCommit {
+    queue: mpsc::UnboundedSender<Entry>,
+    room: Arc<Semaphore>,
+    max_queued_rows: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the collector's writer has stopped")]
+pub struct WriterStopped;
+
+impl GroupCommit {
+    /// Starts the writer task over `store`.
+    pub fn start<S: Store>(
+        store: Arc<S>,
+        max_queued_rows: usize,
+        metrics: CollectorMetrics,
+    ) -> Self {
+        let max_queued_rows = max_queued_rows.clamp(1, Semaphore::MAX_PERMITS);
+        let (queue, entries) = mpsc::unbounded_channel();
+        tokio::spawn(write_groups(store, entries, metrics));
+        Self {
+            queue,
+            room: Arc::new(Semaphore::new(max_queued_rows)),
+            max_queued_rows,
+        }
+    }
+
+    /// Queues `batch` once there is room for its rows (a batch larger than the
+    /// whole queue waits until the queue is empty), and returns what answers
+    /// when it is written.
+    pub async fn submit(
+        &self,
+        batch: QueuedBatch,
+    ) -> Result<oneshot::Receiver<Written>, WriterStopped> {
+        let rows = batch.probes.len().clamp(1, self.max_queued_rows);
+        let room = Arc::clone(&self.room)
+            .acquire_many_owned(u32::try_from(rows).unwrap_or(u32::MAX))
+            .await
+            .map_err(|_| WriterStopped)?;
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Entry {
+                batch,
+                reply,
+                _room: room,
+            })
+            .map_err(|_| WriterStopped)?;
+        Ok(answer)
+    }
+}
+
+/// The writer: waits for a first batch, takes every other one queued behind it,
+/// writes them in one call, answers each, and starts over.
+async fn write_groups<S: Store>(
+    store: Arc<S>,
+    mut entries: mpsc::UnboundedReceiver<Entry>,
+    metrics: CollectorMetrics,
+) {
+    let mut group = Vec::new();
+    while entries.recv_many(&mut group, usize::MAX).await > 0 {
+        let started = std::time::Instant::now();
+        let writes: Vec<BatchWrite<'_>> = group
+            .iter()
+            .map(|e| BatchWrite {
+                agent: &e.batch.agent,
+                seq: e.batch.seq,
+                probes: &e.batch.probes,
+            })
+            .collect();
+        let rows: usize = writes.iter().map(|w| w.probes.len()).sum();
+        let result = store.write_batches(&writes).await;
+        drop(writes);
+        metrics
+            .insert_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.group_batches.observe(group.len() as f64);
+        tracing::debug!(
+            batches = group.len(),
+            rows,
+            ok = result.is_ok(),
+            "group written"
+        );
+        answer(group.drain(..), result);
+    }
+}
+
+fn answer(group: impl Iterator<Item = Entry>, result: Result<Vec<WriteOutcome>, StoreError>) {
+    match result {
+        Ok(outcomes) => {
+            for (entry, outcome) in group.zip(outcomes) {
+                // A stream that ended meanwhile no longer waits for its answer.
+                let _ = entry.reply.send(Ok(outcome));
+            }
+        }
+        Err(error) => {
+            let error = Arc::new(error);
+            for entry in group {
+                let _ = entry.reply.send(Err(Arc::clone(&error)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::store::{DumpFilter, LastState};
+
+    /// Records the size of each write; each write waits for a permit of `gate`.
+    struct GatedStore {
+        gate: Semaphore,
+        groups: Mutex<Vec<usize>>,
+        fail: bool,
+    }
+
+    impl GatedStore {
+        fn new(fail: bool) -> Arc<Self> {
+            Arc::new(Self {
+                gate: Semaphore::new(0),
+                groups: Mutex::new(Vec::new()),
+                fail,
+            })
+        }
+
+        fn groups(&self) -> Vec<usize> {
+            self.groups.lock().expect("not poisoned").clone()
+        }
+    }
+
+    impl Store for GatedStore {
+        async fn write_batches(
+            &self,
+            batches: &[BatchWrite<'_>],
+        ) -> Result<Vec<WriteOutcome>, StoreError> {
+            self.groups
+                .lock()
+                .expect("not poisoned")
+                .push(batches.len());
+            self.gate.acquire().await.expect("open").forget();
+            if self.fail {
+                return Err(StoreError::Unsupported("the disk is on fire".into()));
+            }
+            Ok(batches
+                .iter()
+                .map(|b| WriteOutcome::Written {
+                    rows: b.probes.len(),
+                })
+                .collect())
+        }
+
+        async fn maintain(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        async fn last(&self, _: &str) -> Result<Option<LastState>, StoreError> {
+            Ok(None)
+        }
+
+        async fn dump_last(&self, _: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn queued(seq: u64, rows: usize) -> QueuedBatch {
+        QueuedBatch {
+            agent: "edge-1".into(),
+            seq,
+            probes: vec![ProbeRow::default(); rows],
+        }
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    #[tokio::test]
+    async fn batches_queued_during_a_write_are_written_together_next() {
+        let store = GatedStore::new(false);
+        let writer = GroupCommit::start(store.clone(), 1000, CollectorMetrics::new());
+        let first = writer.submit(queued(1, 2)).await.expect("queued");
+        settle().await;
+        let mut rest = Vec::new();
+        for seq in 2..=4 {
+            rest.push(writer.submit(queued(seq, 3)).await.expect("queued"));
+        }
+        assert_eq!(
+            store.groups(),
+            [1],
+            "the first batch is written alone, at once"
+        );
+        store.gate.add_permits(2);
+        assert_eq!(
+            first.await.expect("answered").expect("written"),
+            WriteOutcome::Written { rows: 2 }
+        );
+        for answer in rest {
+            assert_eq!(
+                answer.await.expect("answered").expect("written"),
+                WriteOutcome::Written { rows: 3 }
+            );
+        }
+        assert_eq!(store.groups(), [1, 3]);
+    }
+
+    #[tokio::test]
+    async fn submitting_waits_while_the_queue_is_full() {
+        let store = GatedStore::new(false);
+        let writer = GroupCommit::start(store.clone(), 10, CollectorMetrics::new());
+        let first = writer.submit(queued(1, 6)).await.expect("queued");
+        let blocked = tokio::time::timeout(Duration::from_millis(100), writer.submit(queued(2, 5)));
+        assert!(
+            blocked.await.is_err(),
+            "6 + 5 rows are over the bound of 10"
+        );
+        store.gate.add_permits(2);
+        first.await.expect("answered").expect("written");
+        let second = writer.submit(queued(2, 5)).await.expect("room again");
+        assert!(second.await.expect("answered").is_ok());
+        // A batch larger than the whole queue still goes through, alone.
+        store.gate.add_permits(1);
+        let huge = writer.submit(queued(3, 50)).await.expect("queued");
+        assert!(huge.await.expect("answered").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_answers_every_batch_of_its_group() {
+        let store = GatedStore::new(true);
+        let writer = GroupCommit::start(store.clone(), 1000, CollectorMetrics::new());
+        let first = writer.submit(queued(1, 1)).await.expect("queued");
+        settle().await;
+        let second = writer.submit(queued(2, 1)).await.expect("queued");
+        let third = writer.submit(queued(3, 1)).await.expect("queued");
+        store.gate.add_permits(2);
+        for answer in [first, second, third] {
+            let error = answer.await.expect("answered").expect_err("failed");
+            assert!(error.to_string().contains("on fire"), "{error}");
+        }
+        assert_eq!(store.groups(), [1, 2]);
+    }
+}
