@@ -3,6 +3,8 @@
 #   always:      clickhouse-server and clickhouse-client (Debian packages)
 #   with --tests: buf (npm @bufbuild/buf), chdb (PyPI) and the sqlite3 shell
 #                 (Debian package), used by the tests
+#   with --bench: what bench/run compares livehead with and measures by (Debian
+#                 packages): nginx-light, curl, wrk, prometheus-node-exporter, time
 set -euo pipefail
 
 log() { printf '==> %s\n' "$*"; }
@@ -35,5 +37,18 @@ if [ "${1:-}" = "--tests" ]; then
   if ! command -v sqlite3 >/dev/null; then
     log "installing sqlite3 (Debian package): runs the old D1 queries on the embedded store"
     apt_install sqlite3
+  fi
+fi
+
+if [ "${1:-}" = "--bench" ]; then
+  missing=()
+  [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v wrk >/dev/null || missing+=(wrk)
+  [ -x /usr/bin/prometheus-node-exporter ] || missing+=(prometheus-node-exporter)
+  [ -x /usr/bin/time ] || missing+=(time)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]} (Debian packages) for the benchmarks"
+    apt_install "${missing[@]}"
   fi
 fi

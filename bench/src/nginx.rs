@@ -29,7 +29,8 @@ pub fn site_name(index: usize) -> String {
 }
 
 pub struct Nginx {
-    pub service: Service,
+    /// Held so nginx stops when this is dropped.
+    _service: Service,
     pub addr: SocketAddr,
 }
 
@@ -91,7 +92,10 @@ impl Nginx {
             .context("starting nginx (apt-get install nginx-light)")?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         service.wait_for_port(addr)?;
-        Ok(Self { service, addr })
+        Ok(Self {
+            _service: service,
+            addr,
+        })
     }
 }
 

@@ -98,6 +98,14 @@ pub fn run(env: &Env, args: &Args) -> anyhow::Result<Vec<Table>> {
     Ok(vec![table])
 }
 
+/// GNU time counts CPU in 10 ms steps: below one step, say so.
+fn cpu_per_thousand(cpu_seconds: f64, sites: usize) -> String {
+    if cpu_seconds < 0.01 {
+        return format!("< {}", num(10.0 / sites as f64));
+    }
+    num(cpu_seconds * 1000.0 / sites as f64)
+}
+
 fn cells(sites: usize, tool: &str, run: &Run) -> Vec<String> {
     let wall = run.usage.wall.as_secs_f64();
     vec![
@@ -105,7 +113,7 @@ fn cells(sites: usize, tool: &str, run: &Run) -> Vec<String> {
         tool.into(),
         num(wall),
         num(sites as f64 / wall),
-        num(run.usage.cpu_seconds * 1000.0 / sites as f64),
+        cpu_per_thousand(run.usage.cpu_seconds, sites),
         num(run.usage.max_rss_mib()),
         run.note.clone(),
     ]
@@ -139,7 +147,7 @@ fn agent_round(
         );
         runs.push(usage);
     }
-    runs.sort_by(|a, b| a.wall.cmp(&b.wall));
+    runs.sort_by_key(|u| u.wall);
     Ok(Run {
         usage: runs[runs.len() / 2],
         note: String::new(),

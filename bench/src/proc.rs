@@ -121,6 +121,13 @@ impl Service {
 
     /// SIGTERM, then waits up to 10 s for the exit (SIGKILL after that).
     pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -139,10 +146,11 @@ impl Service {
     }
 }
 
+/// SIGTERM rather than SIGKILL: nginx's master takes its workers with it only
+/// when it is allowed to stop cleanly.
 impl Drop for Service {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.terminate();
     }
 }
 
