@@ -9,13 +9,17 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use livehead_testkit::clickhouse::ClickHouseServer;
 use serde_json::{Value, json};
 
+use livehead_common::clock::unix_ms;
+
+use crate::clickhouse::query;
 use crate::livehead::{Collector, Env, StoreKind};
+use crate::nginx;
 use crate::table::{Table, num};
 
 #[derive(Debug, clap::Args)]
@@ -23,8 +27,8 @@ pub struct Args {
     /// Sites stored in each store before the load.
     #[arg(long = "api-sites", default_value_t = 30_000)]
     pub sites: usize,
-    /// Length of each wrk run (`500ms`, `10s`, `1m`; whole seconds for wrk).
-    #[arg(long = "api-duration", default_value = "10s", value_parser = parse_duration)]
+    /// Length of each wrk run (`10s`, `1m`; whole seconds for wrk).
+    #[arg(long = "api-duration", default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
     /// Open connections wrk keeps busy.
     #[arg(long = "api-connections", default_value_t = 16)]
@@ -143,7 +147,7 @@ pub fn run(env: &Env, args: &Args) -> anyhow::Result<Vec<Table>> {
 
 /// Both collectors, filled with the same two rounds of every site.
 fn prepare(env: &Env, args: &Args, clickhouse: &ClickHouseServer) -> anyhow::Result<Bench> {
-    let now = now_ms()?;
+    let now = unix_ms();
     let (history, current) = (round(args.sites, now, 1), round(args.sites, now, 0));
     let pki = env.pki(&[])?;
     let sqlite = Collector::start(
@@ -163,10 +167,14 @@ fn prepare(env: &Env, args: &Args, clickhouse: &ClickHouseServer) -> anyhow::Res
         push_all(env, collector, &history)?;
         push_all(env, collector, &current)?;
     }
-    let version = clickhouse_sql(&clickhouse.http_url(), database, "SELECT version()")?;
+    let version = query(clickhouse, "SELECT version()")?;
+    // Folds the pushes' parts as background merges would, so merges do not run
+    // during the load and every run starts from one layout.
     for table in ["health_last", "health_history"] {
-        let sql = format!("OPTIMIZE TABLE {table} FINAL");
-        clickhouse_sql(&clickhouse.http_url(), database, &sql)?;
+        query(
+            clickhouse,
+            &format!("OPTIMIZE TABLE {database}.{table} FINAL"),
+        )?;
     }
     eprintln!("api: {} sites pushed twice to both stores", args.sites);
     Ok(Bench {
@@ -219,17 +227,6 @@ fn notes(table: &mut Table, args: &Args, command: &str) {
 
 // ---- data -------------------------------------------------------------------
 
-fn now_ms() -> anyhow::Result<u64> {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .context("the clock is before 1970")?;
-    Ok(u64::try_from(since_epoch.as_millis())?)
-}
-
-fn site_name(index: usize) -> String {
-    format!("site{index:05}.com")
-}
-
 /// A fixed pseudo-random number per (site, round), so both stores and every
 /// run get the same data.
 fn mix(index: usize, salt: u64) -> u64 {
@@ -245,7 +242,7 @@ fn mix(index: usize, salt: u64) -> u64 {
 fn round(sites: usize, now: u64, days_back: u64) -> Vec<Site> {
     (0..sites)
         .map(|index| {
-            let name = site_name(index);
+            let name = nginx::site_name(index);
             let roll = mix(index, days_back * 2 + 1);
             let (status, location, cross) = match roll % 100 {
                 0..85 => (200, None, false),
@@ -305,21 +302,6 @@ fn push_all(env: &Env, collector: &Collector, sites: &[Site]) -> anyhow::Result<
         );
     }
     Ok(())
-}
-
-/// One statement through ClickHouse's HTTP interface; answers its output.
-/// `OPTIMIZE ... FINAL` folds the pushes' parts as background merges would, so
-/// merges do not run during the load and every run starts from one layout.
-fn clickhouse_sql(http_url: &str, database: &str, sql: &str) -> anyhow::Result<String> {
-    let url = format!("{http_url}/?database={database}");
-    let mut command = Command::new("curl");
-    command.arg("-sS").arg("--data-binary").arg(sql);
-    let (code, body) = curl(&mut command, &url)?;
-    ensure!(
-        code == 200,
-        "ClickHouse answered {sql:?} with {code}: {body}"
-    );
-    Ok(body)
 }
 
 /// Runs a prepared curl `command` on `url`; answers the status and the body.
@@ -645,25 +627,6 @@ fn last_number(text: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("{text:?} does not end with a number"))
 }
 
-/// `--api-duration`: `500ms`, `10s`, `2m`, `1h`, or plain seconds.
-fn parse_duration(value: &str) -> Result<Duration, String> {
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{value:?} is not a duration like 10s"))?;
-    let millis = match unit {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(format!("{value:?}: unknown unit (ms, s, m, h)")),
-    };
-    Ok(Duration::from_millis(number.saturating_mul(millis)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,15 +662,6 @@ Transfer/sec:      1.67MB
     #[test]
     fn a_report_without_percentiles_is_refused() {
         assert!(parse_wrk("  10 requests in 1.00s\nRequests/sec: 10.00\n").is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5d").is_err());
     }
 
     #[test]

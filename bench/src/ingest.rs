@@ -26,6 +26,7 @@ use tonic::Streaming;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Endpoint;
 
+use crate::clickhouse::{client, client_binary, query};
 use crate::livehead::{Collector, Env, StoreKind};
 use crate::nginx;
 use crate::proc::{self, Sample, Usage};
@@ -104,7 +105,9 @@ pub fn run(env: &Env, args: &Args) -> anyhow::Result<Vec<Table>> {
         "--ingest-rows, --ingest-streams, --ingest-batch and --ingest-in-flight must be positive"
     );
     let clickhouse = ClickHouseServer::start();
-    let clickhouse_pid = clickhouse_pid()?;
+    let clickhouse_pid = clickhouse
+        .pid()
+        .context("the testkit's clickhouse-server has stopped")?;
     let agents: Vec<String> = (0..args.streams)
         .map(|i| format!("bench-ingest-{i}"))
         .collect();
@@ -130,31 +133,6 @@ pub fn run(env: &Env, args: &Args) -> anyhow::Result<Vec<Table>> {
     eprintln!("ingest: collector done; timing the ceiling");
     let ceiling = ceiling(env, &clickhouse, clickhouse_pid, args)?;
     Ok(vec![table(args, &load, &ceiling, &clickhouse)?])
-}
-
-/// The server testkit started: the child of this process named clickhouse-server
-/// (testkit keeps its handle private), for its CPU time.
-fn clickhouse_pid() -> anyhow::Result<u32> {
-    let me = std::process::id().to_string();
-    for entry in std::fs::read_dir("/proc").context("listing /proc")? {
-        let name = entry.context("listing /proc")?.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        // Processes may end while we look: skip what cannot be read.
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": comm may hold spaces, so split at the last ')'.
-        let Some((comm, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let ppid = rest.split_whitespace().nth(1);
-        if comm.contains("(clickhouse-serv") && ppid == Some(me.as_str()) {
-            return Ok(pid);
-        }
-    }
-    anyhow::bail!("the clickhouse-server this process started is not in /proc")
 }
 
 /// The ceiling's tables and materialized view, built by the collector's own
@@ -665,36 +643,6 @@ fn settle(clickhouse: &ClickHouseServer) -> anyhow::Result<()> {
         "ingest: ClickHouse still merging after {SETTLE_TIMEOUT:?}; timing the ceiling anyway"
     );
     Ok(())
-}
-
-fn query(clickhouse: &ClickHouseServer, sql: &str) -> anyhow::Result<String> {
-    let output = client(clickhouse)
-        .arg("--query")
-        .arg(sql)
-        .stdin(Stdio::null())
-        .output()
-        .context("running clickhouse-client")?;
-    ensure!(
-        output.status.success(),
-        "clickhouse-client failed ({}) for {sql:?}: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).context("clickhouse-client printed non-UTF-8")
-}
-
-/// `clickhouse-client`, honouring testkit's `LIVEHEAD_CLICKHOUSE_CLIENT`.
-fn client_binary() -> std::ffi::OsString {
-    std::env::var_os("LIVEHEAD_CLICKHOUSE_CLIENT").unwrap_or_else(|| "clickhouse-client".into())
-}
-
-/// `clickhouse-client` on the test server.
-fn client(clickhouse: &ClickHouseServer) -> Command {
-    let mut command = Command::new(client_binary());
-    command
-        .args(["--host", "127.0.0.1", "--port"])
-        .arg(clickhouse.tcp_port().to_string());
-    command
 }
 
 // ---------------------------------------------------------------------------

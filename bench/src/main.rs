@@ -2,6 +2,7 @@
 //! one table per part. See bench/README.md.
 
 mod api;
+mod clickhouse;
 mod footprint;
 mod ingest;
 mod livehead;

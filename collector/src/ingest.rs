@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::Limits;
-use crate::group_commit::{GroupCommit, QueuedBatch};
+use crate::group_commit::{GroupCommit, QueuedBatch, WriterStopped};
 use crate::metrics::CollectorMetrics;
 use crate::store::WriteOutcome;
 use crate::validate::check_batch;
@@ -166,7 +166,7 @@ impl StreamState {
         Box::pin(async move {
             let written = answer
                 .await
-                .map_err(|_| "the collector's writer has stopped".to_owned())
+                .map_err(|_| WriterStopped.to_string())
                 .and_then(|w| w.map_err(|e| e.to_string()));
             let outcome = written.map_err(|error| {
                 metrics.batches.with_label_values(&["failed"]).inc();

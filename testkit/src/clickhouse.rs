@@ -212,6 +212,11 @@ impl ClickHouseServer {
     }
 
     /// Kills the server (SIGKILL) and waits for it. Idempotent.
+    /// The server process's id, while it runs (for CPU accounting).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -342,7 +342,6 @@ impl Store for ClickHouseStore {
     }
 }
 
-/// A ClickHouse `DateTime` (unsigned 32-bit seconds) for now.
 /// What a group of batches needs written, given what is already stored.
 struct GroupPlan<'a> {
     outcomes: Vec<WriteOutcome>,
@@ -408,6 +407,7 @@ fn plan_group<'a>(
     plan
 }
 
+/// A ClickHouse `DateTime` (unsigned 32-bit seconds) for now.
 fn unix_seconds() -> u32 {
     u32::try_from(clock::unix_seconds()).unwrap_or(u32::MAX)
 }

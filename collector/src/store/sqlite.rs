@@ -322,10 +322,11 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    /// One transaction: the marker, then `health_last`, then `health_history`
-    /// (when on). An existing marker means Duplicate and nothing is written. The
-    /// batch's agent goes in the rows' `agent` column, as with ClickHouse.
-    /// One transaction for the whole group: one fsync, however many batches.
+    /// One transaction for the whole group (one fsync, however many batches);
+    /// per batch the marker, then `health_last`, then `health_history` (when
+    /// on). An existing marker means Duplicate and nothing of that batch is
+    /// written. The batch's agent goes in the rows' `agent` column, as with
+    /// ClickHouse.
     async fn write_batches(
         &self,
         batches: &[BatchWrite<'_>],
