@@ -832,9 +832,13 @@ fn check_effective(
             )),
         }
         let path = str_at(container, &[probe, "httpGet", "path"]).unwrap_or("/");
-        if !matches!(path, "/health" | "/metrics") {
+        if let Some(want) = probe_path(config, probe)
+            && path != want
+        {
+            problems.push(format!("{probe} path {path} is not {want}"));
+        } else if !matches!(path, "/health" | "/ready" | "/metrics") {
             problems.push(format!(
-                "{probe} path {path} is neither /health nor /metrics"
+                "{probe} path {path} is none of /health, /ready, /metrics"
             ));
         }
     }
@@ -844,6 +848,17 @@ fn check_effective(
         problems.push(format!("annotation prometheus.io/port {port} is not a port the process listens on ({listens:?})"));
     }
     problems
+}
+
+/// The path a probe of this process must hit, where one is prescribed: the
+/// collector's readiness is `/ready` (the store answers), its liveness and
+/// start-up `/health` (restarting does not fix a stalled store).
+fn probe_path(config: &Effective, probe: &str) -> Option<&'static str> {
+    match (config, probe) {
+        (Effective::Collector(_), "readinessProbe") => Some("/ready"),
+        (Effective::Collector(_), "livenessProbe" | "startupProbe") => Some("/health"),
+        _ => None,
+    }
 }
 
 /// An in-cluster collector URL (`https://<service>.<namespace>.svc[...]:<port>`)
@@ -1403,6 +1418,29 @@ fn a_unit_drifting_from_its_config_is_caught() {
     ));
     assert!(
         problems.contains("--config /etc/livehead/agent.conf"),
+        "{problems}"
+    );
+}
+
+#[test]
+fn a_collector_probe_on_the_wrong_endpoint_is_caught() {
+    let problems = problems_after("collector.yaml", |t| {
+        t.replacen("path: /ready", "path: /health", 1)
+    });
+    assert!(
+        problems.contains("readinessProbe path /health is not /ready"),
+        "{problems}"
+    );
+    let problems = problems_after("collector.yaml", |t| {
+        let at = t.find("livenessProbe:").expect("a liveness probe");
+        let (head, tail) = t.split_at(at);
+        format!(
+            "{head}{}",
+            tail.replacen("path: /health", "path: /ready", 1)
+        )
+    });
+    assert!(
+        problems.contains("livenessProbe path /ready is not /health"),
         "{problems}"
     );
 }

@@ -15,7 +15,7 @@ pub struct CollectorConfig {
     /// gRPC ingest address. Default 0.0.0.0:7070.
     pub grpc_listen: SocketAddr,
     /// HTTP address: the old worker's API (`/health`, `/push`, `/last`,
-    /// `/dump_last`) and `/metrics`. Default 0.0.0.0:7080.
+    /// `/dump_last`), `/ready` and `/metrics`. Default 0.0.0.0:7080.
     pub http_listen: SocketAddr,
     /// Server certificate and key, and the CA agents' certificates must chain
     /// to. Required unless `insecure`.
@@ -32,6 +32,10 @@ pub struct CollectorConfig {
     /// How often store upkeep (retention) runs. Default 10m.
     #[serde(with = "humantime_serde")]
     pub maintenance_interval: Duration,
+    /// How often a background task reads the store to answer `/ready`
+    /// (requests never touch the store). Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub ready_interval: Duration,
 }
 
 impl Default for CollectorConfig {
@@ -45,6 +49,7 @@ impl Default for CollectorConfig {
             limits: Limits::default(),
             api: ApiConfig::default(),
             maintenance_interval: Duration::from_secs(600),
+            ready_interval: Duration::from_secs(5),
         }
     }
 }
@@ -80,6 +85,35 @@ pub struct Limits {
     /// Batches of one stream being written before its next batch is read.
     /// Above the agent's `max_in_flight` (32). Default 64.
     pub max_stream_batches: usize,
+    /// Connections open at once on each port (`grpc_listen`, `http_listen`);
+    /// further clients wait in the kernel's backlog until one closes. Each
+    /// costs a file descriptor: keep the process's `nofile` limit above twice
+    /// this plus the store's connections. Default 1,024.
+    pub max_connections: usize,
+    /// HTTP: time to receive a request's headers, counted from the
+    /// connection's start or the previous answer, so it is also how long an
+    /// idle keep-alive connection stays open. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// HTTP: time to receive a `/push` body once its headers are in; a slower
+    /// body gets 408. Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// gRPC: time for a client to complete the TLS handshake (with
+    /// `insecure`: to send its first bytes). Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
+    /// gRPC: HTTP/2 PING (and TCP keepalive) interval on each connection, so
+    /// a peer that vanished is noticed. Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// gRPC: a connection whose PING is not answered within this is closed.
+    /// Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// gRPC: concurrent streams on one connection (an agent opens one).
+    /// Default 16.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for Limits {
@@ -94,6 +128,13 @@ impl Default for Limits {
             max_latency: Duration::from_secs(600),
             max_queued_rows: 200_000,
             max_stream_batches: 64,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            tls_handshake_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_streams_per_connection: 16,
         }
     }
 }
@@ -112,6 +153,11 @@ pub struct ApiConfig {
     /// Whether `/last` and `/dump_last` need a push token too. Default false,
     /// as with the old worker.
     pub read_requires_token: bool,
+    /// Bytes of `/push` bodies being read and parsed at once, all requests
+    /// together (a body counts its Content-Length, or `max_push_bytes` when
+    /// chunked); a push that does not fit gets 503 with `Retry-After`. Bounds
+    /// the memory pushes take. At least `max_push_bytes`. Default 16 MiB.
+    pub max_push_bytes_in_flight: usize,
 }
 
 impl Default for ApiConfig {
@@ -120,6 +166,7 @@ impl Default for ApiConfig {
             push_tokens: Vec::new(),
             max_push_bytes: 4 << 20,
             read_requires_token: false,
+            max_push_bytes_in_flight: 16 << 20,
         }
     }
 }

@@ -1,24 +1,31 @@
-//! The collector's HTTP side: `/health`, `/metrics` and the old worker's API
-//! (`/push`, `/last`, `/dump_last`, see [`crate::api`]).
+//! The collector's HTTP side: `/health` (liveness, the old worker's answer),
+//! `/ready` (readiness, see [`crate::ready`]), `/metrics` and the old worker's
+//! API (`/push`, `/last`, `/dump_last`, see [`crate::api`]).
 
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Json, Router, routing::get};
 use serde_json::json;
 
 use crate::metrics::CollectorMetrics;
+use crate::ready::Readiness;
 
-/// `/health` and `/metrics`, merged with the `api` router. Unknown paths and
-/// wrong methods answer in the API's JSON error shape too, so a client that
-/// parses every answer never meets an empty body.
-pub fn router(metrics: &CollectorMetrics, api: Router) -> Router {
+/// `/health`, `/ready` and `/metrics`, merged with the `api` router. Unknown
+/// paths and wrong methods answer in the API's JSON error shape too, so a
+/// client that parses every answer never meets an empty body.
+pub fn router(metrics: &CollectorMetrics, readiness: &Readiness, api: Router) -> Router {
+    let ready = Router::new()
+        .route("/ready", get(get_ready))
+        .with_state(readiness.clone());
     Router::new()
         .route("/health", get(|| async { Json(json!({ "ok": true })) }))
+        .merge(ready)
         .merge(api)
         .merge(livehead_common::metrics::router(metrics.registry.clone()))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "no such endpoint (/health, /push, /last, /dump_last, /metrics)",
+                "no such endpoint (/health, /ready, /push, /last, /dump_last, /metrics)",
             )
         })
         .method_not_allowed_fallback(|| async {
@@ -31,4 +38,15 @@ pub fn router(metrics: &CollectorMetrics, api: Router) -> Router {
 
 fn error(status: StatusCode, message: &str) -> (StatusCode, Json<serde_json::Value>) {
     (status, Json(json!({ "ok": false, "error": message })))
+}
+
+/// 200 `{"ok":true}`, or 503 naming each failing check.
+async fn get_ready(State(readiness): State<Readiness>) -> (StatusCode, Json<serde_json::Value>) {
+    let (ready, body) = readiness.answer();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
 }

@@ -3,29 +3,34 @@
 pub mod api;
 pub mod config;
 pub mod group_commit;
+pub mod grpc;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod ready;
 pub mod store;
 pub mod validate;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use livehead_common::Shutdown;
-use livehead_common::tls::{self, TlsError};
+use livehead_common::http_server::HttpLimits;
+use livehead_common::tls::{self, TlsAcceptor, TlsError};
 use livehead_proto::v1::ingest_service_server::IngestServiceServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::Server;
 
 pub use config::CollectorConfig;
 
 use crate::group_commit::GroupCommit;
 use crate::ingest::Ingest;
 use crate::metrics::CollectorMetrics;
+use crate::ready::Readiness;
+use crate::store::timed::Timed;
 use crate::store::{AnyStore, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -75,15 +80,24 @@ pub async fn run(config: CollectorConfig, shutdown: Shutdown) -> Result<(), Coll
 pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Running, CollectorError> {
     let tls = match (&config.tls, config.insecure) {
         (_, true) => None,
-        (Some(files), false) => Some(tls::server_config(files)?),
+        (Some(files), false) => Some(TlsAcceptor::new(
+            tls::server_config(files)?,
+            config.limits.tls_handshake_timeout,
+        )),
         (None, false) => return Err(CollectorError::MissingTls),
     };
     let tokens = api::Tokens::from_config(&config.api.push_tokens)?;
     if tokens.is_empty() {
         tracing::warn!("no api.push_tokens configured: POST /push refuses every request");
     }
-    let store = Arc::new(AnyStore::open(&config.storage).await?);
     let metrics = CollectorMetrics::new();
+    let readiness = Readiness::new(metrics.clone());
+    let store = Arc::new(Timed::new(
+        AnyStore::open(&config.storage).await?,
+        &config.storage,
+        metrics.clone(),
+        readiness.clone(),
+    ));
     let grpc = bind(config.grpc_listen).await?;
     let http = bind(config.http_listen).await?;
     let (grpc_addr, http_addr) = (local_addr(&grpc)?, local_addr(&http)?);
@@ -92,6 +106,12 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
         store.clone(),
         metrics.clone(),
         config.maintenance_interval,
+        shutdown.clone(),
+    );
+    ready::spawn_store_probe(
+        store.clone(),
+        readiness.clone(),
+        config.ready_interval,
         shutdown.clone(),
     );
     let writer = GroupCommit::start(
@@ -108,17 +128,7 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
     .accept_compressed(CompressionEncoding::Zstd)
     .send_compressed(CompressionEncoding::Zstd)
     .max_decoding_message_size(config.limits.max_message_bytes);
-    let mut builder = Server::builder();
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
-    let grpc_shutdown = shutdown.clone();
-    let grpc_server = builder.add_service(service).serve_with_incoming_shutdown(
-        TcpListenerStream::new(grpc),
-        async move {
-            grpc_shutdown.cancelled().await;
-        },
-    );
+    let grpc_server = serve_grpc(grpc, tls, service, &config, &metrics, shutdown.clone());
     let api = api::router(api::ApiState::new(
         store.clone(),
         tokens,
@@ -126,7 +136,18 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
         config.limits.clone(),
         config.api.clone(),
     ));
-    let http_server = livehead_common::metrics::serve(http, http::router(&metrics, api), shutdown);
+    let limits = HttpLimits {
+        max_connections: config.limits.max_connections,
+        header_timeout: config.limits.header_timeout,
+        ..HttpLimits::default()
+    };
+    let http_server = livehead_common::http_server::serve(
+        http,
+        http::router(&metrics, &readiness, api),
+        shutdown,
+        limits,
+        metrics.listener("http"),
+    );
     tracing::info!(
         %grpc_addr,
         %http_addr,
@@ -144,6 +165,43 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
         http_addr,
         task,
     })
+}
+
+type GrpcServer = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
+/// The gRPC server on `listener`: mTLS when `tls` is set (the handshake done
+/// by [`grpc::incoming`]), plain text otherwise.
+fn serve_grpc(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    service: IngestServiceServer<Ingest>,
+    config: &CollectorConfig,
+    metrics: &CollectorMetrics,
+    shutdown: Shutdown,
+) -> GrpcServer {
+    let limits = &config.limits;
+    let mut server = grpc::server(limits);
+    let router = server.add_service(service);
+    let signal = {
+        let shutdown = shutdown.clone();
+        async move { shutdown.cancelled().await }
+    };
+    match tls {
+        Some(acceptor) => {
+            let incoming = grpc::incoming(listener, limits, metrics, shutdown, move |conn| {
+                let acceptor = acceptor.clone();
+                async move { acceptor.accept(conn).await }
+            });
+            Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
+        }
+        None => {
+            let timeout = limits.tls_handshake_timeout;
+            let incoming = grpc::incoming(listener, limits, metrics, shutdown, move |conn| {
+                grpc::first_bytes(conn, timeout)
+            });
+            Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, CollectorError> {

@@ -1,7 +1,11 @@
 //! The collector's Prometheus metrics.
 
+use livehead_common::listener::ListenerMetrics;
 use livehead_common::metrics::{register, registry};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 #[derive(Clone)]
 pub struct CollectorMetrics {
@@ -25,6 +29,22 @@ pub struct CollectorMetrics {
     /// Records received on `/push`, by outcome: stored, refused (the request
     /// was invalid or too large), failed (the store was unavailable).
     pub api_push_records: IntCounterVec,
+    /// Time of each store call, by op: write, last, dump_last, ping, maintain
+    /// (timed-out calls count their timeout).
+    pub store_seconds: HistogramVec,
+    /// Store calls that timed out (`storage.read_timeout`/`write_timeout`), by op.
+    pub store_timeouts: IntCounterVec,
+    /// Store calls that failed, timeouts included, by op.
+    pub store_errors: IntCounterVec,
+    /// 1 when `/ready` answers 200.
+    pub ready: IntGauge,
+    /// Connections open, by port (grpc, http).
+    pub connections: IntGaugeVec,
+    /// Failed `accept` calls (e.g. out of file descriptors), by port.
+    pub accept_errors: IntCounterVec,
+    /// gRPC connections closed before their TLS handshake completed, by
+    /// reason (timeout, error).
+    pub tls_handshake_failures: IntCounterVec,
 }
 
 impl CollectorMetrics {
@@ -98,7 +118,60 @@ impl CollectorMetrics {
                 "Records received on /push, by outcome",
                 "outcome",
             ),
+            store_seconds: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new("store_seconds", "Time of each store call, by op").buckets(
+                        vec![
+                            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                            10.0, 30.0, 60.0,
+                        ],
+                    ),
+                    &["op"],
+                )
+                .expect("static metric"),
+            ),
+            store_timeouts: by(
+                "store_timeouts_total",
+                "Store calls that timed out, by op",
+                "op",
+            ),
+            store_errors: by(
+                "store_errors_total",
+                "Store calls that failed, timeouts included, by op",
+                "op",
+            ),
+            ready: register(
+                &r,
+                IntGauge::new("ready", "1 when /ready answers 200").expect("static metric"),
+            ),
+            connections: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("connections", "Connections open, by port"),
+                    &["port"],
+                )
+                .expect("static metric"),
+            ),
+            accept_errors: by(
+                "accept_errors_total",
+                "Failed accept calls (e.g. out of file descriptors), by port",
+                "port",
+            ),
+            tls_handshake_failures: by(
+                "tls_handshake_failures_total",
+                "gRPC connections closed before their TLS handshake completed, by reason",
+                "reason",
+            ),
             registry: r,
+        }
+    }
+
+    /// The connection metrics of one port ("grpc" or "http").
+    pub fn listener(&self, port: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            open: self.connections.with_label_values(&[port]),
+            accept_errors: self.accept_errors.with_label_values(&[port]),
         }
     }
 }

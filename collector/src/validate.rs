@@ -90,6 +90,12 @@ pub fn check_probe(
     check_ts(p.ts_ms, now_ms, limits)?;
     check_text("probe.location", &p.location, limits.max_location_bytes)?;
     check_text("probe.target", &p.target, limits.max_target_bytes)?;
+    if p.cert_expiry_ms > MAX_CERT_EXPIRY_MS {
+        return Err(invalid(
+            "probe.cert_expiry_ms",
+            format!("{} is after the year 9999", p.cert_expiry_ms),
+        ));
+    }
     Ok(ProbeRow {
         site: p.site.to_ascii_lowercase(),
         status,
@@ -108,6 +114,11 @@ pub fn check_probe(
         agent: agent.into(),
     })
 }
+
+/// 9999-12-31T23:59:59.999Z in unix ms: the latest certificate expiry
+/// accepted. Larger values are no date (SQLite would also silently store
+/// anything above 2^63 - 1 as 2^63 - 1).
+pub const MAX_CERT_EXPIRY_MS: u64 = 253_402_300_799_999;
 
 /// A site must be a host name (the rule shared with the agent's discovery).
 pub fn check_site(site: &str) -> Result<(), Invalid> {
@@ -251,5 +262,16 @@ mod tests {
             .map(|r| (r.index, r.field.as_str()))
             .collect();
         assert_eq!(rejected, [(1, "probe.site"), (2, "kind")]);
+    }
+
+    #[test]
+    fn cert_expiry_is_at_most_the_year_9999() {
+        let limits = Limits::default();
+        let mut p = good();
+        p.cert_expiry_ms = MAX_CERT_EXPIRY_MS;
+        assert!(check_probe(&p, "a", NOW, &limits).is_ok());
+        p.cert_expiry_ms = u64::MAX;
+        let err = check_probe(&p, "a", NOW, &limits).expect_err("u64::MAX");
+        assert_eq!(err.field, "probe.cert_expiry_ms");
     }
 }

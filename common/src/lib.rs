@@ -5,6 +5,8 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod host;
+pub mod http_server;
+pub mod listener;
 pub mod metrics;
 pub mod telemetry;
 pub mod tls;

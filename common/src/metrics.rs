@@ -40,13 +40,26 @@ async fn render(State(registry): State<Registry>) -> impl IntoResponse {
     )
 }
 
-/// Serves `router` on `listener` until `shutdown` fires.
+/// Serves `router` on `listener` until `shutdown` fires, with the default
+/// bounds of [`crate::http_server::HttpLimits`] (connections, header timeout).
+/// The connection metrics are not exported: a service exporting them calls
+/// [`crate::http_server::serve`] with its own.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: crate::Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let metrics = crate::listener::ListenerMetrics {
+        open: prometheus::IntGauge::new("connections", "Connections open").expect("static metric"),
+        accept_errors: prometheus::IntCounter::new("accept_errors_total", "Failed accepts")
+            .expect("static metric"),
+    };
+    crate::http_server::serve(
+        listener,
+        router,
+        shutdown,
+        crate::http_server::HttpLimits::default(),
+        metrics,
+    )
+    .await
 }

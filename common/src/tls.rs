@@ -2,8 +2,15 @@
 //! agent's mTLS client, and reading the peer's identity from its certificate.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +26,12 @@ pub enum TlsError {
         what: &'static str,
         path: PathBuf,
         expected: &'static str,
+    },
+    #[error("{what} {path}: {reason}")]
+    Invalid {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
     },
     #[error("peer certificate is not valid X.509: {0}")]
     BadPeerCert(String),
@@ -58,13 +71,87 @@ impl TlsFiles {
 }
 
 /// Server side: present our certificate and require a client certificate
-/// chaining to `files.ca`; a client without one fails the handshake.
-pub fn server_config(files: &TlsFiles) -> Result<ServerTlsConfig, TlsError> {
-    let (ca, identity) = files.load()?;
-    Ok(ServerTlsConfig::new()
-        .identity(identity)
-        .client_ca_root(ca)
-        .client_auth_optional(false))
+/// chaining to `files.ca`; a client without one fails the handshake. ALPN
+/// offers `h2` only, as gRPC needs (and as tonic's own server TLS does).
+///
+/// The collector runs the handshake itself ([`TlsAcceptor`]) rather than
+/// through tonic, so that it can bound the handshake's time.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for ca in pem_certs(&files.ca, "CA certificate")? {
+        roots
+            .add(ca)
+            .map_err(|e| invalid("CA certificate", &files.ca, e))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| invalid("CA certificate", &files.ca, e))?;
+    let chain = pem_certs(&files.cert, "certificate")?;
+    read_pem(&files.key, "private key", "PRIVATE KEY")?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| invalid("private key", &files.key, e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid("certificate", &files.cert, e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| invalid("certificate", &files.cert, e))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The server side of handshakes, each bounded in time: a client that
+/// connects and stalls must not hold a connection slot for ever.
+#[derive(Clone)]
+pub struct TlsAcceptor {
+    inner: tokio_rustls::TlsAcceptor,
+    timeout: Duration,
+}
+
+/// Why a handshake did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("TLS handshake not done after {0:?}")]
+    TimedOut(Duration),
+    #[error("TLS handshake: {0}")]
+    Failed(#[from] std::io::Error),
+}
+
+impl TlsAcceptor {
+    pub fn new(config: Arc<rustls::ServerConfig>, timeout: Duration) -> Self {
+        Self {
+            inner: tokio_rustls::TlsAcceptor::from(config),
+            timeout,
+        }
+    }
+
+    /// Runs the handshake on `conn` within the timeout.
+    pub async fn accept<C: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        conn: C,
+    ) -> Result<tokio_rustls::server::TlsStream<C>, HandshakeError> {
+        tokio::time::timeout(self.timeout, self.inner.accept(conn))
+            .await
+            .map_err(|_| HandshakeError::TimedOut(self.timeout))?
+            .map_err(HandshakeError::Failed)
+    }
+}
+
+fn invalid(what: &'static str, path: &Path, reason: impl std::fmt::Display) -> TlsError {
+    TlsError::Invalid {
+        what,
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Every certificate of a PEM file (checked to hold at least one).
+fn pem_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read_pem(path, what, "CERTIFICATE")?;
+    CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(what, path, e))
 }
 
 /// Client side: verify the server against `files.ca` under `server_name`, and

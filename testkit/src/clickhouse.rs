@@ -83,20 +83,7 @@ impl ClickHouseServer {
         let tcp_port = crate::free_port();
         write_config(dir.path(), http_port, tcp_port);
 
-        let stdout = std::fs::File::create(dir.path().join("stdout.log")).expect("stdout log");
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
-        let mut command = Command::new(binary);
-        command
-            .arg(format!(
-                "--config-file={}",
-                dir.path().join("config.xml").display()
-            ))
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
-        let child = spawn_tied_to_process(command);
-
+        let child = spawn_server(binary, dir.path());
         let mut server = Self {
             child: Some(child),
             dir,
@@ -104,10 +91,35 @@ impl ClickHouseServer {
             tcp_port,
             databases: AtomicU32::new(0),
         };
+        server.wait_started()?;
+        Ok(server)
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same ports and
+    /// data directory, as a crashed server restarted by its supervisor would.
+    ///
+    /// # Panics
+    /// When it does not answer `/ping` again within 30 s.
+    pub fn restart(&mut self) {
+        self.kill();
+        let binary = find_binary(
+            SERVER_ENV,
+            "clickhouse-server",
+            "/usr/sbin/clickhouse-server",
+        )
+        .unwrap_or_else(|| panic!("{NOT_FOUND}"));
+        self.child = Some(spawn_server(&binary, self.dir.path()));
+        if let Err(Failure::Exited(log) | Failure::Timeout(log)) = self.wait_started() {
+            panic!("clickhouse-server did not come back after a restart:\n{log}");
+        }
+    }
+
+    fn wait_started(&mut self) -> Result<(), Failure> {
+        let server = self;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if server.ping() {
-                return Ok(server);
+                return Ok(());
             }
             let exited = server
                 .child
@@ -272,6 +284,28 @@ fn find_binary(env: &str, name: &str, fallback: &str) -> Option<PathBuf> {
 /// SIGKILL when that thread dies, i.e. when the test process exits. (The parent
 /// death signal follows the spawning *thread*; test threads end after each test,
 /// which would kill a server shared by several tests.)
+/// `clickhouse-server` with the configuration written in `dir`, logging there.
+fn spawn_server(binary: &Path, dir: &Path) -> Child {
+    let open = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .expect("clickhouse-server log file")
+    };
+    let mut command = Command::new(binary);
+    command
+        .arg(format!(
+            "--config-file={}",
+            dir.join("config.xml").display()
+        ))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(open("stdout.log"))
+        .stderr(open("stderr.log"));
+    spawn_tied_to_process(command)
+}
+
 fn spawn_tied_to_process(mut command: Command) -> Child {
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::Builder::new()

@@ -10,8 +10,11 @@
 //!   the newest probe of every matching site.
 //!
 //! Every error is `{"ok":false,"error":"<parameter or field>: <reason>"}` with
-//! 400 (invalid input), 401 (token), 404 (unknown site), 413 (too large) or
-//! 503 (storage). Parsing and validation are pure ([`push`], [`dump`],
+//! 400 (invalid input, or `Authorization` sent twice), 401 (token), 404
+//! (unknown site), 408 (a `/push` body slower than `limits.body_timeout`), 413
+//! (too large), 415 (a `/push` body not declared `application/json`) or 503
+//! (storage failed or timed out; or, with `Retry-After`, too many push bytes
+//! being read at once, `api.max_push_bytes_in_flight`). Parsing and validation are pure ([`push`], [`dump`],
 //! [`params`]); the handlers here only authenticate, read, call the store and
 //! answer.
 
@@ -21,6 +24,7 @@ pub mod params;
 pub mod push;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -34,6 +38,7 @@ use livehead_common::clock::unix_ms;
 use livehead_common::host::check_host_name;
 use serde::Serialize;
 use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{ApiConfig, Limits};
 use crate::metrics::CollectorMetrics;
@@ -52,6 +57,8 @@ struct Inner<S> {
     metrics: CollectorMetrics,
     limits: Limits,
     config: ApiConfig,
+    /// Bytes of `/push` bodies being read or parsed, all requests together.
+    push_bytes: Arc<Semaphore>,
 }
 
 impl<S> Clone for ApiState<S> {
@@ -70,6 +77,10 @@ impl<S: Store> ApiState<S> {
         limits: Limits,
         config: ApiConfig,
     ) -> Self {
+        let budget = config
+            .max_push_bytes_in_flight
+            .max(config.max_push_bytes)
+            .clamp(1, Semaphore::MAX_PERMITS);
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -77,6 +88,7 @@ impl<S: Store> ApiState<S> {
                 metrics,
                 limits,
                 config,
+                push_bytes: Arc::new(Semaphore::new(budget)),
             }),
         }
     }
@@ -126,6 +138,10 @@ impl ApiError {
         )
     }
 
+    fn unsupported_type(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, message)
+    }
+
     fn storage(error: &StoreError) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -143,11 +159,19 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE && self.message.starts_with(BUSY) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }
 
 type Answer = Result<Response, ApiError>;
+
+/// The start of the message of a push refused for lack of room.
+const BUSY: &str = "busy:";
 
 async fn post_push<S: Store>(
     State(api): State<ApiState<S>>,
@@ -195,8 +219,18 @@ impl<S: Store> ApiState<S> {
         response
     }
 
-    /// The name of the request's token, or 401.
+    /// The name of the request's token, or 401; 400 when `Authorization`
+    /// comes twice (which one a proxy or the worker would have read is
+    /// anyone's guess).
     fn authorize(&self, endpoint: &'static str, headers: &HeaderMap) -> Result<&str, ApiError> {
+        if headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(ApiError::bad_request("authorization: sent more than once"));
+        }
         self.inner.tokens.authorize(headers).ok_or_else(|| {
             tracing::info!(endpoint, "refused: missing or wrong bearer token");
             ApiError::unauthorized()
@@ -213,6 +247,7 @@ impl<S: Store> ApiState<S> {
 
     async fn push(&self, headers: &HeaderMap, body: Body) -> Answer {
         let token = self.authorize("push", headers)?;
+        check_json(headers)?;
         let limit = self.inner.config.max_push_bytes;
         let declared = headers
             .get(header::CONTENT_LENGTH)
@@ -221,10 +256,18 @@ impl<S: Store> ApiState<S> {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(ApiError::too_large(limit));
         }
-        let body = read_limited(body, limit, declared).await?;
+        // Chunked: room for the largest body allowed.
+        let room = declared.map_or(limit, |n| usize::try_from(n).unwrap_or(limit));
+        let _room = self.push_room(room)?;
+        let deadline = self.inner.limits.body_timeout;
+        let body = tokio::time::timeout(deadline, read_limited(body, limit, declared))
+            .await
+            .map_err(|_| body_timeout(deadline))??;
         let agent = format!("push:{token}");
-        let probes =
-            push::parse_push(&body, &agent, unix_ms(), &self.inner.limits).map_err(|error| {
+        let limits = &self.inner.limits;
+        let probes = push::check_size(&body, limits)
+            .and_then(|()| push::parse_push(&body, &agent, unix_ms(), limits))
+            .map_err(|error| {
                 self.count_records("refused", error.records());
                 tracing::info!(
                     endpoint = "push",
@@ -327,6 +370,28 @@ impl<S: Store> ApiState<S> {
         Ok(Json(body).into_response())
     }
 
+    /// Room for `bytes` of body in `api.max_push_bytes_in_flight`, held until
+    /// the push is answered; 503 with `Retry-After` when there is none now
+    /// (waiting would only pile requests up).
+    fn push_room(&self, bytes: usize) -> Result<OwnedSemaphorePermit, ApiError> {
+        let bytes = u32::try_from(bytes.max(1)).unwrap_or(u32::MAX);
+        Arc::clone(&self.inner.push_bytes)
+            .try_acquire_many_owned(bytes)
+            .map_err(|_| {
+                tracing::warn!(
+                    endpoint = "push",
+                    bytes,
+                    "push refused: api.max_push_bytes_in_flight reached"
+                );
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "{BUSY} too many push bytes being read (api.max_push_bytes_in_flight); retry"
+                    ),
+                )
+            })
+    }
+
     fn count_records(&self, outcome: &str, n: usize) {
         self.inner
             .metrics
@@ -369,6 +434,33 @@ fn query_pairs(
     query
         .map(|Query(pairs)| pairs)
         .map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))
+}
+
+/// 415 unless the body is declared JSON (`application/json`, parameters such
+/// as `charset` allowed). The old script always declares it; a missing type
+/// is refused too, since a client that omits it is not that script.
+fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(ApiError::unsupported_type(
+            "content-type: missing; send the body as application/json",
+        ));
+    };
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let media = text.split(';').next().unwrap_or_default().trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        return Ok(());
+    }
+    let shown: String = text.chars().take(100).collect();
+    Err(ApiError::unsupported_type(format!(
+        "content-type: {shown:?} is not application/json"
+    )))
+}
+
+fn body_timeout(deadline: Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!("body: not received within {deadline:?} (limits.body_timeout)"),
+    )
 }
 
 fn param_error(error: params::ParamError) -> ApiError {
@@ -513,7 +605,8 @@ mod tests {
             Limits::default(),
             config,
         );
-        let app = crate::http::router(&metrics, router(state));
+        let readiness = crate::ready::Readiness::new(metrics.clone());
+        let app = crate::http::router(&metrics, &readiness, router(state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -563,6 +656,7 @@ mod tests {
             let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
             let mut request = format!(
                 "POST /push HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\
+                 Content-Type: application/json\r\n\
                  Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
             );
             for chunk in body.as_bytes().chunks(100) {

@@ -6,9 +6,13 @@
 //! are ignored. The request is all or nothing: the first invalid record refuses
 //! it, named by its index (in an array) and field.
 
+use std::cell::Cell;
+use std::fmt;
+
 use livehead_common::domain::is_cross_domain;
 use livehead_common::host::check_host_name;
 use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::config::Limits;
@@ -37,6 +41,154 @@ impl PushError {
         match self {
             Self::Invalid { records, .. } | Self::TooMany { records, .. } => *records,
         }
+    }
+}
+
+/// JSON values (objects, arrays, strings, numbers...) a body may hold per
+/// record of `limits.max_batch_records`; a record of the old script has 7.
+pub const VALUES_PER_RECORD: usize = 32;
+
+/// Refuses (413) a body with more records than `limits.max_batch_records`, or
+/// more JSON values than [`VALUES_PER_RECORD`] per allowed record, before it is
+/// parsed into memory: parsed, each value takes tens of bytes, so 4 MiB of
+/// `[0,0,...]` would take ~100 MiB. One pass that allocates nothing; a body
+/// that is not JSON passes, for [`parse_push`] to name its error.
+pub fn check_size(body: &[u8], limits: &Limits) -> Result<(), PushError> {
+    let counter = Counter {
+        values_left: Cell::new(limits.max_batch_records.saturating_mul(VALUES_PER_RECORD)),
+        max_records: limits.max_batch_records,
+        records: Cell::new(0),
+    };
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let over_values = Count {
+        counter: &counter,
+        top: true,
+    }
+    .deserialize(&mut json)
+    .is_err_and(|e| e.is_data());
+    let records = counter.records.get();
+    if records > limits.max_batch_records {
+        return Err(too_many(records, limits));
+    }
+    if over_values {
+        return Err(PushError::TooMany {
+            message: format!(
+                "body: over {} JSON values ({VALUES_PER_RECORD} per record of \
+                 limits.max_batch_records)",
+                limits.max_batch_records.saturating_mul(VALUES_PER_RECORD)
+            ),
+            records,
+        });
+    }
+    Ok(())
+}
+
+fn too_many(count: usize, limits: &Limits) -> PushError {
+    PushError::TooMany {
+        message: format!(
+            "body: {count} records, over the limit of {} (limits.max_batch_records)",
+            limits.max_batch_records
+        ),
+        records: count,
+    }
+}
+
+struct Counter {
+    values_left: Cell<usize>,
+    max_records: usize,
+    /// Elements of the top-level array (1 for an object).
+    records: Cell<usize>,
+}
+
+/// Counts one JSON value and everything in it against the budget; at the top
+/// level also counts the records.
+struct Count<'a> {
+    counter: &'a Counter,
+    top: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for Count<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl Count<'_> {
+    fn take<E: serde::de::Error>(&self) -> Result<(), E> {
+        let left = self.counter.values_left.get();
+        if left == 0 {
+            return Err(E::custom("too many JSON values"));
+        }
+        self.counter.values_left.set(left - 1);
+        Ok(())
+    }
+
+    fn inner(&self) -> Count<'_> {
+        Count {
+            counter: self.counter,
+            top: false,
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Count<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.take()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.take()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.take()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.take()
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        self.take()
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.take()
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.take()?;
+        if !self.top {
+            while seq.next_element_seed(self.inner())?.is_some() {}
+            return Ok(());
+        }
+        // Past the record limit the body is refused anyway: count the rest
+        // without looking inside, for the message.
+        loop {
+            let more = if self.counter.records.get() < self.counter.max_records {
+                seq.next_element_seed(self.inner())?.is_some()
+            } else {
+                seq.next_element::<IgnoredAny>()?.is_some()
+            };
+            if !more {
+                return Ok(());
+            }
+            self.counter.records.set(self.counter.records.get() + 1);
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.take()?;
+        if self.top {
+            self.counter.records.set(1);
+        }
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value_seed(self.inner())?;
+        }
+        Ok(())
     }
 }
 
@@ -88,13 +240,7 @@ pub fn parse_push(
     };
     let count = records.len();
     if count > limits.max_batch_records {
-        return Err(PushError::TooMany {
-            message: format!(
-                "body: {count} records, over the limit of {} (limits.max_batch_records)",
-                limits.max_batch_records
-            ),
-            records: count,
-        });
+        return Err(too_many(count, limits));
     }
     records
         .into_iter()
@@ -442,6 +588,45 @@ mod tests {
             parse_push(two.as_bytes(), AGENT, NOW, &limits).map(|r| r.len()),
             Ok(2)
         );
+    }
+
+    #[test]
+    fn bodies_that_would_expand_in_memory_are_refused_unparsed() {
+        let limits = Limits {
+            max_batch_records: 3,
+            ..Limits::default()
+        };
+        let check = |body: &str| check_size(body.as_bytes(), &limits);
+        let four = format!(
+            "[{},{},{},{}]",
+            record(""),
+            record(""),
+            record(""),
+            record("")
+        );
+        assert_eq!(
+            check(&four).map_err(|e| e.message().to_owned()),
+            Err("body: 4 records, over the limit of 3 (limits.max_batch_records)".into())
+        );
+        let zeros = format!("[{}0]", "0,".repeat(5000));
+        assert_eq!(check(&zeros).map_err(|e| e.records()), Err(5001));
+        let nested = format!("[[{}0]]", "0,".repeat(200));
+        let error = check(&nested).expect_err("too many values");
+        assert_eq!(
+            (error.message(), error.records()),
+            (
+                "body: over 96 JSON values (32 per record of limits.max_batch_records)",
+                0
+            )
+        );
+        let in_object = format!(r#"{{"site":[{}0]}}"#, "0,".repeat(200));
+        assert!(check(&in_object).is_err());
+        let three = format!("[{},{},{}]", record(""), record(""), record(""));
+        assert_eq!(check(&three), Ok(()));
+        assert_eq!(check(&record("")), Ok(()));
+        for not_json in ["", "[", "{]", "nope", "[1,"] {
+            assert_eq!(check(not_json), Ok(()), "{not_json}: left to parse_push");
+        }
     }
 
     #[test]

@@ -5,10 +5,12 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub mod clickhouse;
 pub mod query;
 pub mod sqlite;
+pub mod timed;
 
 pub use query::{DumpFilter, LastState, Order};
 
@@ -32,6 +34,15 @@ pub struct StorageConfig {
     pub history: bool,
     /// Days of history kept; 0 keeps it forever.
     pub retention_days: u32,
+    /// Longest a read (`/last`, `/dump_last`, the readiness probe) may take;
+    /// past it the API answers 503. Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Longest one group write may take, marker lookup included, and one
+    /// upkeep pass; past it the write fails and the agents resend (markers
+    /// keep that exactly-once). Default 60s.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
 }
 
 impl Default for StorageConfig {
@@ -44,6 +55,8 @@ impl Default for StorageConfig {
             password: String::new(),
             history: true,
             retention_days: 30,
+            read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -117,6 +130,12 @@ pub enum StoreError {
     },
     #[error("storage.{0} is empty (--clickhouse-url / LIVEHEAD_CLICKHOUSE_URL, --database)")]
     NotConfigured(&'static str),
+    #[error("{store}: {op} timed out after {after:?}")]
+    TimedOut {
+        store: &'static str,
+        op: &'static str,
+        after: Duration,
+    },
 }
 
 /// A backend the collector writes accepted batches to.
@@ -169,6 +188,17 @@ pub trait Store: Send + Sync + 'static {
         &self,
         filter: &DumpFilter,
     ) -> impl Future<Output = Result<Vec<LastState>, StoreError>> + Send;
+
+    /// A cheap read proving the store answers, for readiness: the lookup of
+    /// a site that cannot exist.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move { self.last("livehead-ready.invalid").await.map(drop) }
+    }
+
+    /// Which backend this is, for logs and messages.
+    fn kind(&self) -> &'static str {
+        "store"
+    }
 }
 
 /// The configured backend: ClickHouse when `storage.clickhouse_url` is set, else
@@ -190,17 +220,16 @@ impl AnyStore {
             None => Ok(Self::Sqlite(sqlite::SqliteStore::open(config).await?)),
         }
     }
+}
 
-    /// Which backend this is, for logs and the start-up banner.
-    pub fn kind(&self) -> &'static str {
+impl Store for AnyStore {
+    fn kind(&self) -> &'static str {
         match self {
             Self::ClickHouse(_) => "clickhouse",
             Self::Sqlite(_) => "sqlite",
         }
     }
-}
 
-impl Store for AnyStore {
     async fn write_batches(
         &self,
         batches: &[BatchWrite<'_>],

@@ -1,0 +1,190 @@
+//! Every store call bounded in time, timed and counted, in one place.
+//!
+//! A stalled store (ClickHouse SIGSTOPped, a disk that hangs) otherwise
+//! blocks its callers for as long as it stalls: `/last` answered after 75 s
+//! and no write ever failed. Here a read gets `storage.read_timeout` and a
+//! group write (marker lookup and INSERTs together) or an upkeep pass
+//! `storage.write_timeout`; past it the call fails with
+//! [`StoreError::TimedOut`]. The API then answers 503 and the writer fails
+//! the group, whose agents resend it.
+//!
+//! Dropping a write midway is what the stores are built to survive: the
+//! ClickHouse store's markers count exactly the rows an interrupted INSERT
+//! kept, and SQLite's transaction runs to its end on its own thread; either
+//! way the replay completes the batch exactly once (see the stores' docs).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use super::{BatchWrite, DumpFilter, LastState, StorageConfig, Store, StoreError, WriteOutcome};
+use crate::metrics::CollectorMetrics;
+use crate::ready::{Readiness, STORE_WRITES, WRITE_FAILURE_MEMORY};
+
+/// `inner` with time bounds, metrics (`store_seconds`, `store_timeouts_total`,
+/// `store_errors_total`, by op) and the `store_writes` readiness check.
+pub struct Timed<S> {
+    inner: S,
+    read_timeout: Duration,
+    write_timeout: Duration,
+    metrics: CollectorMetrics,
+    readiness: Readiness,
+}
+
+impl<S: Store> Timed<S> {
+    pub fn new(
+        inner: S,
+        config: &StorageConfig,
+        metrics: CollectorMetrics,
+        readiness: Readiness,
+    ) -> Self {
+        Self {
+            inner,
+            read_timeout: config.read_timeout,
+            write_timeout: config.write_timeout,
+            metrics,
+            readiness,
+        }
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        limit: Duration,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(limit, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.metrics.store_timeouts.with_label_values(&[op]).inc();
+                Err(StoreError::TimedOut {
+                    store: self.inner.kind(),
+                    op,
+                    after: limit,
+                })
+            }
+        };
+        self.metrics
+            .store_seconds
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(error) = &result {
+            self.metrics.store_errors.with_label_values(&[op]).inc();
+            tracing::debug!(op, %error, "store call failed");
+        }
+        result
+    }
+}
+
+impl<S: Store> Store for Timed<S> {
+    async fn write_batches(
+        &self,
+        batches: &[BatchWrite<'_>],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let result = self
+            .call(
+                "write",
+                self.write_timeout,
+                self.inner.write_batches(batches),
+            )
+            .await;
+        match &result {
+            Ok(_) => self.readiness.clear(STORE_WRITES),
+            Err(error) => self.readiness.fail_for(
+                STORE_WRITES,
+                format!("last write failed: {error}"),
+                WRITE_FAILURE_MEMORY,
+            ),
+        }
+        result
+    }
+
+    async fn maintain(&self) -> Result<(), StoreError> {
+        self.call("maintain", self.write_timeout, self.inner.maintain())
+            .await
+    }
+
+    async fn last(&self, site: &str) -> Result<Option<LastState>, StoreError> {
+        self.call("last", self.read_timeout, self.inner.last(site))
+            .await
+    }
+
+    async fn dump_last(&self, filter: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
+        self.call("dump_last", self.read_timeout, self.inner.dump_last(filter))
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call("ping", self.read_timeout, self.inner.ping())
+            .await
+    }
+
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose every call hangs.
+    struct Stalled;
+
+    impl Store for Stalled {
+        async fn write_batches(
+            &self,
+            _: &[BatchWrite<'_>],
+        ) -> Result<Vec<WriteOutcome>, StoreError> {
+            std::future::pending().await
+        }
+        async fn maintain(&self) -> Result<(), StoreError> {
+            std::future::pending().await
+        }
+        async fn last(&self, _: &str) -> Result<Option<LastState>, StoreError> {
+            std::future::pending().await
+        }
+        async fn dump_last(&self, _: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stalled_calls_time_out_and_are_counted() {
+        let metrics = CollectorMetrics::new();
+        let readiness = Readiness::new(metrics.clone());
+        let config = StorageConfig {
+            read_timeout: Duration::from_secs(2),
+            write_timeout: Duration::from_secs(7),
+            ..StorageConfig::default()
+        };
+        let store = Timed::new(Stalled, &config, metrics.clone(), readiness.clone());
+        let started = tokio::time::Instant::now();
+        let error = store.last("a.com").await.expect_err("stalled");
+        assert_eq!(error.to_string(), "store: last timed out after 2s");
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        let error = store
+            .write_batch(BatchWrite {
+                agent: "a",
+                seq: 1,
+                probes: &[],
+            })
+            .await
+            .expect_err("stalled");
+        assert!(matches!(error, StoreError::TimedOut { op: "write", .. }));
+        assert_eq!(started.elapsed(), Duration::from_secs(9));
+        assert_eq!(metrics.store_timeouts.with_label_values(&["last"]).get(), 1);
+        assert_eq!(
+            metrics.store_timeouts.with_label_values(&["write"]).get(),
+            1
+        );
+        assert_eq!(
+            readiness.problems().get(STORE_WRITES).map(String::as_str),
+            Some("last write failed: store: write timed out after 7s")
+        );
+    }
+}
