@@ -324,3 +324,42 @@ async fn a_refused_batch_does_not_block_the_ones_behind_it() {
         .expect("agent stops cleanly");
     s.shutdown.cancel();
 }
+
+/// A client that connects and never completes the TLS handshake (silent, or
+/// stopping midway) is disconnected after `limits.tls_handshake_timeout`
+/// and counted; agents connecting meanwhile are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_tls_handshakes_are_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = Limits {
+        tls_handshake_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let s = setup_with("stalled_handshake", limits).await;
+    let mut silent = tokio::net::TcpStream::connect(s.grpc)
+        .await
+        .expect("connect");
+    let mut halfway = tokio::net::TcpStream::connect(s.grpc)
+        .await
+        .expect("connect");
+    // The first bytes of a TLS record header, then nothing.
+    halfway.write_all(&[0x16, 0x03, 0x01]).await.expect("write");
+    for conn in [&mut silent, &mut halfway] {
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "a stalled handshake is still open");
+    }
+    let good = push(
+        endpoint(s.grpc, agent_tls(&s.pki.agent("node-1"))),
+        batch("", 1, vec![probe("a.example")]),
+    )
+    .await;
+    assert_eq!(good.map(|a| a.accepted), Ok(1));
+    let (_, metrics) = support::http_get(s.http, "/metrics").expect("metrics answer");
+    assert!(
+        support::metric_sum(&metrics, "livehead_collector_tls_handshake_failures_total") >= 2.0,
+        "{metrics}"
+    );
+    s.shutdown.cancel();
+}

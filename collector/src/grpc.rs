@@ -94,7 +94,10 @@ pub async fn first_bytes(
     conn: Limited<TcpStream>,
     timeout: Duration,
 ) -> Result<Limited<TcpStream>, HandshakeError> {
-    tokio::time::timeout(timeout, conn.get_ref().readable())
+    // `peek` waits for a byte (or the end of the stream); `readable` may
+    // answer at once on a fresh socket.
+    let mut first = [0u8; 1];
+    tokio::time::timeout(timeout, conn.get_ref().peek(&mut first))
         .await
         .map_err(|_| HandshakeError::TimedOut(timeout))??;
     Ok(conn)

@@ -4,8 +4,9 @@
 //! ClickHouse (Debian's `clickhouse-server` started by the testkit, one
 //! database per test). "Nothing stored" is always checked through the API.
 
+use std::net::SocketAddr;
 use std::sync::LazyLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use livehead_collector::config::PushToken;
 use livehead_collector::store::StorageConfig;
@@ -14,6 +15,8 @@ use livehead_common::Shutdown;
 use livehead_testkit::clickhouse::ClickHouseServer;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 static SERVER: LazyLock<ClickHouseServer> = LazyLock::new(ClickHouseServer::start);
 
@@ -68,6 +71,14 @@ on_both_stores!(
     sql_injection_is_inert,
     reads_can_require_the_token,
     a_bad_token_hash_stops_the_start,
+    ready_follows_the_store_and_health_stays_the_old_answer,
+    push_needs_a_json_content_type,
+    authorization_twice_is_refused,
+    a_trickled_body_is_answered_408,
+    idle_and_trickling_connections_are_closed_on_both_ports,
+    connections_over_the_limit_wait_for_one_to_close,
+    requests_hyper_refuses_answer_in_json,
+    push_bytes_in_flight_are_bounded,
 );
 
 fn now_ms() -> u64 {
@@ -112,6 +123,8 @@ fn config(backend: Backend, test: &str, dir: &tempfile::TempDir) -> CollectorCon
 /// A collector running for one test; stopped on drop.
 struct Collector {
     base: String,
+    http: SocketAddr,
+    grpc: SocketAddr,
     client: reqwest::Client,
     shutdown: Shutdown,
     _running: Running,
@@ -136,12 +149,18 @@ async fn start_with(
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut config = config(backend, test, &dir);
     tweak(&mut config);
+    start_config(config, dir).await
+}
+
+async fn start_config(config: CollectorConfig, dir: tempfile::TempDir) -> Collector {
     let shutdown = Shutdown::new();
     let running = livehead_collector::start(config, shutdown.clone())
         .await
         .expect("collector starts");
     Collector {
         base: format!("http://{}", running.http_addr),
+        http: running.http_addr,
+        grpc: running.grpc_addr,
         client: reqwest::Client::new(),
         shutdown,
         _running: running,
@@ -928,4 +947,404 @@ async fn a_bad_token_hash_stops_the_start(backend: Backend) {
     assert!(matches!(error, CollectorError::Token(_)), "{error:?}");
     let message = error.to_string();
     assert!(message.contains("\"pods-eu\""), "{message}");
+}
+
+// ---------------------------------------------------------------------------
+// Hardening: readiness, timeouts, connection limits, refusals before routing
+// ---------------------------------------------------------------------------
+
+/// Generous: these tests run beside others on a loaded 2-core machine.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Polls `check` every 100 ms until it is true, or panics with `what`.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Everything the server sends until it closes, or `None` when it is still
+/// open after `within`.
+async fn read_until_closed(conn: &mut TcpStream, within: Duration) -> Option<String> {
+    let mut answer = Vec::new();
+    match tokio::time::timeout(within, conn.read_to_end(&mut answer)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&answer).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// A raw HTTP/1.1 exchange: `request` sent as is, the answer's status and
+/// JSON body (the connection is closed by `Connection: close` or the server).
+async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (u16, Value) {
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    // The server may answer and close before reading everything.
+    let _ = conn.write_all(request).await;
+    let text = read_until_closed(&mut conn, PATIENCE)
+        .await
+        .expect("an answer, then the connection closed");
+    parse_raw(&text)
+}
+
+fn parse_raw(text: &str) -> (u16, Value) {
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+    let status = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not a JSON body ({e}): {text:?}"));
+    (status, body)
+}
+
+impl Collector {
+    async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    async fn push_with_headers(&self, headers: &[(&str, &str)], body: String) -> Answer {
+        let mut request = self.client.post(format!("{}/push", self.base)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Answer::from(request.send().await.expect("request")).await
+    }
+
+    /// The head of a `/push` of `length` bytes, with the token.
+    fn push_head(&self, length: usize) -> String {
+        format!(
+            "POST /push HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n",
+            self.http
+        )
+    }
+}
+
+async fn ready_follows_the_store_and_health_stays_the_old_answer(backend: Backend) {
+    let c = start(backend, "ready").await;
+    eventually("/ready answers 200", || async {
+        let answer = c.get("/ready").await;
+        answer.status == 200 && answer.body == json!({"ok": true})
+    })
+    .await;
+    let answer = c.get("/health").await;
+    assert_eq!((answer.status, answer.body), (200, json!({"ok": true})));
+    let metrics = c.metrics().await;
+    assert!(metrics.contains("livehead_collector_ready 1"), "{metrics}");
+    assert!(
+        metrics.contains(r#"livehead_collector_store_seconds_count{op="ping"}"#),
+        "{metrics}"
+    );
+}
+
+async fn push_needs_a_json_content_type(backend: Backend) {
+    let c = start(backend, "content_type").await;
+    let body = record("typed.com", 200, 1, None, now_ms()).to_string();
+    let auth = format!("Bearer {TOKEN}");
+    for (content_type, shown) in [
+        (Some("text/plain"), "\"text/plain\""),
+        (
+            Some("application/x-www-form-urlencoded"),
+            "\"application/x-www-form-urlencoded\"",
+        ),
+        (
+            Some("multipart/form-data; boundary=x"),
+            "\"multipart/form-data; boundary=x\"",
+        ),
+        (None, "missing"),
+    ] {
+        let mut headers = vec![("authorization", auth.as_str())];
+        if let Some(value) = content_type {
+            headers.push(("content-type", value));
+        }
+        let answer = c.push_with_headers(&headers, body.clone()).await;
+        let error = answer.error(415);
+        assert!(
+            error.starts_with("content-type: ") && error.contains(shown),
+            "{error}"
+        );
+    }
+    c.assert_nothing_stored(0, "typed.com").await;
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "Application/JSON; charset=utf-8"),
+    ];
+    let answer = c.push_with_headers(&headers, body).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(c.last("typed.com").await.status, 200);
+}
+
+async fn authorization_twice_is_refused(backend: Backend) {
+    let c = start(backend, "auth_twice").await;
+    let body = record("twice.com", 200, 1, None, now_ms()).to_string();
+    let request = format!(
+        "{}\r\nAuthorization: Bearer wrong\r\nConnection: close\r\n\r\n{body}",
+        c.push_head(body.len()).trim_end_matches("\r\n")
+    );
+    let (status, answer) = raw_exchange(c.http, request.as_bytes()).await;
+    assert_eq!(
+        (status, answer),
+        (
+            400,
+            json!({"ok": false, "error": "authorization: sent more than once"})
+        )
+    );
+    c.assert_nothing_stored(0, "twice.com").await;
+}
+
+async fn a_trickled_body_is_answered_408(backend: Backend) {
+    let c = start_with(backend, "trickle_body", |config| {
+        config.limits.body_timeout = Duration::from_secs(1);
+    })
+    .await;
+    // Content-Length 100, one byte sent, then nothing.
+    let mut conn = TcpStream::connect(c.http).await.expect("connect");
+    conn.write_all(format!("{}[", c.push_head(100)).as_bytes())
+        .await
+        .expect("write");
+    let text = read_until_closed(&mut conn, PATIENCE)
+        .await
+        .expect("an answer before the client gives up");
+    let (status, answer) = parse_raw(&text);
+    assert_eq!(
+        (status, answer),
+        (
+            408,
+            json!({"ok": false, "error": "body: not received within 1s (limits.body_timeout)"})
+        )
+    );
+}
+
+async fn idle_and_trickling_connections_are_closed_on_both_ports(backend: Backend) {
+    let c = start_with(backend, "idle", |config| {
+        config.limits.header_timeout = Duration::from_secs(1);
+        config.limits.tls_handshake_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut idle_http = TcpStream::connect(c.http).await.expect("connect");
+    let mut trickling_http = TcpStream::connect(c.http).await.expect("connect");
+    trickling_http
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let mut idle_grpc = TcpStream::connect(c.grpc).await.expect("connect");
+    for (name, conn) in [
+        ("idle HTTP", &mut idle_http),
+        ("trickling HTTP", &mut trickling_http),
+        ("idle gRPC", &mut idle_grpc),
+    ] {
+        assert!(
+            read_until_closed(conn, PATIENCE).await.is_some(),
+            "the {name} connection is still open"
+        );
+    }
+    // A kept-alive connection is closed once idle too.
+    let mut kept = TcpStream::connect(c.http).await.expect("connect");
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let text = read_until_closed(&mut kept, PATIENCE)
+        .await
+        .expect("closed after the idle time");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    eventually("the connections gauge back to 0", || async {
+        let m = c.metrics().await;
+        m.contains(r#"livehead_collector_connections{port="grpc"} 0"#)
+            && m.contains(r#"livehead_collector_connections{port="http"} 1"#)
+    })
+    .await;
+}
+
+async fn connections_over_the_limit_wait_for_one_to_close(backend: Backend) {
+    let c = start_with(backend, "conn_limit", |config| {
+        config.limits.max_connections = 2;
+        config.limits.header_timeout = Duration::from_secs(120);
+    })
+    .await;
+    let first = TcpStream::connect(c.http).await.expect("connect");
+    let _second = TcpStream::connect(c.http).await.expect("connect");
+    // The kernel completes the third connection; the collector does not serve
+    // it while two are open.
+    let mut third = TcpStream::connect(c.http).await.expect("connect");
+    third
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    assert_eq!(
+        read_until_closed(&mut third, Duration::from_secs(2)).await,
+        None,
+        "served over the limit"
+    );
+    drop(first);
+    let text = read_until_closed(&mut third, PATIENCE)
+        .await
+        .expect("served once a connection closed");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
+async fn requests_hyper_refuses_answer_in_json(backend: Backend) {
+    let c = start(backend, "hyper_refusals").await;
+    let big = "x".repeat(1 << 20);
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (
+            b"GET /last?site=\"a.com\" HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            b"GET /health HTTP/1.1\r\nHost: x\r\nX-Nul: a\0b\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            format!("GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").into_bytes(),
+            431,
+        ),
+    ];
+    for (request, want) in cases {
+        let (status, answer) = raw_exchange(c.http, &request).await;
+        assert_eq!(status, want, "{answer}");
+        assert_eq!(answer["ok"], json!(false), "{answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("request: ")),
+            "{answer}"
+        );
+    }
+    // The server still serves afterwards.
+    assert_eq!(c.get("/health").await.status, 200);
+}
+
+async fn push_bytes_in_flight_are_bounded(backend: Backend) {
+    let c = start_with(backend, "in_flight", |config| {
+        config.api.max_push_bytes = 1000;
+        config.api.max_push_bytes_in_flight = 1000;
+        config.limits.body_timeout = Duration::from_secs(120);
+    })
+    .await;
+    // A push announcing 1000 bytes and sending none holds the whole budget.
+    let mut holder = TcpStream::connect(c.http).await.expect("connect");
+    holder
+        .write_all(c.push_head(1000).as_bytes())
+        .await
+        .expect("write");
+    let body = record("later.com", 200, 1, None, now_ms());
+    eventually("a push refused for lack of room", || async {
+        let response = c
+            .client
+            .post(format!("{}/push", c.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request");
+        let retry_after = response.headers().get("retry-after").cloned();
+        let answer = Answer::from(response).await;
+        answer.status == 503
+            && retry_after.is_some_and(|v| v == "1")
+            && answer.body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("api.max_push_bytes_in_flight"))
+    })
+    .await;
+    drop(holder);
+    eventually("a push stored once the room is back", || async {
+        c.push(&body).await.status == 200
+    })
+    .await;
+}
+
+/// Sends `signal` (e.g. "STOP", "CONT") to a process.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// ClickHouse stopped (SIGSTOP) answers nothing: reads and writes time out
+/// with 503 instead of waiting for it, the timeouts are counted, `/ready`
+/// goes 503 (`/health` stays 200); after SIGCONT everything is back. Its own
+/// server: stopping the shared one would stall the other tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_clickhouse_answers_503_and_readiness_follows() {
+    let ch = ClickHouseServer::start();
+    let pid = ch.pid().expect("server pid");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut config = config(Backend::Sqlite, "stall", &dir);
+    config.storage = StorageConfig {
+        clickhouse_url: Some(ch.http_url()),
+        database: ch.unique_database("stall"),
+        read_timeout: Duration::from_secs(1),
+        write_timeout: Duration::from_secs(2),
+        ..StorageConfig::default()
+    };
+    config.ready_interval = Duration::from_millis(200);
+    let c = start_config(config, dir).await;
+    c.push_ok(&record("before.com", 200, 1, None, now_ms()))
+        .await;
+    eventually("ready before the stall", || async {
+        c.get("/ready").await.status == 200
+    })
+    .await;
+
+    signal(pid, "STOP");
+    let started = Instant::now();
+    let error = c.last("before.com").await.error(503).to_owned();
+    assert_eq!(
+        error,
+        "storage unavailable: clickhouse: last timed out after 1s"
+    );
+    let error = c
+        .push(&record("during.com", 200, 1, None, now_ms()))
+        .await
+        .error(503)
+        .to_owned();
+    assert!(error.ends_with("write timed out after 2s"), "{error}");
+    // Far below the stall: ClickHouse stays stopped until SIGCONT.
+    assert!(started.elapsed() < Duration::from_secs(20));
+    eventually("/ready 503 naming the store", || async {
+        let answer = c.get("/ready").await;
+        answer.status == 503
+            && answer.body["store"]
+                .as_str()
+                .is_some_and(|e| e.contains("timed out"))
+            && answer.body["store_writes"].is_string()
+    })
+    .await;
+    let answer = c.get("/health").await;
+    assert_eq!((answer.status, answer.body), (200, json!({"ok": true})));
+    let metrics = c.metrics().await;
+    for line in [
+        r#"livehead_collector_store_timeouts_total{op="last"} 1"#,
+        r#"livehead_collector_store_timeouts_total{op="write"} 1"#,
+        "livehead_collector_ready 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+
+    signal(pid, "CONT");
+    eventually("a push stored and /ready 200 after SIGCONT", || async {
+        c.push(&record("after.com", 200, 1, None, now_ms()))
+            .await
+            .status
+            == 200
+            && c.get("/ready").await.status == 200
+    })
+    .await;
+    assert_eq!(c.last("after.com").await.status, 200);
+    assert_eq!(c.last("before.com").await.status, 200);
 }
