@@ -21,6 +21,17 @@ struct Collector {
 }
 
 fn start_collector(ch: &ClickHouseServer, db: &str, dir: &Path, grpc: u16, http: u16) -> Proc {
+    start_collector_with(ch, db, dir, grpc, http, &[])
+}
+
+fn start_collector_with(
+    ch: &ClickHouseServer,
+    db: &str,
+    dir: &Path,
+    grpc: u16,
+    http: u16,
+    extra: &[String],
+) -> Proc {
     let mut args: Vec<String> = [
         "collector",
         "--grpc-listen",
@@ -35,6 +46,7 @@ fn start_collector(ch: &ClickHouseServer, db: &str, dir: &Path, grpc: u16, http:
     .map(String::from)
     .to_vec();
     args.extend(tls_args(&dir.join("certs"), "collector"));
+    args.extend(extra.iter().cloned());
     Proc::spawn("collector", &args, dir)
 }
 
@@ -262,6 +274,144 @@ async fn probe_results_reach_clickhouse_field_by_field() {
         agent.log()
     );
     collector.proc.terminate(Duration::from_secs(15));
+}
+
+/// The agent's summary line, field by field.
+fn summary_field(log: &str, name: &str) -> u64 {
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("agent stopped"))
+        .expect("agent summary line");
+    let key = format!("\"{name}\":");
+    let rest = &stopped[stopped.find(&key).expect(name) + key.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|d| d.parse().ok())
+        .expect(name)
+}
+
+/// `/ready`'s status code, or 0 when nothing answers.
+fn ready_status(http: u16) -> u16 {
+    http_get(loopback(http), "/ready").map_or(0, |(status, _)| status)
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// ClickHouse stalls (SIGSTOP, longer than the write timeout), then is
+/// killed and restarted, while the agent sends: `/ready` goes 503 and back
+/// each time, and afterwards every probe result is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_stalled_and_killed_loses_and_duplicates_nothing() {
+    let mut ch = ClickHouseServer::start();
+    let sites = FakeSites::start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    certs(&dir.path().join("certs"), &["node-1"]);
+    let db = ch.unique_database("e2e_stall");
+    let collector_toml = dir.path().join("collector.toml");
+    std::fs::write(
+        &collector_toml,
+        "ready_interval = \"200ms\"\n[storage]\nread_timeout = \"1s\"\nwrite_timeout = \"3s\"\n",
+    )
+    .expect("collector config");
+    let (grpc, http) = (free_port(), free_port());
+    let extra = ["--config".to_owned(), collector_toml.display().to_string()];
+    let mut collector = start_collector_with(&ch, &db, dir.path(), grpc, http, &extra);
+    wait_healthy(&mut collector, http).await;
+
+    let list = dir.path().join("sites.txt");
+    let names: Vec<String> = (0..50).map(|i| format!("site{i:03}.example")).collect();
+    std::fs::write(&list, names.join("\n")).expect("sites");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "[batch]\nmax_records = 20\nmax_delay = \"50ms\"\n\
+        [collector]\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\ndrain_timeout = \"30s\"\n")
+        .expect("agent config");
+    let target = format!("127.0.0.1:{}", sites.port());
+    let config_arg = config.display().to_string();
+    let mut agent = agent(
+        dir.path(),
+        grpc,
+        &list,
+        &target,
+        &["--interval", "300ms", "--config", &config_arg],
+    );
+    let history = "SELECT count() FROM health_history";
+    let patience = Duration::from_secs(60);
+    let context = || format!("{}\n{}", collector.log(), agent.log());
+    wait_for("rows stored", patience, context, || {
+        (count(&ch, &db, history) >= 150).then_some(())
+    })
+    .await;
+    wait_for("ready", patience, context, || {
+        (ready_status(http) == 200).then_some(())
+    })
+    .await;
+
+    // Stalled: longer than the write timeout, so writes fail and are resent.
+    let pid = ch.pid().expect("clickhouse pid");
+    signal(pid, "STOP");
+    wait_for("unready while stopped", patience, context, || {
+        (ready_status(http) == 503).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    signal(pid, "CONT");
+    wait_for("ready after SIGCONT", patience, context, || {
+        (ready_status(http) == 200).then_some(())
+    })
+    .await;
+    let resumed = count(&ch, &db, history);
+    wait_for("rows written after the stall", patience, context, || {
+        (count(&ch, &db, history) >= resumed + 150).then_some(())
+    })
+    .await;
+
+    // Killed: down until restarted on the same ports and data.
+    signal(pid, "KILL");
+    wait_for("unready while killed", patience, context, || {
+        (ready_status(http) == 503).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ch.restart();
+    wait_for("ready after the restart", patience, context, || {
+        (ready_status(http) == 200).then_some(())
+    })
+    .await;
+    let restarted = count(&ch, &db, history);
+    wait_for("rows written after the restart", patience, context, || {
+        (count(&ch, &db, history) >= restarted + 150).then_some(())
+    })
+    .await;
+
+    agent.terminate(Duration::from_secs(40));
+    let log = agent.log();
+    assert_eq!(summary_field(&log, "unacked_batches"), 0, "{log}");
+    assert_eq!(summary_field(&log, "dropped_records"), 0, "{log}");
+    let metrics = http_get(loopback(http), "/metrics")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    assert!(
+        metric_sum(&metrics, "livehead_collector_store_timeouts_total") >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        count(&ch, &db, history),
+        summary_field(&log, "records_spooled"),
+        "every probe result is stored"
+    );
+    let duplicates = count(
+        &ch,
+        &db,
+        "SELECT count() FROM (SELECT site, ts, count() AS c FROM health_history GROUP BY site, ts HAVING c > 1)",
+    );
+    assert_eq!(duplicates, 0, "no probe result is stored twice");
+    collector.terminate(Duration::from_secs(15));
 }
 
 /// SIGKILL the collector while the agent is sending, restart it on the same
