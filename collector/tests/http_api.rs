@@ -1127,6 +1127,10 @@ async fn a_trickled_body_is_answered_408(backend: Backend) {
     );
 }
 
+/// Far above the 1 s timeouts set by the tests below, yet below hyper's own
+/// 30 s header timeout, so that only ours can pass them.
+const CLOSE_WITHIN: Duration = Duration::from_secs(15);
+
 async fn idle_and_trickling_connections_are_closed_on_both_ports(backend: Backend) {
     let c = start_with(backend, "idle", |config| {
         config.limits.header_timeout = Duration::from_secs(1);
@@ -1146,7 +1150,7 @@ async fn idle_and_trickling_connections_are_closed_on_both_ports(backend: Backen
         ("idle gRPC", &mut idle_grpc),
     ] {
         assert!(
-            read_until_closed(conn, PATIENCE).await.is_some(),
+            read_until_closed(conn, CLOSE_WITHIN).await.is_some(),
             "the {name} connection is still open"
         );
     }
@@ -1155,7 +1159,7 @@ async fn idle_and_trickling_connections_are_closed_on_both_ports(backend: Backen
     kept.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .expect("write");
-    let text = read_until_closed(&mut kept, PATIENCE)
+    let text = read_until_closed(&mut kept, CLOSE_WITHIN)
         .await
         .expect("closed after the idle time");
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
@@ -1303,14 +1307,21 @@ async fn a_stalled_clickhouse_answers_503_and_readiness_follows() {
 
     signal(pid, "STOP");
     let started = Instant::now();
-    let error = c.last("before.com").await.error(503).to_owned();
+    // Bounded here too: without the store's timeouts these would wait for
+    // SIGCONT, i.e. for ever.
+    let error = tokio::time::timeout(PATIENCE, c.last("before.com"))
+        .await
+        .expect("/last waited for the stalled store")
+        .error(503)
+        .to_owned();
     assert_eq!(
         error,
         "storage unavailable: clickhouse: last timed out after 1s"
     );
-    let error = c
-        .push(&record("during.com", 200, 1, None, now_ms()))
+    let during = record("during.com", 200, 1, None, now_ms());
+    let error = tokio::time::timeout(PATIENCE, c.push(&during))
         .await
+        .expect("/push waited for the stalled store")
         .error(503)
         .to_owned();
     assert!(error.ends_with("write timed out after 2s"), "{error}");
