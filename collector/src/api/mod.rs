@@ -113,6 +113,8 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds to send in `Retry-After`, when retrying soon should work.
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -120,6 +122,7 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -159,19 +162,16 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE && self.message.starts_with(BUSY) {
+        if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
 }
 
 type Answer = Result<Response, ApiError>;
-
-/// The start of the message of a push refused for lack of room.
-const BUSY: &str = "busy:";
 
 async fn post_push<S: Store>(
     State(api): State<ApiState<S>>,
@@ -383,12 +383,14 @@ impl<S: Store> ApiState<S> {
                     bytes,
                     "push refused: api.max_push_bytes_in_flight reached"
                 );
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "{BUSY} too many push bytes being read (api.max_push_bytes_in_flight); retry"
-                    ),
-                )
+                ApiError {
+                    retry_after: Some(1),
+                    ..ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "body: too many push bytes being read at once \
+                         (api.max_push_bytes_in_flight); retry",
+                    )
+                }
             })
     }
 
