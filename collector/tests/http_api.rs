@@ -1175,6 +1175,7 @@ async fn connections_over_the_limit_wait_for_one_to_close(backend: Backend) {
     let c = start_with(backend, "conn_limit", |config| {
         config.limits.max_connections = 2;
         config.limits.header_timeout = Duration::from_secs(120);
+        config.limits.tls_handshake_timeout = Duration::from_secs(120);
     })
     .await;
     let first = TcpStream::connect(c.http).await.expect("connect");
@@ -1196,6 +1197,33 @@ async fn connections_over_the_limit_wait_for_one_to_close(backend: Backend) {
         .await
         .expect("served once a connection closed");
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+
+    // gRPC (plain text here): a served connection gets the server's HTTP/2
+    // SETTINGS in answer to the client's preface; one over the limit nothing.
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    let mut grpc = Vec::new();
+    for _ in 0..3 {
+        let mut conn = TcpStream::connect(c.grpc).await.expect("connect");
+        conn.write_all(preface).await.expect("write");
+        grpc.push(conn);
+    }
+    let mut settings = [0u8; 9];
+    for conn in &mut grpc[..2] {
+        tokio::time::timeout(PATIENCE, conn.read_exact(&mut settings))
+            .await
+            .expect("served")
+            .expect("SETTINGS");
+    }
+    let waiting = tokio::time::timeout(Duration::from_secs(2), grpc[2].read(&mut settings)).await;
+    assert!(
+        waiting.is_err(),
+        "a third gRPC connection served over the limit"
+    );
+    grpc.remove(0);
+    tokio::time::timeout(PATIENCE, grpc[1].read_exact(&mut settings))
+        .await
+        .expect("served once a connection closed")
+        .expect("SETTINGS");
 }
 
 async fn requests_hyper_refuses_answer_in_json(backend: Backend) {
