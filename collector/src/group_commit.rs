@@ -102,30 +102,49 @@ async fn write_groups<S: Store>(
 ) {
     let mut group = Vec::new();
     while entries.recv_many(&mut group, usize::MAX).await > 0 {
-        let started = std::time::Instant::now();
-        let writes: Vec<BatchWrite<'_>> = group
-            .iter()
-            .map(|e| BatchWrite {
-                agent: &e.batch.agent,
-                seq: e.batch.seq,
-                probes: &e.batch.probes,
-            })
-            .collect();
-        let rows: usize = writes.iter().map(|w| w.probes.len()).sum();
-        let result = store.write_batches(&writes).await;
-        drop(writes);
-        metrics
-            .insert_seconds
-            .observe(started.elapsed().as_secs_f64());
-        metrics.group_batches.observe(group.len() as f64);
-        tracing::debug!(
-            batches = group.len(),
-            rows,
-            ok = result.is_ok(),
-            "group written"
-        );
-        answer(group.drain(..), result);
+        let result = write_group(&*store, &group, &metrics).await;
+        match result {
+            Err(error) if group.len() > 1 && error.may_concern_one_batch() => {
+                tracing::warn!(%error, batches = group.len(),
+                    "group write failed; writing its batches one by one");
+                for entry in group.drain(..) {
+                    let alone = write_group(&*store, std::slice::from_ref(&entry), &metrics).await;
+                    answer(std::iter::once(entry), alone);
+                }
+            }
+            result => answer(group.drain(..), result),
+        }
     }
+}
+
+/// One `write_batches` call for `group`, timed and counted.
+async fn write_group<S: Store>(
+    store: &S,
+    group: &[Entry],
+    metrics: &CollectorMetrics,
+) -> Result<Vec<WriteOutcome>, StoreError> {
+    let started = std::time::Instant::now();
+    let writes: Vec<BatchWrite<'_>> = group
+        .iter()
+        .map(|e| BatchWrite {
+            agent: &e.batch.agent,
+            seq: e.batch.seq,
+            probes: &e.batch.probes,
+        })
+        .collect();
+    let rows: usize = writes.iter().map(|w| w.probes.len()).sum();
+    let result = store.write_batches(&writes).await;
+    metrics
+        .insert_seconds
+        .observe(started.elapsed().as_secs_f64());
+    metrics.group_batches.observe(group.len() as f64);
+    tracing::debug!(
+        batches = group.len(),
+        rows,
+        ok = result.is_ok(),
+        "group written"
+    );
+    result
 }
 
 fn answer(group: impl Iterator<Item = Entry>, result: Result<Vec<WriteOutcome>, StoreError>) {
@@ -285,5 +304,85 @@ mod tests {
             assert!(error.to_string().contains("on fire"), "{error}");
         }
         assert_eq!(store.groups(), [1, 2]);
+    }
+
+    /// Fails any write that holds seq 13, as a store refusing one batch's data.
+    struct PoisonStore {
+        gate: Semaphore,
+    }
+
+    impl Store for PoisonStore {
+        async fn write_batches(
+            &self,
+            batches: &[BatchWrite<'_>],
+        ) -> Result<Vec<WriteOutcome>, StoreError> {
+            self.gate.acquire().await.expect("open").forget();
+            if batches.iter().any(|b| b.seq == 13) {
+                return Err(StoreError::ClickHouse(
+                    ::clickhouse::error::Error::BadResponse("Code: 117, bad data".into()),
+                ));
+            }
+            Ok(batches
+                .iter()
+                .map(|b| WriteOutcome::Written {
+                    rows: b.probes.len(),
+                })
+                .collect())
+        }
+
+        async fn maintain(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        async fn last(&self, _: &str) -> Result<Option<LastState>, StoreError> {
+            Ok(None)
+        }
+
+        async fn dump_last(&self, _: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn one_bad_batch_fails_alone_not_its_whole_group() {
+        let store = Arc::new(PoisonStore {
+            gate: Semaphore::new(0),
+        });
+        let writer = GroupCommit::start(store.clone(), 1000, CollectorMetrics::new());
+        let first = writer.submit(queued(1, 1)).await.expect("queued");
+        settle().await;
+        let mut group = Vec::new();
+        for seq in [12, 13, 14] {
+            group.push(writer.submit(queued(seq, 2)).await.expect("queued"));
+        }
+        // One write for the first batch, one for the group of three, then one
+        // per batch of the failed group.
+        store.gate.add_permits(5);
+        assert!(first.await.expect("answered").is_ok());
+        let answers: Vec<bool> = futures::future::join_all(group)
+            .await
+            .into_iter()
+            .map(|a| a.expect("answered").is_ok())
+            .collect();
+        assert_eq!(answers, [true, false, true]);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_fails_the_group_without_retrying_each_batch() {
+        let store = GatedStore::new(true);
+        let writer = GroupCommit::start(store.clone(), 1000, CollectorMetrics::new());
+        let first = writer.submit(queued(1, 1)).await.expect("queued");
+        settle().await;
+        let second = writer.submit(queued(2, 1)).await.expect("queued");
+        let third = writer.submit(queued(3, 1)).await.expect("queued");
+        store.gate.add_permits(10);
+        for answer in [first, second, third] {
+            assert!(answer.await.expect("answered").is_err());
+        }
+        assert_eq!(
+            store.groups(),
+            [1, 2],
+            "no write per batch after a store failure"
+        );
     }
 }

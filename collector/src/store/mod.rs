@@ -119,6 +119,33 @@ pub enum StoreError {
     NotConfigured(&'static str),
 }
 
+impl StoreError {
+    /// Whether the failure may come from the rows of one batch rather than from
+    /// the store being unreachable, slow or full. The group commit then writes
+    /// the failed group's batches one by one, so that one bad batch fails alone
+    /// instead of failing every agent's batch written with it.
+    pub fn may_concern_one_batch(&self) -> bool {
+        use deadpool_sqlite::rusqlite::{Error as Sqlite, ErrorCode};
+        match self {
+            Self::ClickHouse(e) => matches!(
+                e,
+                ::clickhouse::error::Error::BadResponse(_)
+                    | ::clickhouse::error::Error::Custom(_)
+                    | ::clickhouse::error::Error::InvalidParams(_)
+            ),
+            Self::Sqlite { source, .. } => match source {
+                Sqlite::ToSqlConversionFailure(_) | Sqlite::IntegralValueOutOfRange(..) => true,
+                Sqlite::SqliteFailure(e, _) => matches!(
+                    e.code,
+                    ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch
+                ),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// A backend the collector writes accepted batches to.
 pub trait Store: Send + Sync + 'static {
     /// Writes the batches' rows, each unless its (agent, seq) was written
