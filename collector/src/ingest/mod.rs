@@ -241,7 +241,7 @@ impl StreamState {
                 tracing::error!(agent, seq, %error, "writing batch failed; the agent will resend it");
                 Status::unavailable(format!("storage unavailable: {error}"))
             })?;
-            Ok(ack(&metrics, &agent, seq, outcome, rejected))
+            ack(&metrics, &agent, seq, outcome, rejected)
         })
     }
 
@@ -277,14 +277,16 @@ impl StreamState {
 
 /// The ack of a written batch, counted. Rejections are counted once per batch:
 /// a replayed batch's were counted when it was first written (its ack still
-/// lists them, in case the agent never saw the first one).
+/// lists them, in case the agent never saw the first one). A batch whose
+/// sequence number holds other rows is refused with `AlreadyExists`, which
+/// tells the agent to send it again under a new number.
 fn ack(
     metrics: &CollectorMetrics,
     agent: &str,
     seq: u64,
     outcome: WriteOutcome,
     rejected: Vec<RecordRejection>,
-) -> PushResponse {
+) -> Result<PushResponse, Status> {
     let (accepted, duplicate) = match outcome {
         WriteOutcome::Written { rows } => {
             metrics.batches.with_label_values(&["written"]).inc();
@@ -302,11 +304,24 @@ fn ack(
             metrics.batches.with_label_values(&["duplicate"]).inc();
             (0, true)
         }
+        WriteOutcome::Conflict => {
+            metrics.batches.with_label_values(&["conflict"]).inc();
+            tracing::warn!(
+                agent,
+                seq,
+                "batch number already holds other rows (processes sharing one identity?); \
+                 the agent will renumber it"
+            );
+            return Err(Status::already_exists(format!(
+                "batch {seq} of agent {agent} was already written with other rows; \
+                 send it under a new sequence number"
+            )));
+        }
     };
-    PushResponse {
+    Ok(PushResponse {
         seq,
         accepted: u32::try_from(accepted).unwrap_or(u32::MAX),
         rejected,
         duplicate,
-    }
+    })
 }
