@@ -81,6 +81,10 @@ pub struct Limits {
     /// collector's memory (~0.5 KiB per row) and the size of one store write.
     /// Default 200,000.
     pub max_queued_rows: usize,
+    /// Memory of the rows counted by `max_queued_rows` (strings included), so
+    /// that rows carrying long locations and targets cannot take ~6× more
+    /// memory than the row bound suggests. Default 128 MiB.
+    pub max_queued_bytes: usize,
     /// Batches of one stream being written before its next batch is read.
     /// Above the agent's `max_in_flight` (32). Default 64.
     pub max_stream_batches: usize,
@@ -102,6 +106,7 @@ impl Default for Limits {
             max_age: Duration::from_secs(30 * 86_400),
             max_latency: Duration::from_secs(600),
             max_queued_rows: 200_000,
+            max_queued_bytes: 128 << 20,
             max_stream_batches: 64,
             max_streams: 512,
         }

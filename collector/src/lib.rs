@@ -21,7 +21,7 @@ use tonic::transport::Server;
 
 pub use config::CollectorConfig;
 
-use crate::group_commit::GroupCommit;
+use crate::group_commit::{GroupCommit, QueueBounds};
 use crate::ingest::Ingest;
 use crate::ingest::server::IngestServer;
 use crate::metrics::CollectorMetrics;
@@ -93,11 +93,11 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
         config.maintenance_interval,
         shutdown.clone(),
     );
-    let writer = GroupCommit::start(
-        store.clone(),
-        config.limits.max_queued_rows,
-        metrics.clone(),
-    );
+    let bounds = QueueBounds {
+        rows: config.limits.max_queued_rows,
+        bytes: config.limits.max_queued_bytes,
+    };
+    let writer = GroupCommit::start(store.clone(), bounds, metrics.clone());
     let service = IngestServer::new(Ingest::new(
         writer,
         metrics.clone(),

@@ -80,6 +80,20 @@ pub struct ProbeRow {
     pub agent: String,
 }
 
+impl ProbeRow {
+    /// What the row holds in memory, its strings included: how the collector
+    /// bounds the rows waiting to be written (`limits.max_queued_bytes`).
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.site.len()
+            + self.location.len()
+            + self.error.len()
+            + self.method.len()
+            + self.target.len()
+            + self.agent.len()
+    }
+}
+
 /// A batch to write, identified by (agent, seq) so that a replay is detected.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchWrite<'a> {
