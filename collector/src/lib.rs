@@ -19,15 +19,14 @@ use std::sync::Arc;
 use livehead_common::Shutdown;
 use livehead_common::http_server::HttpLimits;
 use livehead_common::tls::{self, TlsAcceptor, TlsError};
-use livehead_proto::v1::ingest_service_server::IngestServiceServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tonic::codec::CompressionEncoding;
 
 pub use config::CollectorConfig;
 
-use crate::group_commit::GroupCommit;
+use crate::group_commit::{GroupCommit, QueueBounds};
 use crate::ingest::Ingest;
+use crate::ingest::server::IngestServer;
 use crate::metrics::CollectorMetrics;
 use crate::ready::Readiness;
 use crate::store::timed::Timed;
@@ -114,20 +113,17 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
         config.ready_interval,
         shutdown.clone(),
     );
-    let writer = GroupCommit::start(
-        store.clone(),
-        config.limits.max_queued_rows,
-        metrics.clone(),
-    );
-    let service = IngestServiceServer::new(Ingest::new(
+    let bounds = QueueBounds {
+        rows: config.limits.max_queued_rows,
+        bytes: config.limits.max_queued_bytes,
+    };
+    let writer = GroupCommit::start(store.clone(), bounds, metrics.clone());
+    let service = IngestServer::new(Ingest::new(
         writer,
         metrics.clone(),
         config.limits.clone(),
         tls.is_some(),
-    ))
-    .accept_compressed(CompressionEncoding::Zstd)
-    .send_compressed(CompressionEncoding::Zstd)
-    .max_decoding_message_size(config.limits.max_message_bytes);
+    ));
     let grpc_server = serve_grpc(grpc, tls, service, &config, &metrics, shutdown.clone());
     let api = api::router(api::ApiState::new(
         store.clone(),
@@ -174,7 +170,7 @@ type GrpcServer = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error
 fn serve_grpc(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    service: IngestServiceServer<Ingest>,
+    service: IngestServer,
     config: &CollectorConfig,
     metrics: &CollectorMetrics,
     shutdown: Shutdown,

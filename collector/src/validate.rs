@@ -115,6 +115,19 @@ pub fn check_probe(
     })
 }
 
+/// Batch sequence numbers are stored as signed 64-bit integers (SQLite's only
+/// kind), so the top bit is refused here rather than failing the store write of
+/// every batch grouped with it.
+pub fn check_seq(seq: u64) -> Result<(), Invalid> {
+    if seq > i64::MAX as u64 {
+        return Err(invalid(
+            "seq",
+            format!("batch seq {seq} is over {}, the largest stored", i64::MAX),
+        ));
+    }
+    Ok(())
+}
+
 /// 9999-12-31T23:59:59.999Z in unix ms: the latest certificate expiry
 /// accepted. Larger values are no date (SQLite would also silently store
 /// anything above 2^63 - 1 as 2^63 - 1).
@@ -240,6 +253,15 @@ mod tests {
             let err = check_probe(&p, "a", NOW, &limits).expect_err(field);
             assert_eq!(err.field, field, "{err:?}");
         }
+    }
+
+    #[test]
+    fn sequence_numbers_fit_a_signed_64_bit_integer() {
+        assert!(check_seq(0).is_ok());
+        assert!(check_seq(i64::MAX as u64).is_ok());
+        let err = check_seq(1 << 63).expect_err("top bit");
+        assert_eq!(err.field, "seq");
+        assert!(err.reason.contains("9223372036854775808"), "{err:?}");
     }
 
     #[test]
