@@ -11,7 +11,15 @@
 //! Dropping a write midway is what the stores are built to survive: the
 //! ClickHouse store's markers count exactly the rows an interrupted INSERT
 //! kept, and SQLite's transaction runs to its end on its own thread; either
-//! way the replay completes the batch exactly once (see the stores' docs).
+//! way the replay completes the batch exactly once (see the stores' docs) —
+//! provided the replay looks the markers up after the abandoned write ended.
+//! A stalled ClickHouse does not end it: once resumed it reads the INSERT
+//! still in its socket buffers and stores it, possibly after the replay's
+//! lookup found nothing (the end-to-end test saw whole groups stored twice).
+//! So after a write timed out, the next write first waits for the store to
+//! answer a read again, then one more `write_timeout`: the time the abandoned
+//! write would have had. Until the store answers, writes fail at once instead
+//! of piling more abandoned INSERTs onto it.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -28,6 +36,8 @@ pub struct Timed<S> {
     write_timeout: Duration,
     metrics: CollectorMetrics,
     readiness: Readiness,
+    /// A write timed out and may still complete on the server.
+    abandoned: tokio::sync::Mutex<bool>,
 }
 
 impl<S: Store> Timed<S> {
@@ -43,11 +53,30 @@ impl<S: Store> Timed<S> {
             write_timeout: config.write_timeout,
             metrics,
             readiness,
+            abandoned: tokio::sync::Mutex::new(false),
         }
     }
 
     pub fn inner(&self) -> &S {
         &self.inner
+    }
+
+    /// After an abandoned write: waits until the store answers a read, then
+    /// `write_timeout`, so that the abandoned write is over before the next
+    /// one looks markers up. Fails at once when the store does not answer.
+    async fn settle(&self) -> Result<(), StoreError> {
+        let mut abandoned = self.abandoned.lock().await;
+        if !*abandoned {
+            return Ok(());
+        }
+        self.ping().await?;
+        tracing::info!(
+            wait = ?self.write_timeout,
+            "store answers again; waiting for a timed-out write to end before writing"
+        );
+        tokio::time::sleep(self.write_timeout).await;
+        *abandoned = false;
+        Ok(())
     }
 
     async fn call<T>(
@@ -85,13 +114,20 @@ impl<S: Store> Store for Timed<S> {
         &self,
         batches: &[BatchWrite<'_>],
     ) -> Result<Vec<WriteOutcome>, StoreError> {
-        let result = self
-            .call(
-                "write",
-                self.write_timeout,
-                self.inner.write_batches(batches),
-            )
-            .await;
+        let result = match self.settle().await {
+            Ok(()) => {
+                self.call(
+                    "write",
+                    self.write_timeout,
+                    self.inner.write_batches(batches),
+                )
+                .await
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(StoreError::TimedOut { .. }) = &result {
+            *self.abandoned.lock().await = true;
+        }
         match &result {
             Ok(_) => self.readiness.clear(STORE_WRITES),
             Err(error) => self.readiness.fail_for(
@@ -186,5 +222,84 @@ mod tests {
             readiness.problems().get(STORE_WRITES).map(String::as_str),
             Some("last write failed: store: write timed out after 7s")
         );
+    }
+
+    /// Stalls while `stalled`; counts the writes that reached it.
+    #[derive(Default)]
+    struct Switch {
+        stalled: std::sync::atomic::AtomicBool,
+        writes: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Switch {
+        async fn maybe_stall(&self) {
+            if self.stalled.load(std::sync::atomic::Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    impl Store for Switch {
+        async fn write_batches(
+            &self,
+            batches: &[BatchWrite<'_>],
+        ) -> Result<Vec<WriteOutcome>, StoreError> {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.maybe_stall().await;
+            Ok(vec![WriteOutcome::Written { rows: 0 }; batches.len()])
+        }
+        async fn maintain(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn last(&self, _: &str) -> Result<Option<LastState>, StoreError> {
+            self.maybe_stall().await;
+            Ok(None)
+        }
+        async fn dump_last(&self, _: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_an_abandoned_write_the_next_waits_for_the_store_and_one_timeout() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let metrics = CollectorMetrics::new();
+        let config = StorageConfig {
+            read_timeout: Duration::from_secs(2),
+            write_timeout: Duration::from_secs(7),
+            ..StorageConfig::default()
+        };
+        let switch = Switch::default();
+        switch.stalled.store(true, SeqCst);
+        let store = Timed::new(switch, &config, metrics.clone(), Readiness::new(metrics));
+        let batch = BatchWrite {
+            agent: "a",
+            seq: 1,
+            probes: &[],
+        };
+        store.write_batch(batch).await.expect_err("stalled");
+        assert_eq!(store.inner().writes.load(SeqCst), 1);
+
+        // Still stalled: refused after the read timeout, without writing.
+        let started = tokio::time::Instant::now();
+        let error = store.write_batch(batch).await.expect_err("stalled");
+        assert!(
+            matches!(error, StoreError::TimedOut { op: "ping", .. }),
+            "{error}"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert_eq!(store.inner().writes.load(SeqCst), 1);
+
+        // Back: the write waits one write timeout, then goes through; the
+        // next one does not wait.
+        store.inner().stalled.store(false, SeqCst);
+        let started = tokio::time::Instant::now();
+        store.write_batch(batch).await.expect("written");
+        assert_eq!(started.elapsed(), Duration::from_secs(7));
+        let started = tokio::time::Instant::now();
+        store.write_batch(batch).await.expect("written");
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(store.inner().writes.load(SeqCst), 3);
     }
 }
