@@ -39,8 +39,10 @@ pub struct StorageConfig {
     #[serde(with = "humantime_serde")]
     pub read_timeout: Duration,
     /// Longest one group write may take, marker lookup included, and one
-    /// upkeep pass; past it the write fails and the agents resend (markers
-    /// keep that exactly-once). Default 60s.
+    /// upkeep pass; past it the write fails and the agents resend. The next
+    /// write then waits until the store answers a read, plus this long, so
+    /// the abandoned write is over before the replay looks markers up (see
+    /// `timed`). Default 60s.
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
 }
