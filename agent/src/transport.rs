@@ -41,6 +41,8 @@ pub enum TransportError {
     Rpc(#[from] tonic::Status),
     #[error("collector closed the stream")]
     Closed,
+    #[error("the spool could not be rewritten (see the error above)")]
+    SpoolRewrite,
 }
 
 /// Builds the collector endpoint, checking the URL/TLS combination up front so
@@ -226,8 +228,14 @@ impl Session<'_> {
             };
             if !self.limits.fits(at.piece.records, at.piece.bytes) {
                 let split = split::to_fit(batch, self.limits, self.seqs);
-                self.replace(at, split, "over the collector's announced limits")
-                    .await;
+                // A spool that cannot be rewritten would offer the same batch
+                // again at once: end the stream and retry after a backoff.
+                if !self
+                    .replace(at, split, "over the collector's announced limits")
+                    .await
+                {
+                    return Err(TransportError::SpoolRewrite);
+                }
                 continue;
             }
             if !self.spool.lock().mark_sent(at) {
@@ -280,16 +288,13 @@ impl Session<'_> {
             return true;
         };
         let (seq, records, reason) = (at.piece.seq, at.piece.records, status.message());
-        match reaction {
-            Reaction::Split => {
-                let split = split::after_refusal(batch, self.limits, self.seqs);
-                self.replace(at, split, reason).await;
-            }
+        let pieces = match reaction {
+            Reaction::Split => split::after_refusal(batch, self.limits, self.seqs),
             Reaction::Drop => {
                 self.metrics.batches_refused.inc();
                 tracing::error!(seq, records, code = ?status.code(), reason,
                     "collector refused a batch for good; dropped it");
-                self.replace(at, Split::default(), reason).await;
+                Split::default()
             }
             Reaction::Renumber => {
                 let renumbered = PushRequest {
@@ -304,19 +309,19 @@ impl Session<'_> {
                     "the collector holds another batch under this sequence number \
                      (another process with this agent's identity?); resending under a new one"
                 );
-                let split = Split {
+                Split {
                     pieces: vec![renumbered],
                     too_large: 0,
-                };
-                self.replace(at, split, reason).await;
+                }
             }
-            Reaction::Retry => {}
-        }
-        true
+            Reaction::Retry => return false,
+        };
+        self.replace(at, pieces, reason).await
     }
 
-    /// Puts `split`'s pieces in the place of the batch at `at`.
-    async fn replace(&self, at: At, split: Split, reason: &str) {
+    /// Puts `split`'s pieces in the place of the batch at `at`; false when
+    /// the spool could not be rewritten.
+    async fn replace(&self, at: At, split: Split, reason: &str) -> bool {
         let pieces = split.pieces.len();
         if split.too_large > 0 {
             self.metrics.batches_refused.inc_by(split.too_large as u64);
@@ -342,8 +347,10 @@ impl Session<'_> {
             Ok(_) => {}
             Err(error) => {
                 tracing::error!(%error, seq = at.piece.seq, "cannot rewrite a spooled batch; it stays as it was");
+                return false;
             }
         }
+        true
     }
 
     async fn on_ack(&mut self, ack: PushResponse) {
