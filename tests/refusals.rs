@@ -329,3 +329,225 @@ async fn a_batch_over_the_record_limit_is_delivered_in_pieces() {
         .expect("agent stops cleanly");
     s.shutdown.cancel();
 }
+
+/// Sends raw bytes as `Push` messages: what a broken or hostile client sends.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = PushResponse;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<PushResponse>;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+/// Opens one stream, sends `messages` as they are, and returns the acks and
+/// the status that ended the stream (`None`: it ended OK).
+async fn push_raw(
+    endpoint: Endpoint,
+    messages: Vec<Vec<u8>>,
+    compress: bool,
+) -> (Vec<u64>, Option<tonic::Status>) {
+    let channel = endpoint.connect().await.expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    if compress {
+        grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Zstd);
+    }
+    grpc.ready().await.expect("ready");
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/livehead.v1.IngestService/Push");
+    let request = tonic::Request::new(tokio_stream::iter(messages));
+    let mut acks = match grpc.streaming(request, path, RawCodec).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return (Vec::new(), Some(status)),
+    };
+    let mut seqs = Vec::new();
+    loop {
+        match acks.message().await {
+            Ok(Some(ack)) => seqs.push(ack.seq),
+            Ok(None) => return (seqs, None),
+            Err(status) => return (seqs, Some(status)),
+        }
+    }
+}
+
+/// Every message the collector cannot take ends the stream with the status
+/// that says why, after the acks of the batches before it, so the agent knows
+/// the refusal is about its oldest unacknowledged batch: never an OK end of
+/// stream without an ack (which made agents resend the batch forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_and_oversized_messages_are_refused_with_a_status() {
+    use prost::Message;
+    use tonic::Code;
+    let limits = Limits {
+        max_message_bytes: 20_000,
+        max_batch_records: 100,
+        ..Limits::default()
+    };
+    let s = setup_with("refuse_unreadable", limits).await;
+    let ep = endpoint(s.grpc, agent_tls(&s.pki.agent("node-1")));
+    let good = |seq: u64| batch("", seq, vec![probe(&format!("s{seq}.example"))]).encode_to_vec();
+    let many = batch("", 1, (0..101).map(|_| probe("a.example")).collect()).encode_to_vec();
+    let cases: Vec<(&str, Vec<u8>, bool, Code)> = vec![
+        (
+            "truncated varint",
+            b"\x10\xff".to_vec(),
+            false,
+            Code::InvalidArgument,
+        ),
+        (
+            "invalid UTF-8",
+            b"\x0a\x02\xff\xfe".to_vec(),
+            false,
+            Code::InvalidArgument,
+        ),
+        ("garbage", vec![0xff; 64], false, Code::InvalidArgument),
+        (
+            "over max_message_bytes",
+            vec![0; 30_000],
+            false,
+            Code::OutOfRange,
+        ),
+        ("zstd bomb", vec![0; 1 << 20], true, Code::ResourceExhausted),
+        (
+            "over max_batch_records",
+            many,
+            false,
+            Code::ResourceExhausted,
+        ),
+        (
+            "empty records attack",
+            b"\x1a\x00".repeat(5_000),
+            false,
+            Code::ResourceExhausted,
+        ),
+        (
+            "seq over 2^63",
+            {
+                let mut b = batch("", 1 << 63, vec![probe("a.example")]);
+                b.seq = 1 << 63;
+                b.encode_to_vec()
+            },
+            false,
+            Code::InvalidArgument,
+        ),
+    ];
+    let total = cases.len() as u64;
+    for (seq, (what, bad, compress, code)) in (10..).zip(cases) {
+        let (acks, status) = push_raw(ep.clone(), vec![good(seq), bad], compress).await;
+        assert_eq!(acks, [seq], "{what}: the batch before is acked first");
+        let status = status.unwrap_or_else(|| panic!("{what}: the stream ended OK"));
+        assert_eq!(status.code(), code, "{what}: {status:?}");
+    }
+    assert_eq!(count(&s, "SELECT count() FROM health_history"), total);
+    let (_, metrics) = support::http_get(s.http, "/metrics").expect("metrics");
+    assert!(
+        metrics.contains(&format!(
+            "livehead_collector_batches_total{{outcome=\"refused\"}} {total}"
+        )),
+        "{metrics}"
+    );
+    s.shutdown.cancel();
+}
+
+/// The certificate's name becomes the `agent` column: it must be an agent id
+/// (host-name syntax), never empty, `push:<token>` (the HTTP pushes' mark),
+/// multi-line, a wildcard, overlong or non-ASCII.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_names_that_are_not_agent_ids_are_refused() {
+    let s = setup("refuse_names").await;
+    let long = "a".repeat(300);
+    for (i, name) in ["", "push:pods", "evil\nagent", long.as_str(), "*", "nœud-1"]
+        .into_iter()
+        .enumerate()
+    {
+        let files = s.pki.agent_with_common_name(&format!("odd-{i}"), name);
+        let result = push(
+            endpoint(s.grpc, agent_tls(&files)),
+            batch("", 1, vec![probe("a.example")]),
+        )
+        .await;
+        let err = result.expect_err(name);
+        assert!(
+            err.starts_with("push:") && err.contains("not a valid agent id"),
+            "{name:?}: {err}"
+        );
+    }
+    assert_eq!(count(&s, "SELECT count() FROM health_history"), 0);
+    s.shutdown.cancel();
+}
+
+/// Two processes sharing one certificate that number a batch alike: the
+/// second batch is refused with `AlreadyExists` (the agent renumbers it)
+/// instead of being acked as a duplicate and lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_sequence_number_with_other_rows_is_refused_not_dropped() {
+    let s = setup("refuse_conflict").await;
+    let ep = endpoint(s.grpc, agent_tls(&s.pki.agent("node-1")));
+    let ack = push(ep.clone(), batch("", 42, vec![probe("a.example")]))
+        .await
+        .expect("first batch");
+    assert_eq!((ack.seq, ack.accepted, ack.duplicate), (42, 1, false));
+    let again = push(ep.clone(), batch("", 42, vec![probe("b.example")])).await;
+    let err = again.expect_err("a different batch under seq 42");
+    assert!(err.starts_with("AlreadyExists"), "{err}");
+    assert_eq!(count(&s, "SELECT count() FROM health_history"), 1);
+    s.shutdown.cancel();
+}
+
+/// The collector's limits travel in the stream's response headers, so agents
+/// split their batches before sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_tells_the_agent_the_collector_limits() {
+    let limits = Limits {
+        max_message_bytes: 20_000,
+        max_batch_records: 77,
+        ..Limits::default()
+    };
+    let s = setup_with("limits_headers", limits).await;
+    let channel = endpoint(s.grpc, agent_tls(&s.pki.agent("node-1")))
+        .connect()
+        .await
+        .expect("connect");
+    let response = IngestServiceClient::new(channel)
+        .push(tokio_stream::iter(Vec::<PushRequest>::new()))
+        .await
+        .expect("stream");
+    let header = |name: &str| {
+        response
+            .metadata()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        header("livehead-max-message-bytes").as_deref(),
+        Some("20000")
+    );
+    assert_eq!(header("livehead-max-batch-records").as_deref(), Some("77"));
+    s.shutdown.cancel();
+}

@@ -55,9 +55,13 @@ impl Default for CollectorConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Records in one batch. Default 10,000.
+    /// Records in one batch, counted on the wire before the batch is decoded.
+    /// Default 10,000.
     pub max_batch_records: usize,
-    /// Decoded (uncompressed) size of one gRPC message. Default 16 MiB.
+    /// Decoded (uncompressed) size of one gRPC message, checked before it is
+    /// decoded (and while it is decompressed). Agents learn it when their
+    /// stream opens and split their batches to fit. Default 4 MiB (an agent's
+    /// batch of 500 probes is ~100 KiB).
     pub max_message_bytes: usize,
     /// Bytes of a Location header kept. Default 2,048.
     pub max_location_bytes: usize,
@@ -77,23 +81,34 @@ pub struct Limits {
     /// collector's memory (~0.5 KiB per row) and the size of one store write.
     /// Default 200,000.
     pub max_queued_rows: usize,
+    /// Memory of the rows counted by `max_queued_rows` (strings included), so
+    /// that rows carrying long locations and targets cannot take ~6× more
+    /// memory than the row bound suggests. Default 128 MiB.
+    pub max_queued_bytes: usize,
     /// Batches of one stream being written before its next batch is read.
     /// Above the agent's `max_in_flight` (32). Default 64.
     pub max_stream_batches: usize,
+    /// Agent streams open at once; one more is refused with `Unavailable` (the
+    /// agent retries with backoff). With `max_message_bytes`, bounds what
+    /// streams buffer of messages not yet whole: at most
+    /// `max_streams × max_message_bytes`. Default 512.
+    pub max_streams: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_batch_records: 10_000,
-            max_message_bytes: 16 << 20,
+            max_message_bytes: 4 << 20,
             max_location_bytes: 2048,
             max_target_bytes: 512,
             max_clock_skew: Duration::from_secs(300),
             max_age: Duration::from_secs(30 * 86_400),
             max_latency: Duration::from_secs(600),
             max_queued_rows: 200_000,
+            max_queued_bytes: 128 << 20,
             max_stream_batches: 64,
+            max_streams: 512,
         }
     }
 }

@@ -11,8 +11,9 @@
 //! still queued is seen in the same group, or after the first copy is written:
 //! one collector never writes a batch twice.
 //!
-//! Memory is bounded: at most `max_queued_rows` rows wait (streams stop reading
-//! until there is room, which HTTP/2 flow control passes back to the agents).
+//! Memory is bounded: at most `max_queued_rows` rows and `max_queued_bytes` of
+//! them wait (streams stop reading until there is room, which HTTP/2 flow
+//! control passes back to the agents).
 
 use std::sync::Arc;
 
@@ -36,16 +37,35 @@ pub type Written = Result<WriteOutcome, Arc<StoreError>>;
 struct Entry {
     batch: QueuedBatch,
     reply: oneshot::Sender<Written>,
-    /// Room in the queue, given back once the batch is written.
-    _room: OwnedSemaphorePermit,
+    /// Room in the queue (rows, bytes), given back once the batch is written.
+    _room: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+/// How much may wait in the queue, the group being written included.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueBounds {
+    pub rows: usize,
+    /// Memory of the rows ([`ProbeRow::heap_bytes`]).
+    pub bytes: usize,
+}
+
+impl QueueBounds {
+    /// `rows` rows, of any size.
+    pub fn rows(rows: usize) -> Self {
+        Self {
+            rows,
+            bytes: Semaphore::MAX_PERMITS,
+        }
+    }
 }
 
 /// The queue's handle; cheap to clone, one per stream.
 #[derive(Clone)]
 pub struct GroupCommit {
     queue: mpsc::UnboundedSender<Entry>,
-    room: Arc<Semaphore>,
-    max_queued_rows: usize,
+    rows: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    bounds: QueueBounds,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,18 +74,18 @@ pub struct WriterStopped;
 
 impl GroupCommit {
     /// Starts the writer task over `store`.
-    pub fn start<S: Store>(
-        store: Arc<S>,
-        max_queued_rows: usize,
-        metrics: CollectorMetrics,
-    ) -> Self {
-        let max_queued_rows = max_queued_rows.clamp(1, Semaphore::MAX_PERMITS);
+    pub fn start<S: Store>(store: Arc<S>, bounds: QueueBounds, metrics: CollectorMetrics) -> Self {
+        let bounds = QueueBounds {
+            rows: bounds.rows.clamp(1, Semaphore::MAX_PERMITS),
+            bytes: bounds.bytes.clamp(1, Semaphore::MAX_PERMITS),
+        };
         let (queue, entries) = mpsc::unbounded_channel();
         tokio::spawn(write_groups(store, entries, metrics));
         Self {
             queue,
-            room: Arc::new(Semaphore::new(max_queued_rows)),
-            max_queued_rows,
+            rows: Arc::new(Semaphore::new(bounds.rows)),
+            bytes: Arc::new(Semaphore::new(bounds.bytes)),
+            bounds,
         }
     }
 
@@ -76,11 +96,17 @@ impl GroupCommit {
         &self,
         batch: QueuedBatch,
     ) -> Result<oneshot::Receiver<Written>, WriterStopped> {
-        let rows = batch.probes.len().clamp(1, self.max_queued_rows);
-        let room = Arc::clone(&self.room)
-            .acquire_many_owned(u32::try_from(rows).unwrap_or(u32::MAX))
-            .await
-            .map_err(|_| WriterStopped)?;
+        let rows = batch.probes.len().clamp(1, self.bounds.rows);
+        let bytes = batch
+            .probes
+            .iter()
+            .map(ProbeRow::heap_bytes)
+            .sum::<usize>()
+            .clamp(1, self.bounds.bytes);
+        let room = (
+            acquire(&self.rows, rows).await?,
+            acquire(&self.bytes, bytes).await?,
+        );
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Entry {
@@ -93,6 +119,15 @@ impl GroupCommit {
     }
 }
 
+/// `n` permits of `room` (at most `u32::MAX` at once, which `n` never reaches:
+/// a batch is bounded by the message size).
+async fn acquire(room: &Arc<Semaphore>, n: usize) -> Result<OwnedSemaphorePermit, WriterStopped> {
+    Arc::clone(room)
+        .acquire_many_owned(u32::try_from(n).unwrap_or(u32::MAX))
+        .await
+        .map_err(|_| WriterStopped)
+}
+
 /// The writer: waits for a first batch, takes every other one queued behind it,
 /// writes them in one call, answers each, and starts over.
 async fn write_groups<S: Store>(
@@ -102,30 +137,49 @@ async fn write_groups<S: Store>(
 ) {
     let mut group = Vec::new();
     while entries.recv_many(&mut group, usize::MAX).await > 0 {
-        let started = std::time::Instant::now();
-        let writes: Vec<BatchWrite<'_>> = group
-            .iter()
-            .map(|e| BatchWrite {
-                agent: &e.batch.agent,
-                seq: e.batch.seq,
-                probes: &e.batch.probes,
-            })
-            .collect();
-        let rows: usize = writes.iter().map(|w| w.probes.len()).sum();
-        let result = store.write_batches(&writes).await;
-        drop(writes);
-        metrics
-            .insert_seconds
-            .observe(started.elapsed().as_secs_f64());
-        metrics.group_batches.observe(group.len() as f64);
-        tracing::debug!(
-            batches = group.len(),
-            rows,
-            ok = result.is_ok(),
-            "group written"
-        );
-        answer(group.drain(..), result);
+        let result = write_group(&*store, &group, &metrics).await;
+        match result {
+            Err(error) if group.len() > 1 && error.may_concern_one_batch() => {
+                tracing::warn!(%error, batches = group.len(),
+                    "group write failed; writing its batches one by one");
+                for entry in group.drain(..) {
+                    let alone = write_group(&*store, std::slice::from_ref(&entry), &metrics).await;
+                    answer(std::iter::once(entry), alone);
+                }
+            }
+            result => answer(group.drain(..), result),
+        }
     }
+}
+
+/// One `write_batches` call for `group`, timed and counted.
+async fn write_group<S: Store>(
+    store: &S,
+    group: &[Entry],
+    metrics: &CollectorMetrics,
+) -> Result<Vec<WriteOutcome>, StoreError> {
+    let started = std::time::Instant::now();
+    let writes: Vec<BatchWrite<'_>> = group
+        .iter()
+        .map(|e| BatchWrite {
+            agent: &e.batch.agent,
+            seq: e.batch.seq,
+            probes: &e.batch.probes,
+        })
+        .collect();
+    let rows: usize = writes.iter().map(|w| w.probes.len()).sum();
+    let result = store.write_batches(&writes).await;
+    metrics
+        .insert_seconds
+        .observe(started.elapsed().as_secs_f64());
+    metrics.group_batches.observe(group.len() as f64);
+    tracing::debug!(
+        batches = group.len(),
+        rows,
+        ok = result.is_ok(),
+        "group written"
+    );
+    result
 }
 
 fn answer(group: impl Iterator<Item = Entry>, result: Result<Vec<WriteOutcome>, StoreError>) {
@@ -225,7 +279,11 @@ mod tests {
     #[tokio::test]
     async fn batches_queued_during_a_write_are_written_together_next() {
         let store = GatedStore::new(false);
-        let writer = GroupCommit::start(store.clone(), 1000, CollectorMetrics::new());
+        let writer = GroupCommit::start(
+            store.clone(),
+            QueueBounds::rows(1000),
+            CollectorMetrics::new(),
+        );
         let first = writer.submit(queued(1, 2)).await.expect("queued");
         settle().await;
         let mut rest = Vec::new();
@@ -254,7 +312,11 @@ mod tests {
     #[tokio::test]
     async fn submitting_waits_while_the_queue_is_full() {
         let store = GatedStore::new(false);
-        let writer = GroupCommit::start(store.clone(), 10, CollectorMetrics::new());
+        let writer = GroupCommit::start(
+            store.clone(),
+            QueueBounds::rows(10),
+            CollectorMetrics::new(),
+        );
         let first = writer.submit(queued(1, 6)).await.expect("queued");
         let blocked = tokio::time::timeout(Duration::from_millis(100), writer.submit(queued(2, 5)));
         assert!(
@@ -272,9 +334,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn submitting_waits_while_the_queued_rows_hold_too_much_memory() {
+        let store = GatedStore::new(false);
+        let row = ProbeRow::default().heap_bytes();
+        let bounds = QueueBounds {
+            rows: 1000,
+            bytes: row * 3,
+        };
+        let writer = GroupCommit::start(store.clone(), bounds, CollectorMetrics::new());
+        let first = writer.submit(queued(1, 2)).await.expect("queued");
+        let blocked = tokio::time::timeout(Duration::from_millis(100), writer.submit(queued(2, 2)));
+        assert!(blocked.await.is_err(), "4 rows' memory is over 3 rows'");
+        store.gate.add_permits(2);
+        first.await.expect("answered").expect("written");
+        let second = writer.submit(queued(2, 2)).await.expect("room again");
+        assert!(second.await.expect("answered").is_ok());
+    }
+
+    #[tokio::test]
     async fn a_failed_write_answers_every_batch_of_its_group() {
         let store = GatedStore::new(true);
-        let writer = GroupCommit::start(store.clone(), 1000, CollectorMetrics::new());
+        let writer = GroupCommit::start(
+            store.clone(),
+            QueueBounds::rows(1000),
+            CollectorMetrics::new(),
+        );
         let first = writer.submit(queued(1, 1)).await.expect("queued");
         settle().await;
         let second = writer.submit(queued(2, 1)).await.expect("queued");
@@ -285,5 +369,93 @@ mod tests {
             assert!(error.to_string().contains("on fire"), "{error}");
         }
         assert_eq!(store.groups(), [1, 2]);
+    }
+
+    /// Fails any write that holds seq 13, as a store refusing one batch's data.
+    struct PoisonStore {
+        gate: Semaphore,
+    }
+
+    impl Store for PoisonStore {
+        async fn write_batches(
+            &self,
+            batches: &[BatchWrite<'_>],
+        ) -> Result<Vec<WriteOutcome>, StoreError> {
+            self.gate.acquire().await.expect("open").forget();
+            if batches.iter().any(|b| b.seq == 13) {
+                return Err(StoreError::ClickHouse(
+                    ::clickhouse::error::Error::BadResponse("Code: 117, bad data".into()),
+                ));
+            }
+            Ok(batches
+                .iter()
+                .map(|b| WriteOutcome::Written {
+                    rows: b.probes.len(),
+                })
+                .collect())
+        }
+
+        async fn maintain(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        async fn last(&self, _: &str) -> Result<Option<LastState>, StoreError> {
+            Ok(None)
+        }
+
+        async fn dump_last(&self, _: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn one_bad_batch_fails_alone_not_its_whole_group() {
+        let store = Arc::new(PoisonStore {
+            gate: Semaphore::new(0),
+        });
+        let writer = GroupCommit::start(
+            store.clone(),
+            QueueBounds::rows(1000),
+            CollectorMetrics::new(),
+        );
+        let first = writer.submit(queued(1, 1)).await.expect("queued");
+        settle().await;
+        let mut group = Vec::new();
+        for seq in [12, 13, 14] {
+            group.push(writer.submit(queued(seq, 2)).await.expect("queued"));
+        }
+        // One write for the first batch, one for the group of three, then one
+        // per batch of the failed group.
+        store.gate.add_permits(5);
+        assert!(first.await.expect("answered").is_ok());
+        let answers: Vec<bool> = futures::future::join_all(group)
+            .await
+            .into_iter()
+            .map(|a| a.expect("answered").is_ok())
+            .collect();
+        assert_eq!(answers, [true, false, true]);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_fails_the_group_without_retrying_each_batch() {
+        let store = GatedStore::new(true);
+        let writer = GroupCommit::start(
+            store.clone(),
+            QueueBounds::rows(1000),
+            CollectorMetrics::new(),
+        );
+        let first = writer.submit(queued(1, 1)).await.expect("queued");
+        settle().await;
+        let second = writer.submit(queued(2, 1)).await.expect("queued");
+        let third = writer.submit(queued(3, 1)).await.expect("queued");
+        store.gate.add_permits(10);
+        for answer in [first, second, third] {
+            assert!(answer.await.expect("answered").is_err());
+        }
+        assert_eq!(
+            store.groups(),
+            [1, 2],
+            "no write per batch after a store failure"
+        );
     }
 }

@@ -14,17 +14,16 @@ use std::sync::Arc;
 
 use livehead_common::Shutdown;
 use livehead_common::tls::{self, TlsError};
-use livehead_proto::v1::ingest_service_server::IngestServiceServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
 
 pub use config::CollectorConfig;
 
-use crate::group_commit::GroupCommit;
+use crate::group_commit::{GroupCommit, QueueBounds};
 use crate::ingest::Ingest;
+use crate::ingest::server::IngestServer;
 use crate::metrics::CollectorMetrics;
 use crate::store::{AnyStore, Store, StoreError};
 
@@ -94,20 +93,17 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
         config.maintenance_interval,
         shutdown.clone(),
     );
-    let writer = GroupCommit::start(
-        store.clone(),
-        config.limits.max_queued_rows,
-        metrics.clone(),
-    );
-    let service = IngestServiceServer::new(Ingest::new(
+    let bounds = QueueBounds {
+        rows: config.limits.max_queued_rows,
+        bytes: config.limits.max_queued_bytes,
+    };
+    let writer = GroupCommit::start(store.clone(), bounds, metrics.clone());
+    let service = IngestServer::new(Ingest::new(
         writer,
         metrics.clone(),
         config.limits.clone(),
         tls.is_some(),
-    ))
-    .accept_compressed(CompressionEncoding::Zstd)
-    .send_compressed(CompressionEncoding::Zstd)
-    .max_decoding_message_size(config.limits.max_message_bytes);
+    ));
     let mut builder = Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;

@@ -109,6 +109,19 @@ pub fn check_probe(
     })
 }
 
+/// Batch sequence numbers are stored as signed 64-bit integers (SQLite's only
+/// kind), so the top bit is refused here rather than failing the store write of
+/// every batch grouped with it.
+pub fn check_seq(seq: u64) -> Result<(), Invalid> {
+    if seq > i64::MAX as u64 {
+        return Err(invalid(
+            "seq",
+            format!("batch seq {seq} is over {}, the largest stored", i64::MAX),
+        ));
+    }
+    Ok(())
+}
+
 /// A site must be a host name (the rule shared with the agent's discovery).
 pub fn check_site(site: &str) -> Result<(), Invalid> {
     check_host_name(site).map_err(|e| invalid("probe.site", e.to_string()))
@@ -229,6 +242,15 @@ mod tests {
             let err = check_probe(&p, "a", NOW, &limits).expect_err(field);
             assert_eq!(err.field, field, "{err:?}");
         }
+    }
+
+    #[test]
+    fn sequence_numbers_fit_a_signed_64_bit_integer() {
+        assert!(check_seq(0).is_ok());
+        assert!(check_seq(i64::MAX as u64).is_ok());
+        let err = check_seq(1 << 63).expect_err("top bit");
+        assert_eq!(err.field, "seq");
+        assert!(err.reason.contains("9223372036854775808"), "{err:?}");
     }
 
     #[test]

@@ -98,7 +98,10 @@ async fn migrations_create_the_tables_and_rerun_idempotently() {
         &config,
         "SELECT version, name, count() FROM schema_migrations GROUP BY version, name ORDER BY version",
     );
-    assert_eq!(versions, "1\tprobe tables\t1\n2\tbatch markers\t1\n");
+    assert_eq!(
+        versions,
+        "1\tprobe tables\t1\n2\tbatch markers\t1\n3\tbatch digests\t1\n"
+    );
     let partition_keys = q(
         &config,
         "SELECT name, partition_key FROM system.tables \
@@ -325,11 +328,11 @@ async fn a_replay_completes_an_interrupted_insert() {
     // ending the chunked body.
     let rows: String = probes[..2]
         .iter()
-        .map(|p| format!("{}\t{}\tedge-1\t3\n", p.site, p.ts))
+        .map(|p| format!("{}\t{}\t{}\tedge-1\t3\n", p.site, p.ts, p.latency_us))
         .collect();
     cut_insert(
         &config.database,
-        "INSERT INTO health_history (site, ts, agent, seq) FORMAT TabSeparated",
+        "INSERT INTO health_history (site, ts, latency_us, agent, seq) FORMAT TabSeparated",
         rows.as_bytes(),
     );
     let kept = wait_for(|| count(&config, "health_history") == 2);
@@ -378,11 +381,11 @@ async fn a_group_of_batches_is_written_in_one_call() {
         .expect("earlier batch");
     let kept: String = cut[..2]
         .iter()
-        .map(|p| format!("{}\t{}\tedge-1\t2\n", p.site, p.ts))
+        .map(|p| format!("{}\t{}\t{}\tedge-1\t2\n", p.site, p.ts, p.latency_us))
         .collect();
     cut_insert(
         &config.database,
-        "INSERT INTO health_history (site, ts, agent, seq) FORMAT TabSeparated",
+        "INSERT INTO health_history (site, ts, latency_us, agent, seq) FORMAT TabSeparated",
         kept.as_bytes(),
     );
     assert!(wait_for(|| count(&config, "health_history") == 5));
@@ -437,6 +440,7 @@ async fn a_dropped_crate_insert_keeps_a_counted_prefix() {
     struct Partial<'a> {
         site: &'a str,
         ts: u64,
+        latency_us: u64,
         agent: &'a str,
         seq: u64,
     }
@@ -461,6 +465,7 @@ async fn a_dropped_crate_insert_keeps_a_counted_prefix() {
         let row = Partial {
             site: &p.site,
             ts: p.ts,
+            latency_us: p.latency_us,
             agent: "edge-1",
             seq: 1,
         };
@@ -883,4 +888,45 @@ async fn the_readme_clickhouse_queries_run() {
         // Panics with the server's error when a statement fails.
         q(&config, &sql);
     }
+}
+
+/// Two processes sharing one identity may number batches alike: a batch whose
+/// (agent, seq) holds other rows is a conflict, not a replay, even when its
+/// first rows could pass for a prefix left by an interrupted INSERT.
+#[tokio::test]
+async fn a_seq_holding_other_rows_is_a_conflict_not_a_replay() {
+    let config = config("conflict");
+    let store = ClickHouseStore::connect(&config).await.expect("connect");
+    let ts = now_ms();
+    let one = [probe("a.example", ts)];
+    let mut other = probe("a.example", ts + 1);
+    other.latency_us += 7;
+    let two = [other, probe("b.example", ts)];
+
+    let first = store
+        .write_batch(batch("edge-1", 5, &one))
+        .await
+        .expect("write");
+    assert_eq!(first, WriteOutcome::Written { rows: 1 });
+    for rows in [&two[..1], &two[..]] {
+        let clash = store
+            .write_batch(batch("edge-1", 5, rows))
+            .await
+            .expect("write");
+        assert_eq!(clash, WriteOutcome::Conflict, "{} rows", rows.len());
+    }
+    // The same rows again are still a replay.
+    let again = store
+        .write_batch(batch("edge-1", 5, &one))
+        .await
+        .expect("replay");
+    assert_eq!(again, WriteOutcome::Duplicate);
+    // Two different batches under one number in one group: the second conflicts.
+    let group = [batch("edge-1", 6, &one), batch("edge-1", 6, &two)];
+    let outcomes = store.write_batches(&group).await.expect("group");
+    assert_eq!(
+        outcomes,
+        [WriteOutcome::Written { rows: 1 }, WriteOutcome::Conflict]
+    );
+    assert_eq!(count(&config, "health_history"), 2);
 }

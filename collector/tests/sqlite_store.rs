@@ -174,7 +174,7 @@ async fn open_creates_the_directory_tables_and_migrations() {
             "SELECT version, name, applied_at > strftime('%s', 'now') - 600 \
              FROM schema_migrations ORDER BY version"
         ),
-        "1|probe tables|1\n2|batch markers|1\n"
+        "1|probe tables|1\n2|batch markers|1\n3|batch digests|1\n"
     );
 }
 
@@ -515,7 +515,9 @@ async fn concurrent_batches_all_land() {
     for outcome in writers.join_all().await {
         match outcome.expect("write") {
             WriteOutcome::Written { rows } => written += rows,
-            WriteOutcome::Duplicate => panic!("distinct seqs are never duplicates"),
+            WriteOutcome::Duplicate | WriteOutcome::Conflict => {
+                panic!("distinct seqs are never duplicates")
+            }
         }
     }
     for states in readers.join_all().await {
@@ -1107,4 +1109,42 @@ async fn the_readme_sqlite_queries_run_with_the_sqlite3_cli() {
         // Panics with sqlite3's error when a statement fails.
         sqlite3(&config.sqlite_path, &format!("{sql};"));
     }
+}
+
+/// Two processes sharing one identity may number batches alike: a batch whose
+/// (agent, seq) holds other rows is a conflict, not a replay.
+#[tokio::test]
+async fn a_seq_holding_other_rows_is_a_conflict_not_a_replay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(&dir);
+    let store = open(&config).await;
+    let ts = now_ms();
+    let one = [probe("a.example", ts)];
+    let mut other = probe("a.example", ts + 1);
+    other.latency_us += 7;
+    let two = [other, probe("b.example", ts)];
+
+    assert_eq!(
+        write(&store, "edge-1", 5, &one).await,
+        WriteOutcome::Written { rows: 1 }
+    );
+    assert_eq!(
+        write(&store, "edge-1", 5, &two[..1]).await,
+        WriteOutcome::Conflict
+    );
+    assert_eq!(
+        write(&store, "edge-1", 5, &two).await,
+        WriteOutcome::Conflict
+    );
+    assert_eq!(
+        write(&store, "edge-1", 5, &one).await,
+        WriteOutcome::Duplicate
+    );
+    let group = [batch("edge-1", 6, &one), batch("edge-1", 6, &two)];
+    let outcomes = store.write_batches(&group).await.expect("group");
+    assert_eq!(
+        outcomes,
+        [WriteOutcome::Written { rows: 1 }, WriteOutcome::Conflict]
+    );
+    assert_eq!(count(&config, "health_history"), 2);
 }

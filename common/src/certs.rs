@@ -23,6 +23,11 @@ pub enum CertError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("agent name {name:?} is not an agent id (the collector would refuse it): {source}")]
+    AgentName {
+        name: String,
+        source: crate::host::HostNameError,
+    },
 }
 
 /// What a leaf certificate is for.
@@ -133,6 +138,12 @@ pub fn write_dev_pki(
     collector_names: &[String],
     agent_names: &[String],
 ) -> Result<DevPkiFiles, CertError> {
+    for name in agent_names {
+        crate::host::check_host_name(name).map_err(|source| CertError::AgentName {
+            name: name.clone(),
+            source,
+        })?;
+    }
     std::fs::create_dir_all(dir).map_err(|source| CertError::Write {
         path: dir.to_owned(),
         source,
@@ -212,4 +223,20 @@ fn write_secret(path: &Path, contents: &str) -> Result<(), CertError> {
         .open(path)
         .map_err(err)?;
     file.write_all(contents.as_bytes()).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_names_the_collector_would_refuse_are_refused_here() {
+        let dir = tempfile::tempdir().expect("tmp");
+        for bad in ["", "push:pods", "a b", "*"] {
+            let err = write_dev_pki(dir.path(), &[], &[bad.to_owned()]).expect_err(bad);
+            assert!(matches!(err, CertError::AgentName { .. }), "{bad:?}: {err}");
+        }
+        let ok = write_dev_pki(dir.path(), &[], &["node-1".to_owned()]).expect("valid name");
+        assert!(ok.written.iter().any(|p| p.ends_with("agent-node-1.pem")));
+    }
 }

@@ -46,6 +46,26 @@ impl TestPki {
         }
     }
 
+    /// Client files whose certificate, signed by this CA, names the agent by
+    /// its common name `cn` alone (no subject alternative name), whatever it
+    /// holds: what a careless or hostile CA operator could issue.
+    pub fn agent_with_common_name(&self, file_stem: &str, cn: &str) -> TlsFiles {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
+        let read = |name: &str| std::fs::read_to_string(self.dir().join(name)).expect("CA file");
+        let ca_key = KeyPair::from_pem(&read("ca-key.pem")).expect("CA key");
+        let issuer = Issuer::from_ca_cert_pem(&read("ca.pem"), ca_key).expect("CA");
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &issuer).expect("certificate");
+        TlsFiles {
+            ca: self.dir().join("ca.pem"),
+            cert: self.write(&format!("{file_stem}.pem"), &cert.pem()),
+            key: self.write(&format!("{file_stem}-key.pem"), &key.serialize_pem()),
+        }
+    }
+
     fn write(&self, name: &str, contents: &str) -> PathBuf {
         let path = self.dir().join(name);
         std::fs::write(&path, contents).expect("write PEM");

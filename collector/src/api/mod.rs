@@ -254,7 +254,7 @@ impl<S: Store> ApiState<S> {
         };
         let stored = match self.inner.store.write_batch(write).await {
             Ok(WriteOutcome::Written { rows }) => rows,
-            Ok(WriteOutcome::Duplicate) => {
+            Ok(WriteOutcome::Duplicate | WriteOutcome::Conflict) => {
                 tracing::warn!(
                     endpoint = "push",
                     token,

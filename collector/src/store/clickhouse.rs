@@ -21,7 +21,7 @@
 
 pub mod schema;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use ::clickhouse::sql::Identifier;
@@ -30,14 +30,15 @@ use livehead_common::clock;
 use serde::{Deserialize, Serialize};
 
 use self::schema::{
-    APPLIED_VERSIONS_SQL, BATCH_MARKER_DAYS, BATCHES_SEEN_SQL, BATCHES_TABLE, CREATE_DATABASE_SQL,
-    DROP_PARTITION_SQL, ENGINE_FULL_SQL, HISTORY_TABLE, LAST_SQL, LAST_TABLE, MIGRATIONS_TABLE,
-    STALE_PARTITIONS_SQL, VERSION_SQL,
+    APPLIED_VERSIONS_SQL, BATCH_MARKER_DAYS, BATCHES_SEEN_SQL, BATCHES_TABLE, COLUMN_EXISTS_SQL,
+    CREATE_DATABASE_SQL, DROP_PARTITION_SQL, ENGINE_FULL_SQL, HISTORY_TABLE, LAST_SQL, LAST_TABLE,
+    MIGRATIONS_TABLE, STALE_PARTITIONS_SQL, VERSION_SQL,
 };
 pub use self::schema::{Flavour, Migration};
 use super::query::Param;
 use super::{
-    BatchWrite, DumpFilter, LastState, ProbeRow, StorageConfig, Store, StoreError, WriteOutcome,
+    BatchWrite, DumpFilter, LastState, ProbeRow, Replay, StorageConfig, Store, StoreError,
+    WriteOutcome, digest,
 };
 
 /// Bounds sending an INSERT and waiting for the server to finish it. An INSERT that
@@ -128,6 +129,11 @@ impl ClickHouseStore {
                 continue;
             }
             for statement in &migration.statements {
+                if let Some((table, column)) = schema::added_column(statement)
+                    && self.has_column(table, column).await?
+                {
+                    continue;
+                }
                 self.client.query(statement).execute().await?;
             }
             let mut insert = self
@@ -149,6 +155,17 @@ impl ClickHouseStore {
             );
         }
         Ok(())
+    }
+
+    async fn has_column(&self, table: &str, column: &str) -> Result<bool, StoreError> {
+        let found: u64 = self
+            .client
+            .query(COLUMN_EXISTS_SQL)
+            .bind(table)
+            .bind(column)
+            .fetch_one()
+            .await?;
+        Ok(found > 0)
     }
 
     /// Brings table TTLs to the configuration, touching only those that differ
@@ -182,13 +199,13 @@ impl ClickHouseStore {
             .await?)
     }
 
-    /// How many rows of each batch are stored, for the batches that have markers
-    /// (absent: never written). Less than a batch's length after an interrupted
-    /// INSERT (see [`Store::write_batches`]).
+    /// How many rows of each batch are stored and their digest, for the batches
+    /// that have markers (absent: never written). Fewer rows than the batch's
+    /// after an interrupted INSERT (see [`Store::write_batches`]).
     async fn rows_written(
         &self,
         batches: &[BatchWrite<'_>],
-    ) -> Result<HashMap<(String, u64), u64>, StoreError> {
+    ) -> Result<HashMap<(String, u64), (u64, u64)>, StoreError> {
         let agents: BTreeSet<&str> = batches.iter().map(|b| b.agent).collect();
         let seqs: BTreeSet<u64> = batches.iter().map(|b| b.seq).collect();
         let seen: Vec<Seen> = self
@@ -200,7 +217,7 @@ impl ClickHouseStore {
             .await?;
         Ok(seen
             .into_iter()
-            .map(|s| ((s.agent, s.seq), s.records))
+            .map(|s| ((s.agent, s.seq), (s.records, s.digest)))
             .collect())
     }
 
@@ -295,6 +312,7 @@ impl Store for ClickHouseStore {
                     seq: b.seq,
                     records: b.probes.len() as u64,
                     written_at,
+                    digest: digest(b.probes),
                 })
                 .collect();
             self.insert_rows::<BatchRow<'_>>(BATCHES_TABLE, rows)
@@ -355,7 +373,7 @@ struct GroupPlan<'a> {
 
 fn plan_group<'a>(
     batches: &[BatchWrite<'a>],
-    stored: &HashMap<(String, u64), u64>,
+    stored: &HashMap<(String, u64), (u64, u64)>,
     history: bool,
 ) -> GroupPlan<'a> {
     let mut plan = GroupPlan {
@@ -364,33 +382,40 @@ fn plan_group<'a>(
         history: Vec::new(),
         markers: Vec::new(),
     };
-    let mut in_group = HashSet::new();
+    // Batches planned for writing in this group: the same batch twice is an
+    // agent that reconnected and resent it while the first copy was queued.
+    let mut in_group: HashMap<(&str, u64), &[ProbeRow]> = HashMap::new();
     for batch in batches {
-        let total = batch.probes.len();
-        let done = stored.get(&(batch.agent.to_owned(), batch.seq)).copied();
-        // The same batch twice in one group: an agent that reconnected and
-        // resent it while the first copy was still queued.
-        let repeated = !in_group.insert((batch.agent, batch.seq));
-        let skip = match done {
-            _ if repeated => None,
-            Some(rows) if rows >= total as u64 => None,
-            Some(rows) => {
+        let key = (batch.agent, batch.seq);
+        let replay = match in_group.get(&key) {
+            Some(first) => Replay::of(Some((first.len() as u64, digest(first))), batch.probes),
+            None => Replay::of(
+                stored.get(&(batch.agent.to_owned(), batch.seq)).copied(),
+                batch.probes,
+            ),
+        };
+        let skip = match replay {
+            Replay::New => 0,
+            Replay::Partial { rows } => {
                 tracing::warn!(
                     agent = batch.agent,
                     seq = batch.seq,
                     stored = rows,
-                    total,
+                    total = batch.probes.len(),
                     "batch was partly written by an interrupted insert; writing the rest"
                 );
-                // rows < total, so it fits in usize.
-                Some(usize::try_from(rows).unwrap_or(total))
+                rows
             }
-            None => Some(0),
+            Replay::Duplicate => {
+                plan.outcomes.push(WriteOutcome::Duplicate);
+                continue;
+            }
+            Replay::Conflict => {
+                plan.outcomes.push(WriteOutcome::Conflict);
+                continue;
+            }
         };
-        let Some(skip) = skip else {
-            plan.outcomes.push(WriteOutcome::Duplicate);
-            continue;
-        };
+        in_group.insert(key, batch.probes);
         plan.last
             .extend(batch.probes.iter().map(|p| (batch.agent, p)));
         let rest = BatchWrite {
@@ -402,7 +427,9 @@ fn plan_group<'a>(
         } else {
             plan.markers.push(rest);
         }
-        plan.outcomes.push(WriteOutcome::Written { rows: total });
+        plan.outcomes.push(WriteOutcome::Written {
+            rows: batch.probes.len(),
+        });
     }
     plan
 }
@@ -505,6 +532,7 @@ struct Seen {
     agent: String,
     seq: u64,
     records: u64,
+    digest: u64,
 }
 
 /// A row of `ingest_batches`.
@@ -515,6 +543,7 @@ struct BatchRow<'a> {
     records: u64,
     /// DateTime: unix seconds.
     written_at: u32,
+    digest: u64,
 }
 
 /// A row of `schema_migrations`.

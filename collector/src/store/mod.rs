@@ -80,6 +80,20 @@ pub struct ProbeRow {
     pub agent: String,
 }
 
+impl ProbeRow {
+    /// What the row holds in memory, its strings included: how the collector
+    /// bounds the rows waiting to be written (`limits.max_queued_bytes`).
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.site.len()
+            + self.location.len()
+            + self.error.len()
+            + self.method.len()
+            + self.target.len()
+            + self.agent.len()
+    }
+}
+
 /// A batch to write, identified by (agent, seq) so that a replay is detected.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchWrite<'a> {
@@ -95,6 +109,56 @@ pub enum WriteOutcome {
     Written { rows: usize },
     /// This (agent, seq) had been written before; nothing was written again.
     Duplicate,
+    /// This (agent, seq) holds other rows (two processes sharing one identity
+    /// numbered batches alike): nothing was written; the batch needs another
+    /// sequence number.
+    Conflict,
+}
+
+/// A fingerprint of rows, stored in each batch marker so that a batch that
+/// reuses a written batch's sequence number is not taken for its replay.
+/// Additive (a wrapping sum over the rows) so that ClickHouse's markers of a
+/// batch written in parts (see the ClickHouse store) add up to the whole
+/// batch's, and so that ClickHouse computes it in the marker's view as
+/// `sum(bitXor(ts, latency_us))`. 0 is the digest of markers written before
+/// digests existed; they are not compared.
+pub fn digest(rows: &[ProbeRow]) -> u64 {
+    rows.iter()
+        .fold(0u64, |sum, r| sum.wrapping_add(r.ts ^ r.latency_us))
+}
+
+/// What a stored marker says of a batch about to be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// No marker: write every row.
+    New,
+    /// The first `rows` rows are stored (an interrupted ClickHouse INSERT):
+    /// write the rest.
+    Partial { rows: usize },
+    /// Every row is stored.
+    Duplicate,
+    /// The marker counts other rows.
+    Conflict,
+}
+
+impl Replay {
+    /// Compares a marker (`records` rows stored, their `digest`) with `rows`.
+    pub fn of(marker: Option<(u64, u64)>, rows: &[ProbeRow]) -> Self {
+        let Some((stored, stored_digest)) = marker else {
+            return Self::New;
+        };
+        let Some(prefix) = usize::try_from(stored).ok().filter(|n| *n <= rows.len()) else {
+            return Self::Conflict;
+        };
+        if stored_digest != 0 && stored_digest != digest(&rows[..prefix]) {
+            return Self::Conflict;
+        }
+        if prefix == rows.len() {
+            Self::Duplicate
+        } else {
+            Self::Partial { rows: prefix }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +181,33 @@ pub enum StoreError {
     },
     #[error("storage.{0} is empty (--clickhouse-url / LIVEHEAD_CLICKHOUSE_URL, --database)")]
     NotConfigured(&'static str),
+}
+
+impl StoreError {
+    /// Whether the failure may come from the rows of one batch rather than from
+    /// the store being unreachable, slow or full. The group commit then writes
+    /// the failed group's batches one by one, so that one bad batch fails alone
+    /// instead of failing every agent's batch written with it.
+    pub fn may_concern_one_batch(&self) -> bool {
+        use deadpool_sqlite::rusqlite::{Error as Sqlite, ErrorCode};
+        match self {
+            Self::ClickHouse(e) => matches!(
+                e,
+                ::clickhouse::error::Error::BadResponse(_)
+                    | ::clickhouse::error::Error::Custom(_)
+                    | ::clickhouse::error::Error::InvalidParams(_)
+            ),
+            Self::Sqlite { source, .. } => match source {
+                Sqlite::ToSqlConversionFailure(_) | Sqlite::IntegralValueOutOfRange(..) => true,
+                Sqlite::SqliteFailure(e, _) => matches!(
+                    e.code,
+                    ErrorCode::ConstraintViolation | ErrorCode::TooBig | ErrorCode::TypeMismatch
+                ),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 /// A backend the collector writes accepted batches to.

@@ -34,7 +34,8 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use super::clickhouse::schema::BATCH_MARKER_DAYS;
 use super::query::Param;
 use super::{
-    BatchWrite, DumpFilter, LastState, ProbeRow, StorageConfig, Store, StoreError, WriteOutcome,
+    BatchWrite, DumpFilter, LastState, ProbeRow, Replay, StorageConfig, Store, StoreError,
+    WriteOutcome, digest,
 };
 
 /// Connections in the pool. SQLite writes one transaction at a time whatever
@@ -74,6 +75,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "batch markers",
         sql: BATCH_MARKERS_SQL,
+    },
+    Migration {
+        version: 3,
+        name: "batch digests",
+        sql: BATCH_DIGESTS_SQL,
     },
 ];
 
@@ -141,13 +147,20 @@ CREATE TABLE IF NOT EXISTS ingest_batches (
 CREATE INDEX IF NOT EXISTS ingest_batches_written_at ON ingest_batches (written_at);
 ";
 
+/// The batch's [`digest`](super::digest), as a signed integer of the same bits.
+/// Applied once: its transaction records the version.
+const BATCH_DIGESTS_SQL: &str =
+    "ALTER TABLE ingest_batches ADD COLUMN digest INTEGER NOT NULL DEFAULT 0;";
+
 const APPLIED_VERSIONS_SQL: &str = "SELECT version FROM schema_migrations";
 const RECORD_MIGRATION_SQL: &str =
     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)";
 
 /// Inserts nothing when (agent, seq) is already there: the replay test.
-const INSERT_MARKER_SQL: &str = "INSERT OR IGNORE INTO ingest_batches (agent, seq, records, written_at) \
-     VALUES (?1, ?2, ?3, ?4)";
+const INSERT_MARKER_SQL: &str = "INSERT OR IGNORE INTO ingest_batches \
+     (agent, seq, records, written_at, digest) VALUES (?1, ?2, ?3, ?4, ?5)";
+/// The marker an ignored insert found.
+const MARKER_SQL: &str = "SELECT records, digest FROM ingest_batches WHERE agent = ?1 AND seq = ?2";
 
 macro_rules! probe_columns {
     () => {
@@ -498,7 +511,9 @@ fn write_group(
 }
 
 /// Writes one batch inside the group's transaction; its marker (`INSERT OR
-/// IGNORE`) tells a batch written before, even earlier in the same group.
+/// IGNORE`) tells a batch written before, even earlier in the same group, and
+/// the marker's digest whether that was this batch or another one under the
+/// same number.
 fn write_rows(
     tx: &rusqlite::Transaction<'_>,
     agent: &str,
@@ -511,10 +526,22 @@ fn write_rows(
         agent,
         seq,
         records,
-        unix_seconds()
+        unix_seconds(),
+        i64::from_ne_bytes(digest(probes).to_ne_bytes())
     ])?;
     if new == 0 {
-        return Ok(WriteOutcome::Duplicate);
+        let (stored, stored_digest): (i64, i64) = tx
+            .prepare_cached(MARKER_SQL)?
+            .query_row(params![agent, seq], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        let marker = (
+            u64::try_from(stored).unwrap_or(u64::MAX),
+            u64::from_ne_bytes(stored_digest.to_ne_bytes()),
+        );
+        return Ok(match Replay::of(Some(marker), probes) {
+            // A transaction writes a batch whole: never a part of it.
+            Replay::Duplicate => WriteOutcome::Duplicate,
+            Replay::New | Replay::Partial { .. } | Replay::Conflict => WriteOutcome::Conflict,
+        });
     }
     {
         let mut upsert = tx.prepare_cached(UPSERT_LAST_SQL)?;
@@ -610,10 +637,14 @@ mod tests {
     #[test]
     fn migrations_are_ordered_and_idempotent() {
         let versions: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2]);
+        assert_eq!(versions, [1, 2, 3]);
+        // CREATEs are idempotent; an ALTER runs once, in the transaction that
+        // records its version.
         for migration in MIGRATIONS {
             for statement in migration.sql.split(';').filter(|s| !s.trim().is_empty()) {
-                assert!(statement.contains(" IF NOT EXISTS "), "{statement}");
+                let guarded =
+                    statement.contains(" IF NOT EXISTS ") || statement.contains("ALTER TABLE");
+                assert!(guarded, "{statement}");
             }
         }
     }

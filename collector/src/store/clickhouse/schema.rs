@@ -142,6 +142,8 @@ const BATCH_COLUMNS: &[Column] = &[
     col("seq", "UInt64", "UInt64 CODEC(Delta, ZSTD)"),
     col("records", "UInt64", "UInt64"),
     col("written_at", "DateTime", "DateTime CODEC(Delta, ZSTD)"),
+    // Added by migration 3, so last.
+    col("digest", "UInt64", "UInt64"),
 ];
 
 /// Column names of `health_history`, in insert order.
@@ -215,7 +217,7 @@ pub fn migrations(flavour: Flavour) -> Vec<Migration> {
     let batches = format!(
         "CREATE TABLE IF NOT EXISTS {BATCHES_TABLE} (\n{}\n) ENGINE = MergeTree \
          PARTITION BY toYYYYMMDD(written_at) ORDER BY (agent, seq){}",
-        column_list(flavour, BATCH_COLUMNS, &[]),
+        column_list(flavour, BATCH_COLUMNS, &["digest"]),
         ttl_settings(flavour)
     );
     // The batch marker is written by the same INSERT as the history rows (one block),
@@ -224,6 +226,21 @@ pub fn migrations(flavour: Flavour) -> Vec<Migration> {
     let view = format!(
         "CREATE MATERIALIZED VIEW IF NOT EXISTS {BATCHES_VIEW} TO {BATCHES_TABLE} AS \
          SELECT agent, seq, count() AS records, now() AS written_at \
+         FROM {HISTORY_TABLE} GROUP BY agent, seq"
+    );
+    // Markers also carry the batch's digest (see `store::digest`), summed like
+    // `records`, so that a batch whose sequence number holds other rows is told
+    // from a replay. 18.x has no `ADD COLUMN IF NOT EXISTS`: the store skips
+    // an `ADD COLUMN` whose column exists (see [`added_column`]). A view cannot
+    // be altered in 18.x, so it is replaced; a batch written by another replica
+    // in between gets no marker (a replay of it would be written twice): roll
+    // this version out with one collector, or accept that window.
+    let add_digest = format!("ALTER TABLE {BATCHES_TABLE} ADD COLUMN digest UInt64 DEFAULT 0");
+    let drop_view = format!("DROP TABLE IF EXISTS {BATCHES_VIEW}");
+    let view_with_digest = format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {BATCHES_VIEW} TO {BATCHES_TABLE} AS \
+         SELECT agent, seq, count() AS records, now() AS written_at, \
+         sum(bitXor(ts, latency_us)) AS digest \
          FROM {HISTORY_TABLE} GROUP BY agent, seq"
     );
     vec![
@@ -237,8 +254,34 @@ pub fn migrations(flavour: Flavour) -> Vec<Migration> {
             name: "batch markers",
             statements: vec![batches, view],
         },
+        Migration {
+            version: 3,
+            name: "batch digests",
+            statements: vec![add_digest, drop_view, view_with_digest],
+        },
     ]
 }
+
+/// The table and column an `ALTER TABLE t ADD COLUMN c ...` statement of
+/// [`migrations`] adds, which the store checks first: 18.x cannot say
+/// `IF NOT EXISTS` there, and a migration must be safe to run again.
+pub fn added_column(statement: &str) -> Option<(&str, &str)> {
+    let mut words = statement.split_whitespace();
+    match (
+        words.next()?,
+        words.next()?,
+        words.next()?,
+        words.next()?,
+        words.next()?,
+    ) {
+        ("ALTER", "TABLE", table, "ADD", "COLUMN") => Some((table, words.next()?)),
+        _ => None,
+    }
+}
+
+/// Binds a table and a column name; answers 1 when the column exists.
+pub const COLUMN_EXISTS_SQL: &str = "SELECT count() FROM system.columns \
+     WHERE database = currentDatabase() AND table = ? AND name = ?";
 
 /// A table's wanted TTL (Modern flavour).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,8 +340,8 @@ pub const ENGINE_FULL_SQL: &str =
 /// Binds an array of agents and an array of seqs; answers, for each (agent, seq)
 /// among them that has markers, the rows those markers count. The caller keeps
 /// the pairs it asked for (the arrays also match other combinations).
-pub const BATCHES_SEEN_SQL: &str = "SELECT agent, seq, sum(records) AS records \
-     FROM ingest_batches WHERE has(?, agent) AND has(?, seq) GROUP BY agent, seq";
+pub const BATCHES_SEEN_SQL: &str = "SELECT agent, seq, sum(records) AS records, \
+     sum(digest) AS digest FROM ingest_batches WHERE has(?, agent) AND has(?, seq) GROUP BY agent, seq";
 /// Binds a table name (string) and a number of days; answers the IDs of the day
 /// partitions older than that (Legacy retention).
 pub const STALE_PARTITIONS_SQL: &str = "SELECT DISTINCT partition_id FROM system.parts \
@@ -363,12 +406,25 @@ mod tests {
         for flavour in [Flavour::Legacy, Flavour::Modern] {
             let all = migrations(flavour);
             let versions: Vec<u32> = all.iter().map(|m| m.version).collect();
-            assert_eq!(versions, [1, 2]);
+            assert_eq!(versions, [1, 2, 3]);
             for statement in all.iter().flat_map(|m| &m.statements) {
-                assert!(statement.contains(" IF NOT EXISTS "), "{statement}");
+                let guarded = statement.contains(" IF NOT EXISTS ")
+                    || statement.contains(" IF EXISTS ")
+                    || added_column(statement).is_some();
+                assert!(guarded, "{statement}");
             }
         }
         assert!(bootstrap().contains(" IF NOT EXISTS "));
+    }
+
+    #[test]
+    fn added_columns_are_recognised() {
+        assert_eq!(
+            added_column("ALTER TABLE ingest_batches ADD COLUMN digest UInt64 DEFAULT 0"),
+            Some(("ingest_batches", "digest"))
+        );
+        assert_eq!(added_column("ALTER TABLE t MODIFY TTL x"), None);
+        assert_eq!(added_column("DROP TABLE IF EXISTS v"), None);
     }
 
     #[test]

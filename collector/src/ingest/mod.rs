@@ -2,24 +2,44 @@
 //! batch as it arrives and hands it to the [`GroupCommit`] writer, reading on
 //! while up to `limits.max_stream_batches` of its batches are being written;
 //! acks go back in the batches' order, each once its rows are durably written.
+//!
+//! A refused batch ends the stream with a status that tells the agent what to
+//! do with it: `InvalidArgument` (drop it: it will never be accepted),
+//! `OutOfRange` / `ResourceExhausted` (too large: split it), `AlreadyExists`
+//! (another batch holds its sequence number: renumber it), `Unavailable` (retry
+//! later). The refusal always follows the acks of the batches before it, so it
+//! concerns the agent's oldest unacknowledged batch, even when the message
+//! could not be decoded at all.
+
+pub mod codec;
+pub mod server;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::stream::{FuturesOrdered, StreamExt};
 use livehead_common::clock::unix_ms;
-use livehead_proto::v1::{
-    PushRequest, PushResponse, RecordRejection, ingest_service_server::IngestService,
-};
-use tokio::sync::mpsc;
+use livehead_common::host::check_host_name;
+use livehead_proto::v1::{PushRequest, PushResponse, RecordRejection};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::config::Limits;
 use crate::group_commit::{GroupCommit, QueuedBatch, WriterStopped};
 use crate::metrics::CollectorMetrics;
 use crate::store::WriteOutcome;
-use crate::validate::check_batch;
+use crate::validate::{check_batch, check_seq};
+
+/// Response headers that tell an agent the collector's limits, so that it
+/// splits its batches before sending rather than after a refusal.
+pub const MAX_MESSAGE_BYTES_HEADER: &str = "livehead-max-message-bytes";
+pub const MAX_BATCH_RECORDS_HEADER: &str = "livehead-max-batch-records";
+
+/// The acks of one stream.
+pub type PushStream = ReceiverStream<Result<PushResponse, Status>>;
 
 /// Serves `Push` streams, writing through the group-commit writer.
 pub struct Ingest {
@@ -28,48 +48,75 @@ pub struct Ingest {
     limits: Limits,
     /// With mTLS, the certificate names the agent; without it the batch does.
     mtls: bool,
+    /// One permit per open stream (`limits.max_streams`).
+    streams: Arc<Semaphore>,
 }
 
 impl Ingest {
     pub fn new(writer: GroupCommit, metrics: CollectorMetrics, limits: Limits, mtls: bool) -> Self {
+        let streams = Arc::new(Semaphore::new(limits.max_streams.max(1)));
         Self {
             writer,
             metrics,
             limits,
             mtls,
+            streams,
         }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Opens one agent's stream: checks its identity and the stream limit,
+    /// answers the limits in the response headers, and serves the stream in
+    /// its own task.
+    pub async fn push(
+        &self,
+        request: Request<Streaming<PushRequest>>,
+    ) -> Result<Response<PushStream>, Status> {
+        let identity = if self.mtls {
+            Some(peer_identity(&request)?)
+        } else {
+            None
+        };
+        let permit = Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
+            self.metrics.batches.with_label_values(&["refused"]).inc();
+            Status::unavailable(format!(
+                "the collector serves at most {} agent streams (limits.max_streams); retry later",
+                self.limits.max_streams
+            ))
+        })?;
+        let stream = StreamState {
+            writer: self.writer.clone(),
+            metrics: self.metrics.clone(),
+            limits: self.limits.clone(),
+            identity,
+            _permit: permit,
+        };
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(self.limits.max_stream_batches.max(1));
+        tokio::spawn(stream.serve(inbound, tx));
+        let mut response = Response::new(ReceiverStream::new(rx));
+        let headers = response.metadata_mut();
+        headers.insert(
+            MAX_MESSAGE_BYTES_HEADER,
+            MetadataValue::from(self.limits.max_message_bytes as u64),
+        );
+        headers.insert(
+            MAX_BATCH_RECORDS_HEADER,
+            MetadataValue::from(self.limits.max_batch_records as u64),
+        );
+        Ok(response)
     }
 }
 
 /// The ack of one batch, ready once the batch is written (or refused).
 type Reply = Pin<Box<dyn Future<Output = Result<PushResponse, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl IngestService for Ingest {
-    type PushStream = ReceiverStream<Result<PushResponse, Status>>;
-
-    async fn push(
-        &self,
-        request: Request<Streaming<PushRequest>>,
-    ) -> Result<Response<Self::PushStream>, Status> {
-        let identity = if self.mtls {
-            Some(peer_identity(&request)?)
-        } else {
-            None
-        };
-        let stream = StreamState {
-            writer: self.writer.clone(),
-            metrics: self.metrics.clone(),
-            limits: self.limits.clone(),
-            identity,
-        };
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(self.limits.max_stream_batches.max(1));
-        tokio::spawn(stream.serve(inbound, tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-}
-
+/// The agent's identity: its certificate's name, which must follow the same
+/// rule as an agent id given by flag (host-name syntax), so that it is a safe
+/// `agent` column value and can never pass for a `/push` token's `push:<name>`.
 fn peer_identity<T>(request: &Request<T>) -> Result<String, Status> {
     let certs = request
         .peer_certs()
@@ -77,8 +124,31 @@ fn peer_identity<T>(request: &Request<T>) -> Result<String, Status> {
     let leaf = certs
         .first()
         .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-    livehead_common::tls::peer_identity(leaf)
-        .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))
+    let name = livehead_common::tls::peer_identity(leaf)
+        .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+    check_host_name(&name).map_err(|e| {
+        Status::unauthenticated(format!(
+            "client certificate name {name:?} is not a valid agent id \
+             (host-name syntax: letters, digits, '-', '_', dots): {e}"
+        ))
+    })?;
+    Ok(name)
+}
+
+/// What ends a stream when reading a message failed: a refusal of the message
+/// the agent sent (sent back after the acks before it), or `None` when the
+/// connection itself failed and nobody is listening any more.
+fn refusal_of_unreadable(status: Status) -> Option<Status> {
+    match status.code() {
+        // Over the size limits (tonic's, or the codec's record count).
+        Code::OutOfRange | Code::ResourceExhausted | Code::InvalidArgument => Some(status),
+        // tonic's decompression failures and bad compression flags.
+        Code::Internal => Some(Status::invalid_argument(format!(
+            "undecodable message: {}",
+            status.message()
+        ))),
+        _ => None,
+    }
 }
 
 struct StreamState {
@@ -86,6 +156,8 @@ struct StreamState {
     metrics: CollectorMetrics,
     limits: Limits,
     identity: Option<String>,
+    /// Held while the stream is open.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl StreamState {
@@ -113,10 +185,16 @@ impl StreamState {
                     match message {
                         Ok(Some(batch)) => pending.push_back(self.accept(batch).await),
                         Ok(None) => reading = false,
-                        Err(status) => {
-                            tracing::debug!(%status, "agent stream ended");
-                            break;
-                        }
+                        Err(status) => match refusal_of_unreadable(status) {
+                            Some(refusal) => {
+                                reading = false;
+                                pending.push_back(self.refuse(refusal));
+                            }
+                            None => {
+                                tracing::debug!("agent stream ended");
+                                break;
+                            }
+                        },
                     }
                 }
                 else => break,
@@ -128,22 +206,12 @@ impl StreamState {
     /// Validates one batch and queues it for writing; the returned future is
     /// its ack. A refused batch's ack is the refusal (an `Err` ends the stream).
     async fn accept(&self, batch: PushRequest) -> Reply {
-        let refused = |stream: &Self, status: Status| -> Reply {
-            stream.count("refused");
-            Box::pin(std::future::ready(Err(status)))
-        };
         let agent = match self.agent_of(&batch) {
             Ok(agent) => agent,
-            Err(status) => return refused(self, status),
+            Err(status) => return self.refuse(status),
         };
-        if batch.records.len() > self.limits.max_batch_records {
-            let status = Status::invalid_argument(format!(
-                "batch {} holds {} records, over the limit of {}",
-                batch.seq,
-                batch.records.len(),
-                self.limits.max_batch_records
-            ));
-            return refused(self, status);
+        if let Err(invalid) = check_seq(batch.seq) {
+            return self.refuse(Status::invalid_argument(invalid.reason));
         }
         let checked = check_batch(&batch, &agent, unix_ms(), &self.limits);
         let seq = batch.seq;
@@ -173,7 +241,7 @@ impl StreamState {
                 tracing::error!(agent, seq, %error, "writing batch failed; the agent will resend it");
                 Status::unavailable(format!("storage unavailable: {error}"))
             })?;
-            Ok(ack(&metrics, &agent, seq, outcome, rejected))
+            ack(&metrics, &agent, seq, outcome, rejected)
         })
     }
 
@@ -194,6 +262,14 @@ impl StreamState {
         }
     }
 
+    /// A refusal as the ack of the batch it concerns, counted and logged.
+    fn refuse(&self, status: Status) -> Reply {
+        self.count("refused");
+        tracing::warn!(agent = self.identity.as_deref().unwrap_or(""), code = ?status.code(),
+            reason = %status.message(), "batch refused");
+        Box::pin(std::future::ready(Err(status)))
+    }
+
     fn count(&self, outcome: &str) {
         self.metrics.batches.with_label_values(&[outcome]).inc();
     }
@@ -201,14 +277,16 @@ impl StreamState {
 
 /// The ack of a written batch, counted. Rejections are counted once per batch:
 /// a replayed batch's were counted when it was first written (its ack still
-/// lists them, in case the agent never saw the first one).
+/// lists them, in case the agent never saw the first one). A batch whose
+/// sequence number holds other rows is refused with `AlreadyExists`, which
+/// tells the agent to send it again under a new number.
 fn ack(
     metrics: &CollectorMetrics,
     agent: &str,
     seq: u64,
     outcome: WriteOutcome,
     rejected: Vec<RecordRejection>,
-) -> PushResponse {
+) -> Result<PushResponse, Status> {
     let (accepted, duplicate) = match outcome {
         WriteOutcome::Written { rows } => {
             metrics.batches.with_label_values(&["written"]).inc();
@@ -226,11 +304,24 @@ fn ack(
             metrics.batches.with_label_values(&["duplicate"]).inc();
             (0, true)
         }
+        WriteOutcome::Conflict => {
+            metrics.batches.with_label_values(&["conflict"]).inc();
+            tracing::warn!(
+                agent,
+                seq,
+                "batch number already holds other rows (processes sharing one identity?); \
+                 the agent will renumber it"
+            );
+            return Err(Status::already_exists(format!(
+                "batch {seq} of agent {agent} was already written with other rows; \
+                 send it under a new sequence number"
+            )));
+        }
     };
-    PushResponse {
+    Ok(PushResponse {
         seq,
         accepted: u32::try_from(accepted).unwrap_or(u32::MAX),
         rejected,
         duplicate,
-    }
+    })
 }
