@@ -416,9 +416,8 @@ async fn collector_crash_loses_and_duplicates_nothing() {
 /// The repro: a collector whose message limit is far below the
 /// agent's batches. The agent splits them (to the limits the collector
 /// announces, or in halves on each `OutOfRange`) and every record is stored.
-///
-/// Needs the collector side of the contract (an `OutOfRange` status, or the
-/// limit headers, instead of ending the stream with OK and no ack).
+/// Either path alone suffices; the one without headers is what
+/// agent/tests/transport.rs proves against a stub.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_collector_message_limit_still_stores_every_record() {
     let ch = ClickHouseServer::start();

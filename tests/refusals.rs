@@ -264,9 +264,9 @@ async fn invalid_records_are_counted_and_valid_ones_stored() {
 
 /// A batch over the collector's record limit is cut to fit (the limit the
 /// collector announces, or in halves on `ResourceExhausted`) and every record
-/// is stored, where it used to be dropped whole. Needs the collector side of
-/// the contract; refusals the agent drops (`InvalidArgument`) and the
-/// batches behind them are covered by agent/tests/transport.rs.
+/// is stored, where it used to be dropped whole. Refusals the agent drops
+/// (`InvalidArgument`) and the batches behind them are covered by
+/// agent/tests/transport.rs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_over_the_record_limit_is_delivered_in_pieces() {
     let limits = Limits {
