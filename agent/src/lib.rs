@@ -59,7 +59,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     if let Some(addr) = config.metrics_listen {
         serve_metrics(addr, &metrics, shutdown.clone()).await?;
     }
-    let spool = open_spool(&config.spool, &metrics)?;
+    let spool = open_spool(&config.spool, &metrics).await?;
     let (results_tx, results_rx) = mpsc::channel(config.batch.max_records.max(1) * 2);
 
     let schedule = if config.rounds.once {
@@ -158,15 +158,19 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     Ok(())
 }
 
-/// The memory spool, or the disk spool with what earlier runs left in it.
-fn open_spool(
+/// The memory spool, or the disk spool with what earlier runs left in it
+/// (read on the blocking pool: up to `disk_max_bytes` of files).
+async fn open_spool(
     config: &config::SpoolConfig,
     metrics: &AgentMetrics,
 ) -> Result<SharedSpool, AgentError> {
     let Some(dir) = &config.dir else {
         return Ok(SharedSpool::memory(config.max_bytes, metrics.clone()));
     };
-    let (store, opened) = DiskStore::open(dir)?;
+    let path = dir.clone();
+    let (store, opened) = tokio::task::spawn_blocking(move || DiskStore::open(&path))
+        .await
+        .map_err(|e| DiskError::Task(e.to_string()))??;
     for error in &opened.corrupt {
         metrics.spool_corrupt_files.inc();
         tracing::warn!(%error, "disk spool: unreadable file set aside (*.corrupt); its batches are lost");
