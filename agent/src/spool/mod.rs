@@ -851,4 +851,38 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 2);
         assert_eq!(spool.lock().next_unsent().map(|a| a.piece.seq), Some(2));
     }
+
+    #[tokio::test]
+    async fn a_batch_the_disk_refuses_is_counted_lost_not_fatal() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let spool_dir = dir.path().join("spool");
+        let (store, _) = DiskStore::open(&spool_dir).expect("open");
+        let metrics = AgentMetrics::new();
+        let spool = SharedSpool::on_disk(store, vec![], 1 << 20, metrics.clone());
+        std::fs::remove_dir_all(&spool_dir).expect("pull the directory away");
+        spool.push(batch(1, 3)).await;
+        assert_eq!(metrics.spool_write_errors.get(), 1);
+        assert_eq!(metrics.spool_dropped_records.get(), 3);
+        assert!(spool.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_file_corrupted_after_it_was_spooled_is_set_aside_when_read() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, _) = DiskStore::open(dir.path()).expect("open");
+        let metrics = AgentMetrics::new();
+        let spool = SharedSpool::on_disk(store, vec![], 1 << 20, metrics.clone());
+        spool.push(batch(1, 3)).await;
+        spool.push(batch(2, 1)).await;
+        let first = spool.lock().next_unsent().expect("spooled");
+        let path = dir.path().join(format!("{:020}.batch", first.pos));
+        std::fs::write(&path, b"LHSPOOL1 but not really").expect("corrupt");
+        let error = spool.batch(first).await.expect_err("unreadable");
+        assert!(matches!(error, DiskError::Format { .. }), "{error}");
+        spool.drop_unreadable(first.pos).await;
+        assert_eq!(metrics.spool_corrupt_files.get(), 1);
+        assert_eq!(metrics.spool_dropped_records.get(), 3);
+        assert!(path.with_extension("corrupt").exists());
+        assert_eq!(spool.lock().next_unsent().map(|a| a.piece.seq), Some(2));
+    }
 }
