@@ -19,7 +19,7 @@ use crate::batch::Seqs;
 use crate::config::CollectorConnConfig;
 use crate::metrics::AgentMetrics;
 use crate::split::{self, Limits, Reaction, Split};
-use crate::spool::{At, Oldest, SharedSpool};
+use crate::spool::{At, DiskError, Oldest, SharedSpool};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -43,6 +43,8 @@ pub enum TransportError {
     Closed,
     #[error("the spool could not be rewritten (see the error above)")]
     SpoolRewrite,
+    #[error("cannot read the spool: {0}")]
+    SpoolRead(DiskError),
 }
 
 /// Builds the collector endpoint, checking the URL/TLS combination up front so
@@ -223,7 +225,7 @@ impl Session<'_> {
                 spool.next_unsent()
             };
             let Some(at) = next else { return Ok(()) };
-            let Some(batch) = self.read(at).await else {
+            let Some(batch) = self.read(at).await? else {
                 continue;
             };
             if !self.limits.fits(at.piece.records, at.piece.bytes) {
@@ -247,25 +249,31 @@ impl Session<'_> {
     }
 
     /// The batch at `at`, or `None` when it cannot be sent (gone meanwhile,
-    /// or unreadable: then dropped and counted).
-    async fn read(&self, at: At) -> Option<PushRequest> {
+    /// or its file corrupt: then dropped and counted). An I/O error may pass
+    /// (a full file table, say): it ends the stream, to be retried.
+    async fn read(&self, at: At) -> Result<Option<PushRequest>, TransportError> {
         match self.spool.batch(at).await {
-            Ok(Some(batch)) => Some(batch),
+            Ok(Some(batch)) => Ok(Some(batch)),
             Ok(None) => {
                 // Evicted meanwhile (fine), or missing from its file.
                 if let Ok(true) = self.spool.replace(at, Vec::new()).await {
+                    self.metrics.spool_dropped_batches.inc();
+                    self.metrics
+                        .spool_dropped_records
+                        .inc_by(at.piece.records as u64);
                     tracing::error!(
                         seq = at.piece.seq,
                         "spooled batch missing from its file; dropped"
                     );
                 }
-                None
+                Ok(None)
             }
-            Err(error) => {
-                tracing::error!(%error, seq = at.piece.seq, "cannot read a spooled batch; set its file aside");
+            Err(error @ DiskError::Format { .. }) => {
+                tracing::error!(%error, seq = at.piece.seq, "spooled batch unreadable; set its file aside");
                 self.spool.drop_unreadable(at.pos).await;
-                None
+                Ok(None)
             }
+            Err(error) => Err(TransportError::SpoolRead(error)),
         }
     }
 
@@ -284,8 +292,13 @@ impl Session<'_> {
         if reaction == Reaction::Retry {
             return false;
         }
-        let Some(batch) = self.read(at).await else {
-            return true;
+        let batch = match self.read(at).await {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return true,
+            Err(error) => {
+                tracing::error!(%error, "cannot act on the refusal now; retrying");
+                return false;
+            }
         };
         let (seq, records, reason) = (at.piece.seq, at.piece.records, status.message());
         let pieces = match reaction {
