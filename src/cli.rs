@@ -131,6 +131,10 @@ pub struct AgentArgs {
     /// Address of the agent's /metrics endpoint.
     #[arg(long, env = "LIVEHEAD_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Directory of the disk spool: unacknowledged batches are kept there, one
+    /// file each, and survive restarts (unset: kept in memory).
+    #[arg(long, env = "LIVEHEAD_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl AgentArgs {
@@ -150,6 +154,7 @@ impl AgentArgs {
         c.collector.tls = self.tls.apply(c.collector.tls)?;
         c.collector.insecure |= self.insecure;
         c.metrics_listen = self.metrics_listen.or(c.metrics_listen);
+        c.spool.dir = self.spool_dir.or(c.spool.dir);
         if !(0.0..=1.0).contains(&c.rounds.spread) {
             bail!(
                 "rounds.spread must be between 0 and 1, got {}",
@@ -348,6 +353,8 @@ mod tests {
             "--concurrency",
             "9",
             "--insecure",
+            "--spool-dir",
+            "/var/lib/livehead/spool",
         ])
         .expect("parse");
         let Command::Agent(args) = cli.command else {
@@ -358,6 +365,12 @@ mod tests {
         assert_eq!(c.rounds.interval, Duration::from_secs(300));
         assert_eq!(c.rounds.concurrency, 9);
         assert!(c.collector.insecure);
+        assert_eq!(
+            c.spool.dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/livehead/spool"))
+        );
+        assert_eq!(c.spool.disk_max_bytes, 256 << 20);
+        assert_eq!(c.batch.max_bytes, 1 << 20);
     }
 
     #[test]

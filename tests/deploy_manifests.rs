@@ -777,6 +777,18 @@ fn check_effective(
                 }
                 None => {}
             }
+            if let Some(dir) = &c.spool.dir {
+                let dir = dir.display();
+                match resolve_path(pod, container, &dir.to_string()) {
+                    Some((Source::ConfigMap { .. } | Source::Secret, _)) | Some((_, true)) => {
+                        problems.push(format!("the spool directory {dir} is on a read-only volume"))
+                    }
+                    Some(_) => {}
+                    None => problems.push(format!(
+                        "the spool directory {dir} is on no volume mount of the container (its root file system is read-only)"
+                    )),
+                }
+            }
             if c.target.is_none() {
                 problems.push("has no probe target (--target $(NODE_IP):8080): sites would be probed through public DNS, not on this node".to_owned());
             }
@@ -1170,6 +1182,28 @@ fn check_unit(
                     ));
                 }
             }
+            if let Some(dir) = &c.spool.dir {
+                // ProtectSystem=strict leaves only these writable.
+                let writable: Vec<PathBuf> = values("StateDirectory")
+                    .iter()
+                    .flat_map(|l| {
+                        l.split_whitespace()
+                            .map(|d| Path::new("/var/lib").join(d.split(':').next().unwrap_or(d)))
+                            .collect::<Vec<_>>()
+                    })
+                    .chain(values("ReadWritePaths").iter().flat_map(|l| {
+                        l.split_whitespace()
+                            .map(|p| PathBuf::from(p.trim_start_matches(['-', '+'])))
+                            .collect::<Vec<_>>()
+                    }))
+                    .collect();
+                if !writable.iter().any(|w| dir.starts_with(w)) {
+                    problems.push(format!(
+                        "{file}: the spool directory {} is not under StateDirectory= or ReadWritePaths= {writable:?}",
+                        dir.display()
+                    ));
+                }
+            }
         }
         Ok(Effective::Collector(c)) => {
             if c.tls.is_none() || c.insecure {
@@ -1365,6 +1399,17 @@ fn a_manifest_drifting_from_its_surroundings_is_caught() {
         )
     });
     assert!(problems.contains("namespace monitoring"), "{problems}");
+    let problems = problems_after("agent-daemonset.yaml", |t| {
+        t.replacen(
+            "mountPath: /var/lib/livehead/spool",
+            "mountPath: /var/lib/livehead/spool\n              readOnly: true",
+            1,
+        )
+    });
+    assert!(
+        problems.contains("spool directory /var/lib/livehead/spool is on a read-only volume"),
+        "{problems}"
+    );
     let problems = problems_after("collector.yaml", |t| {
         t.replacen(
             "mountPath: /etc/livehead/tls",
@@ -1405,6 +1450,15 @@ fn a_unit_drifting_from_its_config_is_caught() {
     assert!(problems.contains("credential agent-key.pem"), "{problems}");
     let problems = check(text.replacen("ReadOnlyPaths=-/mnt/www", "ReadOnlyPaths=-/srv/www", 1));
     assert!(problems.contains("web root /mnt/www"), "{problems}");
+    let problems = check(text.replacen(
+        "StateDirectory=livehead-agent",
+        "StateDirectory=livehead",
+        1,
+    ));
+    assert!(
+        problems.contains("spool directory /var/lib/livehead-agent/spool"),
+        "{problems}"
+    );
     let problems = check(text.replacen(
         "${CREDENTIALS_DIRECTORY}/ca.pem",
         "${CREDENTIAL_DIRECTORY}/ca.pem",

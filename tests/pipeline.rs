@@ -71,6 +71,19 @@ async fn wait_healthy(proc: &mut Proc, http: u16) {
 }
 
 fn agent(dir: &Path, grpc: u16, sites_file: &Path, target: &str, extra: &[&str]) -> Proc {
+    agent_named("agent", dir, grpc, sites_file, target, free_port(), extra)
+}
+
+/// An agent process logging to `<dir>/<name>.log`, its /metrics on `metrics`.
+fn agent_named(
+    name: &str,
+    dir: &Path,
+    grpc: u16,
+    sites_file: &Path,
+    target: &str,
+    metrics: u16,
+    extra: &[&str],
+) -> Proc {
     let mut args: Vec<String> = [
         "--log-format",
         "json",
@@ -86,13 +99,48 @@ fn agent(dir: &Path, grpc: u16, sites_file: &Path, target: &str, extra: &[&str])
         "--spread",
         "0",
         "--metrics-listen",
-        &format!("127.0.0.1:{}", free_port()),
+        &format!("127.0.0.1:{metrics}"),
     ]
     .map(String::from)
     .to_vec();
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     args.extend(tls_args(&dir.join("certs"), "agent-node-1"));
-    Proc::spawn("agent", &args, dir)
+    Proc::spawn(name, &args, dir)
+}
+
+/// A metric of the agent serving /metrics on `port` (None: not answering).
+fn agent_metric(port: u16, name: &str) -> Option<f64> {
+    let (_, body) = http_get(loopback(port), "/metrics")?;
+    Some(metric_sum(&body, name))
+}
+
+/// The `agent stopped` summary's numeric field `name`.
+fn summary_field(log: &str, name: &str) -> u64 {
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("agent stopped"))
+        .unwrap_or_else(|| panic!("no agent summary line in {log}"));
+    summary_number(stopped, name)
+}
+
+/// The numeric field `name` of a JSON log line.
+fn summary_number(line: &str, name: &str) -> u64 {
+    let key = format!("\"{name}\":");
+    let rest = &line[line.find(&key).expect(name) + key.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|d| d.parse().ok())
+        .expect(name)
+}
+
+const NO_DUPLICATES: &str = "SELECT count() FROM (SELECT site, ts, count() AS c FROM health_history GROUP BY site, ts HAVING c > 1)";
+
+fn head_requests(sites: &FakeSites) -> u64 {
+    sites
+        .requests()
+        .iter()
+        .filter(|r| r.method.as_str() == "HEAD")
+        .count() as u64
 }
 
 fn count(ch: &ClickHouseServer, db: &str, sql: &str) -> u64 {
@@ -274,20 +322,6 @@ async fn probe_results_reach_clickhouse_field_by_field() {
         agent.log()
     );
     collector.proc.terminate(Duration::from_secs(15));
-}
-
-/// The agent's summary line, field by field.
-fn summary_field(log: &str, name: &str) -> u64 {
-    let stopped = log
-        .lines()
-        .find(|l| l.contains("agent stopped"))
-        .expect("agent summary line");
-    let key = format!("\"{name}\":");
-    let rest = &stopped[stopped.find(&key).expect(name) + key.len()..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|d| d.parse().ok())
-        .expect(name)
 }
 
 /// `/ready`'s status code, or 0 when nothing answers.
@@ -563,5 +597,188 @@ async fn collector_crash_loses_and_duplicates_nothing() {
         "SELECT count() FROM (SELECT site, ts, count() AS c FROM health_history GROUP BY site, ts HAVING c > 1)",
     );
     assert_eq!(duplicates, 0, "no probe result is stored twice");
+    second.terminate(Duration::from_secs(15));
+}
+
+/// The issue's repro: a collector whose message limit is far below the
+/// agent's batches. The agent splits them (to the limits the collector
+/// announces, or in halves on each `OutOfRange`) and every record is stored.
+/// Either path alone suffices; the one without headers is what
+/// agent/tests/transport.rs proves against a stub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_collector_message_limit_still_stores_every_record() {
+    let ch = ClickHouseServer::start();
+    let sites = FakeSites::start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    certs(&dir.path().join("certs"), &["node-1"]);
+    let db = ch.unique_database("e2e_small_limit");
+    let config = dir.path().join("collector.toml");
+    std::fs::write(&config, "[limits]\nmax_message_bytes = 20000\n").expect("config");
+    let (grpc, http) = (free_port(), free_port());
+    let extra = ["--config".to_owned(), config.display().to_string()];
+    let mut collector = start_collector_with(&ch, &db, dir.path(), grpc, http, &extra);
+    wait_healthy(&mut collector, http).await;
+
+    let list = dir.path().join("sites.txt");
+    let names: Vec<String> = (0..1000).map(|i| format!("site{i:04}.example")).collect();
+    std::fs::write(&list, names.join("\n")).expect("sites");
+    let agent_config = dir.path().join("agent.toml");
+    std::fs::write(
+        &agent_config,
+        "[collector]\nreconnect_min = \"50ms\"\nreconnect_max = \"200ms\"\ndrain_timeout = \"90s\"\n",
+    )
+    .expect("agent config");
+    let target = format!("127.0.0.1:{}", sites.port());
+    let config_arg = agent_config.display().to_string();
+    let mut agent = agent(
+        dir.path(),
+        grpc,
+        &list,
+        &target,
+        &["--once", "--concurrency", "200", "--config", &config_arg],
+    );
+    let status = agent.wait_exit(Duration::from_secs(120));
+    let log = agent.log();
+    assert!(
+        status.success(),
+        "{status}: {log}\ncollector:\n{}",
+        collector.log()
+    );
+    assert_eq!(summary_field(&log, "dropped_records"), 0, "{log}");
+    assert_eq!(count(&ch, &db, "SELECT count() FROM health_history"), 1000);
+    assert_eq!(
+        count(&ch, &db, "SELECT uniqExact(site) FROM health_history"),
+        1000
+    );
+    collector.terminate(Duration::from_secs(15));
+}
+
+/// The disk spool: the collector dies, the agent goes on probing into its
+/// spool directory and is SIGKILLed too; a new agent process on the same
+/// directory and a restarted collector then store every probe exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_spool_survives_an_agent_killed_while_the_collector_is_down() {
+    let ch = ClickHouseServer::start();
+    let sites = FakeSites::start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    certs(&dir.path().join("certs"), &["node-1"]);
+    let db = ch.unique_database("e2e_disk_spool");
+    let Collector {
+        proc: mut first,
+        grpc,
+        http,
+    } = collector(&ch, &db, dir.path()).await;
+
+    let list = dir.path().join("sites.txt");
+    let names: Vec<String> = (0..40).map(|i| format!("site{i:02}.example")).collect();
+    std::fs::write(&list, names.join("\n")).expect("sites");
+    let spool = dir.path().join("spool");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[batch]\nmax_records = 15\nmax_delay = \"50ms\"\n[spool]\ndir = \"{}\"\n\
+             [collector]\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\ndrain_timeout = \"20s\"\n",
+            spool.display()
+        ),
+    )
+    .expect("agent config");
+    let target = format!("127.0.0.1:{}", sites.port());
+    let config_arg = config.display().to_string();
+    let history = "SELECT count() FROM health_history";
+
+    // Rounds every 3 s take well under a second: the agent is idle most of
+    // the time, which is when it is killed below.
+    let metrics = free_port();
+    let mut agent = agent_named(
+        "agent",
+        dir.path(),
+        grpc,
+        &list,
+        &target,
+        metrics,
+        &["--interval", "3s", "--config", &config_arg],
+    );
+    wait_for(
+        "the first round stored and acknowledged",
+        Duration::from_secs(30),
+        || agent.log(),
+        || {
+            let waiting = agent_metric(metrics, "livehead_agent_spool_records")?;
+            (count(&ch, &db, history) >= 40 && waiting == 0.0).then_some(())
+        },
+    )
+    .await;
+    first.kill9();
+    let stored_before = count(&ch, &db, history);
+
+    // Every probe made is now stored or spooled; two more rounds at least.
+    wait_for(
+        "two rounds spooled on disk",
+        Duration::from_secs(60),
+        || agent.log(),
+        || {
+            let spooled = agent_metric(metrics, "livehead_agent_spool_records")? as u64;
+            let probed = head_requests(&sites);
+            (spooled >= 80 && stored_before + spooled >= probed).then_some(())
+        },
+    )
+    .await;
+    agent.kill9();
+    let probed = head_requests(&sites);
+    let files = std::fs::read_dir(&spool).expect("spool dir").count();
+    assert!(
+        files >= 6,
+        "{files} spool files for 80 records in batches of 15"
+    );
+
+    // The new process sends what the killed one spooled, then one round of
+    // its own; the collector comes back meanwhile.
+    let metrics = free_port();
+    let mut second_agent = agent_named(
+        "agent2",
+        dir.path(),
+        grpc,
+        &list,
+        &target,
+        metrics,
+        &["--interval", "1h", "--config", &config_arg],
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut second = start_collector(&ch, &db, dir.path(), grpc, http);
+    wait_healthy(&mut second, http).await;
+    wait_for(
+        "every probe stored",
+        Duration::from_secs(60),
+        || second_agent.log(),
+        || {
+            let waiting = agent_metric(metrics, "livehead_agent_spool_records")?;
+            let probed = head_requests(&sites);
+            (probed >= 40 + 80 + 40 && waiting == 0.0 && count(&ch, &db, history) >= probed)
+                .then_some(probed)
+        },
+    )
+    .await;
+    second_agent.terminate(Duration::from_secs(30));
+    let log = second_agent.log();
+    let opened = log
+        .lines()
+        .find(|l| l.contains("disk spool opened"))
+        .unwrap_or_else(|| panic!("no disk spool line: {log}"));
+    assert!(
+        summary_number(opened, "records") >= 80,
+        "the killed agent's batches were found: {opened}"
+    );
+    assert_eq!(summary_field(&log, "unacked_batches"), 0, "{log}");
+    assert_eq!(summary_field(&log, "dropped_records"), 0, "{log}");
+    let probed_total = head_requests(&sites);
+    assert_eq!(probed_total, probed + 40, "one round by the second agent");
+    assert_eq!(count(&ch, &db, history), probed_total, "every probe stored");
+    assert_eq!(count(&ch, &db, NO_DUPLICATES), 0, "none stored twice");
+    assert_eq!(
+        std::fs::read_dir(&spool).expect("spool dir").count(),
+        0,
+        "acknowledged batches leave the spool"
+    );
     second.terminate(Duration::from_secs(15));
 }

@@ -1,50 +1,102 @@
-//! Groups probe results into batches by count and by age, and hands each
+//! Groups probe results into batches by count, size and age, and hands each
 //! batch to the spool with the next sequence number.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use livehead_proto::v1::{ProbeResult, PushRequest, Record, record::Kind};
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::metrics::AgentMetrics;
 use crate::spool::SharedSpool;
+
+/// Sequence numbers below this are handed out; the collector's SQLite store
+/// keeps them as i64, and 2^62 leaves 2^62 batches of headroom below 2^63.
+const SEQ_LIMIT: u64 = 1 << 62;
+
+/// The process's sequence numbers: unique per batch within a process, and
+/// unlikely to meet another process's (two agents sharing one identity).
+/// The batcher, splits and renumbered batches all draw from the same one.
+#[derive(Debug, Clone)]
+pub struct Seqs(Arc<AtomicU64>);
+
+impl Seqs {
+    /// Starts at a random point of [1, 2^62): two processes sharing a
+    /// certificate (or a restart) would have to draw within a few batches of
+    /// each other to collide, where start times in µs collided within
+    /// milliseconds.
+    pub fn random() -> Self {
+        Self::starting_at(rand::random_range(1..SEQ_LIMIT))
+    }
+
+    pub fn starting_at(first: u64) -> Self {
+        Self(Arc::new(AtomicU64::new(first)))
+    }
+
+    pub fn next(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Bytes `record` adds to an encoded [`PushRequest`] (field tag, length, body).
+pub fn record_len(record: &Record) -> usize {
+    prost::encoding::message::encoded_len(3, record)
+}
+
+/// Encoded size of a batch of `agent_id` with no records, whatever its
+/// sequence number (the largest varint is assumed).
+pub fn empty_batch_len(agent_id: &str) -> usize {
+    PushRequest {
+        agent_id: agent_id.to_owned(),
+        seq: u64::MAX,
+        records: Vec::new(),
+    }
+    .encoded_len()
+}
 
 /// Builds batches; no I/O.
 #[derive(Debug)]
 pub struct BatchBuilder {
     agent_id: String,
-    next_seq: u64,
+    seqs: Seqs,
     max_records: usize,
+    max_bytes: usize,
     records: Vec<Record>,
+    bytes: usize,
 }
 
 impl BatchBuilder {
-    /// Sequence numbers start at the current time in microseconds, so they keep
-    /// increasing across restarts without state on disk (the collector drops an
-    /// (agent, seq) it has already written, so a restart must never reuse one).
-    pub fn new(agent_id: String, max_records: usize) -> Self {
-        let start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_micros() as u64);
-        Self::with_first_seq(agent_id, max_records, start)
-    }
-
-    pub fn with_first_seq(agent_id: String, max_records: usize, first_seq: u64) -> Self {
+    /// A batch closes at `max_records` records, or before a record would take
+    /// it past `max_bytes` encoded (a lone record larger than that still
+    /// makes a batch of its own).
+    pub fn new(agent_id: String, seqs: Seqs, max_records: usize, max_bytes: usize) -> Self {
+        let bytes = empty_batch_len(&agent_id);
         Self {
             agent_id,
-            next_seq: first_seq,
+            seqs,
             max_records: max_records.max(1),
+            max_bytes,
             records: Vec::new(),
+            bytes,
         }
     }
 
-    /// Adds a record; returns a full batch when this one filled it.
+    /// Adds a record; returns a batch when this one closed one: the batch it
+    /// would have made too large, or the batch it filled.
     pub fn push(&mut self, probe: ProbeResult) -> Option<PushRequest> {
-        self.records.push(Record {
+        let record = Record {
             kind: Some(Kind::Probe(probe)),
-        });
-        (self.records.len() >= self.max_records).then(|| self.take())
+        };
+        let len = record_len(&record);
+        let too_large = self.bytes + len > self.max_bytes;
+        let closed = (too_large && !self.records.is_empty()).then(|| self.take());
+        self.bytes += len;
+        self.records.push(record);
+        // A batch closed above leaves one record behind, which fills a batch
+        // only with max_records = 1, and then nothing was waiting before.
+        closed.or_else(|| (self.records.len() >= self.max_records).then(|| self.take()))
     }
 
     /// The partial batch, if any record is waiting.
@@ -57,11 +109,10 @@ impl BatchBuilder {
     }
 
     fn take(&mut self) -> PushRequest {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        self.bytes = empty_batch_len(&self.agent_id);
         PushRequest {
             agent_id: self.agent_id.clone(),
-            seq,
+            seq: self.seqs.next(),
             records: std::mem::take(&mut self.records),
         }
     }
@@ -75,7 +126,6 @@ pub async fn run(
     max_delay: Duration,
     mut results: mpsc::Receiver<ProbeResult>,
     spool: SharedSpool,
-    metrics: AgentMetrics,
 ) -> u64 {
     let mut deadline: Option<Instant> = None;
     let mut spooled = 0;
@@ -84,7 +134,7 @@ pub async fn run(
             Some(at) => tokio::select! {
                 r = results.recv() => r,
                 () = tokio::time::sleep_until(at) => {
-                    spool_batch(builder.flush(), &spool, &metrics);
+                    spool_batch(builder.flush(), &spool).await;
                     deadline = None;
                     continue;
                 }
@@ -96,35 +146,26 @@ pub async fn run(
         if builder.is_empty() {
             deadline = Some(Instant::now() + max_delay);
         }
-        if let Some(full) = builder.push(probe) {
-            spool_batch(Some(full), &spool, &metrics);
-            deadline = None;
+        if let Some(closed) = builder.push(probe) {
+            spool_batch(Some(closed), &spool).await;
+            // What is left (if anything) started a batch just now.
+            deadline = (!builder.is_empty()).then(|| Instant::now() + max_delay);
         }
     }
-    spool_batch(builder.flush(), &spool, &metrics);
+    spool_batch(builder.flush(), &spool).await;
     spooled
 }
 
-fn spool_batch(batch: Option<PushRequest>, spool: &SharedSpool, metrics: &AgentMetrics) {
-    let Some(batch) = batch else { return };
-    let dropped = spool.push(batch);
-    if dropped.batches > 0 {
-        metrics.spool_dropped_batches.inc_by(dropped.batches);
-        metrics.spool_dropped_records.inc_by(dropped.records);
-        tracing::warn!(
-            batches = dropped.batches,
-            records = dropped.records,
-            "spool full: dropped the oldest unacknowledged batches"
-        );
+async fn spool_batch(batch: Option<PushRequest>, spool: &SharedSpool) {
+    if let Some(batch) = batch {
+        spool.push(batch).await;
     }
-    let guard = spool.lock();
-    metrics.spool_batches.set(guard.len() as i64);
-    metrics.spool_bytes.set(guard.bytes() as i64);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::AgentMetrics;
 
     fn probe(site: &str) -> ProbeResult {
         ProbeResult {
@@ -135,7 +176,7 @@ mod tests {
 
     #[test]
     fn batches_fill_by_count_with_increasing_seq() {
-        let mut b = BatchBuilder::with_first_seq("n1".into(), 2, 100);
+        let mut b = BatchBuilder::new("n1".into(), Seqs::starting_at(100), 2, 1 << 20);
         assert!(b.push(probe("a")).is_none());
         let full = b.push(probe("b")).expect("full batch");
         assert_eq!((full.seq, full.records.len()), (100, 2));
@@ -145,18 +186,56 @@ mod tests {
         assert_eq!(b.flush().map(|x| (x.seq, x.records.len())), Some((101, 1)));
     }
 
+    #[test]
+    fn a_batch_closes_before_it_would_exceed_max_bytes() {
+        let max_bytes = 300;
+        let mut b = BatchBuilder::new("n1".into(), Seqs::starting_at(1), 1000, max_bytes);
+        let mut batches = Vec::new();
+        for i in 0..50 {
+            batches.extend(b.push(probe(&format!("site{i:03}.example"))));
+        }
+        batches.extend(b.flush());
+        assert!(batches.len() > 1, "{}", batches.len());
+        for batch in &batches {
+            assert!(batch.encoded_len() <= max_bytes, "{}", batch.encoded_len());
+        }
+        assert_eq!(batches.iter().map(|b| b.records.len()).sum::<usize>(), 50);
+        // Counted with the largest sequence number the batch could carry.
+        let counted: usize =
+            empty_batch_len("n1") + batches[0].records.iter().map(record_len).sum::<usize>();
+        let next_record = record_len(&batches[1].records[0]);
+        assert!(
+            counted <= max_bytes && counted + next_record > max_bytes,
+            "closed only when the next record would not fit"
+        );
+    }
+
+    #[test]
+    fn a_record_larger_than_max_bytes_goes_alone() {
+        let mut b = BatchBuilder::new("n1".into(), Seqs::starting_at(1), 1000, 10);
+        assert!(b.push(probe("a.example")).is_none(), "first record waits");
+        let alone = b.push(probe("b.example")).expect("closed");
+        assert_eq!(alone.records.len(), 1);
+        assert_eq!(b.flush().map(|x| x.records.len()), Some(1));
+    }
+
+    #[test]
+    fn random_seqs_start_below_2_pow_62_and_differ_between_processes() {
+        let (a, b) = (Seqs::random(), Seqs::random());
+        let (x, y) = (a.next(), b.next());
+        assert!((1..SEQ_LIMIT).contains(&x) && (1..SEQ_LIMIT).contains(&y));
+        assert_ne!(x, y, "two draws from 2^62 values");
+        assert_eq!(a.next(), x + 1);
+        // Clones share the counter: splits draw from the batcher's sequence.
+        assert_eq!(a.clone().next(), x + 2);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_partial_batch_leaves_after_max_delay() {
-        let spool = SharedSpool::new(1 << 20);
+        let spool = SharedSpool::memory(1 << 20, AgentMetrics::new());
         let (tx, rx) = mpsc::channel(8);
-        let builder = BatchBuilder::with_first_seq("n1".into(), 100, 1);
-        let task = tokio::spawn(run(
-            builder,
-            Duration::from_millis(500),
-            rx,
-            spool.clone(),
-            AgentMetrics::new(),
-        ));
+        let builder = BatchBuilder::new("n1".into(), Seqs::starting_at(1), 100, 1 << 20);
+        let task = tokio::spawn(run(builder, Duration::from_millis(500), rx, spool.clone()));
         tx.send(probe("a")).await.expect("send");
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(spool.lock().len(), 1);

@@ -32,7 +32,7 @@ pub struct AgentConfig {
     pub rounds: RoundsConfig,
     /// How results are grouped into batches.
     pub batch: BatchConfig,
-    /// Unacknowledged batches kept in memory.
+    /// Unacknowledged batches kept, in memory or on disk.
     pub spool: SpoolConfig,
     /// The collector connection.
     pub collector: CollectorConnConfig,
@@ -129,6 +129,11 @@ pub struct BatchConfig {
     /// ...or when its first record is this old. Default 1s.
     #[serde(with = "humantime_serde")]
     pub max_delay: Duration,
+    /// ...or before the next record would take its encoded size past this
+    /// many bytes. Keep it below the collector's `limits.max_message_bytes`
+    /// (default 4 MiB); batches over the limits a collector announces are
+    /// split before they are sent anyway. Default 1 MiB (1048576).
+    pub max_bytes: usize,
 }
 
 impl Default for BatchConfig {
@@ -136,6 +141,7 @@ impl Default for BatchConfig {
         Self {
             max_records: 500,
             max_delay: Duration::from_secs(1),
+            max_bytes: 1 << 20,
         }
     }
 }
@@ -143,14 +149,28 @@ impl Default for BatchConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SpoolConfig {
-    /// Encoded bytes of unacknowledged batches kept; past it the oldest batches
-    /// are dropped and counted (`livehead_agent_spool_dropped_*`). Default 8 MiB.
+    /// Memory spool (no `dir`): encoded bytes of unacknowledged batches kept;
+    /// past it the oldest batches are dropped, and counted
+    /// (`livehead_agent_spool_dropped_*`) unless a batch already sent is
+    /// acknowledged after all. Default 8 MiB (8388608).
     pub max_bytes: usize,
+    /// Directory of the disk spool: each batch is a file there, fsynced
+    /// before it counts as spooled and deleted once acknowledged, so batches
+    /// survive a restart or a crash of the agent. Only an index stays in
+    /// memory. Unset (the default): the spool is in memory.
+    pub dir: Option<PathBuf>,
+    /// Disk spool: bytes of files kept; past it the oldest batches are
+    /// dropped and counted as with `max_bytes`. Default 256 MiB (268435456).
+    pub disk_max_bytes: usize,
 }
 
 impl Default for SpoolConfig {
     fn default() -> Self {
-        Self { max_bytes: 8 << 20 }
+        Self {
+            max_bytes: 8 << 20,
+            dir: None,
+            disk_max_bytes: 256 << 20,
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod metrics;
 pub mod probe;
 pub mod rounds;
+pub mod split;
 pub mod spool;
 pub mod transport;
 
@@ -15,9 +16,10 @@ use tokio::sync::mpsc;
 
 pub use config::AgentConfig;
 
+use crate::batch::Seqs;
 use crate::discovery::{DefaultTarget, Discovery, DiscoveryError};
 use crate::metrics::AgentMetrics;
-use crate::spool::SharedSpool;
+use crate::spool::{DiskError, DiskStore, SharedSpool};
 use crate::transport::{Stops, TransportError};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +31,16 @@ pub enum AgentError {
     #[error("no site source: set sites.web_root and/or sites.list_file (--web-root, --sites-file)")]
     NoSites,
     #[error(
-        "{batches} batches ({records} records) of the round were not acknowledged by the collector in time"
+        "{batches} batches ({records} records) of the round were not acknowledged by the collector in time{kept}"
     )]
-    Unacknowledged { batches: usize, records: usize },
+    Unacknowledged {
+        batches: usize,
+        records: usize,
+        /// Where they wait for the next run, if anywhere.
+        kept: String,
+    },
+    #[error("cannot open the disk spool: {0}")]
+    Spool(#[from] DiskError),
     #[error("cannot serve metrics on {addr}")]
     Metrics {
         addr: std::net::SocketAddr,
@@ -50,7 +59,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     if let Some(addr) = config.metrics_listen {
         serve_metrics(addr, &metrics, shutdown.clone()).await?;
     }
-    let spool = SharedSpool::new(config.spool.max_bytes);
+    let spool = open_spool(&config.spool, &metrics).await?;
     let (results_tx, results_rx) = mpsc::channel(config.batch.max_records.max(1) * 2);
 
     let schedule = if config.rounds.once {
@@ -71,13 +80,18 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         metrics.clone(),
         shutdown.clone(),
     ));
-    let builder = batch::BatchBuilder::new(config.batch_agent_id(), config.batch.max_records);
+    let seqs = Seqs::random();
+    let builder = batch::BatchBuilder::new(
+        config.batch_agent_id(),
+        seqs.clone(),
+        config.batch.max_records,
+        config.batch.max_bytes,
+    );
     let batcher = tokio::spawn(batch::run(
         builder,
         config.batch.max_delay,
         results_rx,
         spool.clone(),
-        metrics.clone(),
     ));
     let stops = Stops {
         drain: Shutdown::new(),
@@ -87,6 +101,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         endpoint,
         config.collector.clone(),
         spool.clone(),
+        seqs,
         metrics.clone(),
         stops.clone(),
     ));
@@ -108,6 +123,8 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         .is_err()
     {
         stops.hard.cancel();
+        // It stops at once, counting what was in flight and never acknowledged.
+        let _ = transport.await;
     }
     let (unacked, unacked_records) = {
         let spool = spool.lock();
@@ -121,12 +138,57 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         "agent stopped"
     );
     if config.rounds.once && unacked > 0 {
+        let kept = config
+            .spool
+            .dir
+            .as_ref()
+            .map(|d| {
+                format!(
+                    "; they stay in the disk spool {} for the next run",
+                    d.display()
+                )
+            })
+            .unwrap_or_default();
         return Err(AgentError::Unacknowledged {
             batches: unacked,
             records: unacked_records,
+            kept,
         });
     }
     Ok(())
+}
+
+/// The memory spool, or the disk spool with what earlier runs left in it
+/// (read on the blocking pool: up to `disk_max_bytes` of files).
+async fn open_spool(
+    config: &config::SpoolConfig,
+    metrics: &AgentMetrics,
+) -> Result<SharedSpool, AgentError> {
+    let Some(dir) = &config.dir else {
+        return Ok(SharedSpool::memory(config.max_bytes, metrics.clone()));
+    };
+    let path = dir.clone();
+    let (store, opened) = tokio::task::spawn_blocking(move || DiskStore::open(&path))
+        .await
+        .map_err(|e| DiskError::Task(e.to_string()))??;
+    for error in &opened.corrupt {
+        metrics.spool_corrupt_files.inc();
+        tracing::warn!(%error, "disk spool: unreadable file set aside (*.corrupt); its batches are lost");
+    }
+    let records: usize = opened
+        .entries
+        .iter()
+        .flat_map(|e| &e.pieces)
+        .map(|p| p.records)
+        .sum();
+    tracing::info!(dir = %dir.display(), files = opened.entries.len(), records,
+        interrupted_writes = opened.partial_writes, "disk spool opened");
+    Ok(SharedSpool::on_disk(
+        store,
+        opened.entries,
+        config.disk_max_bytes,
+        metrics.clone(),
+    ))
 }
 
 /// The site sources `config` names, checked (at least one source, the ignore

@@ -23,8 +23,18 @@ pub struct AgentMetrics {
     pub batches_refused: IntCounter,
     pub spool_batches: IntGauge,
     pub spool_bytes: IntGauge,
+    pub spool_records: IntGauge,
     pub spool_dropped_batches: IntCounter,
     pub spool_dropped_records: IntCounter,
+    /// Batches a disk spool could not write (each also counted as dropped).
+    pub spool_write_errors: IntCounter,
+    /// Disk spool files found unreadable (at start, or when sending).
+    pub spool_corrupt_files: IntCounter,
+    /// Batches split because the collector's limits refused them.
+    pub batches_split: IntCounter,
+    /// Batches resent under a new sequence number because the collector
+    /// holds another batch under theirs.
+    pub batches_renumbered: IntCounter,
     pub reconnects: IntCounter,
 }
 
@@ -79,14 +89,34 @@ impl AgentMetrics {
                 "Batches the collector refused for good; dropped",
             ),
             spool_batches: gauge("spool_batches", "Batches awaiting acknowledgement"),
-            spool_bytes: gauge("spool_bytes", "Encoded bytes awaiting acknowledgement"),
+            spool_bytes: gauge(
+                "spool_bytes",
+                "Bytes awaiting acknowledgement (encoded, or files on disk)",
+            ),
+            spool_records: gauge("spool_records", "Records awaiting acknowledgement"),
             spool_dropped_batches: counter(
                 "spool_dropped_batches_total",
-                "Oldest batches dropped because the spool was full",
+                "Batches lost: dropped from the full spool and never acknowledged, or not written to the disk spool",
             ),
             spool_dropped_records: counter(
                 "spool_dropped_records_total",
-                "Records in batches dropped because the spool was full",
+                "Records lost: dropped from the full spool and never acknowledged, or not written to the disk spool",
+            ),
+            spool_write_errors: counter(
+                "spool_write_errors_total",
+                "Batches the disk spool could not write (dropped)",
+            ),
+            spool_corrupt_files: counter(
+                "spool_corrupt_files_total",
+                "Disk spool files found unreadable and set aside",
+            ),
+            batches_split: counter(
+                "batches_split_total",
+                "Batches split to fit the collector's limits",
+            ),
+            batches_renumbered: counter(
+                "batches_renumbered_total",
+                "Batches resent under a new sequence number (another process used theirs)",
             ),
             reconnects: counter("reconnects_total", "Collector connections lost or refused"),
             registry: r.clone(),

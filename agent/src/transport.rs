@@ -1,7 +1,9 @@
 //! The long-lived gRPC stream to the collector: sends spooled batches (at most
-//! `max_in_flight` unacknowledged), forgets each batch when its ack arrives,
-//! and after any failure reconnects with backoff and resends every batch still
-//! in the spool, in order.
+//! `max_in_flight` unacknowledged, none over the limits the collector
+//! announces), forgets each batch when its ack arrives, and after any failure
+//! reconnects with backoff and resends every batch still in the spool, in
+//! order. A refusal of a batch splits it, renumbers it or drops it (see
+//! [`split::reaction`]).
 
 use std::time::Duration;
 
@@ -13,9 +15,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::batch::Seqs;
 use crate::config::CollectorConnConfig;
 use crate::metrics::AgentMetrics;
-use crate::spool::SharedSpool;
+use crate::split::{self, Limits, Reaction, Split};
+use crate::spool::{At, DiskError, Oldest, SharedSpool};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -37,6 +41,10 @@ pub enum TransportError {
     Rpc(#[from] tonic::Status),
     #[error("collector closed the stream")]
     Closed,
+    #[error("the spool could not be rewritten (see the error above)")]
+    SpoolRewrite,
+    #[error("cannot read the spool: {0}")]
+    SpoolRead(DiskError),
 }
 
 /// Builds the collector endpoint, checking the URL/TLS combination up front so
@@ -84,11 +92,22 @@ pub struct Stops {
     pub hard: Shutdown,
 }
 
+/// How a stream ended.
+#[derive(Debug)]
+enum Ended {
+    /// Drained or hard-stopped.
+    Done,
+    /// Failed; `fixed`: the failure was about a batch, which was dealt with,
+    /// so reconnecting at once is no load on a struggling collector.
+    Failed { error: TransportError, fixed: bool },
+}
+
 /// Connection loop; returns once drained or hard-stopped.
 pub async fn run(
     endpoint: Endpoint,
     cfg: CollectorConnConfig,
     spool: SharedSpool,
+    seqs: Seqs,
     metrics: AgentMetrics,
     stops: Stops,
 ) {
@@ -97,27 +116,31 @@ pub async fn run(
         let mut session = Session {
             cfg: &cfg,
             spool: &spool,
+            seqs: &seqs,
             metrics: &metrics,
+            limits: Limits::default(),
             acked: 0,
         };
-        let result = session.run(&endpoint, &stops).await;
+        let ended = session.run(&endpoint, &stops).await;
+        spool.end_stream();
         if session.acked > 0 {
             delay = cfg.reconnect_min;
         }
-        match result {
-            Ok(()) => return,
-            Err(error) => {
-                metrics.reconnects.inc();
-                let wait = jitter(delay);
-                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64,
-                    unacked = spool.lock().len(), "collector connection lost");
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = stops.hard.cancelled() => return,
-                }
-                delay = (delay * 2).min(cfg.reconnect_max);
-            }
+        let Ended::Failed { error, fixed } = ended else {
+            return;
+        };
+        if fixed {
+            delay = cfg.reconnect_min;
         }
+        metrics.reconnects.inc();
+        let wait = jitter(delay);
+        tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64,
+            unacked = spool.lock().len(), "collector connection lost");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stops.hard.cancelled() => return,
+        }
+        delay = (delay * 2).min(cfg.reconnect_max);
     }
 }
 
@@ -130,12 +153,32 @@ fn jitter(delay: Duration) -> Duration {
 struct Session<'a> {
     cfg: &'a CollectorConnConfig,
     spool: &'a SharedSpool,
+    seqs: &'a Seqs,
     metrics: &'a AgentMetrics,
+    /// What the collector announced for this stream.
+    limits: Limits,
     acked: u64,
 }
 
 impl Session<'_> {
-    async fn run(&mut self, endpoint: &Endpoint, stops: &Stops) -> Result<(), TransportError> {
+    async fn run(&mut self, endpoint: &Endpoint, stops: &Stops) -> Ended {
+        match self.stream(endpoint, stops).await {
+            Ok(()) => Ended::Done,
+            Err(TransportError::Rpc(status)) => {
+                let fixed = self.on_refusal(&status).await;
+                Ended::Failed {
+                    error: TransportError::Rpc(status),
+                    fixed,
+                }
+            }
+            Err(error) => Ended::Failed {
+                error,
+                fixed: false,
+            },
+        }
+    }
+
+    async fn stream(&mut self, endpoint: &Endpoint, stops: &Stops) -> Result<(), TransportError> {
         let channel = tokio::select! {
             c = endpoint.connect() => c?,
             () = stops.hard.cancelled() => return Ok(()),
@@ -143,22 +186,21 @@ impl Session<'_> {
         let window = self.cfg.max_in_flight.max(1);
         // One slot more than the window: sending never waits on the channel.
         let (tx, rx) = mpsc::channel(window + 1);
-        let mut acks = client(channel)
-            .push(ReceiverStream::new(rx))
-            .await?
-            .into_inner();
-        tracing::info!(url = %self.cfg.url, "connected to collector");
-        let mut last_sent = None;
+        let response = client(channel).push(ReceiverStream::new(rx)).await?;
+        self.limits = Limits::from_metadata(response.metadata());
+        let mut acks = response.into_inner();
+        tracing::info!(url = %self.cfg.url, max_message_bytes = self.limits.max_bytes,
+            max_batch_records = self.limits.max_records, "connected to collector");
         loop {
-            last_sent = self.fill_window(&tx, last_sent, window)?;
-            if stops.drain.is_cancelled() && self.spool.lock().is_empty() {
+            self.fill_window(&tx, window).await?;
+            if stops.drain.is_cancelled() && self.spool.lock().is_settled() {
                 return Ok(());
             }
             tokio::select! {
                 ack = acks.message() => match ack {
-                    Ok(Some(ack)) => self.on_ack(ack),
+                    Ok(Some(ack)) => self.on_ack(ack).await,
                     Ok(None) => return Err(TransportError::Closed),
-                    Err(status) => return Err(self.on_refusal(status)),
+                    Err(status) => return Err(TransportError::Rpc(status)),
                 },
                 () = self.spool.pushed() => {}
                 () = stops.drain.cancelled(), if !stops.drain.is_cancelled() => {}
@@ -167,59 +209,168 @@ impl Session<'_> {
         }
     }
 
-    /// Sends spooled batches after `last_sent` while fewer than `window` are
-    /// unacknowledged; returns the new last sent sequence number.
-    fn fill_window(
+    /// Sends spooled batches while fewer than `window` are unacknowledged,
+    /// splitting first those over the collector's limits.
+    async fn fill_window(
         &self,
         tx: &mpsc::Sender<PushRequest>,
-        mut last_sent: Option<u64>,
         window: usize,
-    ) -> Result<Option<u64>, TransportError> {
+    ) -> Result<(), TransportError> {
         loop {
             let next = {
                 let spool = self.spool.lock();
-                if spool.pending_up_to(last_sent) >= window {
-                    return Ok(last_sent);
+                if spool.in_flight() >= window {
+                    return Ok(());
                 }
-                spool.next_after(last_sent)
+                spool.next_unsent()
             };
-            let Some(batch) = next else {
-                return Ok(last_sent);
+            let Some(at) = next else { return Ok(()) };
+            let Some(batch) = self.read(at).await? else {
+                continue;
             };
-            last_sent = Some(batch.seq);
+            if !self.limits.fits(at.piece.records, at.piece.bytes) {
+                let split = split::to_fit(batch, self.limits, self.seqs);
+                // A spool that cannot be rewritten would offer the same batch
+                // again at once: end the stream and retry after a backoff.
+                if !self
+                    .replace(at, split, "over the collector's announced limits")
+                    .await
+                {
+                    return Err(TransportError::SpoolRewrite);
+                }
+                continue;
+            }
+            if !self.spool.lock().mark_sent(at) {
+                continue;
+            }
             tx.try_send(batch).map_err(|_| TransportError::Closed)?;
             self.metrics.batches_sent.inc();
         }
     }
 
-    /// The collector handles batches in order, so a stream failing on a batch
-    /// fails on the oldest unacknowledged one. When the refusal is about the
-    /// batch itself, resending it would fail forever and hold back every batch
-    /// behind it: drop it, loudly. Other failures (storage down, certificates)
-    /// are retried.
-    fn on_refusal(&self, status: tonic::Status) -> TransportError {
-        if refuses_the_batch(&status) {
-            if let Some((seq, records)) = self.spool.lock().drop_oldest() {
-                self.metrics.batches_refused.inc();
-                tracing::error!(seq, records, reason = %status.message(),
-                    "collector refused a batch for good; dropped it");
+    /// The batch at `at`, or `None` when it cannot be sent (gone meanwhile,
+    /// or its file corrupt: then dropped and counted). An I/O error may pass
+    /// (a full file table, say): it ends the stream, to be retried.
+    async fn read(&self, at: At) -> Result<Option<PushRequest>, TransportError> {
+        match self.spool.batch(at).await {
+            Ok(Some(batch)) => Ok(Some(batch)),
+            Ok(None) => {
+                // Evicted meanwhile (fine), or missing from its file.
+                if let Ok(true) = self.spool.replace(at, Vec::new()).await {
+                    self.metrics.spool_dropped_batches.inc();
+                    self.metrics
+                        .spool_dropped_records
+                        .inc_by(at.piece.records as u64);
+                    tracing::error!(
+                        seq = at.piece.seq,
+                        "spooled batch missing from its file; dropped"
+                    );
+                }
+                Ok(None)
             }
+            Err(error @ DiskError::Format { .. }) => {
+                tracing::error!(%error, seq = at.piece.seq, "spooled batch unreadable; set its file aside");
+                self.spool.drop_unreadable(at.pos).await;
+                Ok(None)
+            }
+            Err(error) => Err(TransportError::SpoolRead(error)),
         }
-        TransportError::Rpc(status)
     }
 
-    fn on_ack(&mut self, ack: PushResponse) {
-        let (len, bytes, known) = {
-            let mut spool = self.spool.lock();
-            let known = spool.ack(ack.seq);
-            (spool.len(), spool.bytes(), known)
+    /// The collector handles batches in order, so a stream failing on a batch
+    /// fails on the oldest unacknowledged one. When the refusal is about that
+    /// batch, resending it unchanged would fail forever and hold back every
+    /// batch behind it. Returns whether the batch was dealt with.
+    async fn on_refusal(&self, status: &tonic::Status) -> bool {
+        let oldest = self.spool.lock().oldest_in_flight();
+        let Some(Oldest::Spooled(at)) = oldest else {
+            // Nothing sent, or a batch dropped from the full spool: counted
+            // lost when the stream ends.
+            return false;
         };
-        if known {
+        let reaction = split::reaction(status.code(), at.piece.records);
+        if reaction == Reaction::Retry {
+            return false;
+        }
+        let batch = match self.read(at).await {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return true,
+            Err(error) => {
+                tracing::error!(%error, "cannot act on the refusal now; retrying");
+                return false;
+            }
+        };
+        let (seq, records, reason) = (at.piece.seq, at.piece.records, status.message());
+        let pieces = match reaction {
+            Reaction::Split => split::after_refusal(batch, self.limits, self.seqs),
+            Reaction::Drop => {
+                self.metrics.batches_refused.inc();
+                tracing::error!(seq, records, code = ?status.code(), reason,
+                    "collector refused a batch for good; dropped it");
+                Split::default()
+            }
+            Reaction::Renumber => {
+                let renumbered = PushRequest {
+                    seq: self.seqs.next(),
+                    ..batch
+                };
+                self.metrics.batches_renumbered.inc();
+                tracing::warn!(
+                    seq,
+                    new_seq = renumbered.seq,
+                    reason,
+                    "the collector holds another batch under this sequence number \
+                     (another process with this agent's identity?); resending under a new one"
+                );
+                Split {
+                    pieces: vec![renumbered],
+                    too_large: 0,
+                }
+            }
+            Reaction::Retry => return false,
+        };
+        self.replace(at, pieces, reason).await
+    }
+
+    /// Puts `split`'s pieces in the place of the batch at `at`; false when
+    /// the spool could not be rewritten.
+    async fn replace(&self, at: At, split: Split, reason: &str) -> bool {
+        let pieces = split.pieces.len();
+        if split.too_large > 0 {
+            self.metrics.batches_refused.inc_by(split.too_large as u64);
+            tracing::error!(
+                seq = at.piece.seq,
+                records = split.too_large,
+                reason,
+                "records too large for any batch the collector accepts; dropped"
+            );
+        }
+        match self.spool.replace(at, split.pieces).await {
+            Ok(true) if pieces > 1 => {
+                self.metrics.batches_split.inc();
+                tracing::warn!(
+                    seq = at.piece.seq,
+                    records = at.piece.records,
+                    bytes = at.piece.bytes,
+                    pieces,
+                    reason,
+                    "batch too large for the collector; split"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(%error, seq = at.piece.seq, "cannot rewrite a spooled batch; it stays as it was");
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn on_ack(&mut self, ack: PushResponse) {
+        if self.spool.ack(ack.seq).await {
             self.acked += 1;
             self.metrics.batches_acked.inc();
         }
-        self.metrics.spool_batches.set(len as i64);
-        self.metrics.spool_bytes.set(bytes as i64);
         if let Some(first) = ack.rejected.first() {
             self.metrics
                 .records_rejected
@@ -234,15 +385,6 @@ impl Session<'_> {
             "batch acknowledged"
         );
     }
-}
-
-/// Refusals caused by the batch's content, which no resend can fix.
-fn refuses_the_batch(status: &tonic::Status) -> bool {
-    use tonic::Code;
-    matches!(
-        status.code(),
-        Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted
-    )
 }
 
 fn client(channel: Channel) -> IngestServiceClient<Channel> {
@@ -273,24 +415,6 @@ mod tests {
         assert!(err(cfg("https://c:7070", false, false)).contains("no TLS files"));
         assert!(err(cfg("https://c:7070", false, true)).contains("/nonexistent/ca.pem"));
         assert!(endpoint(&cfg("http://c:7070", true, false)).is_ok());
-    }
-
-    #[test]
-    fn only_content_refusals_drop_a_batch() {
-        use tonic::Status;
-        assert!(refuses_the_batch(&Status::invalid_argument(
-            "batch too large"
-        )));
-        assert!(refuses_the_batch(&Status::out_of_range(
-            "message too large"
-        )));
-        assert!(!refuses_the_batch(&Status::unavailable("storage down")));
-        assert!(!refuses_the_batch(&Status::permission_denied(
-            "wrong agent"
-        )));
-        assert!(!refuses_the_batch(&Status::unauthenticated(
-            "no certificate"
-        )));
     }
 
     #[test]

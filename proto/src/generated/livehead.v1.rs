@@ -141,7 +141,9 @@ pub struct PushRequest {
     /// non-empty value is refused.
     #[prost(string, tag = "1")]
     pub agent_id: ::prost::alloc::string::String,
-    /// Per-agent, strictly increasing batch sequence number.
+    /// Batch sequence number, unique per agent identity: the collector drops a
+    /// batch whose (agent, seq) it already wrote. Increasing within one agent
+    /// process (from a random start); not ordered across processes or restarts.
     #[prost(uint64, tag = "2")]
     pub seq: u64,
     #[prost(message, repeated, tag = "3")]
