@@ -109,6 +109,29 @@ fn agent_named(
 }
 
 /// A metric of the agent serving /metrics on `port` (None: not answering).
+/// An agent probing `count` of the fake sites every 300 ms, in batches of 20,
+/// reconnecting within half a second: the load of the crash and outage tests.
+fn busy_agent(dir: &Path, grpc: u16, sites: &FakeSites, count: usize, drain: &str) -> Proc {
+    let list = dir.join("sites.txt");
+    let names: Vec<String> = (0..count).map(|i| format!("site{i:03}.example")).collect();
+    std::fs::write(&list, names.join("\n")).expect("sites");
+    let config = dir.join("agent.toml");
+    let toml = format!(
+        "[batch]\nmax_records = 20\nmax_delay = \"50ms\"\n[collector]\nreconnect_min = \"100ms\"\n\
+         reconnect_max = \"500ms\"\ndrain_timeout = \"{drain}\"\n"
+    );
+    std::fs::write(&config, toml).expect("agent config");
+    let target = format!("127.0.0.1:{}", sites.port());
+    let config_arg = config.display().to_string();
+    agent(
+        dir,
+        grpc,
+        &list,
+        &target,
+        &["--interval", "300ms", "--config", &config_arg],
+    )
+}
+
 fn agent_metric(port: u16, name: &str) -> Option<f64> {
     let (_, body) = http_get(loopback(port), "/metrics")?;
     Some(metric_sum(&body, name))
@@ -337,7 +360,7 @@ fn signal(pid: u32, signal: &str) {
     assert!(status.success(), "kill -{signal} {pid}");
 }
 
-/// What [`stall_and_kill_clickhouse`] left in ClickHouse.
+/// What [`clickhouse_outages`] left in ClickHouse.
 struct AfterStalls {
     /// Rows in `health_history`.
     stored: u64,
@@ -377,22 +400,7 @@ async fn clickhouse_outages(name: &str, outages: &[Outage]) -> AfterStalls {
     let mut collector = start_collector_with(&ch, &db, dir.path(), grpc, http, &extra);
     wait_healthy(&mut collector, http).await;
 
-    let list = dir.path().join("sites.txt");
-    let names: Vec<String> = (0..50).map(|i| format!("site{i:03}.example")).collect();
-    std::fs::write(&list, names.join("\n")).expect("sites");
-    let config = dir.path().join("agent.toml");
-    std::fs::write(&config, "[batch]\nmax_records = 20\nmax_delay = \"50ms\"\n\
-        [collector]\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\ndrain_timeout = \"30s\"\n")
-        .expect("agent config");
-    let target = format!("127.0.0.1:{}", sites.port());
-    let config_arg = config.display().to_string();
-    let mut agent = agent(
-        dir.path(),
-        grpc,
-        &list,
-        &target,
-        &["--interval", "300ms", "--config", &config_arg],
-    );
+    let mut agent = busy_agent(dir.path(), grpc, &sites, 50, "30s");
     let history = "SELECT count() FROM health_history";
     let patience = Duration::from_secs(60);
     let context = || format!("{}\n{}", collector.log(), agent.log());
@@ -526,22 +534,7 @@ async fn collector_crash_loses_and_duplicates_nothing() {
         http,
     } = collector(&ch, &db, dir.path()).await;
 
-    let list = dir.path().join("sites.txt");
-    let names: Vec<String> = (0..150).map(|i| format!("site{i:03}.example")).collect();
-    std::fs::write(&list, names.join("\n")).expect("sites");
-    let config = dir.path().join("agent.toml");
-    std::fs::write(&config, "[batch]\nmax_records = 20\nmax_delay = \"50ms\"\n\
-        [collector]\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\ndrain_timeout = \"20s\"\n")
-        .expect("agent config");
-    let target = format!("127.0.0.1:{}", sites.port());
-    let config_arg = config.display().to_string();
-    let mut agent = agent(
-        dir.path(),
-        grpc,
-        &list,
-        &target,
-        &["--interval", "300ms", "--config", &config_arg],
-    );
+    let mut agent = busy_agent(dir.path(), grpc, &sites, 150, "20s");
 
     let history = "SELECT count() FROM health_history";
     wait_for(

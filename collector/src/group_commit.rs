@@ -209,19 +209,40 @@ mod tests {
     use super::*;
     use crate::store::{DumpFilter, LastState};
 
+    /// Which writes fail, and how.
+    type Failure = fn(&[BatchWrite<'_>]) -> Option<StoreError>;
+
     /// Records the size of each write; each write waits for a permit of `gate`.
     struct GatedStore {
         gate: Semaphore,
         groups: Mutex<Vec<usize>>,
-        fail: bool,
+        failure: Failure,
+    }
+
+    /// The store is unreachable: every write fails.
+    fn unreachable(_: &[BatchWrite<'_>]) -> Option<StoreError> {
+        Some(StoreError::Unsupported("the disk is on fire".into()))
+    }
+
+    /// The store refuses the data of seq 13, and any write holding it.
+    fn poisoned_by_13(batches: &[BatchWrite<'_>]) -> Option<StoreError> {
+        batches.iter().any(|b| b.seq == 13).then(|| {
+            StoreError::ClickHouse(::clickhouse::error::Error::BadResponse(
+                "Code: 117, bad data".into(),
+            ))
+        })
     }
 
     impl GatedStore {
         fn new(fail: bool) -> Arc<Self> {
+            Self::failing(if fail { unreachable } else { |_| None })
+        }
+
+        fn failing(failure: Failure) -> Arc<Self> {
             Arc::new(Self {
                 gate: Semaphore::new(0),
                 groups: Mutex::new(Vec::new()),
-                fail,
+                failure,
             })
         }
 
@@ -240,8 +261,8 @@ mod tests {
                 .expect("not poisoned")
                 .push(batches.len());
             self.gate.acquire().await.expect("open").forget();
-            if self.fail {
-                return Err(StoreError::Unsupported("the disk is on fire".into()));
+            if let Some(error) = (self.failure)(batches) {
+                return Err(error);
             }
             Ok(batches
                 .iter()
@@ -371,48 +392,9 @@ mod tests {
         assert_eq!(store.groups(), [1, 2]);
     }
 
-    /// Fails any write that holds seq 13, as a store refusing one batch's data.
-    struct PoisonStore {
-        gate: Semaphore,
-    }
-
-    impl Store for PoisonStore {
-        async fn write_batches(
-            &self,
-            batches: &[BatchWrite<'_>],
-        ) -> Result<Vec<WriteOutcome>, StoreError> {
-            self.gate.acquire().await.expect("open").forget();
-            if batches.iter().any(|b| b.seq == 13) {
-                return Err(StoreError::ClickHouse(
-                    ::clickhouse::error::Error::BadResponse("Code: 117, bad data".into()),
-                ));
-            }
-            Ok(batches
-                .iter()
-                .map(|b| WriteOutcome::Written {
-                    rows: b.probes.len(),
-                })
-                .collect())
-        }
-
-        async fn maintain(&self) -> Result<(), StoreError> {
-            Ok(())
-        }
-
-        async fn last(&self, _: &str) -> Result<Option<LastState>, StoreError> {
-            Ok(None)
-        }
-
-        async fn dump_last(&self, _: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
-            Ok(Vec::new())
-        }
-    }
-
     #[tokio::test]
     async fn one_bad_batch_fails_alone_not_its_whole_group() {
-        let store = Arc::new(PoisonStore {
-            gate: Semaphore::new(0),
-        });
+        let store = GatedStore::failing(poisoned_by_13);
         let writer = GroupCommit::start(
             store.clone(),
             QueueBounds::rows(1000),
@@ -434,6 +416,7 @@ mod tests {
             .map(|a| a.expect("answered").is_ok())
             .collect();
         assert_eq!(answers, [true, false, true]);
+        assert_eq!(store.groups(), [1, 3, 1, 1, 1]);
     }
 
     #[tokio::test]

@@ -195,25 +195,7 @@ fn position(path: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use livehead_proto::v1::{ProbeResult, Record, record::Kind};
-
-    fn batch(seq: u64, records: usize) -> PushRequest {
-        let probe = ProbeResult {
-            site: "example.com".into(),
-            status: 200,
-            ..Default::default()
-        };
-        PushRequest {
-            agent_id: "a".into(),
-            seq,
-            records: vec![
-                Record {
-                    kind: Some(Kind::Probe(probe))
-                };
-                records
-            ],
-        }
-    }
+    use crate::spool::tests::batch;
 
     fn seqs(opened: &Opened) -> Vec<Vec<u64>> {
         opened

@@ -633,7 +633,8 @@ mod tests {
     use super::*;
     use livehead_proto::v1::{ProbeResult, Record, record::Kind};
 
-    fn batch(seq: u64, records: usize) -> PushRequest {
+    /// A batch of `records` identical probes.
+    pub(crate) fn batch(seq: u64, records: usize) -> PushRequest {
         let probe = ProbeResult {
             site: "example.com".into(),
             status: 200,
