@@ -938,3 +938,64 @@ async fn a_seq_holding_other_rows_is_a_conflict_not_a_replay() {
     );
     assert_eq!(count(&config, "health_history"), 2);
 }
+
+/// A server killed between an INSERT's rows and its marker (the view's part)
+/// keeps rows that no marker counts. The replay must find and mark them, not
+/// write them again.
+#[tokio::test]
+async fn rows_stored_without_their_marker_are_found_not_written_twice() {
+    let config = config("unmarked");
+    let store = ClickHouseStore::connect(&config).await.expect("connect");
+    let ts = now_ms();
+    let rows = |prefix: &str| -> Vec<ProbeRow> {
+        (0..4)
+            .map(|i| probe(&format!("{prefix}{i}.example"), ts + i))
+            .collect()
+    };
+    let (whole, part) = (rows("whole"), rows("part"));
+    // Batch 8's first two rows are written and marked.
+    let first = store
+        .write_batch(batch("edge-1", 8, &part[..2]))
+        .await
+        .expect("write");
+    assert_eq!(first, WriteOutcome::Written { rows: 2 });
+    // Then, with the view detached, rows reach history without markers:
+    // batch 7 whole and the rest of batch 8.
+    q(&config, "DETACH TABLE ingest_batches_mv");
+    let values = |agent_seq: u64, rows: &[ProbeRow]| -> String {
+        rows.iter()
+            .map(|p| {
+                format!(
+                    "('{}', {}, {}, 'edge-1', {agent_seq})",
+                    p.site, p.ts, p.latency_us
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    q(
+        &config,
+        &format!(
+            "INSERT INTO health_history (site, ts, latency_us, agent, seq) VALUES {}, {}",
+            values(7, &whole),
+            values(8, &part[2..])
+        ),
+    );
+    q(&config, "ATTACH TABLE ingest_batches_mv");
+    assert_eq!(count(&config, "health_history"), 8);
+
+    let group = [batch("edge-1", 7, &whole), batch("edge-1", 8, &part)];
+    let outcomes = store.write_batches(&group).await.expect("group");
+    assert_eq!(outcomes, [WriteOutcome::Duplicate, WriteOutcome::Duplicate]);
+    assert_eq!(count(&config, "health_history"), 8, "nothing written twice");
+    // The markers now count what is stored, so the next replay is plain.
+    assert_eq!(
+        q(
+            &config,
+            "SELECT seq, sum(records) FROM ingest_batches GROUP BY seq ORDER BY seq"
+        ),
+        "7\t4\n8\t4\n"
+    );
+    let again = store.write_batches(&group).await.expect("replay");
+    assert_eq!(again, [WriteOutcome::Duplicate, WriteOutcome::Duplicate]);
+}

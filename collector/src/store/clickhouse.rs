@@ -21,7 +21,7 @@
 
 pub mod schema;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use ::clickhouse::sql::Identifier;
@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 
 use self::schema::{
     APPLIED_VERSIONS_SQL, BATCH_MARKER_DAYS, BATCHES_SEEN_SQL, BATCHES_TABLE, COLUMN_EXISTS_SQL,
-    CREATE_DATABASE_SQL, DROP_PARTITION_SQL, ENGINE_FULL_SQL, HISTORY_TABLE, LAST_SQL, LAST_TABLE,
-    MIGRATIONS_TABLE, STALE_PARTITIONS_SQL, VERSION_SQL,
+    CREATE_DATABASE_SQL, DROP_PARTITION_SQL, ENGINE_FULL_SQL, HISTORY_ROWS_SQL, HISTORY_TABLE,
+    LAST_SQL, LAST_TABLE, MIGRATIONS_TABLE, ROWS_AT_SQL, STALE_PARTITIONS_SQL, VERSION_SQL,
 };
 pub use self::schema::{Flavour, Migration};
 use super::query::Param;
@@ -44,6 +44,12 @@ use super::{
 /// Bounds sending an INSERT and waiting for the server to finish it. An INSERT that
 /// times out is not acked; the replay finds the marker if the server did write it.
 const INSERT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the store waits, after finding rows that no marker counts, before
+/// reading their markers again and marking them (see
+/// `ClickHouseStore::count_unmarked_rows`). Rows without a marker only follow
+/// a server stopped mid-insert, so this costs nothing in normal operation.
+const UNMARKED_SETTLE: Duration = Duration::from_secs(1);
 
 /// Writes batches to ClickHouse. Cheap to share: the client pools connections.
 #[derive(Clone)]
@@ -221,6 +227,108 @@ impl ClickHouseStore {
             .collect())
     }
 
+    /// Finds the history rows of `batches` that no marker counts, makes
+    /// `stored` count them, and returns the markers that record them.
+    ///
+    /// ClickHouse commits an INSERT's rows, then the part its view writes (the
+    /// marker): a server killed in between keeps rows that no marker counts,
+    /// and a replay would write them again. So for each batch, the first row
+    /// its markers do not cover is looked up by the sort key (one key per
+    /// batch, one granule each: the price of every group write); the rare
+    /// batches found are then counted in full.
+    async fn count_unmarked_rows<'b>(
+        &self,
+        batches: &[BatchWrite<'b>],
+        stored: &mut HashMap<(String, u64), (u64, u64)>,
+    ) -> Result<Vec<BatchRow<'b>>, StoreError> {
+        let mut keys = Vec::new();
+        let mut probed: Vec<&BatchWrite<'b>> = Vec::new();
+        for batch in batches {
+            let marked = stored
+                .get(&(batch.agent.to_owned(), batch.seq))
+                .map_or(0, |m| m.0);
+            let first_unmarked = usize::try_from(marked)
+                .ok()
+                .and_then(|k| batch.probes.get(k));
+            if let Some(row) = first_unmarked {
+                keys.push((row.site.as_str(), row.ts));
+                probed.push(batch);
+            }
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let agents: BTreeSet<&str> = probed.iter().map(|b| b.agent).collect();
+        let seqs: BTreeSet<u64> = probed.iter().map(|b| b.seq).collect();
+        let found: Vec<Pair> = self
+            .client
+            .query(ROWS_AT_SQL)
+            .bind(SqlTuple(&keys))
+            .bind(agents.iter().collect::<Vec<_>>())
+            .bind(seqs.iter().collect::<Vec<_>>())
+            .fetch_all()
+            .await?;
+        let found: HashSet<(String, u64)> = found.into_iter().map(|p| (p.agent, p.seq)).collect();
+        let orphaned: Vec<&BatchWrite<'b>> = probed
+            .into_iter()
+            .filter(|b| found.contains(&(b.agent.to_owned(), b.seq)))
+            .collect();
+        if orphaned.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Rows without a marker may also be an INSERT still between its two
+        // parts (one cut short a moment ago, still being processed): let it
+        // end, and read the markers again, rather than mark its rows twice.
+        tokio::time::sleep(UNMARKED_SETTLE).await;
+        let again: Vec<BatchWrite<'b>> = orphaned.iter().map(|b| **b).collect();
+        for (key, marker) in self.rows_written(&again).await? {
+            stored.insert(key, marker);
+        }
+        let sites: BTreeSet<&str> = orphaned
+            .iter()
+            .flat_map(|b| b.probes.iter().map(|p| p.site.as_str()))
+            .collect();
+        let counted: Vec<Seen> = self
+            .client
+            .query(HISTORY_ROWS_SQL)
+            .bind(SqlTuple(&sites.into_iter().collect::<Vec<_>>()))
+            .bind(orphaned.iter().map(|b| b.agent).collect::<Vec<_>>())
+            .bind(orphaned.iter().map(|b| b.seq).collect::<Vec<_>>())
+            .fetch_all()
+            .await?;
+        let written_at = unix_seconds();
+        let mut repairs = Vec::new();
+        for batch in orphaned {
+            let key = (batch.agent.to_owned(), batch.seq);
+            let Some(rows) = counted
+                .iter()
+                .find(|c| (c.agent.as_str(), c.seq) == (batch.agent, batch.seq))
+            else {
+                continue;
+            };
+            let (marked, marked_digest) = stored.get(&key).copied().unwrap_or((0, 0));
+            if rows.records <= marked {
+                continue;
+            }
+            tracing::warn!(
+                agent = batch.agent,
+                seq = batch.seq,
+                marked,
+                stored = rows.records,
+                "batch rows stored without their marker (the server stopped mid-insert); marking them"
+            );
+            repairs.push(BatchRow {
+                agent: batch.agent,
+                seq: batch.seq,
+                records: rows.records - marked,
+                written_at,
+                digest: rows.digest.wrapping_sub(marked_digest),
+            });
+            stored.insert(key, (rows.records, rows.digest));
+        }
+        Ok(repairs)
+    }
+
     /// Writes `rows` to `table` in one INSERT and waits until the server has them.
     async fn insert_rows<'r, T>(
         &self,
@@ -285,7 +393,14 @@ impl Store for ClickHouseStore {
         &self,
         batches: &[BatchWrite<'_>],
     ) -> Result<Vec<WriteOutcome>, StoreError> {
-        let stored = self.rows_written(batches).await?;
+        let mut stored = self.rows_written(batches).await?;
+        if self.history {
+            let repairs = self.count_unmarked_rows(batches, &mut stored).await?;
+            if !repairs.is_empty() {
+                self.insert_rows::<BatchRow<'_>>(BATCHES_TABLE, repairs)
+                    .await?;
+            }
+        }
         let plan = plan_group(batches, &stored, self.history);
         // Rows are collected first: an iterator of closures held across the
         // INSERT's awaits would make this future not `Send`.
@@ -533,6 +648,29 @@ struct Seen {
     seq: u64,
     records: u64,
     digest: u64,
+}
+
+/// A row of the answer to [`ROWS_AT_SQL`].
+#[derive(Row, Deserialize)]
+struct Pair {
+    agent: String,
+    seq: u64,
+}
+
+/// A list bound as an SQL tuple, `('a', 'b')`, where `IN` needs one: 18.16
+/// does not take an array there, and the values are still escaped by the
+/// client, never formatted. Never empty (`()` is not SQL).
+struct SqlTuple<'a, T>(&'a [T]);
+
+impl<T: Serialize> Serialize for SqlTuple<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut tuple = serializer.serialize_tuple(self.0.len())?;
+        for item in self.0 {
+            tuple.serialize_element(item)?;
+        }
+        tuple.end()
+    }
 }
 
 /// A row of `ingest_batches`.
