@@ -12,7 +12,7 @@ use livehead_collector::store::clickhouse::schema::{
     self, APPLIED_VERSIONS_SQL, BATCHES_SEEN_SQL, COLUMN_EXISTS_SQL, CREATE_DATABASE_SQL,
     DROP_PARTITION_SQL, ENGINE_FULL_SQL, STALE_PARTITIONS_SQL,
 };
-use livehead_collector::store::{Order, StorageConfig};
+use livehead_collector::store::{self, Order, StorageConfig};
 use serde_json::{Value, json};
 
 const INSTALL: &str = "install chdb with `pip install chdb`";
@@ -195,7 +195,10 @@ fn steps() -> Vec<Value> {
     };
     s.expect("unknown batch", seen("edge-1", "1"), "");
     // The markers' digest (`store::digest`): probe_values' latency is 123456.
-    let digest = |ts: &[u64]| ts.iter().fold(0u64, |d, t| d.wrapping_add(t ^ 123_456));
+    let digest = |ts: &[u64]| {
+        ts.iter()
+            .fold(0u64, |d, t| d.wrapping_add(store::row_digest(*t, 123_456)))
+    };
     let last_columns = columns(&schema::last_columns());
     let history_columns = columns(&schema::history_columns());
     s.run(

@@ -134,12 +134,30 @@ pub enum WriteOutcome {
 /// reuses a written batch's sequence number is not taken for its replay.
 /// Additive (a wrapping sum over the rows) so that ClickHouse's markers of a
 /// batch written in parts (see the ClickHouse store) add up to the whole
-/// batch's, and so that ClickHouse computes it in the marker's view as
-/// `sum(bitXor(ts, latency_us))`. 0 is the digest of markers written before
-/// digests existed; they are not compared.
+/// batch's; each row counts as a hash of its `ts` and `latency_us` that
+/// ClickHouse's marker view computes alike (`intHash64`), so that near-equal
+/// rows (a millisecond apart, a few µs slower) cannot cancel out. 0 is the
+/// digest of markers written before digests existed; they are not compared.
 pub fn digest(rows: &[ProbeRow]) -> u64 {
-    rows.iter()
-        .fold(0u64, |sum, r| sum.wrapping_add(r.ts ^ r.latency_us))
+    rows.iter().fold(0u64, |sum, r| {
+        sum.wrapping_add(row_digest(r.ts, r.latency_us))
+    })
+}
+
+/// One row's share of [`digest`]: `intHash64(bitXor(intHash64(ts), latency_us))`.
+pub fn row_digest(ts: u64, latency_us: u64) -> u64 {
+    int_hash64(int_hash64(ts) ^ latency_us)
+}
+
+/// ClickHouse's `intHash64` (MurmurHash3's 64-bit finaliser of the value
+/// XOR a constant), bit for bit.
+fn int_hash64(x: u64) -> u64 {
+    let mut x = x ^ 0x4CF2_D2BA_AE6D_A887;
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
 }
 
 /// What a stored marker says of a batch about to be written.
@@ -352,5 +370,46 @@ impl Store for AnyStore {
             Self::ClickHouse(s) => s.dump_last(filter).await,
             Self::Sqlite(s) => s.dump_last(filter).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_digests_are_clickhouses_int_hash64() {
+        // Answers of ClickHouse 18.16 to `SELECT intHash64(toUInt64(x))`.
+        assert_eq!(int_hash64(0), 4_761_183_170_873_013_810);
+        assert_eq!(int_hash64(1), 10_577_349_846_663_553_072);
+        assert_eq!(int_hash64(1_800_000_000_000), 11_976_087_854_763_700_442);
+        assert_eq!(
+            row_digest(1_800_000_000_003, 123_456),
+            5_673_940_667_256_896_775
+        );
+    }
+
+    #[test]
+    fn near_equal_rows_do_not_cancel_out() {
+        let row = |ts, latency_us| ProbeRow {
+            ts,
+            latency_us,
+            ..ProbeRow::default()
+        };
+        // ts ≡ 3 (mod 8) one ms later with a latency ≡ 0 (mod 8) 7 µs longer:
+        // equal under a plain `ts XOR latency_us`.
+        let a = [row(1_800_000_000_003, 120_000)];
+        let b = [row(1_800_000_000_004, 120_007)];
+        assert_ne!(digest(&a), digest(&b));
+        assert_eq!(Replay::of(Some((1, digest(&a))), &b), Replay::Conflict);
+        assert_eq!(Replay::of(Some((1, digest(&a))), &a), Replay::Duplicate);
+        let both = [a[0].clone(), b[0].clone()];
+        assert_eq!(
+            Replay::of(Some((1, digest(&a))), &both),
+            Replay::Partial { rows: 1 }
+        );
+        assert_eq!(Replay::of(Some((3, 0)), &both), Replay::Conflict);
+        assert_eq!(Replay::of(Some((2, 0)), &both), Replay::Duplicate);
+        assert_eq!(Replay::of(None, &both), Replay::New);
     }
 }

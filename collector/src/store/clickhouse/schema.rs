@@ -240,7 +240,7 @@ pub fn migrations(flavour: Flavour) -> Vec<Migration> {
     let view_with_digest = format!(
         "CREATE MATERIALIZED VIEW IF NOT EXISTS {BATCHES_VIEW} TO {BATCHES_TABLE} AS \
          SELECT agent, seq, count() AS records, now() AS written_at, \
-         sum(bitXor(ts, latency_us)) AS digest \
+         sum(intHash64(bitXor(intHash64(ts), latency_us))) AS digest \
          FROM {HISTORY_TABLE} GROUP BY agent, seq"
     );
     vec![
@@ -346,7 +346,7 @@ pub const ROWS_AT_SQL: &str = "SELECT DISTINCT agent, seq FROM health_history \
 /// the history rows of each (agent, seq) among them, counted and digested as
 /// the markers' view does.
 pub const HISTORY_ROWS_SQL: &str = "SELECT agent, seq, count() AS records, \
-     sum(bitXor(ts, latency_us)) AS digest FROM health_history \
+     sum(intHash64(bitXor(intHash64(ts), latency_us))) AS digest FROM health_history \
      WHERE site IN ? AND has(?, agent) AND has(?, seq) GROUP BY agent, seq";
 /// Binds an array of agents and an array of seqs; answers, for each (agent, seq)
 /// among them that has markers, the rows those markers count. The caller keeps
