@@ -503,13 +503,11 @@ async fn store_stalled_and_killed_loses_nothing() {
     );
 }
 
-/// ... nor stores anything twice. Fails 2 runs in 3 (two kills each), with
-/// a batch or two stored twice under a single marker: ClickHouse 18.16 commits
-/// the rows' part, then the marker's (the materialized view), and a SIGKILL
-/// between the two keeps the rows without their marker, so the replay writes
-/// them again. Run with `--ignored` once the store closes that gap.
+/// ... nor stores anything twice: ClickHouse 18.16 commits the rows' part,
+/// then the marker's (the materialized view), and a SIGKILL between the two
+/// keeps rows without their marker, which the store must find and mark rather
+/// than write again on the replay (before it did, this failed 2 runs in 3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "ClickHouse store: a kill between a batch's rows and its marker duplicates the batch"]
 async fn store_killed_duplicates_nothing() {
     let after = clickhouse_outages("e2e_kill_once", &[Outage::Kill, Outage::Kill]).await;
     assert_eq!(

@@ -12,7 +12,10 @@
 //! when the INSERT was cut short (18.16 keeps the rows received before the
 //! connection dropped; a replay then writes the rest, see [`Store::write_batch`]).
 //! `health_last` is written first; rewriting it on a replay is harmless since the
-//! newest `ts` wins. With history off, the marker is inserted directly after
+//! newest `ts` wins. The view's part is committed after the rows' part: a
+//! server killed in between keeps rows no marker counts, which the next write
+//! of the batch finds by the sort key and marks instead of writing them again
+//! (`count_unmarked_rows`). With history off, the marker is inserted directly after
 //! `health_last`.
 //!
 //! Servers older than 22.3 (Debian's 18.16) get the [`Flavour::Legacy`] schema and
