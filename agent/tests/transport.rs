@@ -457,6 +457,16 @@ async fn other_failures_keep_the_batch_and_resend_it() {
     assert!(metrics.reconnects.get() >= 2);
 }
 
+/// The encoded size of a batch of `records` records, as the spool counts it.
+fn batch_len(records: usize) -> usize {
+    PushRequest {
+        agent_id: "node-1".into(),
+        seq: u64::MAX,
+        records: (0..records).map(record).collect(),
+    }
+    .encoded_len()
+}
+
 /// The issue: batches dropped from a full spool while already sent were
 /// counted lost, yet their acks came and their rows were stored.
 #[tokio::test]
@@ -466,12 +476,7 @@ async fn batches_dropped_from_a_full_spool_while_in_flight_count_only_if_unacked
         ..Rules::default()
     })
     .await;
-    let one = PushRequest {
-        agent_id: "node-1".into(),
-        seq: u64::MAX,
-        records: (0..10).map(record).collect(),
-    }
-    .encoded_len();
+    let one = batch_len(10);
     let agent = start_transport(addr, one * 2, 1000);
     // Each batch is in flight (window 8) before the next push evicts it.
     for i in 0..6 {
@@ -502,12 +507,7 @@ async fn batches_dropped_from_a_full_spool_and_never_acked_are_lost_once() {
         ..Rules::default()
     })
     .await;
-    let one = PushRequest {
-        agent_id: "node-1".into(),
-        seq: u64::MAX,
-        records: (0..10).map(record).collect(),
-    }
-    .encoded_len();
+    let one = batch_len(10);
     let agent = start_transport(addr, one * 2, 1000);
     for i in 0..2 {
         agent.push(i * 10, 10).await;

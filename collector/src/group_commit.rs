@@ -293,6 +293,15 @@ mod tests {
         }
     }
 
+    /// A writer over `store` with room for 1,000 rows.
+    fn writer_over(store: &Arc<GatedStore>) -> GroupCommit {
+        GroupCommit::start(
+            store.clone(),
+            QueueBounds::rows(1000),
+            CollectorMetrics::new(),
+        )
+    }
+
     async fn settle() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -300,11 +309,7 @@ mod tests {
     #[tokio::test]
     async fn batches_queued_during_a_write_are_written_together_next() {
         let store = GatedStore::new(false);
-        let writer = GroupCommit::start(
-            store.clone(),
-            QueueBounds::rows(1000),
-            CollectorMetrics::new(),
-        );
+        let writer = writer_over(&store);
         let first = writer.submit(queued(1, 2)).await.expect("queued");
         settle().await;
         let mut rest = Vec::new();
@@ -375,11 +380,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_write_answers_every_batch_of_its_group() {
         let store = GatedStore::new(true);
-        let writer = GroupCommit::start(
-            store.clone(),
-            QueueBounds::rows(1000),
-            CollectorMetrics::new(),
-        );
+        let writer = writer_over(&store);
         let first = writer.submit(queued(1, 1)).await.expect("queued");
         settle().await;
         let second = writer.submit(queued(2, 1)).await.expect("queued");
@@ -395,11 +396,7 @@ mod tests {
     #[tokio::test]
     async fn one_bad_batch_fails_alone_not_its_whole_group() {
         let store = GatedStore::failing(poisoned_by_13);
-        let writer = GroupCommit::start(
-            store.clone(),
-            QueueBounds::rows(1000),
-            CollectorMetrics::new(),
-        );
+        let writer = writer_over(&store);
         let first = writer.submit(queued(1, 1)).await.expect("queued");
         settle().await;
         let mut group = Vec::new();
@@ -422,11 +419,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_store_fails_the_group_without_retrying_each_batch() {
         let store = GatedStore::new(true);
-        let writer = GroupCommit::start(
-            store.clone(),
-            QueueBounds::rows(1000),
-            CollectorMetrics::new(),
-        );
+        let writer = writer_over(&store);
         let first = writer.submit(queued(1, 1)).await.expect("queued");
         settle().await;
         let second = writer.submit(queued(2, 1)).await.expect("queued");

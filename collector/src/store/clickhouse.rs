@@ -35,7 +35,8 @@ use serde::{Deserialize, Serialize};
 use self::schema::{
     APPLIED_VERSIONS_SQL, BATCH_MARKER_DAYS, BATCHES_SEEN_SQL, BATCHES_TABLE, COLUMN_EXISTS_SQL,
     CREATE_DATABASE_SQL, DROP_PARTITION_SQL, ENGINE_FULL_SQL, HISTORY_ROWS_SQL, HISTORY_TABLE,
-    LAST_SQL, LAST_TABLE, MIGRATIONS_TABLE, ROWS_AT_SQL, STALE_PARTITIONS_SQL, VERSION_SQL,
+    LAST_SQL, LAST_TABLE, MIGRATIONS_TABLE, ROWS_AT_SQL, STALE_PARTITIONS_SQL, UPTIME_SQL,
+    VERSION_SQL,
 };
 pub use self::schema::{Flavour, Migration};
 use super::query::Param;
@@ -54,6 +55,9 @@ const INSERT_TIMEOUT: Duration = Duration::from_secs(60);
 /// a server stopped mid-insert, so this costs nothing in normal operation.
 const UNMARKED_SETTLE: Duration = Duration::from_secs(1);
 
+/// How often the server's uptime is asked for `storage.unmarked_rows_window`.
+const UPTIME_CHECK: Duration = Duration::from_secs(60);
+
 /// Writes batches to ClickHouse. Cheap to share: the client pools connections.
 #[derive(Clone)]
 pub struct ClickHouseStore {
@@ -61,6 +65,9 @@ pub struct ClickHouseStore {
     flavour: Flavour,
     history: bool,
     retention_days: u32,
+    unmarked_rows_window: Duration,
+    /// Whether the server started recently, and when that was last asked.
+    restarted: std::sync::Arc<tokio::sync::Mutex<Option<(std::time::Instant, bool)>>>,
 }
 
 impl std::fmt::Debug for ClickHouseStore {
@@ -109,6 +116,8 @@ impl ClickHouseStore {
             flavour,
             history: config.history,
             retention_days: config.retention_days,
+            unmarked_rows_window: config.unmarked_rows_window,
+            restarted: Default::default(),
         };
         store.migrate().await?;
         if flavour.uses_ttl() {
@@ -230,6 +239,31 @@ impl ClickHouseStore {
             .collect())
     }
 
+    /// Whether the server started less than `storage.unmarked_rows_window` ago (asked at
+    /// most every [`UPTIME_CHECK`]; when it cannot say, assume it did). Only a
+    /// server stopped mid-insert leaves rows without their marker, and their
+    /// batches come back within minutes of its restart (agents resend what
+    /// was not acknowledged as soon as a collector writes again), so the
+    /// lookup for such rows, which costs ClickHouse CPU on every group
+    /// write, runs only then.
+    async fn restarted_lately(&self) -> bool {
+        if self.unmarked_rows_window.is_zero() {
+            return false;
+        }
+        let mut known = self.restarted.lock().await;
+        if let Some((at, restarted)) = *known
+            && at.elapsed() < UPTIME_CHECK
+        {
+            return restarted;
+        }
+        let restarted = match self.client.query(UPTIME_SQL).fetch_one::<u64>().await {
+            Ok(uptime) => uptime < self.unmarked_rows_window.as_secs(),
+            Err(_) => true,
+        };
+        *known = Some((std::time::Instant::now(), restarted));
+        restarted
+    }
+
     /// Finds the history rows of `batches` that no marker counts, makes
     /// `stored` count them, and returns the markers that record them.
     ///
@@ -237,8 +271,8 @@ impl ClickHouseStore {
     /// marker): a server killed in between keeps rows that no marker counts,
     /// and a replay would write them again. So for each batch, the first row
     /// its markers do not cover is looked up by the sort key (one key per
-    /// batch, one granule each: the price of every group write); the rare
-    /// batches found are then counted in full.
+    /// batch, one granule each); the rare batches found are then counted in
+    /// full.
     async fn count_unmarked_rows<'b>(
         &self,
         batches: &[BatchWrite<'b>],
@@ -397,7 +431,7 @@ impl Store for ClickHouseStore {
         batches: &[BatchWrite<'_>],
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let mut stored = self.rows_written(batches).await?;
-        if self.history {
+        if self.history && self.restarted_lately().await {
             let repairs = self.count_unmarked_rows(batches, &mut stored).await?;
             if !repairs.is_empty() {
                 self.insert_rows::<BatchRow<'_>>(BATCHES_TABLE, repairs)

@@ -34,6 +34,13 @@ pub struct StorageConfig {
     pub history: bool,
     /// Days of history kept; 0 keeps it forever.
     pub retention_days: u32,
+    /// ClickHouse: for this long after the server started, each group write
+    /// also looks for rows a server stopped mid-insert left without their
+    /// batch marker, so that their replay marks them instead of writing them
+    /// twice. It costs ClickHouse CPU (one sort-key lookup per batch), so it
+    /// only runs while such replays can come. 0 turns it off. Default 1h.
+    #[serde(with = "humantime_serde")]
+    pub unmarked_rows_window: Duration,
     /// Longest a read (`/last`, `/dump_last`, the readiness probe) may take;
     /// past it the API answers 503. Default 5s.
     #[serde(with = "humantime_serde")]
@@ -57,6 +64,7 @@ impl Default for StorageConfig {
             password: String::new(),
             history: true,
             retention_days: 30,
+            unmarked_rows_window: Duration::from_secs(3600),
             read_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(60),
         }

@@ -329,6 +329,8 @@ pub fn ttl_statement(ttl: &TableTtl, engine_full: &str) -> Option<String> {
 
 /// The server's version string.
 pub const VERSION_SQL: &str = "SELECT version()";
+/// Seconds since the server started.
+pub const UPTIME_SQL: &str = "SELECT toUInt64(uptime())";
 /// Binds the database name as an identifier.
 pub const CREATE_DATABASE_SQL: &str = "CREATE DATABASE IF NOT EXISTS ?";
 /// Versions already applied.
