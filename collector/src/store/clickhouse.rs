@@ -15,7 +15,8 @@
 //! newest `ts` wins. The view's part is committed after the rows' part: a
 //! server killed in between keeps rows no marker counts, which the next write
 //! of the batch finds by the sort key and marks instead of writing them again
-//! (`count_unmarked_rows`). With history off, the marker is inserted directly after
+//! (`count_unmarked_rows`, within `storage.unmarked_rows_window` of the
+//! server's start). With history off, the marker is inserted directly after
 //! `health_last`.
 //!
 //! Servers older than 22.3 (Debian's 18.16) get the [`Flavour::Legacy`] schema and
