@@ -352,14 +352,6 @@ fn ready_status(http: u16) -> u16 {
     http_get(loopback(http), "/ready").map_or(0, |(status, _)| status)
 }
 
-fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([format!("-{signal}"), pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill -{signal} {pid}");
-}
-
 /// What [`clickhouse_outages`] left in ClickHouse.
 struct AfterStalls {
     /// Rows in `health_history`.
@@ -417,8 +409,8 @@ async fn clickhouse_outages(name: &str, outages: &[Outage]) -> AfterStalls {
         let pid = ch.pid().expect("clickhouse pid");
         match outage {
             // Longer than the write timeout, so writes fail and are resent.
-            Outage::Stall => signal(pid, "STOP"),
-            Outage::Kill => signal(pid, "KILL"),
+            Outage::Stall => livehead_testkit::signal(pid, "STOP"),
+            Outage::Kill => livehead_testkit::signal(pid, "KILL"),
         }
         wait_for("unready during the outage", patience, context, || {
             (ready_status(http) == 503).then_some(())
@@ -426,7 +418,7 @@ async fn clickhouse_outages(name: &str, outages: &[Outage]) -> AfterStalls {
         .await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         match outage {
-            Outage::Stall => signal(pid, "CONT"),
+            Outage::Stall => livehead_testkit::signal(pid, "CONT"),
             Outage::Kill => ch.restart(),
         }
         wait_for("ready after the outage", patience, context, || {

@@ -377,6 +377,8 @@ mod tests {
         assert!(second.await.expect("answered").is_ok());
     }
 
+    /// An unreachable store fails the whole group: no write per batch (the
+    /// gate has room for them, so they would show in `groups`).
     #[tokio::test]
     async fn a_failed_write_answers_every_batch_of_its_group() {
         let store = GatedStore::new(true);
@@ -385,7 +387,7 @@ mod tests {
         settle().await;
         let second = writer.submit(queued(2, 1)).await.expect("queued");
         let third = writer.submit(queued(3, 1)).await.expect("queued");
-        store.gate.add_permits(2);
+        store.gate.add_permits(10);
         for answer in [first, second, third] {
             let error = answer.await.expect("answered").expect_err("failed");
             assert!(error.to_string().contains("on fire"), "{error}");
@@ -414,24 +416,5 @@ mod tests {
             .collect();
         assert_eq!(answers, [true, false, true]);
         assert_eq!(store.groups(), [1, 3, 1, 1, 1]);
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_store_fails_the_group_without_retrying_each_batch() {
-        let store = GatedStore::new(true);
-        let writer = writer_over(&store);
-        let first = writer.submit(queued(1, 1)).await.expect("queued");
-        settle().await;
-        let second = writer.submit(queued(2, 1)).await.expect("queued");
-        let third = writer.submit(queued(3, 1)).await.expect("queued");
-        store.gate.add_permits(10);
-        for answer in [first, second, third] {
-            assert!(answer.await.expect("answered").is_err());
-        }
-        assert_eq!(
-            store.groups(),
-            [1, 2],
-            "no write per batch after a store failure"
-        );
     }
 }

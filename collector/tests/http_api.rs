@@ -1298,15 +1298,6 @@ async fn push_bytes_in_flight_are_bounded(backend: Backend) {
     .await;
 }
 
-/// Sends `signal` (e.g. "STOP", "CONT") to a process.
-fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([format!("-{signal}"), pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill -{signal} {pid}");
-}
-
 /// ClickHouse stopped (SIGSTOP) answers nothing: reads and writes time out
 /// with 503 instead of waiting for it, the timeouts are counted, `/ready`
 /// goes 503 (`/health` stays 200); after SIGCONT everything is back. Its own
@@ -1333,7 +1324,7 @@ async fn a_stalled_clickhouse_answers_503_and_readiness_follows() {
     })
     .await;
 
-    signal(pid, "STOP");
+    livehead_testkit::signal(pid, "STOP");
     let started = Instant::now();
     // Bounded here too: without the store's timeouts these would wait for
     // SIGCONT, i.e. for ever.
@@ -1375,7 +1366,7 @@ async fn a_stalled_clickhouse_answers_503_and_readiness_follows() {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
 
-    signal(pid, "CONT");
+    livehead_testkit::signal(pid, "CONT");
     eventually("a push stored and /ready 200 after SIGCONT", || async {
         c.push(&record("after.com", 200, 1, None, now_ms()))
             .await
