@@ -174,7 +174,7 @@ mod tests {
             .flat_map(|p| &p.records)
             .map(|r| match &r.kind {
                 Some(Kind::Probe(p)) => p.site.clone(),
-                None => String::new(),
+                _ => String::new(),
             })
             .collect()
     }

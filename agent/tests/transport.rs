@@ -114,7 +114,10 @@ fn sites(batch: &PushRequest) -> Vec<String> {
     batch
         .records
         .iter()
-        .filter_map(|r| r.kind.as_ref().map(|Kind::Probe(p)| p.site.clone()))
+        .filter_map(|r| match &r.kind {
+            Some(Kind::Probe(p)) => Some(p.site.clone()),
+            _ => None,
+        })
         .collect()
 }
 

@@ -39,6 +39,7 @@ pub fn check_batch(batch: &PushRequest, agent: &str, now_ms: u64, limits: &Limit
             Some(Kind::Probe(p)) => {
                 check_probe(p, agent, now_ms, limits).map(|row| out.probes.push(row))
             }
+            Some(_) => Err(invalid("kind", "this record kind is not stored yet")),
             None => Err(invalid("kind", "empty record (unknown record type?)")),
         };
         if let Err(e) = result {

@@ -6,7 +6,11 @@ use std::path::Path;
 #[test]
 fn generated_code_is_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let protos = ["livehead/v1/records.proto", "livehead/v1/ingest.proto"];
+    let protos = [
+        "livehead/v1/samples.proto",
+        "livehead/v1/records.proto",
+        "livehead/v1/ingest.proto",
+    ];
     let fds = protox::compile(protos, [root]).expect("the .proto files compile");
 
     let out = tempfile::tempdir().expect("temporary directory");
