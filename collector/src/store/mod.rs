@@ -9,10 +9,14 @@ use std::time::Duration;
 
 pub mod clickhouse;
 pub mod query;
+pub mod rows;
+pub mod samples;
 pub mod sqlite;
 pub mod timed;
 
 pub use query::{DumpFilter, LastState, Order};
+pub use rows::{Rows, RowsRef};
+pub use samples::StatsQuery;
 
 /// Storage options shared by every backend.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -308,6 +312,20 @@ pub trait Store: Send + Sync + 'static {
         filter: &DumpFilter,
     ) -> impl Future<Output = Result<Vec<LastState>, StoreError>> + Send;
 
+    /// Sample rows for `/stats`: the answer holds rows of `query.kind` only.
+    fn stats(
+        &self,
+        query: &StatsQuery<'_>,
+    ) -> impl Future<Output = Result<Rows, StoreError>> + Send {
+        async move {
+            Err(StoreError::Unsupported(format!(
+                "{} store cannot read {:?} yet",
+                self.kind(),
+                query.kind
+            )))
+        }
+    }
+
     /// A cheap read proving the store answers, for readiness: the lookup of
     /// a site that cannot exist.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
@@ -377,6 +395,13 @@ impl Store for AnyStore {
         match self {
             Self::ClickHouse(s) => s.dump_last(filter).await,
             Self::Sqlite(s) => s.dump_last(filter).await,
+        }
+    }
+
+    async fn stats(&self, query: &StatsQuery<'_>) -> Result<Rows, StoreError> {
+        match self {
+            Self::ClickHouse(s) => s.stats(query).await,
+            Self::Sqlite(s) => s.stats(query).await,
         }
     }
 }

@@ -24,7 +24,10 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use super::{BatchWrite, DumpFilter, LastState, StorageConfig, Store, StoreError, WriteOutcome};
+use super::{
+    BatchWrite, DumpFilter, LastState, Rows, StatsQuery, StorageConfig, Store, StoreError,
+    WriteOutcome,
+};
 use crate::metrics::CollectorMetrics;
 use crate::ready::{Readiness, STORE_WRITES, WRITE_FAILURE_MEMORY};
 
@@ -151,6 +154,11 @@ impl<S: Store> Store for Timed<S> {
 
     async fn dump_last(&self, filter: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
         self.call("dump_last", self.read_timeout, self.inner.dump_last(filter))
+            .await
+    }
+
+    async fn stats(&self, query: &StatsQuery<'_>) -> Result<Rows, StoreError> {
+        self.call("stats", self.read_timeout, self.inner.stats(query))
             .await
     }
 
