@@ -20,14 +20,14 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::metrics::CollectorMetrics;
-use crate::store::{BatchWrite, ProbeRow, Store, StoreError, WriteOutcome};
+use crate::store::{BatchWrite, Rows, Store, StoreError, WriteOutcome};
 
 /// A validated batch waiting to be written.
 #[derive(Debug)]
 pub struct QueuedBatch {
     pub agent: String,
     pub seq: u64,
-    pub probes: Vec<ProbeRow>,
+    pub rows: Rows,
 }
 
 /// What the writer answers for one batch. The error is shared by every batch
@@ -45,7 +45,7 @@ struct Entry {
 #[derive(Debug, Clone, Copy)]
 pub struct QueueBounds {
     pub rows: usize,
-    /// Memory of the rows ([`ProbeRow::heap_bytes`]).
+    /// Memory of the rows ([`Rows::heap_bytes`]).
     pub bytes: usize,
 }
 
@@ -96,13 +96,8 @@ impl GroupCommit {
         &self,
         batch: QueuedBatch,
     ) -> Result<oneshot::Receiver<Written>, WriterStopped> {
-        let rows = batch.probes.len().clamp(1, self.bounds.rows);
-        let bytes = batch
-            .probes
-            .iter()
-            .map(ProbeRow::heap_bytes)
-            .sum::<usize>()
-            .clamp(1, self.bounds.bytes);
+        let rows = batch.rows.len().clamp(1, self.bounds.rows);
+        let bytes = batch.rows.heap_bytes().clamp(1, self.bounds.bytes);
         let room = (
             acquire(&self.rows, rows).await?,
             acquire(&self.bytes, bytes).await?,
@@ -164,10 +159,10 @@ async fn write_group<S: Store>(
         .map(|e| BatchWrite {
             agent: &e.batch.agent,
             seq: e.batch.seq,
-            probes: &e.batch.probes,
+            rows: e.batch.rows.as_ref(),
         })
         .collect();
-    let rows: usize = writes.iter().map(|w| w.probes.len()).sum();
+    let rows: usize = writes.iter().map(|w| w.rows.len()).sum();
     let result = store.write_batches(&writes).await;
     metrics
         .insert_seconds
@@ -207,7 +202,7 @@ mod tests {
     use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::store::{DumpFilter, LastState};
+    use crate::store::{DumpFilter, LastState, ProbeRow};
 
     /// Which writes fail, and how.
     type Failure = fn(&[BatchWrite<'_>]) -> Option<StoreError>;
@@ -266,9 +261,7 @@ mod tests {
             }
             Ok(batches
                 .iter()
-                .map(|b| WriteOutcome::Written {
-                    rows: b.probes.len(),
-                })
+                .map(|b| WriteOutcome::Written { rows: b.rows.len() })
                 .collect())
         }
 
@@ -289,7 +282,7 @@ mod tests {
         QueuedBatch {
             agent: "edge-1".into(),
             seq,
-            probes: vec![ProbeRow::default(); rows],
+            rows: vec![ProbeRow::default(); rows].into(),
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use livehead_collector::store::clickhouse::{ClickHouseStore, Flavour};
 use livehead_collector::store::{
-    BatchWrite, ProbeRow, StorageConfig, Store, StoreError, WriteOutcome,
+    BatchWrite, ProbeRow, RowsRef, StorageConfig, Store, StoreError, WriteOutcome,
 };
 use livehead_testkit::clickhouse::ClickHouseServer;
 
@@ -53,7 +53,11 @@ fn probe(site: &str, ts: u64) -> ProbeRow {
 }
 
 fn batch<'a>(agent: &'a str, seq: u64, probes: &'a [ProbeRow]) -> BatchWrite<'a> {
-    BatchWrite { agent, seq, probes }
+    BatchWrite {
+        agent,
+        seq,
+        rows: RowsRef::of_probes(probes),
+    }
 }
 
 fn q(config: &StorageConfig, sql: &str) -> String {

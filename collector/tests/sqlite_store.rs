@@ -11,7 +11,7 @@ use deadpool_sqlite::rusqlite::types::ValueRef;
 use livehead_collector::store::clickhouse::schema;
 use livehead_collector::store::sqlite::SqliteStore;
 use livehead_collector::store::{
-    BatchWrite, DumpFilter, LastState, Order, ProbeRow, StorageConfig, Store, StoreError,
+    BatchWrite, DumpFilter, LastState, Order, ProbeRow, RowsRef, StorageConfig, Store, StoreError,
     WriteOutcome,
 };
 use tempfile::TempDir;
@@ -69,7 +69,11 @@ fn state(site: &str, status: u16, ms: u32, location: &str, cross: u8, ts: u64) -
 }
 
 fn batch<'a>(agent: &'a str, seq: u64, probes: &'a [ProbeRow]) -> BatchWrite<'a> {
-    BatchWrite { agent, seq, probes }
+    BatchWrite {
+        agent,
+        seq,
+        rows: RowsRef::of_probes(probes),
+    }
 }
 
 async fn write(store: &SqliteStore, agent: &str, seq: u64, probes: &[ProbeRow]) -> WriteOutcome {

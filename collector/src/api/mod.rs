@@ -42,7 +42,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{ApiConfig, Limits};
 use crate::metrics::CollectorMetrics;
-use crate::store::{BatchWrite, LastState, Store, StoreError, WriteOutcome};
+use crate::store::{BatchWrite, LastState, RowsRef, Store, StoreError, WriteOutcome};
 
 pub use auth::{TokenError, Tokens};
 
@@ -293,7 +293,7 @@ impl<S: Store> ApiState<S> {
         let write = BatchWrite {
             agent: &agent,
             seq,
-            probes: &probes,
+            rows: RowsRef::of_probes(&probes),
         };
         let stored = match self.inner.store.write_batch(write).await {
             Ok(WriteOutcome::Written { rows }) => rows,
@@ -536,12 +536,13 @@ mod tests {
             for batch in batches {
                 rows.extend(
                     batch
+                        .rows
                         .probes
                         .iter()
                         .map(|p| (batch.agent.to_owned(), p.clone())),
                 );
                 outcomes.push(WriteOutcome::Written {
-                    rows: batch.probes.len(),
+                    rows: batch.rows.len(),
                 });
             }
             Ok(outcomes)

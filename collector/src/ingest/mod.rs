@@ -218,7 +218,7 @@ impl StreamState {
         let queued = QueuedBatch {
             agent,
             seq,
-            probes: checked.probes,
+            rows: checked.rows,
         };
         let agent = queued.agent.clone();
         let answer = match self.writer.submit(queued).await {

@@ -5,24 +5,27 @@
 //! `ingest_batches` (one marker per written batch) and `schema_migrations`.
 //!
 //! Exactly-once per batch without transactions: `ingest_batches` holds markers
-//! `(agent, seq, records)`, and a batch whose markers count all its rows is not
-//! written again. With history on, the marker is written by the materialized view
-//! `ingest_batches_mv` as part of the INSERT into `health_history` (one INSERT of
-//! < 1M rows is one block), so it counts exactly the rows the server kept, even
-//! when the INSERT was cut short (18.16 keeps the rows received before the
-//! connection dropped; a replay then writes the rest, see [`Store::write_batch`]).
-//! `health_last` is written first; rewriting it on a replay is harmless since the
-//! newest `ts` wins. The view's part is committed after the rows' part: a
-//! server killed in between keeps rows no marker counts, which the next write
-//! of the batch finds by the sort key and marks instead of writing them again
+//! `(agent, seq, records, digest)`, and a batch whose markers count all its
+//! rows is not written again. Every table a batch's rows are appended to (the
+//! sample tables, and `health_history` with history on) has a materialized
+//! view writing, as part of each INSERT, a marker that counts the rows of each
+//! batch the server kept ([`markers::MarkedTable`]), even when the INSERT was
+//! cut short (18.16 keeps the rows received before the connection dropped; a
+//! replay then writes the rest, see [`Store::write_batch`]). So markers count
+//! records of every kind and do not depend on history being on. `health_last`
+//! is written first; rewriting it on a replay is harmless since the newest
+//! `ts` wins. A view's part is committed after the rows' part: a server killed
+//! in between keeps rows no marker counts, which the next write of the batch
+//! finds by the sort key and marks instead of writing them again
 //! (`count_unmarked_rows`, within `storage.unmarked_rows_window` of the
-//! server's start). With history off, the marker is inserted directly after
-//! `health_last`.
+//! server's start). What no view counts (the probes with history off, an
+//! empty batch) is marked directly, last.
 //!
 //! Servers older than 22.3 (Debian's 18.16) get the [`Flavour::Legacy`] schema and
 //! retention by dropping day partitions in [`Store::maintain`]; newer ones get
 //! `LowCardinality`, codecs and table TTLs.
 
+pub mod markers;
 pub mod schema;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -33,17 +36,18 @@ use ::clickhouse::{Client, Compression, Row, RowWrite};
 use livehead_common::clock;
 use serde::{Deserialize, Serialize};
 
+use self::markers::MarkedTable;
 use self::schema::{
     APPLIED_VERSIONS_SQL, BATCH_MARKER_DAYS, BATCHES_SEEN_SQL, BATCHES_TABLE, COLUMN_EXISTS_SQL,
-    CREATE_DATABASE_SQL, DROP_PARTITION_SQL, ENGINE_FULL_SQL, HISTORY_ROWS_SQL, HISTORY_TABLE,
-    LAST_SQL, LAST_TABLE, MIGRATIONS_TABLE, ROWS_AT_SQL, STALE_PARTITIONS_SQL, UPTIME_SQL,
-    VERSION_SQL,
+    CREATE_DATABASE_SQL, DROP_PARTITION_SQL, ENGINE_FULL_SQL, HISTORY_TABLE, LAST_SQL, LAST_TABLE,
+    MIGRATIONS_TABLE, STALE_PARTITIONS_SQL, UPTIME_SQL, VERSION_SQL,
 };
 pub use self::schema::{Flavour, Migration};
 use super::query::Param;
+use super::rows::RowKind;
 use super::{
-    BatchWrite, DumpFilter, LastState, ProbeRow, Replay, StorageConfig, Store, StoreError,
-    WriteOutcome, digest,
+    BatchWrite, DumpFilter, LastState, ProbeRow, Replay, RowsRef, StorageConfig, Store, StoreError,
+    WriteOutcome,
 };
 
 /// Bounds sending an INSERT and waiting for the server to finish it. An INSERT that
@@ -279,38 +283,49 @@ impl ClickHouseStore {
         batches: &[BatchWrite<'b>],
         stored: &mut HashMap<(String, u64), (u64, u64)>,
     ) -> Result<Vec<BatchRow<'b>>, StoreError> {
-        let mut keys = Vec::new();
-        let mut probed: Vec<&BatchWrite<'b>> = Vec::new();
+        // The first row of each batch that its markers do not cover, by table.
+        let mut firsts: HashMap<RowKind, Vec<(&BatchWrite<'b>, RowKey<'b>)>> = HashMap::new();
         for batch in batches {
             let marked = stored
                 .get(&(batch.agent.to_owned(), batch.seq))
                 .map_or(0, |m| m.0);
-            let first_unmarked = usize::try_from(marked)
-                .ok()
-                .and_then(|k| batch.probes.get(k));
-            if let Some(row) = first_unmarked {
-                keys.push((row.site.as_str(), row.ts));
-                probed.push(batch);
-            }
+            let rest = batch
+                .rows
+                .skip(usize::try_from(marked).unwrap_or(usize::MAX));
+            let Some((kind, ts)) = rest.first() else {
+                continue;
+            };
+            let key = match (kind, rest.probes.first()) {
+                (RowKind::Probe, Some(probe)) if self.history => (probe.site.as_str(), ts),
+                // No view counts probes with history off: nothing to find.
+                (RowKind::Probe, _) => continue,
+                _ => (batch.agent, ts),
+            };
+            firsts.entry(kind).or_default().push((batch, key));
         }
-        if keys.is_empty() {
-            return Ok(Vec::new());
+        let mut orphaned: Vec<&BatchWrite<'b>> = Vec::new();
+        for (kind, found) in firsts {
+            let table = MarkedTable::of(kind);
+            let keys: Vec<RowKey<'_>> = found.iter().map(|(_, key)| *key).collect();
+            let seqs: BTreeSet<u64> = found.iter().map(|(b, _)| b.seq).collect();
+            let agents: BTreeSet<&str> = found.iter().map(|(b, _)| b.agent).collect();
+            let pairs: Vec<Pair> = self
+                .client
+                .query(&table.rows_at_sql())
+                .bind(SqlTuple(&keys))
+                .bind(agents.iter().collect::<Vec<_>>())
+                .bind(seqs.iter().collect::<Vec<_>>())
+                .fetch_all()
+                .await?;
+            let pairs: HashSet<(String, u64)> =
+                pairs.into_iter().map(|p| (p.agent, p.seq)).collect();
+            orphaned.extend(
+                found
+                    .into_iter()
+                    .map(|(b, _)| b)
+                    .filter(|b| pairs.contains(&(b.agent.to_owned(), b.seq))),
+            );
         }
-        let agents: BTreeSet<&str> = probed.iter().map(|b| b.agent).collect();
-        let seqs: BTreeSet<u64> = probed.iter().map(|b| b.seq).collect();
-        let found: Vec<Pair> = self
-            .client
-            .query(ROWS_AT_SQL)
-            .bind(SqlTuple(&keys))
-            .bind(agents.iter().collect::<Vec<_>>())
-            .bind(seqs.iter().collect::<Vec<_>>())
-            .fetch_all()
-            .await?;
-        let found: HashSet<(String, u64)> = found.into_iter().map(|p| (p.agent, p.seq)).collect();
-        let orphaned: Vec<&BatchWrite<'b>> = probed
-            .into_iter()
-            .filter(|b| found.contains(&(b.agent.to_owned(), b.seq)))
-            .collect();
         if orphaned.is_empty() {
             return Ok(Vec::new());
         }
@@ -322,49 +337,83 @@ impl ClickHouseStore {
         for (key, marker) in self.rows_written(&again).await? {
             stored.insert(key, marker);
         }
-        let sites: BTreeSet<&str> = orphaned
-            .iter()
-            .flat_map(|b| b.probes.iter().map(|p| p.site.as_str()))
-            .collect();
-        let counted: Vec<Seen> = self
-            .client
-            .query(HISTORY_ROWS_SQL)
-            .bind(SqlTuple(&sites.into_iter().collect::<Vec<_>>()))
-            .bind(orphaned.iter().map(|b| b.agent).collect::<Vec<_>>())
-            .bind(orphaned.iter().map(|b| b.seq).collect::<Vec<_>>())
-            .fetch_all()
-            .await?;
+        let counted = self.count_rows(&orphaned).await?;
         let written_at = unix_seconds();
         let mut repairs = Vec::new();
         for batch in orphaned {
             let key = (batch.agent.to_owned(), batch.seq);
-            let Some(rows) = counted
-                .iter()
-                .find(|c| (c.agent.as_str(), c.seq) == (batch.agent, batch.seq))
-            else {
+            let Some(&(records, digest)) = counted.get(&key) else {
                 continue;
             };
             let (marked, marked_digest) = stored.get(&key).copied().unwrap_or((0, 0));
-            if rows.records <= marked {
+            if records <= marked {
                 continue;
             }
             tracing::warn!(
                 agent = batch.agent,
                 seq = batch.seq,
                 marked,
-                stored = rows.records,
+                stored = records,
                 "batch rows stored without their marker (the server stopped mid-insert); marking them"
             );
             repairs.push(BatchRow {
                 agent: batch.agent,
                 seq: batch.seq,
-                records: rows.records - marked,
+                records: records - marked,
                 written_at,
-                digest: rows.digest.wrapping_sub(marked_digest),
+                digest: digest.wrapping_sub(marked_digest),
             });
-            stored.insert(key, (rows.records, rows.digest));
+            stored.insert(key, (records, digest));
         }
         Ok(repairs)
+    }
+
+    /// The rows of `batches` stored in every table a marker view watches,
+    /// counted and digested as the views do, by (agent, seq).
+    async fn count_rows(
+        &self,
+        batches: &[&BatchWrite<'_>],
+    ) -> Result<HashMap<(String, u64), (u64, u64)>, StoreError> {
+        let agents: Vec<&str> = batches.iter().map(|b| b.agent).collect();
+        let seqs: Vec<u64> = batches.iter().map(|b| b.seq).collect();
+        let mut total: HashMap<(String, u64), (u64, u64)> = HashMap::new();
+        for &kind in RowKind::ALL {
+            if !batches.iter().any(|b| b.rows.count(kind) > 0) {
+                continue;
+            }
+            let table = MarkedTable::of(kind);
+            let mut query = self.client.query(&table.count_sql());
+            if kind == RowKind::Probe {
+                if !self.history {
+                    continue;
+                }
+                let sites: BTreeSet<&str> = batches
+                    .iter()
+                    .flat_map(|b| b.rows.probes.iter().map(|p| p.site.as_str()))
+                    .collect();
+                query = query.bind(SqlTuple(&sites.into_iter().collect::<Vec<_>>()));
+            } else {
+                query = query.bind(SqlTuple(&agents));
+            }
+            let seen: Vec<Seen> = query.bind(&agents).bind(&seqs).fetch_all().await?;
+            for s in seen {
+                let entry = total.entry((s.agent, s.seq)).or_default();
+                entry.0 += s.records;
+                entry.1 = entry.1.wrapping_add(s.digest);
+            }
+        }
+        Ok(total)
+    }
+
+    /// The sample kinds' rows of `batches`, one INSERT per table, in the batch order.
+    async fn write_sample_rows(&self, batches: &[BatchWrite<'_>]) -> Result<(), StoreError> {
+        let samples = batches.iter().any(|b| b.rows.len() > b.rows.probes.len());
+        if samples {
+            return Err(StoreError::Unsupported(
+                "sample rows cannot be stored yet".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Writes `rows` to `table` in one INSERT and waits until the server has them.
@@ -412,63 +461,64 @@ impl ClickHouseStore {
 
 impl Store for ClickHouseStore {
     /// (1) the batches' markers tell how many of their rows are stored: all of
-    /// them means Duplicate; (2) all rows of the others into `health_last`, one
-    /// INSERT (idempotent); (3) their rows not stored yet into `health_history`,
-    /// one INSERT, whose materialized view writes each batch's marker in the same
-    /// INSERT, or, with history off (or for an empty batch), the markers alone.
+    /// them means Duplicate; (2) all probe rows of the others into
+    /// `health_last`, one INSERT (idempotent); (3) their rows not stored yet,
+    /// kind after kind in the batch order ([`super::rows`]), one INSERT per
+    /// table: the sample tables, then `health_history`; each of these tables'
+    /// materialized view writes each batch's marker (its rows' count and
+    /// digest) in the same INSERT; (4) markers written directly for what no
+    /// view counts: the probes when history is off, and empty batches.
     ///
     /// Why "rows not stored yet": when an INSERT's HTTP body is cut (the collector
     /// killed, or this future dropped, mid-request), ClickHouse 18.16 takes the end
     /// of the connection for the end of the data and keeps the rows received so
-    /// far, with markers counting them. Rows are sent batch after batch, each in
-    /// its order, so what was kept is whole batches and a prefix of one; a replay
-    /// writes the rest. This assumes a replay carries the same rows in the same
-    /// order (the agent resends the batch from its spool).
+    /// far, with markers counting them. Tables are written in the batch order and
+    /// rows batch after batch, each in its order, so what was kept of a batch is
+    /// always a prefix of its rows; a replay writes the rest. This assumes a
+    /// replay carries the same rows in the same order (the agent resends the
+    /// batch from its spool).
     ///
-    /// The batch's agent is written in the rows' `agent` column (markers are keyed
-    /// by it).
+    /// The batch's agent is written in the rows' `agent` (`node`) column
+    /// (markers are keyed by it).
     async fn write_batches(
         &self,
         batches: &[BatchWrite<'_>],
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let mut stored = self.rows_written(batches).await?;
-        if self.history && self.restarted_lately().await {
+        if self.restarted_lately().await {
             let repairs = self.count_unmarked_rows(batches, &mut stored).await?;
             if !repairs.is_empty() {
                 self.insert_rows::<BatchRow<'_>>(BATCHES_TABLE, repairs)
                     .await?;
             }
         }
-        let plan = plan_group(batches, &stored, self.history);
+        let plan = plan_group(batches, &stored);
         // Rows are collected first: an iterator of closures held across the
         // INSERT's awaits would make this future not `Send`.
         if !plan.last.is_empty() {
             let rows: Vec<_> = plan.last.iter().map(|(a, p)| LastRow::new(p, a)).collect();
             self.insert_rows::<LastRow<'_>>(LAST_TABLE, rows).await?;
         }
-        if !plan.history.is_empty() {
+        self.write_sample_rows(&plan.rest).await?;
+        if self.history {
             let rows: Vec<_> = plan
-                .history
+                .rest
                 .iter()
-                .flat_map(|b| b.probes.iter().map(|p| HistoryRow::new(p, b.agent, b.seq)))
-                .collect();
-            self.insert_rows::<HistoryRow<'_>>(HISTORY_TABLE, rows)
-                .await?;
-        }
-        if !plan.markers.is_empty() {
-            let written_at = unix_seconds();
-            let rows: Vec<_> = plan
-                .markers
-                .iter()
-                .map(|b| BatchRow {
-                    agent: b.agent,
-                    seq: b.seq,
-                    records: b.probes.len() as u64,
-                    written_at,
-                    digest: digest(b.probes),
+                .flat_map(|b| {
+                    b.rows
+                        .probes
+                        .iter()
+                        .map(|p| HistoryRow::new(p, b.agent, b.seq))
                 })
                 .collect();
-            self.insert_rows::<BatchRow<'_>>(BATCHES_TABLE, rows)
+            if !rows.is_empty() {
+                self.insert_rows::<HistoryRow<'_>>(HISTORY_TABLE, rows)
+                    .await?;
+            }
+        }
+        let markers = direct_markers(&plan.rest, self.history);
+        if !markers.is_empty() {
+            self.insert_rows::<BatchRow<'_>>(BATCHES_TABLE, markers)
                 .await?;
         }
         Ok(plan.outcomes)
@@ -516,35 +566,31 @@ impl Store for ClickHouseStore {
 /// What a group of batches needs written, given what is already stored.
 struct GroupPlan<'a> {
     outcomes: Vec<WriteOutcome>,
-    /// Every row of every batch to write, for `health_last`.
+    /// Every probe of every batch to write, for `health_last`.
     last: Vec<(&'a str, &'a ProbeRow)>,
-    /// The rows not stored yet, for `health_history` (its view writes markers).
-    history: Vec<BatchWrite<'a>>,
-    /// Markers written directly: history off, or an empty batch.
-    markers: Vec<BatchWrite<'a>>,
+    /// The batches to write, each with its rows not stored yet.
+    rest: Vec<BatchWrite<'a>>,
 }
 
 fn plan_group<'a>(
     batches: &[BatchWrite<'a>],
     stored: &HashMap<(String, u64), (u64, u64)>,
-    history: bool,
 ) -> GroupPlan<'a> {
     let mut plan = GroupPlan {
         outcomes: Vec::with_capacity(batches.len()),
         last: Vec::new(),
-        history: Vec::new(),
-        markers: Vec::new(),
+        rest: Vec::new(),
     };
     // Batches planned for writing in this group: the same batch twice is an
     // agent that reconnected and resent it while the first copy was queued.
-    let mut in_group: HashMap<(&str, u64), &[ProbeRow]> = HashMap::new();
+    let mut in_group: HashMap<(&str, u64), RowsRef<'a>> = HashMap::new();
     for batch in batches {
         let key = (batch.agent, batch.seq);
         let replay = match in_group.get(&key) {
-            Some(first) => Replay::of(Some((first.len() as u64, digest(first))), batch.probes),
+            Some(first) => Replay::of(Some((first.len() as u64, first.digest())), batch.rows),
             None => Replay::of(
                 stored.get(&(batch.agent.to_owned(), batch.seq)).copied(),
-                batch.probes,
+                batch.rows,
             ),
         };
         let skip = match replay {
@@ -554,7 +600,7 @@ fn plan_group<'a>(
                     agent = batch.agent,
                     seq = batch.seq,
                     stored = rows,
-                    total = batch.probes.len(),
+                    total = batch.rows.len(),
                     "batch was partly written by an interrupted insert; writing the rest"
                 );
                 rows
@@ -568,23 +614,38 @@ fn plan_group<'a>(
                 continue;
             }
         };
-        in_group.insert(key, batch.probes);
+        in_group.insert(key, batch.rows);
         plan.last
-            .extend(batch.probes.iter().map(|p| (batch.agent, p)));
-        let rest = BatchWrite {
-            probes: &batch.probes[skip..],
+            .extend(batch.rows.probes.iter().map(|p| (batch.agent, p)));
+        plan.rest.push(BatchWrite {
+            rows: batch.rows.skip(skip),
             ..*batch
-        };
-        if history && !rest.probes.is_empty() {
-            plan.history.push(rest);
-        } else {
-            plan.markers.push(rest);
-        }
+        });
         plan.outcomes.push(WriteOutcome::Written {
-            rows: batch.probes.len(),
+            rows: batch.rows.len(),
         });
     }
     plan
+}
+
+/// The markers no materialized view writes: with history off, the probes'
+/// (`health_last` has no view); and an empty batch's, so that its replay is
+/// known too. They are written last, so what they count is the end of each
+/// batch's rows, as the batch order wants.
+fn direct_markers<'a>(rest: &[BatchWrite<'a>], history: bool) -> Vec<BatchRow<'a>> {
+    let written_at = unix_seconds();
+    rest.iter()
+        .filter_map(|b| {
+            let probes = if history { &[][..] } else { b.rows.probes };
+            (!probes.is_empty() || b.rows.is_empty()).then(|| BatchRow {
+                agent: b.agent,
+                seq: b.seq,
+                records: probes.len() as u64,
+                written_at,
+                digest: RowsRef::of_probes(probes).digest(),
+            })
+        })
+        .collect()
 }
 
 /// A ClickHouse `DateTime` (unsigned 32-bit seconds) for now.
@@ -688,7 +749,10 @@ struct Seen {
     digest: u64,
 }
 
-/// A row of the answer to [`ROWS_AT_SQL`].
+/// A row found by its table's `located_by` column and `ts`.
+type RowKey<'a> = (&'a str, u64);
+
+/// A row of the answer to [`MarkedTable::rows_at_sql`].
 #[derive(Row, Deserialize)]
 struct Pair {
     agent: String,
@@ -734,6 +798,85 @@ struct MigrationRow<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mixed(ts: u64) -> crate::store::Rows {
+        use crate::store::samples::NodeRow;
+        crate::store::Rows {
+            nodes: vec![NodeRow {
+                ts,
+                ..NodeRow::default()
+            }],
+            probes: vec![
+                ProbeRow {
+                    ts,
+                    ..ProbeRow::default()
+                };
+                2
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_partly_written_batch_writes_its_rest_and_direct_markers_count_the_probes() {
+        let rows = mixed(1);
+        let empty = crate::store::Rows::default();
+        let batches = [
+            BatchWrite {
+                agent: "a",
+                seq: 1,
+                rows: rows.as_ref(),
+            },
+            BatchWrite {
+                agent: "a",
+                seq: 2,
+                rows: empty.as_ref(),
+            },
+        ];
+        // The node row of batch 1 is stored (its view marked it).
+        let node_only = rows.as_ref().take(1).digest();
+        let stored = HashMap::from([(("a".to_owned(), 1), (1, node_only))]);
+        let plan = plan_group(&batches, &stored);
+        assert_eq!(
+            plan.outcomes,
+            [
+                WriteOutcome::Written { rows: 3 },
+                WriteOutcome::Written { rows: 0 }
+            ]
+        );
+        assert_eq!(plan.last.len(), 2, "health_last gets every probe again");
+        assert!(plan.rest[0].rows.nodes.is_empty());
+        assert_eq!(plan.rest[0].rows.probes.len(), 2);
+        // History off: the probes and the empty batch are marked directly.
+        let markers = direct_markers(&plan.rest, false);
+        let counts: Vec<(u64, u64)> = markers.iter().map(|m| (m.seq, m.records)).collect();
+        assert_eq!(counts, [(1, 2), (2, 0)]);
+        assert_eq!(
+            markers[0].digest.wrapping_add(node_only),
+            rows.as_ref().digest()
+        );
+        // History on: health_history's view marks the probes.
+        let counts: Vec<(u64, u64)> = direct_markers(&plan.rest, true)
+            .iter()
+            .map(|m| (m.seq, m.records))
+            .collect();
+        assert_eq!(counts, [(2, 0)]);
+        // Everything stored: a duplicate; another digest: a conflict.
+        let all = HashMap::from([(("a".to_owned(), 1), (3, rows.as_ref().digest()))]);
+        assert_eq!(
+            plan_group(&batches[..1], &all).outcomes,
+            [WriteOutcome::Duplicate]
+        );
+        let other = mixed(2);
+        let replaced = [BatchWrite {
+            rows: other.as_ref(),
+            ..batches[0]
+        }];
+        assert_eq!(
+            plan_group(&replaced, &all).outcomes,
+            [WriteOutcome::Conflict]
+        );
+    }
 
     // The row structs are serialized in field order (RowBinary); they must list the
     // columns the schema declares, in the same order.

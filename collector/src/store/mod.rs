@@ -126,7 +126,7 @@ impl ProbeRow {
 pub struct BatchWrite<'a> {
     pub agent: &'a str,
     pub seq: u64,
-    pub probes: &'a [ProbeRow],
+    pub rows: RowsRef<'a>,
 }
 
 /// What a write did.
@@ -144,16 +144,16 @@ pub enum WriteOutcome {
 
 /// A fingerprint of rows, stored in each batch marker so that a batch that
 /// reuses a written batch's sequence number is not taken for its replay.
-/// Additive (a wrapping sum over the rows) so that ClickHouse's markers of a
-/// batch written in parts (see the ClickHouse store) add up to the whole
-/// batch's; each row counts as a hash of its `ts` and `latency_us` that
-/// ClickHouse's marker view computes alike (`intHash64`), so that near-equal
-/// rows (a millisecond apart, a few µs slower) cannot cancel out. 0 is the
-/// digest of markers written before digests existed; they are not compared.
-pub fn digest(rows: &[ProbeRow]) -> u64 {
-    rows.iter().fold(0u64, |sum, r| {
-        sum.wrapping_add(row_digest(r.ts, r.latency_us))
-    })
+/// Additive (a wrapping sum over the rows, whatever their kind) so that
+/// ClickHouse's markers of a batch written in parts (one per table, and
+/// several after an interrupted INSERT, see the ClickHouse store) add up to
+/// the whole batch's; each row counts as a hash of its `ts` and one `UInt64`
+/// of its kind (`KindRow::digest`) that ClickHouse's marker views compute
+/// alike (`intHash64`), so that near-equal rows (a millisecond apart, a few
+/// µs slower) cannot cancel out. 0 is the digest of markers written before
+/// digests existed; they are not compared.
+pub fn digest(rows: RowsRef<'_>) -> u64 {
+    rows.digest()
 }
 
 /// One row's share of [`digest`]: `intHash64(bitXor(intHash64(ts), latency_us))`.
@@ -188,14 +188,14 @@ pub enum Replay {
 
 impl Replay {
     /// Compares a marker (`records` rows stored, their `digest`) with `rows`.
-    pub fn of(marker: Option<(u64, u64)>, rows: &[ProbeRow]) -> Self {
+    pub fn of(marker: Option<(u64, u64)>, rows: RowsRef<'_>) -> Self {
         let Some((stored, stored_digest)) = marker else {
             return Self::New;
         };
         let Some(prefix) = usize::try_from(stored).ok().filter(|n| *n <= rows.len()) else {
             return Self::Conflict;
         };
-        if stored_digest != 0 && stored_digest != digest(&rows[..prefix]) {
+        if stored_digest != 0 && stored_digest != rows.take(prefix).digest() {
             return Self::Conflict;
         }
         if prefix == rows.len() {
@@ -433,16 +433,40 @@ mod tests {
         // equal under a plain `ts XOR latency_us`.
         let a = [row(1_800_000_000_003, 120_000)];
         let b = [row(1_800_000_000_004, 120_007)];
-        assert_ne!(digest(&a), digest(&b));
-        assert_eq!(Replay::of(Some((1, digest(&a))), &b), Replay::Conflict);
-        assert_eq!(Replay::of(Some((1, digest(&a))), &a), Replay::Duplicate);
+        assert_ne!(
+            digest(RowsRef::of_probes(&a)),
+            digest(RowsRef::of_probes(&b))
+        );
+        assert_eq!(
+            Replay::of(
+                Some((1, digest(RowsRef::of_probes(&a)))),
+                RowsRef::of_probes(&b)
+            ),
+            Replay::Conflict
+        );
+        assert_eq!(
+            Replay::of(
+                Some((1, digest(RowsRef::of_probes(&a)))),
+                RowsRef::of_probes(&a)
+            ),
+            Replay::Duplicate
+        );
         let both = [a[0].clone(), b[0].clone()];
         assert_eq!(
-            Replay::of(Some((1, digest(&a))), &both),
+            Replay::of(
+                Some((1, digest(RowsRef::of_probes(&a)))),
+                RowsRef::of_probes(&both)
+            ),
             Replay::Partial { rows: 1 }
         );
-        assert_eq!(Replay::of(Some((3, 0)), &both), Replay::Conflict);
-        assert_eq!(Replay::of(Some((2, 0)), &both), Replay::Duplicate);
-        assert_eq!(Replay::of(None, &both), Replay::New);
+        assert_eq!(
+            Replay::of(Some((3, 0)), RowsRef::of_probes(&both)),
+            Replay::Conflict
+        );
+        assert_eq!(
+            Replay::of(Some((2, 0)), RowsRef::of_probes(&both)),
+            Replay::Duplicate
+        );
+        assert_eq!(Replay::of(None, RowsRef::of_probes(&both)), Replay::New);
     }
 }

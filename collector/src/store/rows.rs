@@ -14,7 +14,17 @@ use super::samples::{
 };
 
 macro_rules! row_sets {
-    ($($field:ident: $row:ty),* $(,)?) => {
+    ($($kind:ident => $field:ident: $row:ty),* $(,)?) => {
+        /// The record kinds, in the batch order.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum RowKind {
+            $($kind,)*
+        }
+
+        impl RowKind {
+            pub const ALL: &[RowKind] = &[$(RowKind::$kind,)*];
+        }
+
         /// A batch's rows, one set per kind.
         #[derive(Debug, Clone, Default, PartialEq)]
         pub struct Rows {
@@ -77,6 +87,28 @@ macro_rules! row_sets {
                 Self { $($field,)* }
             }
 
+            /// Copies the rows.
+            pub fn to_rows(&self) -> Rows {
+                Rows { $($field: self.$field.to_vec(),)* }
+            }
+
+            /// The kind and `ts` of the first row, if any.
+            pub fn first(&self) -> Option<(RowKind, u64)> {
+                $(
+                    if let Some(row) = self.$field.first() {
+                        return Some((RowKind::$kind, row.ts));
+                    }
+                )*
+                None
+            }
+
+            /// How many rows of `kind` there are.
+            pub fn count(&self, kind: RowKind) -> usize {
+                match kind {
+                    $(RowKind::$kind => self.$field.len(),)*
+                }
+            }
+
             /// The rows' fingerprint: see [`super::digest`].
             pub fn digest(&self) -> u64 {
                 0u64 $(.wrapping_add(
@@ -88,15 +120,15 @@ macro_rules! row_sets {
 }
 
 row_sets! {
-    nodes: NodeRow,
-    filesystems: FilesystemRow,
-    disks: DiskRow,
-    interfaces: InterfaceRow,
-    pods: PodRow,
-    site_disks: SiteDiskRow,
-    site_processes: SiteProcessRow,
-    services: ServiceRow,
-    probes: ProbeRow,
+    Node => nodes: NodeRow,
+    Filesystem => filesystems: FilesystemRow,
+    Disk => disks: DiskRow,
+    Interface => interfaces: InterfaceRow,
+    Pod => pods: PodRow,
+    SiteDisk => site_disks: SiteDiskRow,
+    SiteProcess => site_processes: SiteProcessRow,
+    Service => services: ServiceRow,
+    Probe => probes: ProbeRow,
 }
 
 impl KindRow for ProbeRow {
@@ -106,5 +138,96 @@ impl KindRow for ProbeRow {
 
     fn heap_bytes(&self) -> usize {
         ProbeRow::heap_bytes(self)
+    }
+}
+
+impl<'a> RowsRef<'a> {
+    /// Probe rows alone (the old worker's `/push` carries nothing else).
+    pub fn of_probes(probes: &'a [ProbeRow]) -> Self {
+        Self {
+            probes,
+            ..Self::default()
+        }
+    }
+}
+
+impl From<Vec<ProbeRow>> for Rows {
+    fn from(probes: Vec<ProbeRow>) -> Self {
+        Self {
+            probes,
+            ..Self::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mixed() -> Rows {
+        Rows {
+            nodes: vec![NodeRow {
+                ts: 1,
+                mem_available_bytes: 7,
+                ..NodeRow::default()
+            }],
+            filesystems: vec![FilesystemRow::default(), FilesystemRow::default()],
+            probes: vec![
+                ProbeRow {
+                    ts: 4,
+                    ..ProbeRow::default()
+                },
+                ProbeRow {
+                    ts: 5,
+                    ..ProbeRow::default()
+                },
+            ],
+            ..Rows::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_is_ordered_kind_after_kind() {
+        let rows = mixed();
+        let all = rows.as_ref();
+        assert_eq!(all.len(), 5);
+        assert_eq!(all.first(), Some((RowKind::Node, 1)));
+        let rest = all.skip(3);
+        assert_eq!(rest.len(), 2);
+        assert_eq!(rest.first(), Some((RowKind::Probe, 4)));
+        assert_eq!(all.skip(4).probes, &rows.probes[1..]);
+        assert!(all.skip(9).is_empty());
+        let head = all.take(2);
+        assert_eq!((head.nodes.len(), head.filesystems.len()), (1, 1));
+        assert!(head.probes.is_empty());
+        assert_eq!(all.take(5), all);
+        assert_eq!(all.to_rows(), rows);
+    }
+
+    #[test]
+    fn digests_of_a_prefix_and_the_rest_add_up() {
+        let rows = mixed();
+        let all = rows.as_ref();
+        for n in 0..=all.len() {
+            assert_eq!(
+                all.take(n).digest().wrapping_add(all.skip(n).digest()),
+                all.digest(),
+                "split at {n}"
+            );
+        }
+        let mut other = mixed();
+        other.nodes[0].mem_available_bytes = 8;
+        assert_ne!(other.as_ref().digest(), all.digest());
+    }
+
+    #[test]
+    fn every_kind_is_counted_and_sized() {
+        let rows = mixed();
+        let counts: Vec<usize> = RowKind::ALL
+            .iter()
+            .map(|k| rows.as_ref().count(*k))
+            .collect();
+        assert_eq!(counts.iter().sum::<usize>(), rows.len());
+        assert!(rows.heap_bytes() >= 5 * std::mem::size_of::<FilesystemRow>().min(64));
     }
 }

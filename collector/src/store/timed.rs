@@ -215,7 +215,7 @@ mod tests {
             .write_batch(BatchWrite {
                 agent: "a",
                 seq: 1,
-                probes: &[],
+                rows: crate::store::RowsRef::default(),
             })
             .await
             .expect_err("stalled");
@@ -284,7 +284,7 @@ mod tests {
         let batch = BatchWrite {
             agent: "a",
             seq: 1,
-            probes: &[],
+            rows: crate::store::RowsRef::default(),
         };
         store.write_batch(batch).await.expect_err("stalled");
         assert_eq!(store.inner().writes.load(SeqCst), 1);

@@ -8,7 +8,7 @@ use livehead_proto::v1::{
 use livehead_common::host::check_host_name;
 
 use crate::config::Limits;
-use crate::store::ProbeRow;
+use crate::store::{ProbeRow, Rows};
 
 /// A refused record's field and reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,10 +24,11 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Invalid {
     }
 }
 
-/// The batch split into storable rows and rejections (by record index).
+/// The batch split into storable rows (one set per kind) and rejections (by
+/// record index).
 #[derive(Debug, Default)]
 pub struct Checked {
-    pub probes: Vec<ProbeRow>,
+    pub rows: Rows,
     pub rejected: Vec<RecordRejection>,
 }
 
@@ -37,7 +38,7 @@ pub fn check_batch(batch: &PushRequest, agent: &str, now_ms: u64, limits: &Limit
     for (index, record) in batch.records.iter().enumerate() {
         let result = match &record.kind {
             Some(Kind::Probe(p)) => {
-                check_probe(p, agent, now_ms, limits).map(|row| out.probes.push(row))
+                check_probe(p, agent, now_ms, limits).map(|row| out.rows.probes.push(row))
             }
             Some(_) => Err(invalid("kind", "this record kind is not stored yet")),
             None => Err(invalid("kind", "empty record (unknown record type?)")),
@@ -278,7 +279,7 @@ mod tests {
             records: vec![rec(good()), rec(bad), Record { kind: None }, rec(good())],
         };
         let checked = check_batch(&batch, "a", NOW, &Limits::default());
-        assert_eq!(checked.probes.len(), 2);
+        assert_eq!(checked.rows.probes.len(), 2);
         let rejected: Vec<_> = checked
             .rejected
             .iter()

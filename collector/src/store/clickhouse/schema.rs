@@ -339,17 +339,6 @@ pub const APPLIED_VERSIONS_SQL: &str =
 /// Binds a table name (string); answers one `engine_full`.
 pub const ENGINE_FULL_SQL: &str =
     "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = ?";
-/// Binds a tuple of (site, ts) tuples, an array of agents and an array of
-/// seqs; answers the (agent, seq) pairs among them with a history row at one
-/// of those keys. A lookup by the sort key: one granule per tuple.
-pub const ROWS_AT_SQL: &str = "SELECT DISTINCT agent, seq FROM health_history \
-     WHERE (site, ts) IN ? AND has(?, agent) AND has(?, seq)";
-/// Binds a tuple of sites, an array of agents and an array of seqs; answers
-/// the history rows of each (agent, seq) among them, counted and digested as
-/// the markers' view does.
-pub const HISTORY_ROWS_SQL: &str = "SELECT agent, seq, count() AS records, \
-     sum(intHash64(bitXor(intHash64(ts), latency_us))) AS digest FROM health_history \
-     WHERE site IN ? AND has(?, agent) AND has(?, seq) GROUP BY agent, seq";
 /// Binds an array of agents and an array of seqs; answers, for each (agent, seq)
 /// among them that has markers, the rows those markers count. The caller keeps
 /// the pairs it asked for (the arrays also match other combinations).

@@ -34,8 +34,8 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use super::clickhouse::schema::BATCH_MARKER_DAYS;
 use super::query::Param;
 use super::{
-    BatchWrite, DumpFilter, LastState, ProbeRow, Replay, StorageConfig, Store, StoreError,
-    WriteOutcome, digest,
+    BatchWrite, DumpFilter, LastState, ProbeRow, Replay, Rows, RowsRef, StorageConfig, Store,
+    StoreError, WriteOutcome, digest,
 };
 
 /// Connections in the pool. SQLite writes one transaction at a time whatever
@@ -353,7 +353,7 @@ impl Store for SqliteStore {
                         SeqOutOfRange(b.seq),
                     )))
                 })?;
-                Ok((b.agent.to_owned(), seq, b.probes.to_vec()))
+                Ok((b.agent.to_owned(), seq, b.rows.to_rows()))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let history = self.history;
@@ -498,13 +498,13 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<Vec<&'static Migration>> {
 
 fn write_group(
     conn: &mut Connection,
-    batches: &[(String, i64, Vec<ProbeRow>)],
+    batches: &[(String, i64, Rows)],
     history: bool,
 ) -> rusqlite::Result<Vec<WriteOutcome>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let outcomes = batches
         .iter()
-        .map(|(agent, seq, probes)| write_rows(&tx, agent, *seq, probes, history))
+        .map(|(agent, seq, rows)| write_rows(&tx, agent, *seq, rows.as_ref(), history))
         .collect::<rusqlite::Result<_>>()?;
     tx.commit()?;
     Ok(outcomes)
@@ -518,16 +518,16 @@ fn write_rows(
     tx: &rusqlite::Transaction<'_>,
     agent: &str,
     seq: i64,
-    probes: &[ProbeRow],
+    rows: RowsRef<'_>,
     history: bool,
 ) -> rusqlite::Result<WriteOutcome> {
-    let records = saturate(probes.len() as u64);
+    let records = saturate(rows.len() as u64);
     let new = tx.prepare_cached(INSERT_MARKER_SQL)?.execute(params![
         agent,
         seq,
         records,
         unix_seconds(),
-        i64::from_ne_bytes(digest(probes).to_ne_bytes())
+        i64::from_ne_bytes(digest(rows).to_ne_bytes())
     ])?;
     if new == 0 {
         let (stored, stored_digest): (i64, i64) = tx
@@ -537,12 +537,13 @@ fn write_rows(
             u64::try_from(stored).unwrap_or(u64::MAX),
             u64::from_ne_bytes(stored_digest.to_ne_bytes()),
         );
-        return Ok(match Replay::of(Some(marker), probes) {
+        return Ok(match Replay::of(Some(marker), rows) {
             // A transaction writes a batch whole: never a part of it.
             Replay::Duplicate => WriteOutcome::Duplicate,
             Replay::New | Replay::Partial { .. } | Replay::Conflict => WriteOutcome::Conflict,
         });
     }
+    let probes = rows.probes;
     {
         let mut upsert = tx.prepare_cached(UPSERT_LAST_SQL)?;
         for p in probes {
@@ -558,7 +559,7 @@ fn write_rows(
             insert.execute(params_from_iter(values))?;
         }
     }
-    Ok(WriteOutcome::Written { rows: probes.len() })
+    Ok(WriteOutcome::Written { rows: rows.len() })
 }
 
 /// The values of [`probe_columns!`], in order.
