@@ -197,7 +197,12 @@ impl Access {
 
     /// The caller presenting one of `api.tokens`.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller<'_>, Refusal> {
-        if headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
+        if headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
             return Err(Refusal::DoubledHeader);
         }
         self.tokens
@@ -245,8 +250,10 @@ fn grant(token: &RoleToken) -> Result<Grant, AccessError> {
         }
         _ => {}
     }
-    let sites =
-        Sites::new(&token.sites).map_err(|source| AccessError::Site { name: name(), source })?;
+    let sites = Sites::new(&token.sites).map_err(|source| AccessError::Site {
+        name: name(),
+        source,
+    })?;
     Ok(Grant { role, sites })
 }
 

@@ -74,10 +74,7 @@ fn each_role_sees_what_it_is_granted() {
     );
     let mut twice = bearer("root");
     twice.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
-    assert_eq!(
-        a.authenticate(&twice).err(),
-        Some(Refusal::DoubledHeader)
-    );
+    assert_eq!(a.authenticate(&twice).err(), Some(Refusal::DoubledHeader));
 }
 
 #[test]

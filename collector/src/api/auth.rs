@@ -60,7 +60,9 @@ impl Tokens {
     pub fn from_config(tokens: &[PushToken]) -> Result<Self, TokenError> {
         Self::build(
             PUSH_TOKENS,
-            tokens.iter().map(|t| (t.name.as_str(), t.sha256.as_str(), ())),
+            tokens
+                .iter()
+                .map(|t| (t.name.as_str(), t.sha256.as_str(), ())),
         )
     }
 }

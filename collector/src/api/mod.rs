@@ -9,9 +9,12 @@
 //! - `GET /dump_last?status=&cross=&since=&until=&site_like=&limit=&offset=&order=`:
 //!   the newest probe of every matching site.
 //!
+//! Reads are open unless `api.open_reads` is false; then they need a role
+//! token and show its sites only ([`crate::access`]).
+//!
 //! Every error is `{"ok":false,"error":"<parameter or field>: <reason>"}` with
-//! 400 (invalid input, or `Authorization` sent twice), 401 (token), 404
-//! (unknown site), 408 (a `/push` body slower than `limits.body_timeout`), 413
+//! 400 (invalid input, or `Authorization` sent twice), 401 (token), 403 (a
+//! role token on `/push`), 404 (unknown site, or one the token may not see), 408 (a `/push` body slower than `limits.body_timeout`), 413
 //! (too large), 415 (a `/push` body not declared `application/json`) or 503
 //! (storage failed or timed out; or, with `Retry-After`, too many push bytes
 //! being read at once, `api.max_push_bytes_in_flight`). Parsing and validation are pure ([`push`], [`dump`],
@@ -275,8 +278,12 @@ impl<S: Store> ApiState<S> {
             Err(error) if error.status == StatusCode::UNAUTHORIZED => {
                 match self.inner.access.authenticate(headers) {
                     Ok(caller) => {
-                        tracing::info!(endpoint = "push", token = caller.name,
-                            role = caller.role().as_str(), "refused: a role token on /push");
+                        tracing::info!(
+                            endpoint = "push",
+                            token = caller.name,
+                            role = caller.role().as_str(),
+                            "refused: a role token on /push"
+                        );
                         Err(ApiError::new(
                             StatusCode::FORBIDDEN,
                             "this token may not write: /push takes push tokens (api.push_tokens)",

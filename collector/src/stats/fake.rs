@@ -69,7 +69,11 @@ impl Store for FakeStore {
     }
 
     async fn last(&self, site: &str) -> Result<Option<LastState>, StoreError> {
-        Ok(self.dump_last(&DumpFilter::default()).await?.into_iter().find(|s| s.site == site))
+        Ok(self
+            .dump_last(&DumpFilter::default())
+            .await?
+            .into_iter()
+            .find(|s| s.site == site))
     }
 
     async fn dump_last(&self, filter: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
@@ -106,14 +110,62 @@ impl Store for FakeStore {
         let s = &query.scope;
         let mut out = Rows::default();
         match query.kind {
-            SampleKind::Node => out.nodes = all.nodes.into_iter().filter(|r| keep(s, &r.node, r.ts)).collect(),
-            SampleKind::Filesystem => out.filesystems = all.filesystems.into_iter().filter(|r| keep(s, &r.node, r.ts)).collect(),
-            SampleKind::Disk => out.disks = all.disks.into_iter().filter(|r| keep(s, &r.node, r.ts)).collect(),
-            SampleKind::Interface => out.interfaces = all.interfaces.into_iter().filter(|r| keep(s, &r.node, r.ts)).collect(),
-            SampleKind::Pod => out.pods = all.pods.into_iter().filter(|r| keep(s, &r.node, r.ts)).collect(),
-            SampleKind::SiteDisk => out.site_disks = all.site_disks.into_iter().filter(|r| keep(s, &r.site, r.ts)).collect(),
-            SampleKind::SiteProcess => out.site_processes = all.site_processes.into_iter().filter(|r| keep(s, &r.site, r.ts)).collect(),
-            SampleKind::Service => out.services = all.services.into_iter().filter(|r| keep(s, &r.site, r.ts)).collect(),
+            SampleKind::Node => {
+                out.nodes = all
+                    .nodes
+                    .into_iter()
+                    .filter(|r| keep(s, &r.node, r.ts))
+                    .collect()
+            }
+            SampleKind::Filesystem => {
+                out.filesystems = all
+                    .filesystems
+                    .into_iter()
+                    .filter(|r| keep(s, &r.node, r.ts))
+                    .collect()
+            }
+            SampleKind::Disk => {
+                out.disks = all
+                    .disks
+                    .into_iter()
+                    .filter(|r| keep(s, &r.node, r.ts))
+                    .collect()
+            }
+            SampleKind::Interface => {
+                out.interfaces = all
+                    .interfaces
+                    .into_iter()
+                    .filter(|r| keep(s, &r.node, r.ts))
+                    .collect()
+            }
+            SampleKind::Pod => {
+                out.pods = all
+                    .pods
+                    .into_iter()
+                    .filter(|r| keep(s, &r.node, r.ts))
+                    .collect()
+            }
+            SampleKind::SiteDisk => {
+                out.site_disks = all
+                    .site_disks
+                    .into_iter()
+                    .filter(|r| keep(s, &r.site, r.ts))
+                    .collect()
+            }
+            SampleKind::SiteProcess => {
+                out.site_processes = all
+                    .site_processes
+                    .into_iter()
+                    .filter(|r| keep(s, &r.site, r.ts))
+                    .collect()
+            }
+            SampleKind::Service => {
+                out.services = all
+                    .services
+                    .into_iter()
+                    .filter(|r| keep(s, &r.site, r.ts))
+                    .collect()
+            }
         }
         Ok(out)
     }

@@ -45,8 +45,8 @@ use crate::api::{Answer, ApiError};
 use crate::config::ApiConfig;
 use crate::metrics::CollectorMetrics;
 use crate::store::Rows;
-use crate::store::samples::{History, Latest, SampleKind, Scope, StatsQuery};
 use crate::store::Store;
+use crate::store::samples::{History, Latest, SampleKind, Scope, StatsQuery};
 
 pub use params::{DEFAULT_HOURS, DEFAULT_POINTS, MAX_HOURS, MAX_POINTS};
 
@@ -135,11 +135,7 @@ async fn sites<S: Store>(State(s): State<StatsState<S>>, h: HeaderMap) -> Respon
     s.finish("stats_sites", s.sites(&h).await)
 }
 
-async fn site<S: Store>(
-    State(s): State<StatsState<S>>,
-    h: HeaderMap,
-    site: RawSite,
-) -> Response {
+async fn site<S: Store>(State(s): State<StatsState<S>>, h: HeaderMap, site: RawSite) -> Response {
     s.finish("stats_site", s.site(&h, site).await)
 }
 

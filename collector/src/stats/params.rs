@@ -37,10 +37,7 @@ pub(super) fn site(raw: &str) -> Result<String, ParamError> {
 }
 
 /// `node`, checked; `Err` when `required` and absent.
-pub(super) fn node(
-    pairs: &[(String, String)],
-    required: bool,
-) -> Result<Option<String>, ApiError> {
+pub(super) fn node(pairs: &[(String, String)], required: bool) -> Result<Option<String>, ApiError> {
     let params = Params::new(pairs, &["node"]).map_err(bad)?;
     match params.get("node") {
         Some(value) => Ok(Some(name("node", value).map_err(bad)?.to_owned())),
@@ -77,8 +74,13 @@ fn name<'a>(param: &'static str, value: &'a str) -> Result<&'a str, ParamError> 
 pub(super) fn window(pairs: &[(String, String)], now_ms: u64) -> Result<Window, ApiError> {
     let params = Params::new(pairs, &["hours", "points"]).map_err(bad)?;
     let hours = bounded(&params, "hours", DEFAULT_HOURS, MAX_HOURS).map_err(bad)?;
-    let points = bounded(&params, "points", u64::from(DEFAULT_POINTS), u64::from(MAX_POINTS))
-        .map_err(bad)?;
+    let points = bounded(
+        &params,
+        "points",
+        u64::from(DEFAULT_POINTS),
+        u64::from(MAX_POINTS),
+    )
+    .map_err(bad)?;
     Ok(Window {
         since_ms: now_ms.saturating_sub(hours * HOUR_MS),
         until_ms: now_ms,
@@ -133,11 +135,17 @@ mod tests {
                 points: 60
             }
         );
-        let w = window(&q(&[("hours", "168"), ("points", "200"), ("x", "1")]), now)
-            .expect("maximums");
+        let w =
+            window(&q(&[("hours", "168"), ("points", "200"), ("x", "1")]), now).expect("maximums");
         assert_eq!((w.since_ms, w.points), (now - 168 * HOUR_MS, 200));
-        assert_eq!(refused(&[("points", "201")]), "points: 201 is over the maximum 200");
-        assert_eq!(refused(&[("hours", "169")]), "hours: 169 is over the maximum 168");
+        assert_eq!(
+            refused(&[("points", "201")]),
+            "points: 201 is over the maximum 200"
+        );
+        assert_eq!(
+            refused(&[("hours", "169")]),
+            "hours: 169 is over the maximum 168"
+        );
         assert_eq!(refused(&[("points", "0")]), "points: must be at least 1");
         assert_eq!(
             refused(&[("hours", "99999999999999999999999")]),
@@ -154,7 +162,12 @@ mod tests {
     fn names_are_checked() {
         assert_eq!(site("Shop.Example").expect("valid"), "shop.example");
         assert_eq!(site("my_site-2").expect("valid"), "my_site-2");
-        assert!(site("a b").expect_err("space").to_string().starts_with("site: ' '"));
+        assert!(
+            site("a b")
+                .expect_err("space")
+                .to_string()
+                .starts_with("site: ' '")
+        );
         assert!(site("../etc").is_err());
         assert!(site(&"a".repeat(254)).is_err());
         assert_eq!(

@@ -13,9 +13,7 @@ use super::*;
 use crate::api::{self, ApiState, Tokens};
 use crate::config::{Limits, PushToken, RoleToken};
 use crate::store::ProbeRow;
-use crate::store::samples::{
-    FilesystemRow, NodeRow, ServiceRow, SiteDiskRow, SiteProcessRow,
-};
+use crate::store::samples::{FilesystemRow, NodeRow, ServiceRow, SiteDiskRow, SiteProcessRow};
 
 const PUSH: &str = "push-secret";
 const MINUTE: u64 = 60_000;
@@ -228,16 +226,31 @@ const READS: &[(&str, [u16; 5])] = &[
     ("/health", [200, 200, 200, 200, 200]),
     ("/stats/server", [200, 403, 403, 401, 401]),
     ("/stats/server?node=node-1", [200, 403, 403, 401, 401]),
-    ("/stats/server/history?node=node-1", [200, 403, 403, 401, 401]),
+    (
+        "/stats/server/history?node=node-1",
+        [200, 403, 403, 401, 401],
+    ),
     ("/stats/system", [200, 200, 200, 401, 401]),
     ("/stats/sites", [200, 403, 403, 401, 401]),
     ("/stats/site/eu.shop.example", [200, 200, 404, 401, 401]),
     ("/stats/site/blog.example", [200, 404, 200, 401, 401]),
     ("/stats/site/secret.example", [200, 404, 404, 401, 401]),
-    ("/stats/site/unknown.shop.example", [404, 404, 404, 401, 401]),
-    ("/stats/site/eu.shop.example/history", [200, 200, 404, 401, 401]),
-    ("/stats/site/blog.example/history?hours=2", [200, 404, 200, 401, 401]),
-    ("/stats/site/secret.example/history", [200, 404, 404, 401, 401]),
+    (
+        "/stats/site/unknown.shop.example",
+        [404, 404, 404, 401, 401],
+    ),
+    (
+        "/stats/site/eu.shop.example/history",
+        [200, 200, 404, 401, 401],
+    ),
+    (
+        "/stats/site/blog.example/history?hours=2",
+        [200, 404, 200, 401, 401],
+    ),
+    (
+        "/stats/site/secret.example/history",
+        [200, 404, 404, 401, 401],
+    ),
     ("/stats/services", [200, 403, 403, 401, 401]),
     ("/stats/services/eu.shop.example", [200, 200, 404, 401, 401]),
     ("/stats/services/blog.example", [200, 404, 200, 401, 401]),
@@ -257,7 +270,11 @@ async fn check(served: &Served, table: &[(&str, [u16; 5])]) {
         for (who, want) in EVERYONE.iter().zip(statuses) {
             let (status, body) = served.get(*who, path).await;
             assert_eq!(status, *want, "{who:?} GET {path}: {body}");
-            assert_eq!(body["ok"], json!(status == 200), "{who:?} GET {path}: {body}");
+            assert_eq!(
+                body["ok"],
+                json!(status == 200),
+                "{who:?} GET {path}: {body}"
+            );
         }
     }
 }
@@ -314,7 +331,10 @@ async fn a_site_not_the_tokens_is_answered_like_an_unknown_one() {
     for open_reads in [true, false] {
         let s = seeded(open_reads).await;
         for (hidden, unknown) in [
-            ("/stats/site/secret.example", "/stats/site/secret.shop.example"),
+            (
+                "/stats/site/secret.example",
+                "/stats/site/secret.shop.example",
+            ),
             (
                 "/stats/services/secret.example",
                 "/stats/services/secret.shop.example",
@@ -323,25 +343,39 @@ async fn a_site_not_the_tokens_is_answered_like_an_unknown_one() {
             let (_, hidden_body) = s.get(Who::User, hidden).await;
             let (_, unknown_body) = s.get(Who::User, unknown).await;
             assert_eq!(
-                hidden_body["error"].as_str().map(|e| e.replace("secret.example", "X")),
+                hidden_body["error"]
+                    .as_str()
+                    .map(|e| e.replace("secret.example", "X")),
                 unknown_body["error"]
                     .as_str()
                     .map(|e| e.replace("secret.shop.example", "X")),
             );
-            assert_eq!(hidden_body, json!({"ok": false, "error": "site secret.example not found"}));
+            assert_eq!(
+                hidden_body,
+                json!({"ok": false, "error": "site secret.example not found"})
+            );
         }
     }
     let s = seeded(false).await;
     let (_, hidden) = s.get(Who::User, "/last?site=secret.example").await;
     let (_, unknown) = s.get(Who::Admin, "/last?site=nowhere.example").await;
-    assert_eq!(hidden, json!({"ok": false, "error": "site secret.example not found"}));
-    assert_eq!(unknown, json!({"ok": false, "error": "site nowhere.example not found"}));
+    assert_eq!(
+        hidden,
+        json!({"ok": false, "error": "site secret.example not found"})
+    );
+    assert_eq!(
+        unknown,
+        json!({"ok": false, "error": "site nowhere.example not found"})
+    );
 }
 
 #[tokio::test]
 async fn only_push_tokens_write() {
     let s = seeded(true).await;
-    assert_eq!(s.push(Some(PUSH)).await, (200, json!({"ok": true, "stored": 1})));
+    assert_eq!(
+        s.push(Some(PUSH)).await,
+        (200, json!({"ok": true, "stored": 1}))
+    );
     for who in [Who::Admin, Who::User, Who::Readonly] {
         let (status, body) = s.push(who.secret()).await;
         assert_eq!(status, 403, "{who:?}");
@@ -372,17 +406,29 @@ async fn answers_show_fresh_rows_in_their_envelopes() {
     assert_eq!(nodes[0]["filesystems"][0]["mountpoint"], json!("/"));
     assert_eq!(nodes[0]["pods"], json!([]));
     let (status, body) = s.get(Who::Admin, "/stats/server?node=node-gone").await;
-    assert_eq!((status, body["error"].clone()), (404, json!("node node-gone not found")));
+    assert_eq!(
+        (status, body["error"].clone()),
+        (404, json!("node node-gone not found"))
+    );
 
-    let (_, history) = s.get(Who::Admin, "/stats/server/history?node=node-1&points=10").await;
+    let (_, history) = s
+        .get(Who::Admin, "/stats/server/history?node=node-1&points=10")
+        .await;
     assert_eq!(history["points"], json!(10));
     assert_eq!(history["data"].as_array().map(Vec::len), Some(1));
 
     let (_, site) = s.get(Who::User, "/stats/site/EU.shop.example").await;
     assert_eq!(site["site"], json!("eu.shop.example"));
-    assert_eq!(site["disk"][0]["disk_bytes"], json!(4096), "20-minute-old walk: fresh");
+    assert_eq!(
+        site["disk"][0]["disk_bytes"],
+        json!(4096),
+        "20-minute-old walk: fresh"
+    );
     assert_eq!(site["processes"][0]["processes"], json!(2));
-    assert_eq!(site["services"][0]["unit"], json!("php-fpm@eu.shop.example"));
+    assert_eq!(
+        site["services"][0]["unit"],
+        json!("php-fpm@eu.shop.example")
+    );
 
     let (_, sites) = s.get(Who::Admin, "/stats/sites").await;
     assert_eq!(sites["sites"].as_array().map(Vec::len), Some(3));
@@ -423,8 +469,14 @@ async fn bad_parameters_are_400_naming_them() {
             "/stats/site/blog.example/history?hours=200",
             "hours: 200 is over the maximum 168",
         ),
-        ("/stats/server?node=a%20b", "node: ' ' is not allowed (letters, digits, `.`, `-`, `_`)"),
-        ("/stats/site/a%20b", "site: ' ' is not allowed (letters, digits, `.`, `-`, `_`)"),
+        (
+            "/stats/server?node=a%20b",
+            "node: ' ' is not allowed (letters, digits, `.`, `-`, `_`)",
+        ),
+        (
+            "/stats/site/a%20b",
+            "site: ' ' is not allowed (letters, digits, `.`, `-`, `_`)",
+        ),
     ] {
         let (status, body) = s.get(Who::Admin, path).await;
         assert_eq!((status, &body["error"]), (400, &json!(error)), "{path}");

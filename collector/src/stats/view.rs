@@ -6,8 +6,7 @@ use serde::Serialize;
 
 use crate::store::Rows;
 use crate::store::samples::{
-    DiskRow, FilesystemRow, InterfaceRow, NodeRow, PodRow, ServiceRow, SiteDiskRow,
-    SiteProcessRow,
+    DiskRow, FilesystemRow, InterfaceRow, NodeRow, PodRow, ServiceRow, SiteDiskRow, SiteProcessRow,
 };
 
 /// One node's latest samples.
@@ -202,7 +201,10 @@ mod tests {
                 site: "x.example".into(),
                 ..SiteDiskRow::default()
             }],
-            services: vec![service("x.example", "active"), service("y.example", "failed")],
+            services: vec![
+                service("x.example", "active"),
+                service("y.example", "failed"),
+            ],
             ..Rows::default()
         };
         let nodes = nodes(rows.clone());
