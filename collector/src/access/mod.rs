@@ -154,7 +154,7 @@ impl Refusal {
 }
 
 /// The role tokens and the read policy of the old API, built once at start.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Access {
     tokens: Tokens<Grant>,
     /// `/last` and `/dump_last` answer without a token.
