@@ -96,6 +96,12 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
     let access = Arc::new(access::Access::from_config(&config.api)?);
     if access.is_empty() {
         tracing::warn!("no api.tokens configured: /stats refuses every request");
+        if !access.open_reads() && !config.api.read_requires_token {
+            tracing::warn!(
+                "api.open_reads is false and no api.tokens configured: \
+                 /last and /dump_last refuse every request"
+            );
+        }
     }
     let metrics = CollectorMetrics::new();
     let readiness = Readiness::new(metrics.clone());

@@ -3,6 +3,7 @@
 //! newest-per-key: the tests seed one row per thing). The tests only use the
 //! `Store` trait, so they can run on the real stores once those read samples.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::store::samples::{SampleKind, Scope};
@@ -23,6 +24,27 @@ impl FakeStore {
             rows: Mutex::new(rows),
             broken: false,
         }
+    }
+
+    /// The newest probe of each site.
+    fn newest(&self) -> Result<BTreeMap<String, LastState>, StoreError> {
+        let mut newest: BTreeMap<String, LastState> = BTreeMap::new();
+        for row in self.rows()?.probes {
+            if newest.get(&row.site).is_some_and(|s| s.ts >= row.ts) {
+                continue;
+            }
+            let state = LastState {
+                site: row.site.clone(),
+                status: row.status,
+                ms: row.ms,
+                port: row.port,
+                location: row.location,
+                cross: row.cross,
+                ts: row.ts,
+            };
+            newest.insert(row.site, state);
+        }
+        Ok(newest)
     }
 
     fn rows(&self) -> Result<Rows, StoreError> {
@@ -69,36 +91,25 @@ impl Store for FakeStore {
     }
 
     async fn last(&self, site: &str) -> Result<Option<LastState>, StoreError> {
-        Ok(self
-            .dump_last(&DumpFilter::default())
-            .await?
-            .into_iter()
-            .find(|s| s.site == site))
+        Ok(self.newest()?.remove(site))
     }
 
     async fn dump_last(&self, filter: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
-        let mut newest: Vec<LastState> = Vec::new();
-        for row in self.rows()?.probes {
-            newest.retain(|s| s.site != row.site || s.ts > row.ts);
-            if newest.iter().all(|s| s.site != row.site) {
-                newest.push(LastState {
-                    site: row.site,
-                    status: row.status,
-                    ms: row.ms,
-                    port: row.port,
-                    location: row.location,
-                    cross: row.cross,
-                    ts: row.ts,
-                });
+        let mut states: Vec<LastState> = self
+            .newest()?
+            .into_values()
+            .filter(|s| filter.statuses.is_empty() || filter.statuses.contains(&s.status))
+            .collect();
+        // By ts in the filter's order, ties by site ascending, as the stores.
+        states.sort_by(|a, b| {
+            match filter.order {
+                Order::Asc => a.ts.cmp(&b.ts),
+                Order::Desc => b.ts.cmp(&a.ts),
             }
-        }
-        newest.retain(|s| filter.statuses.is_empty() || filter.statuses.contains(&s.status));
-        newest.sort_by(|a, b| (a.ts, &a.site).cmp(&(b.ts, &b.site)));
-        if filter.order == Order::Desc {
-            newest.reverse();
-        }
+            .then_with(|| a.site.cmp(&b.site))
+        });
         let offset = usize::try_from(filter.offset).unwrap_or(usize::MAX);
-        Ok(newest
+        Ok(states
             .into_iter()
             .skip(offset)
             .take(filter.limit as usize)

@@ -292,29 +292,27 @@ impl<S: Store> StatsState<S> {
             queries.push(self.latest(SampleKind::Node, None));
         }
         let rows = self.read(queries).await?;
-        let keep = |site: &str| caller.is_admin() || caller.may_read(site);
-        let totals = view::totals(&rows, keep);
-        if !caller.is_admin() {
-            // No raw system data for non-admins: counts over their own sites.
-            let names: Vec<String> = view::sites(rows, false, keep)
-                .into_iter()
-                .map(|s| s.site)
-                .collect();
+        let keep = |site: &str| caller.may_read(site);
+        let mut totals = view::totals(&rows, keep);
+        if caller.is_admin() {
+            totals.nodes = Some(rows.nodes.len());
             return ok(json!({
                 "ok": true,
-                "role": caller.role().as_str(),
+                "role": "admin",
                 "totals": totals,
-                "sites": names,
+                "nodes": rows.nodes,
             }));
         }
-        let nodes: Vec<_> = rows.nodes;
+        // No raw system data for non-admins: counts over their own sites.
+        let names: Vec<String> = view::sites(rows, false, keep)
+            .into_iter()
+            .map(|s| s.site)
+            .collect();
         ok(json!({
             "ok": true,
-            "role": "admin",
-            "totals": { "nodes": nodes.len(), "sites": totals.sites, "services": totals.services,
-                        "services_active": totals.services_active,
-                        "services_failed": totals.services_failed },
-            "nodes": nodes,
+            "role": caller.role().as_str(),
+            "totals": totals,
+            "sites": names,
         }))
     }
 

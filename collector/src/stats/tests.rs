@@ -327,6 +327,64 @@ async fn closed_reads_need_a_role_token_and_show_only_its_sites() {
 }
 
 #[tokio::test]
+async fn a_restricted_dump_pages_through_the_stores_pages() {
+    let now = unix_ms();
+    // 12,000 sites, three of the store's pages; the user's: one in a thousand.
+    let probes = (0..12_000u64)
+        .map(|i| ProbeRow {
+            site: if i % 1000 == 0 {
+                format!("s{i}.shop.example")
+            } else {
+                format!("s{i}.other.example")
+            },
+            status: 200,
+            ts: now - i,
+            agent: "agent-1".into(),
+            ..ProbeRow::default()
+        })
+        .collect();
+    let store = Arc::new(FakeStore::with(Rows {
+        probes,
+        ..Rows::default()
+    }));
+    let s = serve(store, config(false)).await;
+    let sites = |body: &Value| -> Vec<String> {
+        body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|d| d["site"].as_str().expect("site").to_owned())
+            .collect()
+    };
+    let (_, all) = s.get(Who::User, "/dump_last").await;
+    assert_eq!(all["count"], json!(12));
+    assert_eq!(sites(&all)[..2], ["s0.shop.example", "s1000.shop.example"]);
+    let (_, page) = s.get(Who::User, "/dump_last?offset=10&limit=5").await;
+    assert_eq!(
+        (sites(&page), &page["offset"], &page["limit"]),
+        (
+            vec![
+                "s10000.shop.example".to_owned(),
+                "s11000.shop.example".into()
+            ],
+            &json!(10),
+            &json!(5)
+        )
+    );
+    let (_, oldest) = s.get(Who::User, "/dump_last?order=asc&limit=3").await;
+    assert_eq!(
+        sites(&oldest),
+        [
+            "s11000.shop.example",
+            "s10000.shop.example",
+            "s9000.shop.example"
+        ]
+    );
+    let (_, admin) = s.get(Who::Admin, "/dump_last?limit=5000").await;
+    assert_eq!(admin["count"], json!(5000));
+}
+
+#[tokio::test]
 async fn a_site_not_the_tokens_is_answered_like_an_unknown_one() {
     for open_reads in [true, false] {
         let s = seeded(open_reads).await;

@@ -34,6 +34,9 @@ pub struct SiteView {
 /// Counts for `/stats/system`, over what the caller sees.
 #[derive(Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
+    /// Nodes with a fresh sample: admins only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<usize>,
     pub sites: usize,
     pub services: usize,
     /// Units whose `active_state` is `active`.
@@ -150,6 +153,7 @@ pub fn totals(rows: &Rows, keep: impl Fn(&str) -> bool) -> Totals {
         .collect();
     let services: Vec<&ServiceRow> = rows.services.iter().filter(|r| keep(&r.site)).collect();
     Totals {
+        nodes: None,
         sites: sites.len(),
         services: services.len(),
         services_active: services
@@ -227,6 +231,7 @@ mod tests {
         assert_eq!(
             totals(&rows, |_| true),
             Totals {
+                nodes: None,
                 sites: 2,
                 services: 2,
                 services_active: 1,
@@ -236,6 +241,7 @@ mod tests {
         assert_eq!(
             totals(&rows, |s| s == "y.example"),
             Totals {
+                nodes: None,
                 sites: 1,
                 services: 1,
                 services_active: 0,
