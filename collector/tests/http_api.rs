@@ -73,6 +73,7 @@ on_both_stores!(
     a_bad_token_hash_stops_the_start,
     closed_reads_answer_each_role_token_its_sites,
     a_bad_role_token_stops_the_start,
+    stats_routes_check_roles_before_reading,
     ready_follows_the_store_and_health_stays_the_old_answer,
     push_needs_a_json_content_type,
     authorization_twice_is_refused,
@@ -1038,6 +1039,38 @@ async fn closed_reads_answer_each_role_token_its_sites(backend: Backend) {
         .get_with("/last?site=eu.shop.example", Some("ops-secret"))
         .await;
     assert_eq!(last.body["data"]["s"], json!(200), "nothing stored");
+}
+
+/// `/stats` is routed in the real collector and refuses before it reads (the
+/// answers themselves are tested in `stats::tests`).
+async fn stats_routes_check_roles_before_reading(backend: Backend) {
+    let c = start_with(backend, "stats_roles", |config| {
+        config.api.tokens = vec![role_token("shop", "user", &["*.shop.example"])];
+    })
+    .await;
+    for path in [
+        "/stats/server",
+        "/stats/system",
+        "/stats/site/a.shop.example",
+    ] {
+        for token in [None, Some("wrong"), Some(TOKEN)] {
+            let answer = c.get_with(path, token).await;
+            assert_eq!(answer.error(401), "missing or wrong bearer token", "{path}");
+            assert_eq!(answer.www_authenticate.as_deref(), Some("Bearer"));
+        }
+    }
+    for path in ["/stats/server", "/stats/sites", "/stats/services"] {
+        let answer = c.get_with(path, Some("shop-secret")).await;
+        assert_eq!(answer.error(403), r#"admin only: token "shop" is user"#);
+    }
+    for path in [
+        "/stats/site/secret.example",
+        "/stats/site/secret.example/history",
+        "/stats/services/secret.example",
+    ] {
+        let answer = c.get_with(path, Some("shop-secret")).await;
+        assert_eq!(answer.error(404), "site secret.example not found", "{path}");
+    }
 }
 
 async fn a_bad_role_token_stops_the_start(backend: Backend) {
