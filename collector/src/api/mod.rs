@@ -14,12 +14,13 @@
 //!
 //! Every error is `{"ok":false,"error":"<parameter or field>: <reason>"}` with
 //! 400 (invalid input, or `Authorization` sent twice), 401 (token), 403 (a
-//! role token on `/push`), 404 (unknown site, or one the token may not see), 408 (a `/push` body slower than `limits.body_timeout`), 413
-//! (too large), 415 (a `/push` body not declared `application/json`) or 503
-//! (storage failed or timed out; or, with `Retry-After`, too many push bytes
-//! being read at once, `api.max_push_bytes_in_flight`). Parsing and validation are pure ([`push`], [`dump`],
-//! [`params`]); the handlers here only authenticate, read, call the store and
-//! answer.
+//! role token on `/push`), 404 (unknown site, or one the token may not see),
+//! 408 (a `/push` body slower than `limits.body_timeout`), 413 (too large),
+//! 415 (a `/push` body not declared `application/json`) or 503 (storage
+//! failed or timed out; or, with `Retry-After`, too many push bytes being
+//! read at once, `api.max_push_bytes_in_flight`). Parsing and validation are
+//! pure ([`push`], [`dump`], [`params`]); the handlers here only
+//! authenticate, read, call the store and answer.
 
 pub mod auth;
 pub mod dump;
