@@ -154,36 +154,77 @@ impl Default for Limits {
     }
 }
 
-/// The HTTP API compatible with the old worker.
+/// The HTTP API: the old worker's routes and `/stats`, with their tokens.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Tokens `POST /push` accepts (`Authorization: Bearer <token>`), stored as
     /// their SHA-256. No token: every push is refused. Default none.
     pub push_tokens: Vec<PushToken>,
+    /// Role tokens for reading: `/stats/*` always, `/last` and `/dump_last`
+    /// when `open_reads` is false. They never push (`/push` answers them
+    /// 403). Default none (`/stats` then refuses every request).
+    pub tokens: Vec<RoleToken>,
+    /// Whether `/last` and `/dump_last` answer without a token, as the old
+    /// worker did. When false they need a role token and answer only its
+    /// sites. Default true.
+    pub open_reads: bool,
     /// Largest `/push` body in bytes; larger ones get 413. Default 4 MiB
     /// (about 30,000 of the old script's records). A push also holds at most
     /// `limits.max_batch_records` records.
     pub max_push_bytes: usize,
-    /// Whether `/last` and `/dump_last` need a push token too. Default false,
-    /// as with the old worker.
+    /// Deprecated, kept for existing configurations: true is `open_reads =
+    /// false`, with push tokens reading `/last` and `/dump_last` (every
+    /// site) besides role tokens, as before role tokens existed. Default false.
     pub read_requires_token: bool,
     /// Bytes of `/push` bodies being read and parsed at once, all requests
     /// together (a body counts its Content-Length, or `max_push_bytes` when
     /// chunked); a push that does not fit gets 503 with `Retry-After`. Bounds
     /// the memory pushes take. At least `max_push_bytes`. Default 16 MiB.
     pub max_push_bytes_in_flight: usize,
+    /// `/stats` "latest" reads show rows newer than this, so a node, pod,
+    /// filesystem or service that went away drops out. About 30 of the
+    /// agent's default 10 s samples. Default 5m.
+    #[serde(with = "humantime_serde")]
+    pub stats_fresh: Duration,
+    /// The same for site disk usage, which agents walk far less often
+    /// (default every 10 min). Default 30m.
+    #[serde(with = "humantime_serde")]
+    pub stats_site_disk_fresh: Duration,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             push_tokens: Vec::new(),
+            tokens: Vec::new(),
+            open_reads: true,
             max_push_bytes: 4 << 20,
             read_requires_token: false,
             max_push_bytes_in_flight: 16 << 20,
+            stats_fresh: Duration::from_secs(300),
+            stats_site_disk_fresh: Duration::from_secs(1800),
         }
     }
+}
+
+/// A token of the HTTP API's readers (see `access`), e.g.
+/// `{ name = "shop-team", sha256 = "<64 hex>", role = "user", sites = ["*.shop.example"] }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleToken {
+    /// Who uses the token, e.g. `shop-team`; named in logs and errors.
+    pub name: String,
+    /// SHA-256 of the token, 64 hex digits (`printf %s "$TOKEN" | sha256sum`).
+    pub sha256: String,
+    /// `admin` (every route, every site), `user` (its sites, reads and
+    /// writes) or `readonly` (reads of its sites).
+    pub role: String,
+    /// The sites a `user` or `readonly` token sees: names or globs
+    /// (`*.shop.example`, `shop-?.example`), case-insensitive. Required for
+    /// those roles; an admin token takes none. Default none.
+    #[serde(default)]
+    pub sites: Vec<String>,
 }
 
 /// One accepted push token. Its name is stored in the `agent` column of the

@@ -1,6 +1,7 @@
 //! The collector's HTTP side: `/health` (liveness, the old worker's answer),
-//! `/ready` (readiness, see [`crate::ready`]), `/metrics` and the old worker's
-//! API (`/push`, `/last`, `/dump_last`, see [`crate::api`]).
+//! `/ready` (readiness, see [`crate::ready`]), `/metrics`, the old worker's
+//! API (`/push`, `/last`, `/dump_last`, see [`crate::api`]) and the routes
+//! the other modules contribute (`/stats/*`, see [`crate::stats`]).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,7 +11,7 @@ use serde_json::json;
 use crate::metrics::CollectorMetrics;
 use crate::ready::Readiness;
 
-/// `/health`, `/ready` and `/metrics`, merged with the `api` router. Unknown
+/// `/health`, `/ready` and `/metrics`, merged with `api` (every API route). Unknown
 /// paths and wrong methods answer in the API's JSON error shape too, so a
 /// client that parses every answer never meets an empty body.
 pub fn router(metrics: &CollectorMetrics, readiness: &Readiness, api: Router) -> Router {
@@ -25,7 +26,7 @@ pub fn router(metrics: &CollectorMetrics, readiness: &Readiness, api: Router) ->
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "no such endpoint (/health, /ready, /push, /last, /dump_last, /metrics)",
+                "no such endpoint (/health, /ready, /push, /last, /dump_last, /stats/..., /metrics)",
             )
         })
         .method_not_allowed_fallback(|| async {

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod access;
 pub mod api;
 pub mod config;
 pub mod group_commit;
@@ -8,6 +9,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod ready;
+pub mod stats;
 pub mod store;
 pub mod validate;
 
@@ -38,6 +40,8 @@ pub enum CollectorError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Token(#[from] api::TokenError),
+    #[error(transparent)]
+    Access(#[from] access::AccessError),
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(
@@ -89,6 +93,16 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
     if tokens.is_empty() {
         tracing::warn!("no api.push_tokens configured: POST /push refuses every request");
     }
+    let access = Arc::new(access::Access::from_config(&config.api)?);
+    if access.is_empty() {
+        tracing::warn!("no api.tokens configured: /stats refuses every request");
+        if !access.open_reads() && !config.api.read_requires_token {
+            tracing::warn!(
+                "api.open_reads is false and no api.tokens configured: \
+                 /last and /dump_last refuse every request"
+            );
+        }
+    }
     let metrics = CollectorMetrics::new();
     let readiness = Readiness::new(metrics.clone());
     let store = Arc::new(Timed::new(
@@ -128,10 +142,17 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
     let api = api::router(api::ApiState::new(
         store.clone(),
         tokens,
+        access.clone(),
         metrics.clone(),
         config.limits.clone(),
         config.api.clone(),
-    ));
+    ))
+    .merge(stats::router(stats::StatsState::new(
+        store.clone(),
+        access,
+        metrics.clone(),
+        &config.api,
+    )));
     let limits = HttpLimits {
         max_connections: config.limits.max_connections,
         header_timeout: config.limits.header_timeout,

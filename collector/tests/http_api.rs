@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use livehead_collector::config::PushToken;
+use livehead_collector::config::{PushToken, RoleToken};
 use livehead_collector::store::StorageConfig;
 use livehead_collector::{CollectorConfig, CollectorError, Running};
 use livehead_common::Shutdown;
@@ -71,6 +71,9 @@ on_both_stores!(
     sql_injection_is_inert,
     reads_can_require_the_token,
     a_bad_token_hash_stops_the_start,
+    closed_reads_answer_each_role_token_its_sites,
+    a_bad_role_token_stops_the_start,
+    stats_routes_check_roles_before_reading,
     ready_follows_the_store_and_health_stays_the_old_answer,
     push_needs_a_json_content_type,
     authorization_twice_is_refused,
@@ -947,6 +950,141 @@ async fn a_bad_token_hash_stops_the_start(backend: Backend) {
     assert!(matches!(error, CollectorError::Token(_)), "{error:?}");
     let message = error.to_string();
     assert!(message.contains("\"pods-eu\""), "{message}");
+}
+
+fn role_token(name: &str, role: &str, sites: &[&str]) -> RoleToken {
+    RoleToken {
+        name: name.into(),
+        sha256: sha256_hex(&format!("{name}-secret")),
+        role: role.into(),
+        sites: sites.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+/// The roles of `/last` and `/dump_last` on a real store (the full matrix,
+/// `/stats` included, runs against an in-memory store: `stats::tests`).
+async fn closed_reads_answer_each_role_token_its_sites(backend: Backend) {
+    let c = start_with(backend, "closed_reads", |config| {
+        config.api.open_reads = false;
+        config.api.tokens = vec![
+            role_token("ops", "admin", &[]),
+            role_token("shop", "user", &["*.shop.example"]),
+            role_token("blog", "readonly", &["blog.example"]),
+        ];
+    })
+    .await;
+    let now = now_ms();
+    c.push_ok(&json!([
+        record("eu.shop.example", 200, 1, None, now),
+        record("blog.example", 200, 1, None, now),
+        record("secret.example", 200, 1, None, now),
+    ]))
+    .await;
+    for (token, site, status) in [
+        (Some("ops-secret"), "secret.example", 200),
+        (Some("shop-secret"), "eu.shop.example", 200),
+        (Some("shop-secret"), "secret.example", 404),
+        (Some("blog-secret"), "blog.example", 200),
+        (Some("blog-secret"), "eu.shop.example", 404),
+        (None, "blog.example", 401),
+        (Some(TOKEN), "blog.example", 401),
+    ] {
+        let answer = c.get_with(&format!("/last?site={site}"), token).await;
+        assert_eq!(answer.status, status, "{token:?} {site}: {}", answer.body);
+    }
+    let hidden = c
+        .get_with("/last?site=secret.example", Some("shop-secret"))
+        .await;
+    let unknown = c
+        .get_with("/last?site=nowhere.example", Some("ops-secret"))
+        .await;
+    assert_eq!(hidden.error(404), "site secret.example not found");
+    assert_eq!(unknown.error(404), "site nowhere.example not found");
+
+    let sites = |answer: Answer| -> Vec<String> {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|d| d["site"].as_str().expect("site").to_owned())
+            .collect()
+    };
+    let all = sites(c.get_with("/dump_last?order=asc", Some("ops-secret")).await);
+    assert_eq!(all.len(), 3);
+    let shop = sites(c.get_with("/dump_last", Some("shop-secret")).await);
+    assert_eq!(shop, ["eu.shop.example"]);
+    let blog = sites(
+        c.get_with("/dump_last?status=200", Some("blog-secret"))
+            .await,
+    );
+    assert_eq!(blog, ["blog.example"]);
+
+    // Role tokens do not push.
+    let refused = c
+        .client
+        .post(format!("{}/push", c.base))
+        .bearer_auth("shop-secret")
+        .header("content-type", "application/json")
+        .body(record("eu.shop.example", 500, 1, None, now).to_string())
+        .send()
+        .await
+        .expect("request");
+    let refused = Answer::from(refused).await;
+    assert_eq!(
+        refused.error(403),
+        "this token may not write: /push takes push tokens (api.push_tokens)"
+    );
+    let last = c
+        .get_with("/last?site=eu.shop.example", Some("ops-secret"))
+        .await;
+    assert_eq!(last.body["data"]["s"], json!(200), "nothing stored");
+}
+
+/// `/stats` is routed in the real collector and refuses before it reads (the
+/// answers themselves are tested in `stats::tests`).
+async fn stats_routes_check_roles_before_reading(backend: Backend) {
+    let c = start_with(backend, "stats_roles", |config| {
+        config.api.tokens = vec![role_token("shop", "user", &["*.shop.example"])];
+    })
+    .await;
+    for path in [
+        "/stats/server",
+        "/stats/system",
+        "/stats/site/a.shop.example",
+    ] {
+        for token in [None, Some("wrong"), Some(TOKEN)] {
+            let answer = c.get_with(path, token).await;
+            assert_eq!(answer.error(401), "missing or wrong bearer token", "{path}");
+            assert_eq!(answer.www_authenticate.as_deref(), Some("Bearer"));
+        }
+    }
+    for path in ["/stats/server", "/stats/sites", "/stats/services"] {
+        let answer = c.get_with(path, Some("shop-secret")).await;
+        assert_eq!(answer.error(403), r#"admin only: token "shop" is user"#);
+    }
+    for path in [
+        "/stats/site/secret.example",
+        "/stats/site/secret.example/history",
+        "/stats/services/secret.example",
+    ] {
+        let answer = c.get_with(path, Some("shop-secret")).await;
+        assert_eq!(answer.error(404), "site secret.example not found", "{path}");
+    }
+}
+
+async fn a_bad_role_token_stops_the_start(backend: Backend) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut config = config(backend, "bad_role", &dir);
+    config.api.tokens = vec![role_token("shop", "user", &[])];
+    let Err(error) = livehead_collector::start(config, Shutdown::new()).await else {
+        panic!("a collector with a user token without sites started");
+    };
+    assert!(matches!(error, CollectorError::Access(_)), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        r#"api.tokens: token "shop": a user token needs sites (names or globs)"#
+    );
 }
 
 // ---------------------------------------------------------------------------

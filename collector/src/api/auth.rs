@@ -10,48 +10,92 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 use crate::config::PushToken;
 
 /// A token in the configuration that cannot be used; `start()` fails with it.
-/// The messages never quote the configured value (it may be a raw token put
-/// there by mistake).
+/// `list` is the configuration key (`api.push_tokens`, `api.tokens`). The
+/// messages never quote the configured value (it may be a raw token put there
+/// by mistake).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     #[error(
-        "api.push_tokens: token {name:?}: sha256 must be 64 hex digits, the SHA-256 of the token \
+        "{list}: token {name:?}: sha256 must be 64 hex digits, the SHA-256 of the token \
          (`printf %s \"$TOKEN\" | sha256sum`)"
     )]
-    BadHash { name: String },
-    #[error("api.push_tokens: a token has an empty name")]
-    EmptyName,
-    #[error("api.push_tokens: tokens {first:?} and {second:?} have the same sha256")]
-    SameHash { first: String, second: String },
+    BadHash { list: &'static str, name: String },
+    #[error("{list}: a token has an empty name")]
+    EmptyName { list: &'static str },
+    #[error("{list}: tokens {first:?} and {second:?} have the same sha256")]
+    SameHash {
+        list: &'static str,
+        first: String,
+        second: String,
+    },
 }
 
-/// The accepted tokens: each one's name and SHA-256.
-#[derive(Debug, Clone, Default)]
-pub struct Tokens {
-    entries: Vec<(String, [u8; 32])>,
+/// The configuration key of the push tokens, named in their errors.
+pub const PUSH_TOKENS: &str = "api.push_tokens";
+
+/// The accepted tokens: each one's name, SHA-256 and what it grants (`T`:
+/// nothing more for push tokens, a role for `api.tokens`).
+#[derive(Debug, Clone)]
+pub struct Tokens<T = ()> {
+    entries: Vec<Entry<T>>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry<T> {
+    name: String,
+    hash: [u8; 32],
+    grant: T,
+}
+
+impl<T> Default for Tokens<T> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+        }
+    }
 }
 
 impl Tokens {
-    /// Decodes the configured hashes.
+    /// Decodes the configured push tokens' hashes.
     pub fn from_config(tokens: &[PushToken]) -> Result<Self, TokenError> {
-        let mut entries: Vec<(String, [u8; 32])> = Vec::with_capacity(tokens.len());
-        for token in tokens {
-            if token.name.trim().is_empty() {
-                return Err(TokenError::EmptyName);
+        Self::build(
+            PUSH_TOKENS,
+            tokens
+                .iter()
+                .map(|t| (t.name.as_str(), t.sha256.as_str(), ())),
+        )
+    }
+}
+
+impl<T> Tokens<T> {
+    /// Decodes `(name, sha256, grant)` triples of the configuration key
+    /// `list`: names non-empty, hashes 64 hex digits and unique.
+    pub fn build<'a>(
+        list: &'static str,
+        tokens: impl IntoIterator<Item = (&'a str, &'a str, T)>,
+    ) -> Result<Self, TokenError> {
+        let mut entries: Vec<Entry<T>> = Vec::new();
+        for (name, sha256, grant) in tokens {
+            if name.trim().is_empty() {
+                return Err(TokenError::EmptyName { list });
             }
             let mut hash = [0u8; 32];
-            hex::decode_to_slice(token.sha256.trim(), &mut hash).map_err(|_| {
-                TokenError::BadHash {
-                    name: token.name.clone(),
-                }
+            hex::decode_to_slice(sha256.trim(), &mut hash).map_err(|_| TokenError::BadHash {
+                list,
+                name: name.to_owned(),
             })?;
-            if let Some((first, _)) = entries.iter().find(|(_, h)| *h == hash) {
+            if let Some(first) = entries.iter().find(|e| e.hash == hash) {
                 return Err(TokenError::SameHash {
-                    first: first.clone(),
-                    second: token.name.clone(),
+                    list,
+                    first: first.name.clone(),
+                    second: name.to_owned(),
                 });
             }
-            entries.push((token.name.clone(), hash));
+            entries.push(Entry {
+                name: name.to_owned(),
+                hash,
+                grant,
+            });
         }
         Ok(Self { entries })
     }
@@ -61,26 +105,43 @@ impl Tokens {
         self.entries.is_empty()
     }
 
-    /// The name of the token `presented` is, if any. Hashes it once, then
-    /// compares with every configured hash; the loop never exits early.
+    /// The name of the token `presented` is, if any.
     pub fn verify(&self, presented: &str) -> Option<&str> {
+        self.verify_grant(presented).map(|(name, _)| name)
+    }
+
+    /// The name and grant of the token `presented` is, if any. Hashes it
+    /// once, then compares with every configured hash; the loop never exits
+    /// early.
+    pub fn verify_grant(&self, presented: &str) -> Option<(&str, &T)> {
         let digest = Sha256::digest(presented.as_bytes());
         // 0: no match; i + 1: entry i matched.
         let mut matched = 0u32;
-        for (index, (_, hash)) in self.entries.iter().enumerate() {
+        for (index, entry) in self.entries.iter().enumerate() {
             let candidate = u32::try_from(index + 1).unwrap_or(u32::MAX);
-            matched.conditional_assign(&candidate, digest.as_slice().ct_eq(hash.as_slice()));
+            matched.conditional_assign(&candidate, digest.as_slice().ct_eq(entry.hash.as_slice()));
         }
         let index = usize::try_from(matched.checked_sub(1)?).ok()?;
-        self.entries.get(index).map(|(name, _)| name.as_str())
+        self.entries
+            .get(index)
+            .map(|entry| (entry.name.as_str(), &entry.grant))
     }
 
     /// The name of the token in `Authorization: Bearer <token>`, if the header
     /// is there, uses the Bearer scheme and carries an accepted token.
     pub fn authorize(&self, headers: &HeaderMap) -> Option<&str> {
-        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-        self.verify(bearer(value)?)
+        self.authorize_grant(headers).map(|(name, _)| name)
     }
+
+    /// [`Tokens::authorize`] with the token's grant.
+    pub fn authorize_grant(&self, headers: &HeaderMap) -> Option<(&str, &T)> {
+        self.verify_grant(presented(headers)?)
+    }
+}
+
+/// The bearer token of the request, if `Authorization` holds one.
+pub fn presented(headers: &HeaderMap) -> Option<&str> {
+    bearer(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 /// The credentials of a `Bearer` authorization (the scheme is case-insensitive,
@@ -149,7 +210,10 @@ mod tests {
             };
             assert_eq!(
                 Tokens::from_config(&[cfg]).expect_err(&bad),
-                TokenError::BadHash { name: "ci".into() }
+                TokenError::BadHash {
+                    list: PUSH_TOKENS,
+                    name: "ci".into()
+                }
             );
         }
         let upper = PushToken {
@@ -175,11 +239,12 @@ mod tests {
     fn names_are_required_and_hashes_unique() {
         assert_eq!(
             Tokens::from_config(&[token(" ", "a")]).expect_err("empty name"),
-            TokenError::EmptyName
+            TokenError::EmptyName { list: PUSH_TOKENS }
         );
         assert_eq!(
             Tokens::from_config(&[token("a", "same"), token("b", "same")]).expect_err("dup"),
             TokenError::SameHash {
+                list: PUSH_TOKENS,
                 first: "a".into(),
                 second: "b".into()
             }

@@ -9,14 +9,18 @@
 //! - `GET /dump_last?status=&cross=&since=&until=&site_like=&limit=&offset=&order=`:
 //!   the newest probe of every matching site.
 //!
+//! Reads are open unless `api.open_reads` is false; then they need a role
+//! token and show its sites only ([`crate::access`]).
+//!
 //! Every error is `{"ok":false,"error":"<parameter or field>: <reason>"}` with
-//! 400 (invalid input, or `Authorization` sent twice), 401 (token), 404
-//! (unknown site), 408 (a `/push` body slower than `limits.body_timeout`), 413
-//! (too large), 415 (a `/push` body not declared `application/json`) or 503
-//! (storage failed or timed out; or, with `Retry-After`, too many push bytes
-//! being read at once, `api.max_push_bytes_in_flight`). Parsing and validation are pure ([`push`], [`dump`],
-//! [`params`]); the handlers here only authenticate, read, call the store and
-//! answer.
+//! 400 (invalid input, or `Authorization` sent twice), 401 (token), 403 (a
+//! role token on `/push`), 404 (unknown site, or one the token may not see),
+//! 408 (a `/push` body slower than `limits.body_timeout`), 413 (too large),
+//! 415 (a `/push` body not declared `application/json`) or 503 (storage
+//! failed or timed out; or, with `Retry-After`, too many push bytes being
+//! read at once, `api.max_push_bytes_in_flight`). Parsing and validation are
+//! pure ([`push`], [`dump`], [`params`]); the handlers here only
+//! authenticate, read, call the store and answer.
 
 pub mod auth;
 pub mod dump;
@@ -40,9 +44,11 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::access::{Access, Reader, Refusal};
 use crate::config::{ApiConfig, Limits};
 use crate::metrics::CollectorMetrics;
-use crate::store::{BatchWrite, LastState, RowsRef, Store, StoreError, WriteOutcome};
+use crate::store::query::MAX_DUMP_LIMIT;
+use crate::store::{BatchWrite, DumpFilter, LastState, RowsRef, Store, StoreError, WriteOutcome};
 
 pub use auth::{TokenError, Tokens};
 
@@ -54,6 +60,7 @@ pub struct ApiState<S> {
 struct Inner<S> {
     store: Arc<S>,
     tokens: Tokens,
+    access: Arc<Access>,
     metrics: CollectorMetrics,
     limits: Limits,
     config: ApiConfig,
@@ -73,6 +80,7 @@ impl<S: Store> ApiState<S> {
     pub fn new(
         store: Arc<S>,
         tokens: Tokens,
+        access: Arc<Access>,
         metrics: CollectorMetrics,
         limits: Limits,
         config: ApiConfig,
@@ -85,6 +93,7 @@ impl<S: Store> ApiState<S> {
             inner: Arc::new(Inner {
                 store,
                 tokens,
+                access,
                 metrics,
                 limits,
                 config,
@@ -118,7 +127,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -126,12 +135,23 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
     fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
+        Self::refused(Refusal::Unauthorized)
+    }
+
+    /// 400 or 401 before the route looks at the request.
+    pub(crate) fn refused(refusal: Refusal) -> Self {
+        Self::new(refusal.status(), refusal.message())
+    }
+
+    /// 404 for a site that does not exist or that the caller may not see:
+    /// the same answer, so names do not leak.
+    pub(crate) fn site_not_found(site: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("site {site} not found"))
     }
 
     fn too_large(limit: usize) -> Self {
@@ -145,7 +165,7 @@ impl ApiError {
         Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, message)
     }
 
-    fn storage(error: &StoreError) -> Self {
+    pub(crate) fn storage(error: &StoreError) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("storage unavailable: {error}"),
@@ -171,7 +191,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type Answer = Result<Response, ApiError>;
+pub(crate) type Answer = Result<Response, ApiError>;
 
 async fn post_push<S: Store>(
     State(api): State<ApiState<S>>,
@@ -237,16 +257,48 @@ impl<S: Store> ApiState<S> {
         })
     }
 
-    /// 401 unless reading is open or the request carries a valid token.
-    fn authorize_read(&self, endpoint: &'static str, headers: &HeaderMap) -> Result<(), ApiError> {
-        if self.inner.config.read_requires_token {
-            self.authorize(endpoint, headers)?;
+    /// Who reads: anyone while `api.open_reads`, else a role token (401).
+    fn authorize_read(
+        &self,
+        endpoint: &'static str,
+        headers: &HeaderMap,
+    ) -> Result<Reader<'_>, ApiError> {
+        self.inner
+            .access
+            .old_reader(headers, &self.inner.tokens)
+            .map_err(|refusal| {
+                tracing::info!(endpoint, error = refusal.message(), "read refused");
+                ApiError::refused(refusal)
+            })
+    }
+
+    /// The push token of a push; 403 for a role token (`api.tokens` never
+    /// write rows), 401 for anything else.
+    fn authorize_push(&self, headers: &HeaderMap) -> Result<&str, ApiError> {
+        match self.authorize("push", headers) {
+            Err(error) if error.status == StatusCode::UNAUTHORIZED => {
+                match self.inner.access.authenticate(headers) {
+                    Ok(caller) => {
+                        tracing::info!(
+                            endpoint = "push",
+                            token = caller.name,
+                            role = caller.role().as_str(),
+                            "refused: a role token on /push"
+                        );
+                        Err(ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            "this token may not write: /push takes push tokens (api.push_tokens)",
+                        ))
+                    }
+                    Err(_) => Err(error),
+                }
+            }
+            other => other,
         }
-        Ok(())
     }
 
     async fn push(&self, headers: &HeaderMap, body: Body) -> Answer {
-        let token = self.authorize("push", headers)?;
+        let token = self.authorize_push(headers)?;
         check_json(headers)?;
         let limit = self.inner.config.max_push_bytes;
         let declared = headers
@@ -323,7 +375,7 @@ impl<S: Store> ApiState<S> {
         headers: &HeaderMap,
         query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     ) -> Answer {
-        self.authorize_read("last", headers)?;
+        let reader = self.authorize_read("last", headers)?;
         let pairs = query_pairs(query)?;
         let params = params::Params::new(&pairs, &["site"]).map_err(param_error)?;
         let site = params
@@ -331,15 +383,16 @@ impl<S: Store> ApiState<S> {
             .ok_or_else(|| ApiError::bad_request("site: missing"))?
             .to_ascii_lowercase();
         check_host_name(&site).map_err(|e| ApiError::bad_request(format!("site: {e}")))?;
+        if !reader.may_read(&site) {
+            return Err(ApiError::site_not_found(&site));
+        }
         let state = self
             .inner
             .store
             .last(&site)
             .await
             .map_err(|e| ApiError::storage(&e))?
-            .ok_or_else(|| {
-                ApiError::new(StatusCode::NOT_FOUND, format!("site {site} not found"))
-            })?;
+            .ok_or_else(|| ApiError::site_not_found(&site))?;
         let body = json!({ "ok": true, "site": site, "data": StateJson::new(&state, false) });
         Ok(Json(body).into_response())
     }
@@ -349,15 +402,18 @@ impl<S: Store> ApiState<S> {
         headers: &HeaderMap,
         query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     ) -> Answer {
-        self.authorize_read("dump_last", headers)?;
+        let reader = self.authorize_read("dump_last", headers)?;
         let pairs = query_pairs(query)?;
         let filter = dump::parse_dump(&pairs).map_err(param_error)?;
-        let states = self
-            .inner
-            .store
-            .dump_last(&filter)
-            .await
-            .map_err(|e| ApiError::storage(&e))?;
+        let states = if reader.is_restricted() {
+            self.dump_visible(&filter, &reader).await?
+        } else {
+            self.inner
+                .store
+                .dump_last(&filter)
+                .await
+                .map_err(|e| ApiError::storage(&e))?
+        };
         let data: Vec<StateJson<'_>> = states.iter().map(|s| StateJson::new(s, true)).collect();
         let body = json!({
             "ok": true,
@@ -368,6 +424,53 @@ impl<S: Store> ApiState<S> {
             "data": data,
         });
         Ok(Json(body).into_response())
+    }
+
+    /// `/dump_last` for a token that sees some sites only: the store's pages
+    /// of the filter's matches (in its order), kept when visible, until the
+    /// requested page is full. The store has no site-set filter, so this
+    /// scans at most [`MAX_RESTRICTED_SCAN`] matches; past it, 400 asking
+    /// for a narrower filter.
+    async fn dump_visible(
+        &self,
+        filter: &DumpFilter,
+        reader: &Reader<'_>,
+    ) -> Result<Vec<LastState>, ApiError> {
+        let wanted = usize::try_from(filter.offset)
+            .unwrap_or(usize::MAX)
+            .saturating_add(filter.limit as usize);
+        let mut visible = Vec::new();
+        let mut page = DumpFilter {
+            limit: MAX_DUMP_LIMIT,
+            offset: 0,
+            ..filter.clone()
+        };
+        loop {
+            let states = self
+                .inner
+                .store
+                .dump_last(&page)
+                .await
+                .map_err(|e| ApiError::storage(&e))?;
+            let last_page = states.len() < MAX_DUMP_LIMIT as usize;
+            visible.extend(states.into_iter().filter(|s| reader.may_read(&s.site)));
+            if last_page || visible.len() >= wanted {
+                break;
+            }
+            page.offset += u64::from(MAX_DUMP_LIMIT);
+            if page.offset >= MAX_RESTRICTED_SCAN {
+                return Err(ApiError::bad_request(format!(
+                    "this token sees some sites only and the filter matches more than \
+                     {MAX_RESTRICTED_SCAN} sites: narrow it (site_like, status, since, until)"
+                )));
+            }
+        }
+        let offset = usize::try_from(filter.offset).unwrap_or(usize::MAX);
+        Ok(visible
+            .into_iter()
+            .skip(offset)
+            .take(filter.limit as usize)
+            .collect())
     }
 
     /// Room for `bytes` of body in `api.max_push_bytes_in_flight`, held until
@@ -402,6 +505,10 @@ impl<S: Store> ApiState<S> {
             .inc_by(n as u64);
     }
 }
+
+/// Most sites a restricted token's `/dump_last` looks through (20 store
+/// reads of [`MAX_DUMP_LIMIT`]).
+pub const MAX_RESTRICTED_SCAN: u64 = 100_000;
 
 /// One site's newest probe in the old worker's short names.
 #[derive(Serialize)]
@@ -601,9 +708,11 @@ mod tests {
         let store = Arc::new(store);
         let metrics = CollectorMetrics::new();
         let tokens = Tokens::from_config(&config.push_tokens).expect("tokens");
+        let access = Arc::new(Access::from_config(&config).expect("role tokens"));
         let state = ApiState::new(
             store.clone(),
             tokens,
+            access,
             metrics.clone(),
             Limits::default(),
             config,

@@ -50,6 +50,11 @@ macro_rules! row_sets {
                 self.len() == 0
             }
 
+            /// Appends copies of `rows`.
+            pub fn extend(&mut self, rows: RowsRef<'_>) {
+                $(self.$field.extend_from_slice(rows.$field);)*
+            }
+
             /// What the rows hold in memory, strings included.
             pub fn heap_bytes(&self) -> usize {
                 0 $(+ self.$field.iter().map(KindRow::heap_bytes).sum::<usize>())*
