@@ -23,6 +23,7 @@
 //! retention by dropping day partitions in [`Store::maintain`]; newer ones get
 //! `LowCardinality`, codecs and table TTLs.
 
+pub mod samples;
 pub mod schema;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -42,8 +43,8 @@ use self::schema::{
 pub use self::schema::{Flavour, Migration};
 use super::query::Param;
 use super::{
-    BatchWrite, DumpFilter, LastState, ProbeRow, Replay, StorageConfig, Store, StoreError,
-    WriteOutcome, digest,
+    BatchWrite, DumpFilter, LastState, ProbeRow, Replay, Rows, StatsQuery, StorageConfig, Store,
+    StoreError, WriteOutcome, digest,
 };
 
 /// Bounds sending an INSERT and waiting for the server to finish it. An INSERT that
@@ -500,13 +501,19 @@ impl Store for ClickHouseStore {
             .await?)
     }
 
+    async fn stats(&self, query: &StatsQuery<'_>) -> Result<Rows, StoreError> {
+        samples::stats(&self.client, query).await
+    }
+
     async fn maintain(&self) -> Result<(), StoreError> {
         if self.flavour.uses_ttl() {
             return Ok(());
         }
         if self.retention_days > 0 {
-            self.drop_partitions_older_than(HISTORY_TABLE, self.retention_days)
-                .await?;
+            for table in schema::retained_tables() {
+                self.drop_partitions_older_than(table, self.retention_days)
+                    .await?;
+            }
         }
         self.drop_partitions_older_than(BATCHES_TABLE, BATCH_MARKER_DAYS)
             .await

@@ -10,6 +10,9 @@ use std::time::Duration;
 pub mod clickhouse;
 pub mod query;
 pub mod rows;
+#[cfg(test)]
+mod sample_store_tests;
+pub mod sample_tables;
 pub mod samples;
 pub mod sqlite;
 pub mod timed;
