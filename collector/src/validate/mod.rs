@@ -10,6 +10,8 @@ use livehead_common::host::check_host_name;
 use crate::config::Limits;
 use crate::store::ProbeRow;
 
+pub mod samples;
+
 /// A refused record's field and reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
