@@ -58,7 +58,7 @@ on_both_stores!(
 enum TestStore {
     /// The directory lives as long as the store.
     Sqlite(SqliteStore, #[allow(dead_code)] tempfile::TempDir),
-    ClickHouse(ClickHouseStore, String),
+    ClickHouse(Box<ClickHouseStore>, String),
 }
 
 impl TestStore {
@@ -82,7 +82,7 @@ impl TestStore {
                     ..StorageConfig::default()
                 };
                 let store = ClickHouseStore::connect(&config).await.expect("connect");
-                Self::ClickHouse(store, database)
+                Self::ClickHouse(Box::new(store), database)
             }
         }
     }

@@ -264,11 +264,14 @@ mod tests {
         }
     }
 
+    /// A change to a good sample, and the field it makes invalid.
+    type Case<S> = (fn(&mut S), &'static str);
+
     /// Runs `check` on `good` mutated by each case, expecting the named field.
     fn refused<S: Clone, R: std::fmt::Debug>(
         good: &S,
         check: fn(&S, &Ctx<'_>) -> Result<R, Invalid>,
-        cases: Vec<(fn(&mut S), &str)>,
+        cases: Vec<Case<S>>,
     ) {
         let limits = Limits::default();
         check(good, &ctx(&limits)).expect("the good sample is valid");

@@ -89,6 +89,10 @@ macro_rules! sqlite_rows {
        { $($col:ident: $ty:ty),* $(,)? });* $(;)?) => {
         /// Writes one batch's sample rows inside its transaction (`node` =
         /// the batch's agent), kind after kind in [`Rows`]' order.
+        #[cfg_attr(
+            not(test),
+            allow(dead_code, reason = "the batch write path calls it (issue 10, part 1)")
+        )]
         pub(super) fn write_sample_rows(
             tx: &rusqlite::Transaction<'_>,
             agent: &str,
