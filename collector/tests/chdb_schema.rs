@@ -8,11 +8,11 @@ use std::path::Path;
 use std::process::Command;
 
 use livehead_collector::store::clickhouse::Flavour;
+use livehead_collector::store::clickhouse::samples::{history_sql, latest_sql};
 use livehead_collector::store::clickhouse::schema::{
     self, APPLIED_VERSIONS_SQL, BATCHES_SEEN_SQL, COLUMN_EXISTS_SQL, CREATE_DATABASE_SQL,
     DROP_PARTITION_SQL, ENGINE_FULL_SQL, STALE_PARTITIONS_SQL,
 };
-use livehead_collector::store::clickhouse::samples::{history_sql, latest_sql};
 use livehead_collector::store::sample_tables::{ColType, TABLES as SAMPLE_TABLES, TableSpec};
 use livehead_collector::store::{self, Order, StorageConfig};
 use serde_json::{Value, json};

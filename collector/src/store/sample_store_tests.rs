@@ -53,6 +53,7 @@ on_both_stores!(
     latest_is_the_newest_row_of_each_thing,
     history_averages_into_at_most_points_buckets,
     retention_expires_old_samples,
+    the_readme_bi_queries_run_as_written,
 );
 
 enum TestStore {
@@ -111,6 +112,27 @@ impl TestStore {
     async fn latest(&self, kind: SampleKind, since_ms: u64, only: Option<&str>) -> Rows {
         self.stats(kind, Scope::Latest(Latest { since_ms, only }))
             .await
+    }
+
+    /// Runs one README statement with the store's own command-line client
+    /// and answers its rows, fields separated by `|`.
+    fn sql(&self, sql: &str) -> String {
+        match self {
+            Self::Sqlite(store, _) => {
+                let output = std::process::Command::new("sqlite3")
+                    .arg(store.path())
+                    .arg(format!("{sql};"))
+                    .output()
+                    .expect("run sqlite3 (Debian package sqlite3)");
+                assert!(
+                    output.status.success(),
+                    "sqlite3 failed for {sql}:\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                String::from_utf8(output.stdout).expect("UTF-8")
+            }
+            Self::ClickHouse(_, database) => SERVER.query_in(database, sql).replace('\t', "|"),
+        }
     }
 
     async fn maintain(&self) {
@@ -479,6 +501,75 @@ async fn retention_expires_old_samples(backend: Backend) {
         let left = store.latest(kind, 0, None).await;
         assert_eq!(left, of_kind(&recent, kind), "{kind:?}");
     }
+}
+
+/// The README's ready-made BI queries, as written, on samples whose answers
+/// are known (values whose text is alike in both clients: 20.5, not 20).
+async fn the_readme_bi_queries_run_as_written(backend: Backend) {
+    let store = TestStore::open(backend, "readme_bi", 30).await;
+    let now = clock::unix_ms();
+    let hour = now / 3_600_000 * 3_600_000;
+    let sample = |node_name: &str, ts, cpu, mem| NodeRow {
+        mem_used_pct: mem,
+        ..node(node_name, ts, cpu)
+    };
+    let a = Rows {
+        nodes: vec![
+            sample("a", hour, 10.25, 40.25),
+            sample("a", hour + 1, 30.75, 60.75),
+        ],
+        filesystems: vec![
+            filesystem("a", now - 2000, "/", 95.5),
+            filesystem("a", now - 1000, "/", 11.5),
+            filesystem("a", now - 1000, "/var", 20.5),
+        ],
+        site_disks: vec![
+            site_disk("a", now - 6 * DAY_MS, "x.example", 100),
+            site_disk("a", now - DAY_MS, "x.example", 300),
+            site_disk("a", now - 1000, "x.example", 600),
+            site_disk("a", now - 6 * DAY_MS, "y.example", 1000),
+            site_disk("a", now - 1000, "y.example", 1100),
+            // Out of the 7 days: not the start of the growth.
+            site_disk("a", now - 8 * DAY_MS, "y.example", 0),
+        ],
+        ..Rows::default()
+    };
+    let b = Rows {
+        nodes: vec![sample("b", hour, 50.5, 10.5)],
+        filesystems: vec![filesystem("b", now - 1000, "/", 90.5)],
+        ..Rows::default()
+    };
+    store.write("a", 1, &a).await;
+    store.write("b", 1, &b).await;
+
+    let heading = match backend {
+        Backend::Sqlite => "#### Ready-made SQL for BI (SQLite)",
+        Backend::ClickHouse => "#### Ready-made SQL for BI (ClickHouse)",
+    };
+    let statements = livehead_testkit::readme::sql_statements(heading);
+    assert_eq!(statements.len(), 3, "{statements:?}");
+    // The first fields of each row (the hour's text differs by nothing but
+    // is left out: it depends on when the test runs).
+    let fields = |out: String, keep: &[usize]| -> Vec<String> {
+        out.lines()
+            .map(|line| {
+                let f: Vec<&str> = line.split('|').collect();
+                keep.iter().map(|i| f[*i]).collect::<Vec<_>>().join("|")
+            })
+            .collect()
+    };
+    assert_eq!(
+        fields(store.sql(&statements[0]), &[0, 2, 3]),
+        ["a|20.5|50.5", "b|50.5|10.5"]
+    );
+    assert_eq!(
+        fields(store.sql(&statements[1]), &[0, 1, 2]),
+        ["b|/|90.5", "a|/var|20.5", "a|/|11.5"]
+    );
+    assert_eq!(
+        fields(store.sql(&statements[2]), &[0, 1, 2, 3]),
+        ["a|x.example|500|600", "a|y.example|100|1100"]
+    );
 }
 
 /// The markers ClickHouse's views write carry the digest Rust computes
