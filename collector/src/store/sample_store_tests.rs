@@ -596,6 +596,10 @@ async fn clickhouse_markers_digest_sample_rows_as_rust_does() {
         store.write("edge-1", seq, &rows).await;
         expected.push_str(&format!("{seq}\t2\t{}\n", rows.as_ref().digest()));
     }
+    // A batch of every kind: its markers (one per table) add up to its digest.
+    let all = every_kind("edge-1", now + 1);
+    store.write("edge-1", 9, &all).await;
+    expected.push_str(&format!("9\t8\t{}\n", all.as_ref().digest()));
     let markers = SERVER.query_in(
         database,
         "SELECT seq, sum(records), sum(digest) FROM ingest_batches \
