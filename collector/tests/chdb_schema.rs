@@ -168,6 +168,31 @@ fn sample_values(table: &TableSpec, ts: u64, seq: u64) -> String {
     format!("({})", values.join(", "))
 }
 
+/// The types of a read's columns (a SELECT list), and what the read structs
+/// want of them.
+fn answer_types(table: &TableSpec) -> (String, String) {
+    let types: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(name, _)| {
+            format!("replaceRegexpAll(toTypeName({name}), '^LowCardinality\\((.*)\\)$', '\\1')")
+        })
+        .collect();
+    let expected: Vec<&str> = table
+        .columns
+        .iter()
+        .map(|(_, ty)| match ty {
+            ColType::Text => "String",
+            ColType::U32 => "UInt32",
+            ColType::U64 => "UInt64",
+            ColType::F64 => "Float64",
+            ColType::OptF64 => "Nullable(Float64)",
+            ColType::Bool => "Bool",
+        })
+        .collect();
+    (types.join(", "), expected.join("\t") + "\n")
+}
+
 /// Each sample table: a row inserted as the store's writer does, the marker
 /// its view writes (with the digest Rust computes), and the `/stats` reads.
 fn sample_steps(s: &mut Steps, ts: u64) {
@@ -214,17 +239,28 @@ fn sample_steps(s: &mut Steps, ts: u64) {
             "1\n",
         );
         let (since, until) = ((ts - 1000).to_string(), (ts + 1000).to_string());
+        let history = render(
+            &history_sql(table),
+            &[&since, "201", &since, "201", &only, &since, &until],
+        );
         s.expect(
             &format!("{} history", table.table),
-            format!(
-                "SELECT ts, count() FROM ({}) GROUP BY ts",
-                render(
-                    &history_sql(table),
-                    &[&since, "201", &since, "201", &only, &since, &until]
-                )
-            ),
+            format!("SELECT ts, count() FROM ({history}) GROUP BY ts"),
             &format!("{}\t1\n", ts - 1000 + 201 * (1000 / 201)),
         );
+        // The client's schema validation (on from 22.3) takes these types
+        // for the read structs' fields (LowCardinality stripped).
+        let (types, expected) = answer_types(table);
+        for (read, sql) in [
+            ("latest", render(&latest_sql(table, false), &["0"])),
+            ("history", history),
+        ] {
+            s.expect(
+                &format!("{} {read} types", table.table),
+                format!("SELECT {types} FROM ({sql}) LIMIT 1"),
+                &expected,
+            );
+        }
     }
 }
 
