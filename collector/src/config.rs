@@ -72,6 +72,11 @@ pub struct Limits {
     pub max_location_bytes: usize,
     /// Bytes of a probe target. Default 512.
     pub max_target_bytes: usize,
+    /// Bytes of a name in a sample: mountpoint, device, filesystem type,
+    /// interface, pod, cgroup path, systemd unit and states, Unix user.
+    /// Names are never empty (sites follow the probe sites' rule instead).
+    /// Default 512.
+    pub max_name_bytes: usize,
     /// Latest a timestamp may be ahead of the collector's clock. Default 5m.
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
@@ -136,6 +141,7 @@ impl Default for Limits {
             max_message_bytes: 4 << 20,
             max_location_bytes: 2048,
             max_target_bytes: 512,
+            max_name_bytes: 512,
             max_clock_skew: Duration::from_secs(300),
             max_age: Duration::from_secs(30 * 86_400),
             max_latency: Duration::from_secs(600),

@@ -8,10 +8,12 @@ use std::path::Path;
 use std::process::Command;
 
 use livehead_collector::store::clickhouse::Flavour;
+use livehead_collector::store::clickhouse::samples::{history_sql, latest_sql};
 use livehead_collector::store::clickhouse::schema::{
     self, APPLIED_VERSIONS_SQL, BATCHES_SEEN_SQL, COLUMN_EXISTS_SQL, CREATE_DATABASE_SQL,
     DROP_PARTITION_SQL, ENGINE_FULL_SQL, STALE_PARTITIONS_SQL,
 };
+use livehead_collector::store::sample_tables::{ColType, TABLES as SAMPLE_TABLES, TableSpec};
 use livehead_collector::store::{self, Order, StorageConfig};
 use serde_json::{Value, json};
 
@@ -144,6 +146,124 @@ fn probe_values(site: &str, status: u16, ts: u64, agent: &str, seq: Option<u64>)
     format!("({})", values.join(", "))
 }
 
+/// A row of a sample table as `VALUES`: `node` is edge-1, `site` a.example,
+/// other text columns their own name, numbers 7 (UInt64), 3 (UInt32), 1.5.
+fn sample_values(table: &TableSpec, ts: u64, seq: u64) -> String {
+    let values: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(name, ty)| match (*name, ty) {
+            ("node", _) => string("edge-1"),
+            ("site", _) => string("a.example"),
+            ("ts", _) => ts.to_string(),
+            (name, ColType::Text) => string(name),
+            (_, ColType::U64) => "7".into(),
+            (_, ColType::U32) => "3".into(),
+            (_, ColType::F64) => "1.5".into(),
+            (_, ColType::OptF64) => "NULL".into(),
+            (_, ColType::Bool) => "1".into(),
+        })
+        .chain([seq.to_string()])
+        .collect();
+    format!("({})", values.join(", "))
+}
+
+/// The types of a read's columns (a SELECT list), and what the read structs
+/// want of them.
+fn answer_types(table: &TableSpec) -> (String, String) {
+    let types: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(name, _)| {
+            format!("replaceRegexpAll(toTypeName({name}), '^LowCardinality\\((.*)\\)$', '\\1')")
+        })
+        .collect();
+    let expected: Vec<&str> = table
+        .columns
+        .iter()
+        .map(|(_, ty)| match ty {
+            ColType::Text => "String",
+            ColType::U32 => "UInt32",
+            ColType::U64 => "UInt64",
+            ColType::F64 => "Float64",
+            ColType::OptF64 => "Nullable(Float64)",
+            ColType::Bool => "Bool",
+        })
+        .collect();
+    (types.join(", "), expected.join("\t") + "\n")
+}
+
+/// Each sample table: a row inserted as the store's writer does, the marker
+/// its view writes (with the digest Rust computes), and the `/stats` reads.
+fn sample_steps(s: &mut Steps, ts: u64) {
+    for (seq, table) in (100u64..).zip(SAMPLE_TABLES) {
+        s.run(
+            &format!("{} insert", table.table),
+            format!(
+                "INSERT INTO {} ({}) VALUES {}",
+                table.table,
+                columns(&table.column_names()),
+                sample_values(table, ts, seq)
+            ),
+        );
+        let key = match table
+            .digest_key
+            .strip_prefix("length(")
+            .and_then(|k| k.strip_suffix(')'))
+        {
+            Some(column) => column.len() as u64,
+            None => 7,
+        };
+        let agents = format!("[{}]", string("edge-1"));
+        s.expect(
+            &format!("{} marker", table.table),
+            render(BATCHES_SEEN_SQL, &[&agents, &format!("[{seq}]")]),
+            &format!("edge-1\t{seq}\t1\t{}\n", store::row_digest(ts, key)),
+        );
+        let only = if table.only == "site" {
+            string("a.example")
+        } else {
+            string("edge-1")
+        };
+        s.contains(
+            &format!("{} latest", table.table),
+            render(&latest_sql(table, false), &["0"]),
+            &format!("edge-1\t{ts}\t"),
+        );
+        s.expect(
+            &format!("{} latest of one", table.table),
+            format!(
+                "SELECT count() FROM ({})",
+                render(&latest_sql(table, true), &["0", &only])
+            ),
+            "1\n",
+        );
+        let (since, until) = ((ts - 1000).to_string(), (ts + 1000).to_string());
+        let history = render(
+            &history_sql(table),
+            &[&since, "201", &since, "201", &only, &since, &until],
+        );
+        s.expect(
+            &format!("{} history", table.table),
+            format!("SELECT ts, count() FROM ({history}) GROUP BY ts"),
+            &format!("{}\t1\n", ts - 1000 + 201 * (1000 / 201)),
+        );
+        // The client's schema validation (on from 22.3) takes these types
+        // for the read structs' fields (LowCardinality stripped).
+        let (types, expected) = answer_types(table);
+        for (read, sql) in [
+            ("latest", render(&latest_sql(table, false), &["0"])),
+            ("history", history),
+        ] {
+            s.expect(
+                &format!("{} {read} types", table.table),
+                format!("SELECT {types} FROM ({sql}) LIMIT 1"),
+                &expected,
+            );
+        }
+    }
+}
+
 fn steps() -> Vec<Value> {
     // Recent probes: the history TTL must not expire them during the run.
     let now = std::time::SystemTime::now()
@@ -153,11 +273,22 @@ fn steps() -> Vec<Value> {
     let (t1, t2, t3) = (now - 3_000, now - 2_000, now - 1_000);
     let mut s = Steps(Vec::new());
     s.create_schema(Flavour::Modern, "livehead");
+    let mut tables = vec![
+        "health_history\tMergeTree\n".to_owned(),
+        "health_last\tReplacingMergeTree\n".to_owned(),
+        "ingest_batches\tMergeTree\n".to_owned(),
+        "ingest_batches_mv\tMaterializedView\n".to_owned(),
+        "schema_migrations\tReplacingMergeTree\n".to_owned(),
+    ];
+    for table in SAMPLE_TABLES {
+        tables.push(format!("{}\tMergeTree\n", table.table));
+        tables.push(format!("{}_batches_mv\tMaterializedView\n", table.table));
+    }
+    tables.sort();
     s.expect(
         "tables",
         "SELECT name, engine FROM system.tables WHERE database = currentDatabase() ORDER BY name",
-        "health_history\tMergeTree\nhealth_last\tReplacingMergeTree\ningest_batches\tMergeTree\n\
-         ingest_batches_mv\tMaterializedView\nschema_migrations\tReplacingMergeTree\n",
+        &tables.concat(),
     );
     s.expect(
         "low cardinality and codecs",
@@ -178,7 +309,7 @@ fn steps() -> Vec<Value> {
             ),
         );
     }
-    s.expect("applied versions", APPLIED_VERSIONS_SQL, "1\n2\n3\n");
+    s.expect("applied versions", APPLIED_VERSIONS_SQL, "1\n2\n3\n4\n");
 
     // Table TTLs at start: set, unchanged, changed, removed, set again.
     s.apply_ttl(30, "");
@@ -320,6 +451,7 @@ fn steps() -> Vec<Value> {
         "SELECT count() FROM health_history",
         "5\n",
     );
+    sample_steps(&mut s, t1);
 
     // A database created on 18.x (Legacy DDL) after the server was upgraded: the
     // Modern start adds the TTLs, and the view still writes markers.

@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use livehead_collector::store::clickhouse::{ClickHouseStore, Flavour};
+use livehead_collector::store::sample_tables::TABLES as SAMPLE_TABLES;
 use livehead_collector::store::{
     BatchWrite, ProbeRow, RowsRef, StorageConfig, Store, StoreError, WriteOutcome,
 };
@@ -92,30 +93,56 @@ async fn migrations_create_the_tables_and_rerun_idempotently() {
         &config,
         "SELECT name, engine FROM system.tables WHERE database = currentDatabase() ORDER BY name",
     );
-    assert_eq!(
-        tables,
-        "health_history\tMergeTree\nhealth_last\tReplacingMergeTree\n\
-         ingest_batches\tMergeTree\ningest_batches_mv\tMaterializedView\n\
-         schema_migrations\tReplacingMergeTree\n"
-    );
+    let mut expected = vec![
+        "health_history\tMergeTree\n".to_owned(),
+        "health_last\tReplacingMergeTree\n".to_owned(),
+        "ingest_batches\tMergeTree\n".to_owned(),
+        "ingest_batches_mv\tMaterializedView\n".to_owned(),
+        "schema_migrations\tReplacingMergeTree\n".to_owned(),
+    ];
+    let mut partitioned = vec![
+        "health_history\ttoYYYYMMDD(toDateTime(intDiv(ts, 1000)))\n".to_owned(),
+        "ingest_batches\ttoYYYYMMDD(written_at)\n".to_owned(),
+    ];
+    for table in SAMPLE_TABLES {
+        expected.push(format!("{}\tMergeTree\n", table.table));
+        expected.push(format!("{}_batches_mv\tMaterializedView\n", table.table));
+        partitioned.push(format!(
+            "{}\ttoYYYYMMDD(toDateTime(intDiv(ts, 1000)))\n",
+            table.table
+        ));
+        let names = q(
+            &config,
+            &format!(
+                "SELECT name FROM system.columns WHERE database = currentDatabase() \
+                 AND table = '{}'",
+                table.table
+            ),
+        );
+        assert_eq!(
+            names,
+            table.column_names().join("\n") + "\n",
+            "columns of {}",
+            table.table
+        );
+    }
+    expected.sort();
+    partitioned.sort();
+    assert_eq!(tables, expected.concat());
     let versions = q(
         &config,
         "SELECT version, name, count() FROM schema_migrations GROUP BY version, name ORDER BY version",
     );
     assert_eq!(
         versions,
-        "1\tprobe tables\t1\n2\tbatch markers\t1\n3\tbatch digests\t1\n"
+        "1\tprobe tables\t1\n2\tbatch markers\t1\n3\tbatch digests\t1\n4\tsample tables\t1\n"
     );
     let partition_keys = q(
         &config,
         "SELECT name, partition_key FROM system.tables \
          WHERE database = currentDatabase() AND partition_key != '' ORDER BY name",
     );
-    assert_eq!(
-        partition_keys,
-        "health_history\ttoYYYYMMDD(toDateTime(intDiv(ts, 1000)))\n\
-         ingest_batches\ttoYYYYMMDD(written_at)\n"
-    );
+    assert_eq!(partition_keys, partitioned.concat());
 }
 
 #[tokio::test]

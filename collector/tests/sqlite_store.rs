@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use deadpool_sqlite::rusqlite::Connection;
 use deadpool_sqlite::rusqlite::types::ValueRef;
 use livehead_collector::store::clickhouse::schema;
+use livehead_collector::store::sample_tables::TABLES as SAMPLE_TABLES;
 use livehead_collector::store::sqlite::SqliteStore;
 use livehead_collector::store::{
     BatchWrite, DumpFilter, LastState, Order, ProbeRow, RowsRef, StorageConfig, Store, StoreError,
@@ -136,12 +137,42 @@ async fn open_creates_the_directory_tables_and_migrations() {
     let store = open(&config).await;
     assert_eq!(store.path(), config.sqlite_path);
 
+    let mut tables = vec![
+        "health_history\n".to_owned(),
+        "health_last\n".to_owned(),
+        "ingest_batches\n".to_owned(),
+        "schema_migrations\n".to_owned(),
+    ];
+    let mut indexes = vec![
+        "health_history|health_history_site_ts\n".to_owned(),
+        "health_history|health_history_ts\n".to_owned(),
+        "health_last|health_last_ts\n".to_owned(),
+        "ingest_batches|ingest_batches_written_at\n".to_owned(),
+    ];
+    for table in SAMPLE_TABLES {
+        let name = table.table;
+        tables.push(format!("{name}\n"));
+        indexes.push(format!("{name}|{name}_key\n"));
+        indexes.push(format!("{name}|{name}_ts\n"));
+        let columns = q(
+            &config,
+            &format!("SELECT name FROM pragma_table_info('{name}') ORDER BY cid"),
+        );
+        assert_eq!(columns, table.column_names().join("\n") + "\n");
+        let key = q(
+            &config,
+            &format!("SELECT name FROM pragma_index_info('{name}_key') ORDER BY seqno"),
+        );
+        assert_eq!(key, table.sort_key().join("\n") + "\n");
+    }
+    tables.sort();
+    indexes.sort();
     assert_eq!(
         q(
             &config,
             "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
         ),
-        "health_history\nhealth_last\ningest_batches\nschema_migrations\n"
+        tables.concat()
     );
     assert_eq!(
         q(
@@ -149,8 +180,7 @@ async fn open_creates_the_directory_tables_and_migrations() {
             "SELECT tbl_name, name FROM sqlite_master WHERE type = 'index' \
              AND name NOT LIKE 'sqlite_autoindex%' ORDER BY name"
         ),
-        "health_history|health_history_site_ts\nhealth_history|health_history_ts\n\
-         health_last|health_last_ts\ningest_batches|ingest_batches_written_at\n"
+        indexes.concat()
     );
     for (table, columns) in [
         ("health_history", schema::history_columns()),
@@ -178,7 +208,7 @@ async fn open_creates_the_directory_tables_and_migrations() {
             "SELECT version, name, applied_at > strftime('%s', 'now') - 600 \
              FROM schema_migrations ORDER BY version"
         ),
-        "1|probe tables|1\n2|batch markers|1\n3|batch digests|1\n"
+        "1|probe tables|1\n2|batch markers|1\n3|batch digests|1\n4|sample tables|1\n"
     );
 }
 

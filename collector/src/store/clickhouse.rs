@@ -26,6 +26,7 @@
 //! `LowCardinality`, codecs and table TTLs.
 
 pub mod markers;
+pub mod samples;
 pub mod schema;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -46,8 +47,8 @@ pub use self::schema::{Flavour, Migration};
 use super::query::Param;
 use super::rows::RowKind;
 use super::{
-    BatchWrite, DumpFilter, LastState, ProbeRow, Replay, RowsRef, StorageConfig, Store, StoreError,
-    WriteOutcome,
+    BatchWrite, DumpFilter, LastState, ProbeRow, Replay, Rows, RowsRef, StatsQuery, StorageConfig,
+    Store, StoreError, WriteOutcome,
 };
 
 /// Bounds sending an INSERT and waiting for the server to finish it. An INSERT that
@@ -295,13 +296,14 @@ impl ClickHouseStore {
             let Some((kind, ts)) = rest.first() else {
                 continue;
             };
-            let key = match (kind, rest.probes.first()) {
-                (RowKind::Probe, Some(probe)) if self.history => (probe.site.as_str(), ts),
-                // No view counts probes with history off: nothing to find.
-                (RowKind::Probe, _) => continue,
-                _ => (batch.agent, ts),
+            // No view counts probes with history off: nothing to find.
+            if kind == RowKind::Probe && !self.history {
+                continue;
+            }
+            let Some(located) = located_by(rest, kind, batch.agent).first().copied() else {
+                continue;
             };
-            firsts.entry(kind).or_default().push((batch, key));
+            firsts.entry(kind).or_default().push((batch, (located, ts)));
         }
         let mut orphaned: Vec<&BatchWrite<'b>> = Vec::new();
         for (kind, found) in firsts {
@@ -381,21 +383,22 @@ impl ClickHouseStore {
             if !batches.iter().any(|b| b.rows.count(kind) > 0) {
                 continue;
             }
-            let table = MarkedTable::of(kind);
-            let mut query = self.client.query(&table.count_sql());
-            if kind == RowKind::Probe {
-                if !self.history {
-                    continue;
-                }
-                let sites: BTreeSet<&str> = batches
-                    .iter()
-                    .flat_map(|b| b.rows.probes.iter().map(|p| p.site.as_str()))
-                    .collect();
-                query = query.bind(SqlTuple(&sites.into_iter().collect::<Vec<_>>()));
-            } else {
-                query = query.bind(SqlTuple(&agents));
+            if kind == RowKind::Probe && !self.history {
+                continue;
             }
-            let seen: Vec<Seen> = query.bind(&agents).bind(&seqs).fetch_all().await?;
+            let located: BTreeSet<&str> = batches
+                .iter()
+                .flat_map(|b| located_by(b.rows, kind, b.agent))
+                .collect();
+            let located: Vec<&str> = located.into_iter().collect();
+            let seen: Vec<Seen> = self
+                .client
+                .query(&MarkedTable::of(kind).count_sql())
+                .bind(SqlTuple(&located))
+                .bind(&agents)
+                .bind(&seqs)
+                .fetch_all()
+                .await?;
             for s in seen {
                 let entry = total.entry((s.agent, s.seq)).or_default();
                 entry.0 += s.records;
@@ -407,13 +410,9 @@ impl ClickHouseStore {
 
     /// The sample kinds' rows of `batches`, one INSERT per table, in the batch order.
     async fn write_sample_rows(&self, batches: &[BatchWrite<'_>]) -> Result<(), StoreError> {
-        let samples = batches.iter().any(|b| b.rows.len() > b.rows.probes.len());
-        if samples {
-            return Err(StoreError::Unsupported(
-                "sample rows cannot be stored yet".into(),
-            ));
-        }
-        Ok(())
+        let batches: Vec<(&str, u64, RowsRef<'_>)> =
+            batches.iter().map(|b| (b.agent, b.seq, b.rows)).collect();
+        samples::write_sample_rows(&self.client, &batches).await
     }
 
     /// Writes `rows` to `table` in one INSERT and waits until the server has them.
@@ -550,13 +549,19 @@ impl Store for ClickHouseStore {
             .await?)
     }
 
+    async fn stats(&self, query: &StatsQuery<'_>) -> Result<Rows, StoreError> {
+        samples::stats(&self.client, query).await
+    }
+
     async fn maintain(&self) -> Result<(), StoreError> {
         if self.flavour.uses_ttl() {
             return Ok(());
         }
         if self.retention_days > 0 {
-            self.drop_partitions_older_than(HISTORY_TABLE, self.retention_days)
-                .await?;
+            for table in schema::retained_tables() {
+                self.drop_partitions_older_than(table, self.retention_days)
+                    .await?;
+            }
         }
         self.drop_partitions_older_than(BATCHES_TABLE, BATCH_MARKER_DAYS)
             .await
@@ -751,6 +756,24 @@ struct Seen {
 
 /// A row found by its table's `located_by` column and `ts`.
 type RowKey<'a> = (&'a str, u64);
+
+/// The values of the `located_by` column ([`MarkedTable`]) of the rows of
+/// `kind`, in order (with repeats): their site, or the agent.
+fn located_by<'a>(rows: RowsRef<'a>, kind: RowKind, agent: &'a str) -> Vec<&'a str> {
+    let sites: Vec<&'a str> = match kind {
+        RowKind::Probe => rows.probes.iter().map(|r| r.site.as_str()).collect(),
+        RowKind::SiteDisk => rows.site_disks.iter().map(|r| r.site.as_str()).collect(),
+        RowKind::SiteProcess => rows
+            .site_processes
+            .iter()
+            .map(|r| r.site.as_str())
+            .collect(),
+        RowKind::Service => rows.services.iter().map(|r| r.site.as_str()).collect(),
+        _ => return vec![agent; rows.count(kind).min(1)],
+    };
+    debug_assert_eq!(MarkedTable::of(kind).located_by, "site");
+    sites
+}
 
 /// A row of the answer to [`MarkedTable::rows_at_sql`].
 #[derive(Row, Deserialize)]

@@ -10,6 +10,9 @@ use std::time::Duration;
 pub mod clickhouse;
 pub mod query;
 pub mod rows;
+#[cfg(test)]
+mod sample_store_tests;
+pub mod sample_tables;
 pub mod samples;
 pub mod sqlite;
 pub mod timed;
@@ -36,7 +39,8 @@ pub struct StorageConfig {
     pub password: String,
     /// Keep every probe in `health_history` (the old worker's HISTORY_ENABLED).
     pub history: bool,
-    /// Days of history kept; 0 keeps it forever.
+    /// Days of history (`health_history` and the sample tables) kept; 0
+    /// keeps it forever. Default 30.
     pub retention_days: u32,
     /// ClickHouse: for this long after the server started, each group write
     /// also looks for rows a server stopped mid-insert left without their

@@ -165,6 +165,22 @@ impl From<Vec<ProbeRow>> for Rows {
     }
 }
 
+impl From<super::samples::SampleKind> for RowKind {
+    fn from(kind: super::samples::SampleKind) -> Self {
+        use super::samples::SampleKind as S;
+        match kind {
+            S::Node => Self::Node,
+            S::Filesystem => Self::Filesystem,
+            S::Disk => Self::Disk,
+            S::Interface => Self::Interface,
+            S::Pod => Self::Pod,
+            S::SiteDisk => Self::SiteDisk,
+            S::SiteProcess => Self::SiteProcess,
+            S::Service => Self::Service,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

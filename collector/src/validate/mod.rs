@@ -10,6 +10,8 @@ use livehead_common::host::check_host_name;
 use crate::config::Limits;
 use crate::store::{ProbeRow, Rows};
 
+pub mod samples;
+
 /// A refused record's field and reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
@@ -40,7 +42,9 @@ pub fn check_batch(batch: &PushRequest, agent: &str, now_ms: u64, limits: &Limit
             Some(Kind::Probe(p)) => {
                 check_probe(p, agent, now_ms, limits).map(|row| out.rows.probes.push(row))
             }
-            Some(_) => Err(invalid("kind", "this record kind is not stored yet")),
+            Some(kind) => {
+                samples::check_sample(kind, agent, now_ms, limits, &mut out.rows).map(drop)
+            }
             None => Err(invalid("kind", "empty record (unknown record type?)")),
         };
         if let Err(e) = result {

@@ -3,6 +3,8 @@
 //! without their marker (see `ClickHouseStore::count_unmarked_rows`).
 
 use crate::store::rows::RowKind;
+use crate::store::sample_tables;
+use crate::store::samples::SampleKind;
 
 /// A table written with its batch's `seq`, whose view into `ingest_batches`
 /// counts its rows per (agent, seq) with digest
@@ -17,26 +19,26 @@ pub struct MarkedTable {
     pub digest_key: &'static str,
 }
 
-const fn sample(table: &'static str, digest_key: &'static str) -> MarkedTable {
-    MarkedTable {
-        table,
-        agent: "node",
-        located_by: "node",
-        digest_key,
-    }
-}
-
 impl MarkedTable {
-    pub const fn of(kind: RowKind) -> Self {
+    pub fn of(kind: RowKind) -> Self {
+        let sample = |kind: SampleKind| {
+            let spec = sample_tables::spec(kind);
+            MarkedTable {
+                table: spec.table,
+                agent: "node",
+                located_by: spec.only,
+                digest_key: spec.digest_key,
+            }
+        };
         match kind {
-            RowKind::Node => sample("node_samples", "mem_available_bytes"),
-            RowKind::Filesystem => sample("filesystem_samples", "used_bytes"),
-            RowKind::Disk => sample("disk_samples", "length(device)"),
-            RowKind::Interface => sample("interface_samples", "length(interface)"),
-            RowKind::Pod => sample("pod_samples", "memory_current_bytes"),
-            RowKind::SiteDisk => sample("site_disk_samples", "disk_bytes"),
-            RowKind::SiteProcess => sample("site_process_samples", "rss_bytes"),
-            RowKind::Service => sample("service_states", "memory_bytes"),
+            RowKind::Node => sample(SampleKind::Node),
+            RowKind::Filesystem => sample(SampleKind::Filesystem),
+            RowKind::Disk => sample(SampleKind::Disk),
+            RowKind::Interface => sample(SampleKind::Interface),
+            RowKind::Pod => sample(SampleKind::Pod),
+            RowKind::SiteDisk => sample(SampleKind::SiteDisk),
+            RowKind::SiteProcess => sample(SampleKind::SiteProcess),
+            RowKind::Service => sample(SampleKind::Service),
             RowKind::Probe => MarkedTable {
                 table: "health_history",
                 agent: "agent",
@@ -84,5 +86,26 @@ impl MarkedTable {
             table = self.table,
             by = self.located_by,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_marked_table_its_rows_are_found_in() {
+        for &kind in RowKind::ALL {
+            let table = MarkedTable::of(kind);
+            assert!(
+                ["node", "site"].contains(&table.located_by) || kind == RowKind::Probe,
+                "{kind:?}"
+            );
+        }
+        let tables: std::collections::HashSet<&str> = RowKind::ALL
+            .iter()
+            .map(|k| MarkedTable::of(*k).table)
+            .collect();
+        assert_eq!(tables.len(), RowKind::ALL.len());
     }
 }

@@ -7,6 +7,7 @@
 //! (the client's `database` setting picks the database) and values are bound with
 //! `?`, never formatted. The only numbers formatted into DDL are retention days.
 
+use crate::store::sample_tables::{ColType, TABLES as SAMPLE_TABLES, TableSpec};
 use crate::store::{StorageConfig, StoreError};
 
 pub const HISTORY_TABLE: &str = "health_history";
@@ -259,7 +260,75 @@ pub fn migrations(flavour: Flavour) -> Vec<Migration> {
             name: "batch digests",
             statements: vec![add_digest, drop_view, view_with_digest],
         },
+        Migration {
+            version: 4,
+            name: "sample tables",
+            statements: SAMPLE_TABLES
+                .iter()
+                .flat_map(|spec| [sample_table(flavour, spec), sample_view(spec)])
+                .collect(),
+        },
     ]
+}
+
+/// A sample table ([`crate::store::sample_tables`]): partitioned by day like
+/// `health_history`, sorted by [`TableSpec::sort_key`] so that both "this
+/// node (or site) over the last hour" and "every node now" (today's
+/// partition only) read few granules.
+fn sample_table(flavour: Flavour, spec: &TableSpec) -> String {
+    let columns = spec
+        .columns
+        .iter()
+        .map(|(name, ty)| (*name, sample_column_type(flavour, name, *ty)))
+        .chain([(
+            "seq",
+            match flavour {
+                Flavour::Legacy => "UInt64",
+                Flavour::Modern => "UInt64 CODEC(Delta, ZSTD)",
+            },
+        )])
+        .map(|(name, ty)| format!("    `{name}` {ty}"))
+        .collect::<Vec<_>>()
+        .join(",\n");
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (\n{columns}\n) ENGINE = MergeTree \
+         PARTITION BY {PROBE_DAY} ORDER BY ({}){}",
+        spec.table,
+        spec.sort_key().join(", "),
+        ttl_settings(flavour)
+    )
+}
+
+/// ClickHouse's type of a sample column. Legacy has no `Bool` (nor
+/// `LowCardinality`, codecs): flags are `UInt8` there.
+fn sample_column_type(flavour: Flavour, name: &str, ty: ColType) -> &'static str {
+    match (flavour, ty) {
+        (Flavour::Legacy, ColType::Text) => "String",
+        (Flavour::Legacy, ColType::U32) => "UInt32",
+        (Flavour::Legacy, ColType::U64) => "UInt64",
+        (Flavour::Legacy, ColType::F64) => "Float64",
+        (_, ColType::OptF64) => "Nullable(Float64)",
+        (Flavour::Legacy, ColType::Bool) => "UInt8",
+        (Flavour::Modern, ColType::Text) => LC,
+        (Flavour::Modern, ColType::U32) => "UInt32 CODEC(T64, ZSTD)",
+        (Flavour::Modern, ColType::U64) if name == "ts" => "UInt64 CODEC(Delta, ZSTD)",
+        (Flavour::Modern, ColType::U64) => US,
+        (Flavour::Modern, ColType::F64) => "Float64 CODEC(Gorilla, ZSTD)",
+        (Flavour::Modern, ColType::Bool) => "Bool",
+    }
+}
+
+/// The batch markers of a sample table, written by its INSERTs exactly as
+/// `ingest_batches_mv` writes those of `health_history` (`node` is the
+/// batch's agent), so that a batch's markers count its rows of every kind.
+fn sample_view(spec: &TableSpec) -> String {
+    super::markers::MarkedTable::of(spec.kind.into())
+        .view_sql(&format!("{}_batches_mv", spec.table), BATCHES_TABLE)
+}
+
+/// Column names of a sample table, in insert order.
+pub fn sample_columns(spec: &TableSpec) -> Vec<&'static str> {
+    spec.column_names()
 }
 
 /// The table and column an `ALTER TABLE t ADD COLUMN c ...` statement of
@@ -293,8 +362,9 @@ pub struct TableTtl {
     pub expression: Option<String>,
 }
 
-/// The TTLs the configuration asks for: `health_history` by `retention_days`
-/// (0 = forever), `ingest_batches` by [`BATCH_MARKER_DAYS`].
+/// The TTLs the configuration asks for: `health_history` and the sample
+/// tables by `retention_days` (0 = forever), `ingest_batches` by
+/// [`BATCH_MARKER_DAYS`].
 pub fn table_ttls(config: &StorageConfig) -> Vec<TableTtl> {
     let history = (config.retention_days > 0).then(|| {
         format!(
@@ -302,16 +372,27 @@ pub fn table_ttls(config: &StorageConfig) -> Vec<TableTtl> {
             config.retention_days
         )
     });
-    vec![
+    let mut ttls = vec![
         TableTtl {
             table: HISTORY_TABLE,
-            expression: history,
+            expression: history.clone(),
         },
         TableTtl {
             table: BATCHES_TABLE,
             expression: Some(format!("written_at + toIntervalDay({BATCH_MARKER_DAYS})")),
         },
-    ]
+    ];
+    ttls.extend(SAMPLE_TABLES.iter().map(|spec| TableTtl {
+        table: spec.table,
+        expression: history.clone(),
+    }));
+    ttls
+}
+
+/// The tables whose day partitions Legacy retention drops after
+/// `retention_days`: `health_history` and the sample tables.
+pub fn retained_tables() -> impl Iterator<Item = &'static str> {
+    std::iter::once(HISTORY_TABLE).chain(SAMPLE_TABLES.iter().map(|spec| spec.table))
 }
 
 /// The `ALTER` that brings `ttl.table` to the wanted TTL, given the table's current
@@ -408,7 +489,7 @@ mod tests {
         for flavour in [Flavour::Legacy, Flavour::Modern] {
             let all = migrations(flavour);
             let versions: Vec<u32> = all.iter().map(|m| m.version).collect();
-            assert_eq!(versions, [1, 2, 3]);
+            assert_eq!(versions, [1, 2, 3, 4]);
             for statement in all.iter().flat_map(|m| &m.statements) {
                 let guarded = statement.contains(" IF NOT EXISTS ")
                     || statement.contains(" IF EXISTS ")

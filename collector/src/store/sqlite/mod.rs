@@ -19,6 +19,9 @@
 //! (nothing real gets there) are stored as `i64::MAX`; a batch `seq` above it is
 //! refused, since saturating it would merge distinct batches.
 
+pub(crate) mod samples;
+
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,9 +36,10 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::clickhouse::schema::BATCH_MARKER_DAYS;
 use super::query::Param;
+use super::sample_tables::TABLES;
 use super::{
-    BatchWrite, DumpFilter, LastState, ProbeRow, Replay, Rows, RowsRef, StorageConfig, Store,
-    StoreError, WriteOutcome, digest,
+    BatchWrite, DumpFilter, LastState, ProbeRow, Replay, Rows, RowsRef, StatsQuery, StorageConfig,
+    Store, StoreError, WriteOutcome, digest,
 };
 
 /// Connections in the pool. SQLite writes one transaction at a time whatever
@@ -61,7 +65,8 @@ const DAY_SECONDS: i64 = 86_400;
 struct Migration {
     version: u32,
     name: &'static str,
-    sql: &'static str,
+    /// The statements (rendered: the sample tables come from their specs).
+    sql: fn() -> Cow<'static, str>,
 }
 
 /// Versions and names as in ClickHouse ([`super::clickhouse::schema::migrations`]).
@@ -69,17 +74,22 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "probe tables",
-        sql: PROBE_TABLES_SQL,
+        sql: || PROBE_TABLES_SQL.into(),
     },
     Migration {
         version: 2,
         name: "batch markers",
-        sql: BATCH_MARKERS_SQL,
+        sql: || BATCH_MARKERS_SQL.into(),
     },
     Migration {
         version: 3,
         name: "batch digests",
-        sql: BATCH_DIGESTS_SQL,
+        sql: || BATCH_DIGESTS_SQL.into(),
+    },
+    Migration {
+        version: 4,
+        name: "sample tables",
+        sql: || samples::migration_sql().into(),
     },
 ];
 
@@ -371,10 +381,29 @@ impl Store for SqliteStore {
             if rows > 0 {
                 tracing::info!(rows, "sqlite history rows deleted (retention)");
             }
+            for (sql, table) in samples::EXPIRE.iter().zip(TABLES) {
+                let rows = self.delete_in_chunks(sql, cutoff).await?;
+                if rows > 0 {
+                    tracing::info!(
+                        rows,
+                        table = table.table,
+                        "sqlite sample rows deleted (retention)"
+                    );
+                }
+            }
         }
         let cutoff = unix_seconds() - i64::from(BATCH_MARKER_DAYS) * DAY_SECONDS;
         self.delete_in_chunks(EXPIRE_MARKERS_SQL, cutoff).await?;
         Ok(())
+    }
+
+    async fn stats(&self, query: &StatsQuery<'_>) -> Result<Rows, StoreError> {
+        let Some((sql, values)) = samples::stats_sql(query) else {
+            return Ok(Rows::default());
+        };
+        let kind = query.kind;
+        self.run(move |conn| samples::stats(conn, kind, &sql, values))
+            .await
     }
 
     async fn last(&self, site: &str) -> Result<Option<LastState>, StoreError> {
@@ -485,7 +514,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<Vec<&'static Migration>> {
         if applied.contains(&migration.version) {
             continue;
         }
-        tx.execute_batch(migration.sql)?;
+        tx.execute_batch(&(migration.sql)())?;
         tx.execute(
             RECORD_MIGRATION_SQL,
             params![migration.version, migration.name, unix_seconds()],
@@ -543,6 +572,8 @@ fn write_rows(
             Replay::New | Replay::Partial { .. } | Replay::Conflict => WriteOutcome::Conflict,
         });
     }
+    // Non-negative: `write_batches` made it from a u64 below 2^63.
+    samples::write_sample_rows(tx, agent, seq.unsigned_abs(), rows)?;
     let probes = rows.probes;
     {
         let mut upsert = tx.prepare_cached(UPSERT_LAST_SQL)?;
@@ -638,11 +669,12 @@ mod tests {
     #[test]
     fn migrations_are_ordered_and_idempotent() {
         let versions: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3]);
+        assert_eq!(versions, [1, 2, 3, 4]);
         // CREATEs are idempotent; an ALTER runs once, in the transaction that
         // records its version.
         for migration in MIGRATIONS {
-            for statement in migration.sql.split(';').filter(|s| !s.trim().is_empty()) {
+            let sql = (migration.sql)();
+            for statement in sql.split(';').filter(|s| !s.trim().is_empty()) {
                 let guarded =
                     statement.contains(" IF NOT EXISTS ") || statement.contains("ALTER TABLE");
                 assert!(guarded, "{statement}");

@@ -1,0 +1,609 @@
+//! The sample tables on both stores, each test written once and run on
+//! SQLite (a file in a temporary directory) and on ClickHouse (Debian's
+//! 18.16 started by the testkit, one database per test): rows of every kind
+//! written by the stores' sample writers, read back by `Store::stats`.
+
+use std::sync::LazyLock;
+
+use livehead_common::clock;
+use livehead_testkit::clickhouse::ClickHouseServer;
+
+use super::clickhouse::ClickHouseStore;
+use super::samples::{
+    DiskRow, FilesystemRow, History, InterfaceRow, Latest, NodeRow, PodRow, SampleKind, Scope,
+    ServiceRow, SiteDiskRow, SiteProcessRow, StatsQuery,
+};
+use super::sqlite::SqliteStore;
+use super::{Rows, StorageConfig, Store};
+
+static SERVER: LazyLock<ClickHouseServer> = LazyLock::new(ClickHouseServer::start);
+
+const DAY_MS: u64 = 86_400_000;
+
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    ClickHouse,
+}
+
+/// Writes `sqlite::name` and `clickhouse::name` for each `async fn name(Backend)`.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod clickhouse {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Backend::ClickHouse).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    every_kind_reads_back_as_written,
+    latest_is_the_newest_row_of_each_thing,
+    history_averages_into_at_most_points_buckets,
+    retention_expires_old_samples,
+    the_readme_bi_queries_run_as_written,
+);
+
+enum TestStore {
+    /// The directory lives as long as the store.
+    Sqlite(SqliteStore, #[allow(dead_code)] tempfile::TempDir),
+    ClickHouse(Box<ClickHouseStore>, String),
+}
+
+impl TestStore {
+    async fn open(backend: Backend, test: &str, retention_days: u32) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let config = StorageConfig {
+                    sqlite_path: dir.path().join("livehead.db"),
+                    retention_days,
+                    ..StorageConfig::default()
+                };
+                Self::Sqlite(SqliteStore::open(&config).await.expect("open"), dir)
+            }
+            Backend::ClickHouse => {
+                let database = SERVER.unique_database(test);
+                let config = StorageConfig {
+                    clickhouse_url: Some(SERVER.http_url()),
+                    database: database.clone(),
+                    retention_days,
+                    ..StorageConfig::default()
+                };
+                let store = ClickHouseStore::connect(&config).await.expect("connect");
+                Self::ClickHouse(Box::new(store), database)
+            }
+        }
+    }
+
+    async fn write(&self, agent: &str, seq: u64, rows: &Rows) {
+        match self {
+            Self::Sqlite(store, _) => {
+                super::sqlite::samples::write_for_tests(store, agent, seq, rows.clone()).await
+            }
+            Self::ClickHouse(store, _) => {
+                super::clickhouse::samples::write_for_tests(store, agent, seq, rows).await
+            }
+        }
+        .expect("write sample rows");
+    }
+
+    async fn stats(&self, kind: SampleKind, scope: Scope<'_>) -> Rows {
+        let query = StatsQuery { kind, scope };
+        match self {
+            Self::Sqlite(store, _) => store.stats(&query).await,
+            Self::ClickHouse(store, _) => store.stats(&query).await,
+        }
+        .expect("stats")
+    }
+
+    async fn latest(&self, kind: SampleKind, since_ms: u64, only: Option<&str>) -> Rows {
+        self.stats(kind, Scope::Latest(Latest { since_ms, only }))
+            .await
+    }
+
+    /// Runs one README statement with the store's own command-line client
+    /// and answers its rows, fields separated by `|`.
+    fn sql(&self, sql: &str) -> String {
+        match self {
+            Self::Sqlite(store, _) => {
+                let output = std::process::Command::new("sqlite3")
+                    .arg(store.path())
+                    .arg(format!("{sql};"))
+                    .output()
+                    .expect("run sqlite3 (Debian package sqlite3)");
+                assert!(
+                    output.status.success(),
+                    "sqlite3 failed for {sql}:\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                String::from_utf8(output.stdout).expect("UTF-8")
+            }
+            Self::ClickHouse(_, database) => SERVER.query_in(database, sql).replace('\t', "|"),
+        }
+    }
+
+    async fn maintain(&self) {
+        match self {
+            Self::Sqlite(store, _) => store.maintain().await,
+            Self::ClickHouse(store, _) => store.maintain().await,
+        }
+        .expect("maintain");
+    }
+}
+
+fn node(node: &str, ts: u64, cpu: f64) -> NodeRow {
+    NodeRow {
+        node: node.into(),
+        ts,
+        cpu_cores: 8,
+        cpu_busy_pct: cpu,
+        cpu_user_pct: 1.25,
+        cpu_system_pct: 2.5,
+        cpu_iowait_pct: 0.5,
+        cpu_steal_pct: 0.125,
+        load1: 0.75,
+        load5: 0.5,
+        load15: 0.25,
+        tasks_running: 3,
+        tasks_total: 412,
+        mem_total_bytes: 16 << 30,
+        mem_available_bytes: 9 << 30,
+        mem_used_pct: 43.75,
+        swap_total_bytes: 2 << 30,
+        swap_free_bytes: 1 << 30,
+        psi_cpu_some: Some(1.5),
+        psi_cpu_full: None,
+        psi_io_some: Some(0.25),
+        psi_io_full: Some(0.0),
+        psi_memory_some: None,
+        psi_memory_full: Some(3.0),
+        open_fds: 2048,
+        uptime_s: 86_400,
+    }
+}
+
+fn filesystem(node: &str, ts: u64, mountpoint: &str, used_pct: f64) -> FilesystemRow {
+    FilesystemRow {
+        node: node.into(),
+        ts,
+        mountpoint: mountpoint.into(),
+        device: "/dev/nvme0n1p2".into(),
+        fstype: "ext4".into(),
+        size_bytes: 100 << 30,
+        used_bytes: 40 << 30,
+        free_bytes: 60 << 30,
+        used_pct,
+        inodes_total: 6_000_000,
+        inodes_used: 300_000,
+        inodes_free: 5_700_000,
+        inodes_used_pct: 5.0,
+    }
+}
+
+fn site_disk(node: &str, ts: u64, site: &str, disk_bytes: u64) -> SiteDiskRow {
+    SiteDiskRow {
+        node: node.into(),
+        ts,
+        site: site.into(),
+        disk_bytes,
+        file_count: 1234,
+        walk_ms: 56,
+        truncated: false,
+    }
+}
+
+/// One row of every kind, a distinct value in every column.
+fn every_kind(agent: &str, ts: u64) -> Rows {
+    Rows {
+        nodes: vec![node(agent, ts, 12.5)],
+        filesystems: vec![filesystem(agent, ts, "/var/www", 40.0)],
+        disks: vec![DiskRow {
+            node: agent.into(),
+            ts,
+            device: "nvme0n1".into(),
+            read_bytes_per_s: 1024.5,
+            write_bytes_per_s: 2048.25,
+            reads_per_s: 10.0,
+            writes_per_s: 20.0,
+        }],
+        interfaces: vec![InterfaceRow {
+            node: agent.into(),
+            ts,
+            interface: "eth0.100".into(),
+            rx_bytes_per_s: 1.0,
+            tx_bytes_per_s: 2.0,
+            rx_packets_per_s: 3.0,
+            tx_packets_per_s: 4.0,
+            rx_errors_per_s: 5.0,
+            tx_errors_per_s: 6.0,
+            rx_drops_per_s: 7.0,
+            tx_drops_per_s: 8.0,
+        }],
+        pods: vec![PodRow {
+            node: agent.into(),
+            ts,
+            pod: "web-7d9f".into(),
+            cgroup: "kubepods.slice/pod123".into(),
+            cpu_pct: 150.0,
+            cpu_throttled_us: 1200,
+            memory_current_bytes: 300 << 20,
+            memory_max_bytes: 512 << 20,
+            memory_working_set_bytes: 250 << 20,
+            oom_kills: 1,
+            io_read_bytes_per_s: 11.0,
+            io_write_bytes_per_s: 12.0,
+            io_reads_per_s: 13.0,
+            io_writes_per_s: 14.0,
+            pids_current: 42,
+            pids_max: 0,
+        }],
+        site_disks: vec![SiteDiskRow {
+            truncated: true,
+            ..site_disk(agent, ts, "a.example", 5 << 20)
+        }],
+        site_processes: vec![SiteProcessRow {
+            node: agent.into(),
+            ts,
+            site: "a.example".into(),
+            user: "web_a".into(),
+            processes: 7,
+            cpu_pct: 33.5,
+            rss_bytes: 200 << 20,
+        }],
+        services: vec![ServiceRow {
+            node: agent.into(),
+            ts,
+            unit: "php8.2-fpm.service".into(),
+            site: "a.example".into(),
+            active_state: "active".into(),
+            sub_state: "running".into(),
+            main_pid: 4321,
+            memory_bytes: 80 << 20,
+            cpu_time_us: 9_000_000,
+            restarts: 2,
+        }],
+        probes: Vec::new(),
+    }
+}
+
+const KINDS: [SampleKind; 8] = [
+    SampleKind::Node,
+    SampleKind::Filesystem,
+    SampleKind::Disk,
+    SampleKind::Interface,
+    SampleKind::Pod,
+    SampleKind::SiteDisk,
+    SampleKind::SiteProcess,
+    SampleKind::Service,
+];
+
+/// `rows` with only the rows of `kind`.
+fn of_kind(rows: &Rows, kind: SampleKind) -> Rows {
+    let mut out = Rows::default();
+    match kind {
+        SampleKind::Node => out.nodes = rows.nodes.clone(),
+        SampleKind::Filesystem => out.filesystems = rows.filesystems.clone(),
+        SampleKind::Disk => out.disks = rows.disks.clone(),
+        SampleKind::Interface => out.interfaces = rows.interfaces.clone(),
+        SampleKind::Pod => out.pods = rows.pods.clone(),
+        SampleKind::SiteDisk => out.site_disks = rows.site_disks.clone(),
+        SampleKind::SiteProcess => out.site_processes = rows.site_processes.clone(),
+        SampleKind::Service => out.services = rows.services.clone(),
+    }
+    out
+}
+
+async fn every_kind_reads_back_as_written(backend: Backend) {
+    let store = TestStore::open(backend, "every_kind", 30).await;
+    let ts = clock::unix_ms() - 1000;
+    let mut rows = every_kind("edge-1", ts);
+    // The batch's agent is stored as `node`, whatever the row says.
+    let mut sent = rows.clone();
+    sent.nodes[0].node = "someone-else".into();
+    store.write("edge-1", 1, &sent).await;
+    for kind in KINDS {
+        let latest = store.latest(kind, 0, None).await;
+        assert_eq!(latest, of_kind(&rows, kind), "{kind:?}");
+    }
+    // History of one row: one bucket starting at `since`, the row's values.
+    let history = store
+        .stats(
+            SampleKind::Node,
+            Scope::History(History {
+                of: "edge-1",
+                since_ms: ts,
+                until_ms: ts + 1000,
+                points: 10,
+            }),
+        )
+        .await;
+    rows.nodes[0].ts = ts;
+    assert_eq!(history.nodes, rows.nodes);
+}
+
+async fn latest_is_the_newest_row_of_each_thing(backend: Backend) {
+    let store = TestStore::open(backend, "latest", 30).await;
+    let now = clock::unix_ms();
+    let older = Rows {
+        nodes: vec![node("a", now - 3000, 10.0)],
+        filesystems: vec![
+            filesystem("a", now - 3000, "/", 10.0),
+            filesystem("a", now - 3000, "/var", 20.0),
+        ],
+        site_disks: vec![site_disk("a", now - 3000, "x.example", 100)],
+        ..Rows::default()
+    };
+    let mut newest_a = node("a", now - 2000, 30.0);
+    // The newest row's NULLs are its own, not an older row's values.
+    newest_a.psi_cpu_some = None;
+    let newer = Rows {
+        nodes: vec![newest_a.clone()],
+        filesystems: vec![filesystem("a", now - 2000, "/", 11.0)],
+        site_disks: vec![
+            site_disk("a", now - 2000, "x.example", 200),
+            site_disk("a", now - 2000, "y.example", 300),
+        ],
+        ..Rows::default()
+    };
+    let b = Rows {
+        nodes: vec![node("b", now - 500, 50.0)],
+        site_disks: vec![site_disk("b", now - 500, "x.example", 400)],
+        ..Rows::default()
+    };
+    store.write("a", 1, &older).await;
+    store.write("a", 2, &newer).await;
+    store.write("b", 1, &b).await;
+
+    let nodes = store.latest(SampleKind::Node, 0, None).await.nodes;
+    assert_eq!(nodes, [newest_a.clone(), b.nodes[0].clone()]);
+    let only_a = store.latest(SampleKind::Node, 0, Some("a")).await.nodes;
+    assert_eq!(only_a, [newest_a]);
+    // Node a's newest row is older than `since`: gone from "now".
+    let fresh = store.latest(SampleKind::Node, now - 1000, None).await.nodes;
+    assert_eq!(fresh, b.nodes);
+
+    let filesystems = store.latest(SampleKind::Filesystem, 0, None).await;
+    let used: Vec<(&str, f64)> = filesystems
+        .filesystems
+        .iter()
+        .map(|f| (f.mountpoint.as_str(), f.used_pct))
+        .collect();
+    assert_eq!(used, [("/", 11.0), ("/var", 20.0)]);
+
+    // Site kinds: `only` is the site; one row per node holding it.
+    let x = store
+        .latest(SampleKind::SiteDisk, 0, Some("x.example"))
+        .await
+        .site_disks;
+    let x: Vec<(&str, u64)> = x.iter().map(|r| (r.node.as_str(), r.disk_bytes)).collect();
+    assert_eq!(x, [("a", 200), ("b", 400)]);
+    let all = store.latest(SampleKind::SiteDisk, 0, None).await.site_disks;
+    assert_eq!(all.len(), 3);
+    let none = store
+        .latest(SampleKind::SiteDisk, 0, Some("z.example"))
+        .await;
+    assert!(none.is_empty());
+}
+
+async fn history_averages_into_at_most_points_buckets(backend: Backend) {
+    let store = TestStore::open(backend, "history", 30).await;
+    let since = clock::unix_ms() - 60_000;
+    // One row a second for 10 s, busy % = the second; another node alongside,
+    // and rows of this node just outside the range.
+    let mut rows = Rows::default();
+    let mut other = Rows::default();
+    for i in 0..10u64 {
+        let mut row = node("a", since + i * 1000, i as f64);
+        row.mem_available_bytes = i * 100;
+        row.psi_cpu_full = (i % 2 == 0).then_some(i as f64);
+        rows.nodes.push(row);
+        other.nodes.push(node("b", since + i * 1000, 99.0));
+        rows.site_disks
+            .push(site_disk("a", since + i * 1000, "x.example", i * 10));
+    }
+    rows.nodes.push(node("a", since - 1, 1000.0));
+    rows.nodes.push(node("a", since + 10_000, 1000.0));
+    store.write("a", 1, &rows).await;
+    store.write("b", 1, &other).await;
+
+    let history = |of, points| {
+        Scope::History(History {
+            of,
+            since_ms: since,
+            until_ms: since + 9_999,
+            points,
+        })
+    };
+    let got = store.stats(SampleKind::Node, history("a", 5)).await;
+    let buckets: Vec<(u64, f64, u64, Option<f64>)> = got
+        .nodes
+        .iter()
+        .map(|r| {
+            (
+                r.ts - since,
+                r.cpu_busy_pct,
+                r.mem_available_bytes,
+                r.psi_cpu_full,
+            )
+        })
+        .collect();
+    assert_eq!(
+        buckets,
+        [
+            (0, 0.5, 50, Some(0.0)),
+            (2000, 2.5, 250, Some(2.0)),
+            (4000, 4.5, 450, Some(4.0)),
+            (6000, 6.5, 650, Some(6.0)),
+            (8000, 8.5, 850, Some(8.0)),
+        ]
+    );
+    assert!(got.nodes.iter().all(|r| r.node == "a"));
+
+    // 3 points over 10 s: buckets of 3.334 s, at most 3 of them.
+    let got = store.stats(SampleKind::Node, history("a", 3)).await;
+    let starts: Vec<u64> = got.nodes.iter().map(|r| r.ts - since).collect();
+    assert_eq!(starts, [0, 3334, 6668]);
+    let cpu: Vec<f64> = got.nodes.iter().map(|r| r.cpu_busy_pct).collect();
+    assert_eq!(cpu, [1.5, 5.0, 8.0]);
+
+    // Site history is of a site.
+    let got = store
+        .stats(SampleKind::SiteDisk, history("x.example", 2))
+        .await
+        .site_disks;
+    let sites: Vec<(u64, &str, u64)> = got
+        .iter()
+        .map(|r| (r.ts - since, r.site.as_str(), r.disk_bytes))
+        .collect();
+    assert_eq!(sites, [(0, "x.example", 20), (5000, "x.example", 70)]);
+
+    // An empty range answers nothing.
+    let empty = store
+        .stats(
+            SampleKind::Node,
+            Scope::History(History {
+                of: "a",
+                since_ms: since,
+                until_ms: since - 1,
+                points: 5,
+            }),
+        )
+        .await;
+    assert!(empty.is_empty());
+}
+
+async fn retention_expires_old_samples(backend: Backend) {
+    let store = TestStore::open(backend, "retention", 30).await;
+    let now = clock::unix_ms();
+    store
+        .write("old", 1, &every_kind("old", now - 40 * DAY_MS))
+        .await;
+    let recent = every_kind("new", now);
+    store.write("new", 1, &recent).await;
+    for kind in KINDS {
+        assert_eq!(store.latest(kind, 0, None).await.len(), 2, "{kind:?}");
+    }
+    store.maintain().await;
+    for kind in KINDS {
+        let left = store.latest(kind, 0, None).await;
+        assert_eq!(left, of_kind(&recent, kind), "{kind:?}");
+    }
+}
+
+/// The README's ready-made BI queries, as written, on samples whose answers
+/// are known (values whose text is alike in both clients: 20.5, not 20).
+async fn the_readme_bi_queries_run_as_written(backend: Backend) {
+    let store = TestStore::open(backend, "readme_bi", 30).await;
+    let now = clock::unix_ms();
+    let hour = now / 3_600_000 * 3_600_000;
+    let sample = |node_name: &str, ts, cpu, mem| NodeRow {
+        mem_used_pct: mem,
+        ..node(node_name, ts, cpu)
+    };
+    let a = Rows {
+        nodes: vec![
+            sample("a", hour, 10.25, 40.25),
+            sample("a", hour + 1, 30.75, 60.75),
+        ],
+        filesystems: vec![
+            filesystem("a", now - 2000, "/", 95.5),
+            filesystem("a", now - 1000, "/", 11.5),
+            filesystem("a", now - 1000, "/var", 20.5),
+        ],
+        site_disks: vec![
+            site_disk("a", now - 6 * DAY_MS, "x.example", 100),
+            site_disk("a", now - DAY_MS, "x.example", 300),
+            site_disk("a", now - 1000, "x.example", 600),
+            site_disk("a", now - 6 * DAY_MS, "y.example", 1000),
+            site_disk("a", now - 1000, "y.example", 1100),
+            // Out of the 7 days: not the start of the growth.
+            site_disk("a", now - 8 * DAY_MS, "y.example", 0),
+        ],
+        ..Rows::default()
+    };
+    let b = Rows {
+        nodes: vec![sample("b", hour, 50.5, 10.5)],
+        filesystems: vec![filesystem("b", now - 1000, "/", 90.5)],
+        ..Rows::default()
+    };
+    store.write("a", 1, &a).await;
+    store.write("b", 1, &b).await;
+
+    let heading = match backend {
+        Backend::Sqlite => "#### Ready-made SQL for BI (SQLite)",
+        Backend::ClickHouse => "#### Ready-made SQL for BI (ClickHouse)",
+    };
+    let statements = livehead_testkit::readme::sql_statements(heading);
+    assert_eq!(statements.len(), 3, "{statements:?}");
+    // The first fields of each row (the hour's text differs by nothing but
+    // is left out: it depends on when the test runs).
+    let fields = |out: String, keep: &[usize]| -> Vec<String> {
+        out.lines()
+            .map(|line| {
+                let f: Vec<&str> = line.split('|').collect();
+                keep.iter().map(|i| f[*i]).collect::<Vec<_>>().join("|")
+            })
+            .collect()
+    };
+    assert_eq!(
+        fields(store.sql(&statements[0]), &[0, 2, 3]),
+        ["a|20.5|50.5", "b|50.5|10.5"]
+    );
+    assert_eq!(
+        fields(store.sql(&statements[1]), &[0, 1, 2]),
+        ["b|/|90.5", "a|/var|20.5", "a|/|11.5"]
+    );
+    assert_eq!(
+        fields(store.sql(&statements[2]), &[0, 1, 2, 3]),
+        ["a|x.example|500|600", "a|y.example|100|1100"]
+    );
+}
+
+/// The markers ClickHouse's views write carry the digest Rust computes
+/// (`KindRow::digest`) for rows of every kind.
+#[tokio::test]
+async fn clickhouse_markers_digest_sample_rows_as_rust_does() {
+    let store = TestStore::open(Backend::ClickHouse, "digests", 30).await;
+    let TestStore::ClickHouse(_, database) = &store else {
+        unreachable!()
+    };
+    let now = clock::unix_ms();
+    let mut expected = String::new();
+    for (seq, kind) in (1u64..).zip(KINDS) {
+        let mut rows = of_kind(&every_kind("edge-1", now), kind);
+        let second = of_kind(&every_kind("edge-1", now + 7), kind);
+        rows.nodes.extend(second.nodes);
+        rows.filesystems.extend(second.filesystems);
+        rows.disks.extend(second.disks);
+        rows.interfaces.extend(second.interfaces);
+        rows.pods.extend(second.pods);
+        rows.site_disks.extend(second.site_disks);
+        rows.site_processes.extend(second.site_processes);
+        rows.services.extend(second.services);
+        store.write("edge-1", seq, &rows).await;
+        expected.push_str(&format!("{seq}\t2\t{}\n", rows.as_ref().digest()));
+    }
+    // A batch of every kind: its markers (one per table) add up to its digest.
+    let all = every_kind("edge-1", now + 1);
+    store.write("edge-1", 9, &all).await;
+    expected.push_str(&format!("9\t8\t{}\n", all.as_ref().digest()));
+    let markers = SERVER.query_in(
+        database,
+        "SELECT seq, sum(records), sum(digest) FROM ingest_batches \
+         WHERE agent = 'edge-1' GROUP BY seq ORDER BY seq",
+    );
+    assert_eq!(markers, expected);
+}

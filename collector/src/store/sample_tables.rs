@@ -1,0 +1,257 @@
+//! The sample tables as data, shared by both stores: one [`TableSpec`] per
+//! kind (name, columns and their types, what identifies a "thing", which
+//! column `only`/`of` filter on), from which each store renders its DDL and
+//! its `/stats` reads, and [`sample_tables!`], the same list for code that
+//! needs the row types (insert and read structs).
+//!
+//! Every table holds the row's columns (`node` = the sending agent's
+//! identity, `ts` in unix ms, then the sample's fields) followed by `seq`,
+//! the batch the row came in, which the ClickHouse marker views key on.
+
+use super::samples::{History, SampleKind};
+
+/// Calls `$callback!` with every sample kind, in the order of
+/// [`Rows`](super::Rows): its field in `Rows`, row type, [`SampleKind`],
+/// table, the column `only`/`of` filter on, the columns after `node` that
+/// identify one thing (a filesystem is a node and a mountpoint), the column
+/// hashed into batch digests (`KindRow::digest`), and the row's columns after
+/// `node`, in order.
+macro_rules! sample_tables {
+    ($callback:ident) => {
+        $callback! {
+            nodes: NodeRow = Node, "node_samples", only node, things [],
+            digest "mem_available_bytes", {
+                ts: u64, cpu_cores: u32, cpu_busy_pct: f64, cpu_user_pct: f64,
+                cpu_system_pct: f64, cpu_iowait_pct: f64, cpu_steal_pct: f64,
+                load1: f64, load5: f64, load15: f64, tasks_running: u32, tasks_total: u32,
+                mem_total_bytes: u64, mem_available_bytes: u64, mem_used_pct: f64,
+                swap_total_bytes: u64, swap_free_bytes: u64,
+                psi_cpu_some: Option<f64>, psi_cpu_full: Option<f64>,
+                psi_io_some: Option<f64>, psi_io_full: Option<f64>,
+                psi_memory_some: Option<f64>, psi_memory_full: Option<f64>,
+                open_fds: u64, uptime_s: u64
+            };
+            filesystems: FilesystemRow = Filesystem, "filesystem_samples", only node,
+            things [mountpoint], digest "used_bytes", {
+                ts: u64, mountpoint: String, device: String, fstype: String,
+                size_bytes: u64, used_bytes: u64, free_bytes: u64, used_pct: f64,
+                inodes_total: u64, inodes_used: u64, inodes_free: u64, inodes_used_pct: f64
+            };
+            disks: DiskRow = Disk, "disk_samples", only node, things [device],
+            digest "length(device)", {
+                ts: u64, device: String, read_bytes_per_s: f64, write_bytes_per_s: f64,
+                reads_per_s: f64, writes_per_s: f64
+            };
+            interfaces: InterfaceRow = Interface, "interface_samples", only node,
+            things [interface], digest "length(interface)", {
+                ts: u64, interface: String, rx_bytes_per_s: f64, tx_bytes_per_s: f64,
+                rx_packets_per_s: f64, tx_packets_per_s: f64, rx_errors_per_s: f64,
+                tx_errors_per_s: f64, rx_drops_per_s: f64, tx_drops_per_s: f64
+            };
+            pods: PodRow = Pod, "pod_samples", only node, things [pod],
+            digest "memory_current_bytes", {
+                ts: u64, pod: String, cgroup: String, cpu_pct: f64, cpu_throttled_us: u64,
+                memory_current_bytes: u64, memory_max_bytes: u64,
+                memory_working_set_bytes: u64, oom_kills: u64,
+                io_read_bytes_per_s: f64, io_write_bytes_per_s: f64,
+                io_reads_per_s: f64, io_writes_per_s: f64, pids_current: u64, pids_max: u64
+            };
+            site_disks: SiteDiskRow = SiteDisk, "site_disk_samples", only site,
+            things [site], digest "disk_bytes", {
+                ts: u64, site: String, disk_bytes: u64, file_count: u64, walk_ms: u64,
+                truncated: bool
+            };
+            site_processes: SiteProcessRow = SiteProcess, "site_process_samples", only site,
+            things [site], digest "rss_bytes", {
+                ts: u64, site: String, user: String, processes: u32, cpu_pct: f64,
+                rss_bytes: u64
+            };
+            services: ServiceRow = Service, "service_states", only site, things [unit],
+            digest "memory_bytes", {
+                ts: u64, unit: String, site: String, active_state: String,
+                sub_state: String, main_pid: u32, memory_bytes: u64, cpu_time_us: u64,
+                restarts: u32
+            };
+        }
+    };
+}
+pub(crate) use sample_tables;
+
+/// A column's type, which each store maps to its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColType {
+    Text,
+    U32,
+    U64,
+    F64,
+    /// Absent where the node cannot measure it (PSI without kernel support).
+    OptF64,
+    Bool,
+}
+
+/// The [`ColType`] of a row field's Rust type.
+pub trait Column {
+    const TYPE: ColType;
+}
+
+macro_rules! column_types {
+    ($($ty:ty => $col:ident),*) => {
+        $(impl Column for $ty { const TYPE: ColType = ColType::$col; })*
+    };
+}
+column_types!(String => Text, u32 => U32, u64 => U64, f64 => F64, Option<f64> => OptF64, bool => Bool);
+
+/// One sample table.
+#[derive(Debug)]
+pub struct TableSpec {
+    pub kind: SampleKind,
+    pub table: &'static str,
+    /// `node` or `site`: what [`Latest::only`](super::samples::Latest) and
+    /// [`History::of`] select.
+    pub only: &'static str,
+    /// Columns after `node` identifying one thing (its newest row is its
+    /// latest state; its history is bucketed on its own).
+    pub things: &'static [&'static str],
+    /// The `UInt64` expression hashed with `ts` into batch digests.
+    pub digest_key: &'static str,
+    /// The row's columns, `node` first, then `ts`; `seq` follows in the table.
+    pub columns: &'static [(&'static str, ColType)],
+}
+
+impl TableSpec {
+    /// `node` and [`Self::things`]: one thing's key.
+    pub fn key(&self) -> Vec<&'static str> {
+        std::iter::once("node")
+            .chain(self.things.iter().copied())
+            .collect()
+    }
+
+    /// The sort key: site tables lead with `site` (read per site), the
+    /// others with `node`; then the thing and `ts`, so that one thing's rows
+    /// over a time range are contiguous.
+    pub fn sort_key(&self) -> Vec<&'static str> {
+        let mut key = Vec::new();
+        if self.only == "site" {
+            key.push("site");
+        }
+        for column in self.key() {
+            if !key.contains(&column) {
+                key.push(column);
+            }
+        }
+        key.push("ts");
+        key
+    }
+
+    /// Column names, in insert order (`seq` last).
+    pub fn column_names(&self) -> Vec<&'static str> {
+        self.columns
+            .iter()
+            .map(|(name, _)| *name)
+            .chain(["seq"])
+            .collect()
+    }
+}
+
+macro_rules! specs {
+    ($($field:ident: $row:ident = $kind:ident, $table:literal, only $only:ident,
+       things [$($thing:ident),*], digest $digest:literal,
+       { $($col:ident: $ty:ty),* $(,)? });* $(;)?) => {
+        /// Every sample table, in the order of [`Rows`](super::Rows).
+        pub const TABLES: &[TableSpec] = &[$(
+            TableSpec {
+                kind: SampleKind::$kind,
+                table: $table,
+                only: stringify!($only),
+                things: &[$(stringify!($thing)),*],
+                digest_key: $digest,
+                columns: &[("node", ColType::Text), $((stringify!($col), <$ty as Column>::TYPE)),*],
+            },
+        )*];
+    };
+}
+sample_tables!(specs);
+
+/// The table of `kind`.
+pub fn spec(kind: SampleKind) -> &'static TableSpec {
+    TABLES
+        .iter()
+        .find(|t| t.kind == kind)
+        .unwrap_or_else(|| unreachable!("every SampleKind has a table"))
+}
+
+/// A history read's bucket width in ms: `until - since` (both inclusive)
+/// split into at most `points` buckets (0 points counts as 1). `None` when
+/// the range is empty.
+pub fn bucket_width(history: &History<'_>) -> Option<u64> {
+    let span = history
+        .until_ms
+        .checked_sub(history.since_ms)?
+        .saturating_add(1);
+    Some(span.div_ceil(u64::from(history.points.max(1))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_one_table_in_rows_order() {
+        let kinds: Vec<SampleKind> = TABLES.iter().map(|t| t.kind).collect();
+        use SampleKind::*;
+        assert_eq!(
+            kinds,
+            [
+                Node,
+                Filesystem,
+                Disk,
+                Interface,
+                Pod,
+                SiteDisk,
+                SiteProcess,
+                Service
+            ]
+        );
+        for table in TABLES {
+            assert_eq!(&table.columns[0], &("node", ColType::Text));
+            assert_eq!(&table.columns[1], &("ts", ColType::U64));
+            assert!(
+                table.columns.iter().any(|(c, _)| *c == table.only),
+                "{}",
+                table.table
+            );
+            assert_eq!(spec(table.kind).table, table.table);
+        }
+        assert_eq!(
+            spec(SampleKind::Service).sort_key(),
+            ["site", "node", "unit", "ts"]
+        );
+        assert_eq!(
+            spec(SampleKind::Filesystem).sort_key(),
+            ["node", "mountpoint", "ts"]
+        );
+        assert_eq!(
+            spec(SampleKind::SiteDisk).sort_key(),
+            ["site", "node", "ts"]
+        );
+    }
+
+    #[test]
+    fn buckets_cover_the_range_in_at_most_points() {
+        let h = |since_ms, until_ms, points| History {
+            of: "n",
+            since_ms,
+            until_ms,
+            points,
+        };
+        assert_eq!(bucket_width(&h(0, 99, 10)), Some(10));
+        assert_eq!(bucket_width(&h(0, 100, 10)), Some(11));
+        assert_eq!(bucket_width(&h(5, 5, 200)), Some(1));
+        assert_eq!(bucket_width(&h(0, 99, 0)), Some(100));
+        assert_eq!(bucket_width(&h(10, 9, 10)), None);
+        for (since, until, points) in [(0, 99, 10), (0, 100, 10), (7, 3_600_006, 200)] {
+            let width = bucket_width(&h(since, until, points)).expect("range");
+            assert!((until - since) / width < u64::from(points));
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The sample tables on SQLite: their DDL (migration 4), writer (inside the
+//! batch's transaction), `/stats` reads and retention, all rendered from
+//! [`crate::store::sample_tables`] like ClickHouse's.
+//!
+//! The newest row of each thing is SQLite's `max()` with bare columns, which
+//! SQLite documents to come from the row holding the maximum; history averages
+//! per bucket, text columns taken from the bucket's newest row (the query's
+//! only `max()`).
+
+use std::sync::LazyLock;
+
+use deadpool_sqlite::rusqlite::types::{Type, Value};
+use deadpool_sqlite::rusqlite::{self, Connection, Row, params_from_iter};
+
+use super::{get_u64, saturate};
+use crate::store::sample_tables::{ColType, TABLES, TableSpec, bucket_width, sample_tables, spec};
+use crate::store::samples::{
+    DiskRow, FilesystemRow, InterfaceRow, NodeRow, PodRow, SampleKind, Scope, ServiceRow,
+    SiteDiskRow, SiteProcessRow, StatsQuery,
+};
+use crate::store::{Rows, RowsRef};
+
+/// A row field as SQLite stores it.
+trait SqlColumn: Sized {
+    fn value(&self) -> Value;
+    fn read(row: &Row<'_>, index: usize) -> rusqlite::Result<Self>;
+}
+
+impl SqlColumn for String {
+    fn value(&self) -> Value {
+        Value::Text(self.clone())
+    }
+    fn read(row: &Row<'_>, index: usize) -> rusqlite::Result<Self> {
+        row.get(index)
+    }
+}
+
+impl SqlColumn for u32 {
+    fn value(&self) -> Value {
+        Value::Integer(i64::from(*self))
+    }
+    fn read(row: &Row<'_>, index: usize) -> rusqlite::Result<Self> {
+        let value: i64 = row.get(index)?;
+        u32::try_from(value).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(index, Type::Integer, Box::new(e))
+        })
+    }
+}
+
+impl SqlColumn for u64 {
+    fn value(&self) -> Value {
+        Value::Integer(saturate(*self))
+    }
+    fn read(row: &Row<'_>, index: usize) -> rusqlite::Result<Self> {
+        get_u64(row, index)
+    }
+}
+
+impl SqlColumn for f64 {
+    fn value(&self) -> Value {
+        Value::Real(*self)
+    }
+    fn read(row: &Row<'_>, index: usize) -> rusqlite::Result<Self> {
+        row.get(index)
+    }
+}
+
+impl SqlColumn for Option<f64> {
+    fn value(&self) -> Value {
+        self.map_or(Value::Null, Value::Real)
+    }
+    fn read(row: &Row<'_>, index: usize) -> rusqlite::Result<Self> {
+        row.get(index)
+    }
+}
+
+impl SqlColumn for bool {
+    fn value(&self) -> Value {
+        Value::Integer(i64::from(*self))
+    }
+    fn read(row: &Row<'_>, index: usize) -> rusqlite::Result<Self> {
+        row.get(index)
+    }
+}
+
+macro_rules! sqlite_rows {
+    ($($field:ident: $row:ident = $kind:ident, $table:literal, only $only:ident,
+       things [$($thing:ident),*], digest $digest:literal,
+       { $($col:ident: $ty:ty),* $(,)? });* $(;)?) => {
+        /// Writes one batch's sample rows inside its transaction (`node` =
+        /// the batch's agent), kind after kind in [`Rows`]' order.
+        pub(super) fn write_sample_rows(
+            tx: &rusqlite::Transaction<'_>,
+            agent: &str,
+            seq: u64,
+            rows: RowsRef<'_>,
+        ) -> rusqlite::Result<()> {
+            let seq = i64::try_from(seq)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            $(
+                if !rows.$field.is_empty() {
+                    let mut insert = tx.prepare_cached(insert_sql(SampleKind::$kind))?;
+                    for r in rows.$field {
+                        let values = [Value::Text(agent.to_owned()), $(r.$col.value(),)* Value::Integer(seq)];
+                        insert.execute(params_from_iter(values))?;
+                    }
+                }
+            )*
+            Ok(())
+        }
+
+        /// Runs a read rendered by [`stats_sql`] into its set of [`Rows`].
+        pub(super) fn stats(conn: &Connection, kind: SampleKind, sql: &str, values: Vec<Value>) -> rusqlite::Result<Rows> {
+            let mut out = Rows::default();
+            let mut statement = conn.prepare_cached(sql)?;
+            let mut rows = statement.query(params_from_iter(values))?;
+            while let Some(row) = rows.next()? {
+                match kind {
+                    $(SampleKind::$kind => {
+                        let mut index = 1..;
+                        out.$field.push($row {
+                            node: row.get(0)?,
+                            $($col: SqlColumn::read(row, index.next().unwrap_or_default())?,)*
+                        });
+                    })*
+                }
+            }
+            Ok(out)
+        }
+    };
+}
+sample_tables!(sqlite_rows);
+
+/// `CREATE TABLE` and indexes of every sample table: the sort key of
+/// ClickHouse's table ("this node or site over the last hour", and the
+/// newest row of one thing) and `ts` ("every node now", retention).
+pub(super) fn migration_sql() -> String {
+    TABLES.iter().map(table_sql).collect()
+}
+
+fn table_sql(table: &TableSpec) -> String {
+    let columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(name, ty)| {
+            let ty = match ty {
+                ColType::Text => "TEXT NOT NULL",
+                ColType::U32 | ColType::U64 | ColType::Bool => "INTEGER NOT NULL",
+                ColType::F64 => "REAL NOT NULL",
+                ColType::OptF64 => "REAL",
+            };
+            format!("    {name} {ty},\n")
+        })
+        .collect();
+    let name = table.table;
+    format!(
+        "CREATE TABLE IF NOT EXISTS {name} (\n{}    seq INTEGER NOT NULL\n);\n\
+         CREATE INDEX IF NOT EXISTS {name}_key ON {name} ({});\n\
+         CREATE INDEX IF NOT EXISTS {name}_ts ON {name} (ts);\n",
+        columns.concat(),
+        table.sort_key().join(", ")
+    )
+}
+
+/// The INSERT of each table, in [`TABLES`] order.
+static INSERTS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    TABLES
+        .iter()
+        .map(|t| {
+            let names = t.column_names();
+            let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+            format!(
+                "INSERT INTO {} ({}) VALUES ({})",
+                t.table,
+                names.join(", "),
+                marks.join(", ")
+            )
+        })
+        .collect()
+});
+
+fn insert_sql(kind: SampleKind) -> &'static str {
+    let index = TABLES.iter().position(|t| t.kind == kind).unwrap_or(0);
+    &INSERTS[index]
+}
+
+/// Retention: deletes of each table's rows with `ts < ?1`, `?2` at a time.
+pub(super) static EXPIRE: LazyLock<Vec<String>> = LazyLock::new(|| {
+    TABLES
+        .iter()
+        .map(|t| {
+            format!(
+                "DELETE FROM {name} WHERE rowid IN \
+                 (SELECT rowid FROM {name} WHERE ts < ?1 LIMIT ?2)",
+                name = t.table
+            )
+        })
+        .collect()
+});
+
+/// `query` as SQL and values, `None` for an empty history range.
+pub(super) fn stats_sql(query: &StatsQuery<'_>) -> Option<(String, Vec<Value>)> {
+    let table = spec(query.kind);
+    Some(match &query.scope {
+        Scope::Latest(latest) => {
+            let mut values = vec![Value::Integer(saturate(latest.since_ms))];
+            values.extend(latest.only.map(|only| Value::Text(only.to_owned())));
+            (latest_sql(table, latest.only.is_some()), values)
+        }
+        Scope::History(history) => {
+            let width = bucket_width(history)?;
+            let values = vec![
+                Value::Integer(saturate(history.since_ms)),
+                Value::Integer(saturate(width)),
+                Value::Integer(saturate(history.until_ms)),
+                Value::Text(history.of.to_owned()),
+            ];
+            (history_sql(table), values)
+        }
+    })
+}
+
+/// Binds: since, then the node or site when `only`.
+fn latest_sql(table: &TableSpec, only: bool) -> String {
+    let key = table.key();
+    let columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(name, _)| match *name {
+            "ts" => "max(ts)".to_owned(),
+            other => other.to_owned(),
+        })
+        .collect();
+    let filter = if only {
+        format!(" AND {} = ?2", table.only)
+    } else {
+        String::new()
+    };
+    format!(
+        "SELECT {} FROM {} WHERE ts >= ?1{filter} GROUP BY {keys} ORDER BY {keys}",
+        columns.join(", "),
+        table.table,
+        keys = key.join(", ")
+    )
+}
+
+/// Binds: since, bucket width, until, the node or site.
+fn history_sql(table: &TableSpec) -> String {
+    let key = table.key();
+    let columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(name, ty)| {
+            if *name == "ts" {
+                return "?1 + ((ts - ?1) / ?2) * ?2 AS bucket_start".to_owned();
+            }
+            if key.contains(name) {
+                return (*name).to_owned();
+            }
+            match ty {
+                ColType::Text => (*name).to_owned(),
+                ColType::Bool => format!("sum({name}) > 0"),
+                ColType::U32 | ColType::U64 => format!("CAST(avg({name}) AS INTEGER)"),
+                ColType::F64 | ColType::OptF64 => format!("avg({name})"),
+            }
+        })
+        .collect();
+    format!(
+        "SELECT {}, max(ts) FROM {} WHERE {} = ?4 AND ts >= ?1 AND ts <= ?3 \
+         GROUP BY {keys}, (ts - ?1) / ?2 ORDER BY {keys}, bucket_start",
+        columns.join(", "),
+        table.table,
+        table.only,
+        keys = key.join(", ")
+    )
+}
+
+/// Writes one batch's sample rows in their own transaction (the tests'
+/// stand-in for the batch write).
+#[cfg(test)]
+pub(crate) async fn write_for_tests(
+    store: &super::SqliteStore,
+    agent: &str,
+    seq: u64,
+    rows: Rows,
+) -> Result<(), crate::store::StoreError> {
+    let agent = agent.to_owned();
+    store
+        .write(move |conn| {
+            let tx = conn.transaction()?;
+            write_sample_rows(&tx, &agent, seq, rows.as_ref())?;
+            tx.commit()
+        })
+        .await
+}
