@@ -10,7 +10,7 @@ use livehead_proto::v1::FilesystemSample;
 use tokio::task::JoinHandle;
 
 use super::procfs::{self, Mount};
-use super::read::ReadError;
+use super::read::{ReadError, Reader};
 
 /// The statvfs numbers a sample needs, in bytes and inodes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -175,17 +175,19 @@ enum Measure {
 /// procfs is not our own (the host's, mounted under /host in a DaemonSet).
 fn read_mounts(proc_root: &Path) -> Result<Vec<(Mount, PathBuf)>, ReadError> {
     let init = proc_root.join("1/mountinfo");
-    let (text, via) = match std::fs::read_to_string(&init) {
-        Ok(t) if proc_root == Path::new("/proc") => (t, None),
-        Ok(t) => (t, Some(proc_root.join("1/root"))),
+    let mut reader = Reader::default();
+    let (mounts, via) = match reader.read(&init).map(procfs::parse_mountinfo) {
+        Ok(m) if proc_root == Path::new("/proc") => (m, None),
+        Ok(m) => (m, Some(proc_root.join("1/root"))),
         Err(_) => {
             let own = proc_root.join("self/mountinfo");
-            let t =
-                std::fs::read_to_string(&own).map_err(|e| ReadError::new("mountinfo", &own, e))?;
-            (t, None)
+            let text = reader
+                .read(&own)
+                .map_err(|e| ReadError::new("mountinfo", &own, e))?;
+            (procfs::parse_mountinfo(text), None)
         }
     };
-    Ok(procfs::parse_mountinfo(&text)
+    Ok(mounts
         .into_iter()
         .map(|m| {
             let path = match &via {

@@ -182,6 +182,9 @@ pub struct UserSampler {
     page_size: u64,
     reader: Reader,
     prev_at: Option<Instant>,
+    /// Uptime at the previous tick, in clock ticks: a process not seen then
+    /// that started later is new, and all its CPU time falls in the interval.
+    prev_uptime_ticks: u64,
     /// CPU ticks of each process seen last time, by (pid, start time), so a
     /// reused pid is a new process.
     prev: HashMap<(u32, u64), u64>,
@@ -210,25 +213,36 @@ impl UserSampler {
             page_size,
             reader: Reader::default(),
             prev_at: None,
+            prev_uptime_ticks: u64::MAX,
             prev: HashMap::new(),
         }
     }
 
     /// One sample per site in `users` ((site, user name, uid)). The first
     /// tick is a baseline. CPU counts the ticks each process used since the
-    /// last tick (all of them for a process started since); a process that
-    /// exits mid-read is skipped.
+    /// last tick: all of them for a process started since, none for one
+    /// that ran before but was not counted (its site or user is new); a
+    /// process that exits mid-read is skipped.
     pub fn tick(
         &mut self,
         ts_ms: u64,
         now: Instant,
         users: &[(String, String, u32)],
     ) -> Result<Vec<SiteProcessSample>, ReadError> {
+        if users.is_empty() {
+            // No site has its user (yet): no need to read every process.
+            self.prev_at = None;
+            self.prev.clear();
+            return Ok(Vec::new());
+        }
         let secs = self
             .prev_at
             .map_or(0.0, |p| now.saturating_duration_since(p).as_secs_f64());
         let first = self.prev_at.is_none();
         self.prev_at = Some(now);
+        let started_after = self.prev_uptime_ticks;
+        // Unknown uptime: no process counts as new, rather than a spike.
+        self.prev_uptime_ticks = self.uptime_ticks().unwrap_or(u64::MAX);
         let uids: HashSet<u32> = users.iter().map(|u| u.2).collect();
         let mut totals: HashMap<u32, UserTotals> = HashMap::new();
         let mut next = HashMap::with_capacity(self.prev.len());
@@ -250,7 +264,8 @@ impl UserSampler {
             t.rss_pages = t.rss_pages.saturating_add(rss);
             let used = match self.prev.get(&(pid, start)) {
                 Some(&before) => ticks.saturating_sub(before),
-                None => ticks,
+                None if start > started_after => ticks,
+                None => 0,
             };
             t.cpu_ticks = t.cpu_ticks.saturating_add(used);
             next.insert((pid, start), ticks);
@@ -273,6 +288,12 @@ impl UserSampler {
                 }
             })
             .collect())
+    }
+
+    fn uptime_ticks(&mut self) -> Option<u64> {
+        let text = self.reader.read(&self.proc_root.join("uptime")).ok()?;
+        let secs: f64 = text.split_ascii_whitespace().next()?.parse().ok()?;
+        Some((secs * self.ticks_per_s) as u64)
     }
 
     /// (uid, start time, cpu ticks, rss pages) of a process of one of
@@ -416,6 +437,7 @@ mod tests {
         // 104 exited between its status and its stat.
         fs::write(p.join("104/status"), status(1001)).expect("fixture files");
         fs::write(p.join("self"), "not a pid").expect("fixture files");
+        fs::write(p.join("uptime"), "4.00 1.00\n").expect("fixture files");
 
         let users = vec![
             ("a.example".to_owned(), "web_a".to_owned(), 1001),
@@ -435,16 +457,21 @@ mod tests {
         fs::create_dir_all(p.join("105")).expect("fixture files");
         fs::write(p.join("105/status"), status(1001)).expect("fixture files");
         fs::write(p.join("105/stat"), stat(70, 600, 10)).expect("fixture files");
+        // 106 ran before the last tick under another uid: a baseline only.
+        fs::create_dir_all(p.join("106")).expect("fixture files");
+        fs::write(p.join("106/status"), status(1001)).expect("fixture files");
+        fs::write(p.join("106/stat"), stat(1000, 50, 20)).expect("fixture files");
+        fs::write(p.join("uptime"), "14.00 2.00\n").expect("fixture files");
         let out = s
             .tick(2, t0 + Duration::from_secs(10), &users)
             .expect("tick");
         assert_eq!(out.len(), 2);
         let a = &out[0];
         assert_eq!((a.site.as_str(), a.user.as_str()), ("a.example", "web_a"));
-        assert_eq!(a.processes, 3);
+        assert_eq!(a.processes, 4);
         // 300 ticks in 10 s at 100 Hz: 30% of a core.
         assert!((a.cpu_pct - 30.0).abs() < 1e-9, "{}", a.cpu_pct);
-        assert_eq!(a.rss_bytes, (100 + 50 + 10) * 4096);
+        assert_eq!(a.rss_bytes, (100 + 50 + 10 + 20) * 4096);
         let b = &out[1];
         assert_eq!((b.processes, b.cpu_pct, b.rss_bytes), (0, 0.0, 0));
     }
