@@ -259,6 +259,8 @@ struct Sampler {
     pods_v2: bool,
     fs: fs::FsSampler,
     services: Option<service::ServiceSampler>,
+    /// The last systemctl call failed: the next failure logs at debug.
+    services_failing: bool,
     metrics: SampleMetrics,
     /// Sources already warned about; later failures log at debug.
     reported: HashSet<String>,
@@ -302,6 +304,7 @@ impl Sampler {
             config: config.clone(),
             fs: fs::FsSampler::new(config.proc_root.clone(), config.statvfs_timeout),
             services,
+            services_failing: false,
             metrics,
             reported: HashSet::new(),
         })
@@ -341,13 +344,21 @@ impl Sampler {
         records.extend(filesystems.into_iter().map(|f| record(Kind::Filesystem(f))));
         if let Some(services) = &self.services {
             match services.tick(ts_ms).await {
-                Ok(states) => records.extend(states.into_iter().map(|s| record(Kind::Service(s)))),
+                Ok(states) => {
+                    self.services_failing = false;
+                    records.extend(states.into_iter().map(|s| record(Kind::Service(s))));
+                }
                 Err(e) => {
                     self.metrics
                         .read_errors
                         .with_label_values(&["systemctl"])
                         .inc();
-                    tracing::warn!(error = %e, "cannot read the services");
+                    // Warn when it starts failing, not every tick after.
+                    if std::mem::replace(&mut self.services_failing, true) {
+                        tracing::debug!(error = %e, "cannot read the services");
+                    } else {
+                        tracing::warn!(error = %e, "cannot read the services");
+                    }
                 }
             }
         }

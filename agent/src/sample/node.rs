@@ -156,8 +156,8 @@ impl NodeSampler {
         match self.reader.read_optional(&path) {
             Ok(Some(text)) => procfs::parse_psi(text),
             Ok(None) => (None, None),
-            // EOPNOTSUPP: the file exists but PSI is disabled at boot.
-            Err(e) if e.raw_os_error() == Some(95) => (None, None),
+            // EOPNOTSUPP: the file exists but PSI was disabled at boot.
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => (None, None),
             Err(e) => {
                 errors.push(ReadError::new("pressure", &path, e));
                 (None, None)
