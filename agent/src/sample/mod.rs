@@ -42,6 +42,8 @@ pub mod site;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use livehead_common::Shutdown;
@@ -79,6 +81,7 @@ pub async fn run(
     walks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut walker: site::Walker<(f64, Result<Vec<SiteDiskSample>, ReadError>)> =
         site::Walker::default();
+    let stop_walk = Arc::new(AtomicBool::new(false));
     tracing::info!(
         interval = ?config.interval,
         proc_root = %config.proc_root.display(),
@@ -90,7 +93,7 @@ pub async fn run(
             () = shutdown.cancelled() => break,
             _ = ticks.tick() => sampler.tick().await,
             _ = walks.tick(), if config.web_root.is_some() => {
-                start_walk(&config, &mut walker, &metrics);
+                start_walk(&config, &mut walker, &metrics, &stop_walk);
                 continue;
             }
             Some((secs, result)) = walker.finished() => {
@@ -108,6 +111,8 @@ pub async fn run(
             break;
         }
     }
+    // A walk still running ends at its next entry, not in ten minutes.
+    stop_walk.store(true, Ordering::Relaxed);
     tracing::info!("sampler stopped");
     Ok(())
 }
@@ -116,14 +121,16 @@ fn start_walk(
     config: &SampleConfig,
     walker: &mut site::Walker<(f64, Result<Vec<SiteDiskSample>, ReadError>)>,
     metrics: &SampleMetrics,
+    stop: &Arc<AtomicBool>,
 ) {
     let Some(root) = config.web_root.clone() else {
         return;
     };
     let max = config.site_walk_max_files;
+    let stop = Arc::clone(stop);
     let started = walker.try_start(move || {
         let t = Instant::now();
-        let result = site::walk_web_root(&root, max, unix_ms());
+        let result = site::walk_web_root(&root, max, unix_ms(), &stop);
         (t.elapsed().as_secs_f64(), result)
     });
     if started.is_err() {

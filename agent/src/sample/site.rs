@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use livehead_proto::v1::{SiteDiskSample, SiteProcessSample};
@@ -23,9 +24,10 @@ pub struct WalkTotals {
 }
 
 /// Walks one site's tree without following symlinks, stopping after
-/// `max_entries` entries (files, directories and links alike). Entries that
-/// vanish or cannot be read during the walk are skipped.
-pub fn walk_site(dir: &Path, max_entries: u64) -> WalkTotals {
+/// `max_entries` entries (files, directories and links alike), or as soon
+/// as `stop` is set (the agent is stopping: the blocking pool must not keep
+/// it alive). Entries that vanish or cannot be read are skipped.
+pub fn walk_site(dir: &Path, max_entries: u64, stop: &AtomicBool) -> WalkTotals {
     let mut t = WalkTotals::default();
     // Only inodes with several links are remembered, so the set stays small.
     let mut linked: HashSet<(u64, u64)> = HashSet::new();
@@ -33,7 +35,7 @@ pub fn walk_site(dir: &Path, max_entries: u64) -> WalkTotals {
     for entry in walkdir::WalkDir::new(dir).min_depth(1).follow_links(false) {
         let Ok(entry) = entry else { continue };
         seen += 1;
-        if seen > max_entries {
+        if seen > max_entries || stop.load(Ordering::Relaxed) {
             t.truncated = true;
             break;
         }
@@ -53,11 +55,10 @@ pub fn walk_site(dir: &Path, max_entries: u64) -> WalkTotals {
 /// The site directories of a web root (hidden ones left out), sorted.
 pub fn list_sites(web_root: &Path) -> std::io::Result<Vec<String>> {
     let mut sites = Vec::new();
-    for entry in std::fs::read_dir(web_root)? {
-        let entry = entry?;
+    for entry in std::fs::read_dir(web_root)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         // A symlinked site would be walked twice, or outside the web root.
-        if !name.starts_with('.') && entry.file_type()?.is_dir() {
+        if !name.starts_with('.') && entry.file_type().is_ok_and(|t| t.is_dir()) {
             sites.push(name);
         }
     }
@@ -65,18 +66,20 @@ pub fn list_sites(web_root: &Path) -> std::io::Result<Vec<String>> {
     Ok(sites)
 }
 
-/// Walks every site of `web_root`, one after the other.
+/// Walks every site of `web_root`, one after the other, until `stop`.
 pub fn walk_web_root(
     web_root: &Path,
     max_entries: u64,
     ts_ms: u64,
+    stop: &AtomicBool,
 ) -> Result<Vec<SiteDiskSample>, ReadError> {
     let sites = list_sites(web_root).map_err(|e| ReadError::new("web_root", web_root, e))?;
     Ok(sites
         .into_iter()
+        .take_while(|_| !stop.load(Ordering::Relaxed))
         .map(|site| {
             let started = Instant::now();
-            let t = walk_site(&web_root.join(&site), max_entries);
+            let t = walk_site(&web_root.join(&site), max_entries, stop);
             if t.truncated {
                 tracing::warn!(site = %site, max_entries, "site walk stopped at the limit; counts are lower bounds");
             }
@@ -335,7 +338,8 @@ mod tests {
         fs::create_dir(root.path().join(".cache")).expect("fixture files");
         fs::write(root.path().join("stray-file"), "x").expect("fixture files");
 
-        let samples = walk_web_root(root.path(), 1_000_000, 9).expect("test value");
+        let samples =
+            walk_web_root(root.path(), 1_000_000, 9, &AtomicBool::new(false)).expect("test value");
         let got: Vec<(&str, u64, u64, bool)> = samples
             .iter()
             .map(|s| (s.site.as_str(), s.disk_bytes, s.file_count, s.truncated))
@@ -356,11 +360,12 @@ mod tests {
         for i in 0..10 {
             write(&root.path().join(format!("f{i}")), 10);
         }
-        let t = walk_site(root.path(), 4);
+        let go = AtomicBool::new(false);
+        let t = walk_site(root.path(), 4, &go);
         assert!(t.truncated);
         assert_eq!(t.files, 4);
         assert_eq!(t.bytes, 40);
-        let t = walk_site(root.path(), 10);
+        let t = walk_site(root.path(), 10, &go);
         assert_eq!(
             t,
             WalkTotals {
@@ -372,8 +377,25 @@ mod tests {
     }
 
     #[test]
+    fn a_stopped_walk_ends_at_once() {
+        let root = tempfile::tempdir().expect("fixture files");
+        write(&root.path().join("a.example/f"), 10);
+        write(&root.path().join("b.example/f"), 10);
+        let stop = AtomicBool::new(true);
+        assert!(walk_site(&root.path().join("a.example"), 100, &stop).truncated);
+        let samples = walk_web_root(root.path(), 100, 0, &stop).expect("test value");
+        assert!(samples.is_empty(), "{samples:?}");
+    }
+
+    #[test]
     fn a_missing_web_root_is_an_error_naming_it() {
-        let err = walk_web_root(Path::new("/nonexistent/www"), 10, 0).expect_err("refused");
+        let err = walk_web_root(
+            Path::new("/nonexistent/www"),
+            10,
+            0,
+            &AtomicBool::new(false),
+        )
+        .expect_err("refused");
         assert_eq!(err.what, "web_root");
         assert!(err.to_string().contains("/nonexistent/www"), "{err}");
     }
