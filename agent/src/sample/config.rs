@@ -36,7 +36,8 @@ pub struct SampleConfig {
     /// Where procfs is mounted. Mounts are read from `<proc_root>/1/mountinfo`
     /// (the host's init, so the host's filesystems when this is the host's
     /// procfs) and, unless this is `/proc`, reached for statvfs through
-    /// `<proc_root>/1/root`. Default `/proc`.
+    /// `<proc_root>/1/root` (which needs root with CAP_SYS_PTRACE, as
+    /// node_exporter's host filesystems do). Default `/proc`.
     pub proc_root: PathBuf,
     /// Where sysfs is mounted (tells disks from partitions). Default `/sys`.
     pub sys_root: PathBuf,
