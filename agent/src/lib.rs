@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod metrics;
 pub mod probe;
 pub mod rounds;
+pub mod sample;
 pub mod split;
 pub mod spool;
 pub mod transport;
