@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use livehead_agent::AgentConfig;
+use livehead_agent::config::Compression;
 use livehead_collector::CollectorConfig;
 use livehead_collector::config::PushToken;
 use livehead_common::config::load_or_default;
@@ -135,6 +136,12 @@ pub struct AgentArgs {
     /// file each, and survive restarts (unset: kept in memory).
     #[arg(long, env = "LIVEHEAD_SPOOL_DIR")]
     pub spool_dir: Option<PathBuf>,
+    /// Compression of the batches sent: none (the default) or zstd.
+    #[arg(long, env = "LIVEHEAD_COMPRESSION")]
+    pub compression: Option<Compression>,
+    /// Worker threads of the agent's runtime (default 1).
+    #[arg(long, env = "LIVEHEAD_AGENT_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
 }
 
 impl AgentArgs {
@@ -155,6 +162,8 @@ impl AgentArgs {
         c.collector.insecure |= self.insecure;
         c.metrics_listen = self.metrics_listen.or(c.metrics_listen);
         c.spool.dir = self.spool_dir.or(c.spool.dir);
+        set(&mut c.collector.compression, self.compression);
+        set(&mut c.runtime.worker_threads, self.worker_threads);
         if !(0.0..=1.0).contains(&c.rounds.spread) {
             bail!(
                 "rounds.spread must be between 0 and 1, got {}",

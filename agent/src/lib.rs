@@ -160,6 +160,19 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     Ok(())
 }
 
+/// The runtime the agent runs on: `worker_threads` workers (the binary's
+/// other commands keep tokio's default of one per core) and at most
+/// `max_blocking_threads` blocking threads, to keep the agent's resident
+/// memory small and independent of the node's core count.
+pub fn runtime(config: &config::RuntimeConfig) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads.max(1))
+        .max_blocking_threads(config.max_blocking_threads.max(1))
+        .thread_name("livehead-agent")
+        .enable_all()
+        .build()
+}
+
 /// The channel every producer (probe rounds, the sampler) sends its records
 /// to, whatever their kind; the batcher reads it. Clone the sender for each
 /// producer: the batcher flushes and ends once every clone is dropped.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use livehead_agent::batch::{self, BatchBuilder, Seqs};
-use livehead_agent::config::CollectorConnConfig;
+use livehead_agent::config::{CollectorConnConfig, Compression};
 use livehead_agent::metrics::AgentMetrics;
 use livehead_agent::split::{MAX_BATCH_RECORDS_HEADER, MAX_MESSAGE_BYTES_HEADER};
 use livehead_agent::spool::{DiskStore, SharedSpool};
@@ -54,6 +54,8 @@ struct Seen {
     streams: usize,
     largest_bytes: usize,
     largest_records: usize,
+    /// The `grpc-encoding` of each stream's messages ("identity" when none).
+    encodings: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -134,9 +136,16 @@ impl IngestService for Stub {
         &self,
         request: Request<Streaming<PushRequest>>,
     ) -> Result<Response<Self::PushStream>, Status> {
+        let encoding = request
+            .metadata()
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("identity")
+            .to_owned();
         let stream = {
             let mut seen = self.seen.lock().expect("lock");
             seen.streams += 1;
+            seen.encodings.push(encoding);
             seen.streams
         };
         let rules = self.rules.lock().expect("lock").clone();
@@ -209,7 +218,7 @@ struct Agent {
 fn start_transport(addr: SocketAddr, spool_bytes: usize, first_seq: u64) -> Agent {
     let metrics = AgentMetrics::new();
     let spool = SharedSpool::memory(spool_bytes, metrics.clone());
-    start_transport_on(addr, spool, metrics, first_seq)
+    start_transport_on(addr, spool, metrics, first_seq, Compression::None)
 }
 
 fn start_transport_on(
@@ -217,8 +226,10 @@ fn start_transport_on(
     spool: SharedSpool,
     metrics: AgentMetrics,
     first_seq: u64,
+    compression: Compression,
 ) -> Agent {
     let cfg = CollectorConnConfig {
+        compression,
         url: format!("http://{addr}"),
         insecure: true,
         max_in_flight: 8,
@@ -595,9 +606,13 @@ fn mixed_records() -> Vec<Record> {
 /// sampler do (two producers on clones of one sender), into batches of at
 /// most 4 records, the spool and the transport; returns what the stub stored,
 /// batch after batch.
-async fn through_the_pipeline(spool: SharedSpool, metrics: AgentMetrics) -> Vec<Record> {
+async fn through_the_pipeline(
+    spool: SharedSpool,
+    metrics: AgentMetrics,
+    compression: Compression,
+) -> (Vec<Record>, Vec<String>) {
     let (addr, stub) = start_stub(Rules::default()).await;
-    let agent = start_transport_on(addr, spool.clone(), metrics, 1000);
+    let agent = start_transport_on(addr, spool.clone(), metrics, 1000, compression);
     let builder = BatchBuilder::new("node-1".into(), agent.seqs.clone(), 4, 1 << 20);
     let (tx, rx) = mpsc::channel(2);
     let batcher = tokio::spawn(batch::run(builder, Duration::from_secs(60), rx, spool));
@@ -632,7 +647,8 @@ async fn through_the_pipeline(spool: SharedSpool, metrics: AgentMetrics) -> Vec<
                     .any(|r| matches!(r.kind, Some(Kind::Filesystem(_))))),
         "a batch carries more than one sample kind"
     );
-    stored.into_values().flatten().collect()
+    let encodings = stub.seen(|s| s.encodings.clone());
+    (stored.into_values().flatten().collect(), encodings)
 }
 
 /// Probes first, then samples, each in the order sent.
@@ -648,8 +664,9 @@ fn in_sent_order(records: Vec<Record>) -> Vec<Record> {
 async fn records_of_every_kind_reach_the_collector_unchanged_through_the_memory_spool() {
     let metrics = AgentMetrics::new();
     let spool = SharedSpool::memory(1 << 20, metrics.clone());
-    let stored = through_the_pipeline(spool, metrics).await;
+    let (stored, encodings) = through_the_pipeline(spool, metrics, Compression::None).await;
     assert_eq!(stored, in_sent_order(mixed_records()));
+    assert_eq!(encodings, ["identity"], "uncompressed by default");
 }
 
 #[tokio::test]
@@ -659,7 +676,9 @@ async fn records_of_every_kind_reach_the_collector_unchanged_through_the_disk_sp
     assert!(opened.entries.is_empty());
     let metrics = AgentMetrics::new();
     let spool = SharedSpool::on_disk(store, opened.entries, 1 << 20, metrics.clone());
-    let stored = through_the_pipeline(spool, metrics).await;
+    // zstd here, so both wire encodings carry every kind.
+    let (stored, encodings) = through_the_pipeline(spool, metrics, Compression::Zstd).await;
+    assert_eq!(encodings, ["zstd"]);
     assert_eq!(stored, in_sent_order(mixed_records()));
     let left = std::fs::read_dir(dir.path()).expect("read dir").count();
     assert_eq!(left, 0, "acknowledged batch files are deleted");
