@@ -10,11 +10,14 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use livehead_agent::AgentConfig;
 use livehead_agent::config::Compression;
+#[cfg(feature = "collector")]
 use livehead_collector::CollectorConfig;
+#[cfg(feature = "collector")]
 use livehead_collector::config::PushToken;
 use livehead_common::config::load_or_default;
 use livehead_common::telemetry::LogFormat;
 use livehead_common::tls::TlsFiles;
+#[cfg(feature = "collector")]
 use livehead_up::UpConfig;
 
 #[derive(Debug, Parser)]
@@ -39,13 +42,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Probe this node's sites and stream the results to a collector.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Receive agents' batches, write them to ClickHouse or the embedded
     /// SQLite store, and serve the HTTP API.
+    #[cfg(feature = "collector")]
     Collector(CollectorArgs),
     /// Write a development CA and collector/agent certificates.
     Certs(CertsArgs),
     /// Run a collector (embedded SQLite store) and an agent in one process, for a laptop.
+    #[cfg(feature = "collector")]
     Up(UpArgs),
 }
 
@@ -177,6 +182,7 @@ impl AgentArgs {
     }
 }
 
+#[cfg(feature = "collector")]
 #[derive(Debug, Args)]
 pub struct CollectorArgs {
     /// TOML config file (see the README's configuration reference).
@@ -235,6 +241,7 @@ pub struct CollectorArgs {
     pub insecure: bool,
 }
 
+#[cfg(feature = "collector")]
 /// `NAME=SHA256`; clap names the flag (or variable) in the error.
 fn parse_push_token(value: &str) -> Result<PushToken, String> {
     let (name, sha256) = value
@@ -256,6 +263,7 @@ fn parse_push_token(value: &str) -> Result<PushToken, String> {
     })
 }
 
+#[cfg(feature = "collector")]
 impl CollectorArgs {
     pub fn into_config(self) -> anyhow::Result<CollectorConfig> {
         let mut c: CollectorConfig = load_or_default(self.config.as_deref())?;
@@ -292,6 +300,7 @@ pub struct CertsArgs {
     pub agents: Vec<String>,
 }
 
+#[cfg(feature = "collector")]
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Directory for the dev certificates, the push token and the SQLite
@@ -321,6 +330,7 @@ pub struct UpArgs {
     pub sites: Vec<String>,
 }
 
+#[cfg(feature = "collector")]
 impl UpArgs {
     pub fn into_config(self) -> UpConfig {
         UpConfig {
@@ -341,7 +351,8 @@ fn set<T>(field: &mut T, value: Option<T>) {
     }
 }
 
-#[cfg(test)]
+// The tests parse every subcommand; the default build has them all.
+#[cfg(all(test, feature = "collector"))]
 mod tests {
     use super::*;
 

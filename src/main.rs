@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<()> {
                 livehead_agent::run(config, shutdown).await.context("agent")
             }))
         }
+        #[cfg(feature = "collector")]
         Command::Collector(args) => {
             let config = args.into_config().context("collector configuration")?;
             default_runtime()?.block_on(with_signals(|shutdown| async move {
@@ -28,6 +29,7 @@ fn main() -> anyhow::Result<()> {
             }))
         }
         Command::Certs(args) => certs(args),
+        #[cfg(feature = "collector")]
         Command::Up(args) => {
             let config = args.into_config();
             let state = config.state_dir.display().to_string();
@@ -40,6 +42,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+#[cfg(feature = "collector")]
 fn default_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("starting the async runtime")
 }
