@@ -16,7 +16,9 @@ use crate::nginx::{self, Nginx};
 use crate::proc::{Sample, Service, sample};
 use crate::table::{Table, num};
 
+// Every part's options are named `Args`: no group, or their names clash.
 #[derive(Debug, clap::Args)]
+#[group(skip)]
 pub struct Args {
     /// Sites the agent probes each round.
     #[arg(
