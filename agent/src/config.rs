@@ -242,9 +242,10 @@ pub struct RuntimeConfig {
     /// Worker threads running the probes, the batcher and the transport
     /// (0 is taken as 1). Default 1.
     pub worker_threads: usize,
-    /// Most threads for blocking work at once (disk spool files, name
-    /// resolution), started on demand and stopped when idle; more work
-    /// waits. Default 4.
+    /// Most threads for blocking work at once, started on demand and
+    /// stopped when idle: name resolution of sites probed by name (a lookup
+    /// waiting for a thread counts in that probe's connect time, as curl
+    /// counts resolution) and disk spool files. Default 16.
     pub max_blocking_threads: usize,
 }
 
@@ -252,7 +253,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             worker_threads: 1,
-            max_blocking_threads: 4,
+            max_blocking_threads: 16,
         }
     }
 }
@@ -284,7 +285,7 @@ mod tests {
                 .expect("valid");
         assert_eq!(c.collector.compression, Compression::Zstd);
         assert_eq!(c.runtime.worker_threads, 2);
-        assert_eq!(c.runtime.max_blocking_threads, 4);
+        assert_eq!(c.runtime.max_blocking_threads, 16);
         let d = AgentConfig::default();
         assert_eq!(d.collector.compression, Compression::None);
         assert_eq!(d.runtime.worker_threads, 1);
