@@ -9,11 +9,15 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use livehead_agent::AgentConfig;
+use livehead_agent::config::Compression;
+#[cfg(feature = "collector")]
 use livehead_collector::CollectorConfig;
+#[cfg(feature = "collector")]
 use livehead_collector::config::PushToken;
 use livehead_common::config::load_or_default;
 use livehead_common::telemetry::LogFormat;
 use livehead_common::tls::TlsFiles;
+#[cfg(feature = "collector")]
 use livehead_up::UpConfig;
 
 #[derive(Debug, Parser)]
@@ -38,13 +42,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Probe this node's sites and stream the results to a collector.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Receive agents' batches, write them to ClickHouse or the embedded
     /// SQLite store, and serve the HTTP API.
+    #[cfg(feature = "collector")]
     Collector(CollectorArgs),
     /// Write a development CA and collector/agent certificates.
     Certs(CertsArgs),
     /// Run a collector (embedded SQLite store) and an agent in one process, for a laptop.
+    #[cfg(feature = "collector")]
     Up(UpArgs),
 }
 
@@ -135,6 +141,12 @@ pub struct AgentArgs {
     /// file each, and survive restarts (unset: kept in memory).
     #[arg(long, env = "LIVEHEAD_SPOOL_DIR")]
     pub spool_dir: Option<PathBuf>,
+    /// Compression of the batches sent: none (the default) or zstd.
+    #[arg(long, env = "LIVEHEAD_COMPRESSION")]
+    pub compression: Option<Compression>,
+    /// Worker threads of the agent's runtime (default 1).
+    #[arg(long, env = "LIVEHEAD_AGENT_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
 }
 
 impl AgentArgs {
@@ -155,6 +167,8 @@ impl AgentArgs {
         c.collector.insecure |= self.insecure;
         c.metrics_listen = self.metrics_listen.or(c.metrics_listen);
         c.spool.dir = self.spool_dir.or(c.spool.dir);
+        set(&mut c.collector.compression, self.compression);
+        set(&mut c.runtime.worker_threads, self.worker_threads);
         if !(0.0..=1.0).contains(&c.rounds.spread) {
             bail!(
                 "rounds.spread must be between 0 and 1, got {}",
@@ -168,6 +182,7 @@ impl AgentArgs {
     }
 }
 
+#[cfg(feature = "collector")]
 #[derive(Debug, Args)]
 pub struct CollectorArgs {
     /// TOML config file (see the README's configuration reference).
@@ -226,6 +241,7 @@ pub struct CollectorArgs {
     pub insecure: bool,
 }
 
+#[cfg(feature = "collector")]
 /// `NAME=SHA256`; clap names the flag (or variable) in the error.
 fn parse_push_token(value: &str) -> Result<PushToken, String> {
     let (name, sha256) = value
@@ -247,6 +263,7 @@ fn parse_push_token(value: &str) -> Result<PushToken, String> {
     })
 }
 
+#[cfg(feature = "collector")]
 impl CollectorArgs {
     pub fn into_config(self) -> anyhow::Result<CollectorConfig> {
         let mut c: CollectorConfig = load_or_default(self.config.as_deref())?;
@@ -283,6 +300,7 @@ pub struct CertsArgs {
     pub agents: Vec<String>,
 }
 
+#[cfg(feature = "collector")]
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Directory for the dev certificates, the push token and the SQLite
@@ -312,6 +330,7 @@ pub struct UpArgs {
     pub sites: Vec<String>,
 }
 
+#[cfg(feature = "collector")]
 impl UpArgs {
     pub fn into_config(self) -> UpConfig {
         UpConfig {
@@ -332,7 +351,8 @@ fn set<T>(field: &mut T, value: Option<T>) {
     }
 }
 
-#[cfg(test)]
+// The tests parse every subcommand; the default build has them all.
+#[cfg(all(test, feature = "collector"))]
 mod tests {
     use super::*;
 

@@ -9,33 +9,53 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     livehead_common::telemetry::init(cli.log_format, "info");
     livehead_common::tls::install_crypto_provider();
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(run(cli.command))
-}
-
-async fn run(command: Command) -> anyhow::Result<()> {
-    let shutdown = Shutdown::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    match command {
+    match cli.command {
         Command::Agent(args) => {
             let config = args.into_config().context("agent configuration")?;
-            livehead_agent::run(config, shutdown).await.context("agent")
+            // The agent sizes its own runtime (few threads), to stay small.
+            let runtime =
+                livehead_agent::runtime(&config.runtime).context("starting the async runtime")?;
+            runtime.block_on(with_signals(|shutdown| async move {
+                livehead_agent::run(config, shutdown).await.context("agent")
+            }))
         }
+        #[cfg(feature = "collector")]
         Command::Collector(args) => {
             let config = args.into_config().context("collector configuration")?;
-            livehead_collector::run(config, shutdown)
-                .await
-                .context("collector")
+            default_runtime()?.block_on(with_signals(|shutdown| async move {
+                livehead_collector::run(config, shutdown)
+                    .await
+                    .context("collector")
+            }))
         }
         Command::Certs(args) => certs(args),
+        #[cfg(feature = "collector")]
         Command::Up(args) => {
             let config = args.into_config();
             let state = config.state_dir.display().to_string();
-            livehead_up::run(config, shutdown)
-                .await
-                .with_context(|| format!("livehead up (state in {state})"))
+            default_runtime()?.block_on(with_signals(|shutdown| async move {
+                livehead_up::run(config, shutdown)
+                    .await
+                    .with_context(|| format!("livehead up (state in {state})"))
+            }))
         }
     }
+}
+
+#[cfg(feature = "collector")]
+fn default_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the async runtime")
+}
+
+/// Runs `task` with a shutdown that SIGINT or SIGTERM fires.
+async fn with_signals<F, Fut>(task: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let shutdown = Shutdown::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    task(shutdown).await
 }
 
 fn certs(args: CertsArgs) -> anyhow::Result<()> {

@@ -1,11 +1,12 @@
-//! Groups probe results into batches by count, size and age, and hands each
-//! batch to the spool with the next sequence number.
+//! Groups records (probe results, samples: any kind of the `Record` oneof)
+//! into batches by count, size and age, and hands each batch to the spool
+//! with the next sequence number.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use livehead_proto::v1::{ProbeResult, PushRequest, Record, record::Kind};
+use livehead_proto::v1::{PushRequest, Record};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -85,10 +86,7 @@ impl BatchBuilder {
 
     /// Adds a record; returns a batch when this one closed one: the batch it
     /// would have made too large, or the batch it filled.
-    pub fn push(&mut self, probe: ProbeResult) -> Option<PushRequest> {
-        let record = Record {
-            kind: Some(Kind::Probe(probe)),
-        };
+    pub fn push(&mut self, record: Record) -> Option<PushRequest> {
         let len = record_len(&record);
         let too_large = self.bytes + len > self.max_bytes;
         let closed = (too_large && !self.records.is_empty()).then(|| self.take());
@@ -118,13 +116,13 @@ impl BatchBuilder {
     }
 }
 
-/// Reads results until the channel closes, spooling a batch when it is full
+/// Reads records until every sender is gone, spooling a batch when it is full
 /// or when its first record is `max_delay` old; flushes what is left at the
 /// end. Returns how many records it spooled.
 pub async fn run(
     mut builder: BatchBuilder,
     max_delay: Duration,
-    mut results: mpsc::Receiver<ProbeResult>,
+    mut records: mpsc::Receiver<Record>,
     spool: SharedSpool,
 ) -> u64 {
     let mut deadline: Option<Instant> = None;
@@ -132,21 +130,21 @@ pub async fn run(
     loop {
         let received = match deadline {
             Some(at) => tokio::select! {
-                r = results.recv() => r,
+                r = records.recv() => r,
                 () = tokio::time::sleep_until(at) => {
                     spool_batch(builder.flush(), &spool).await;
                     deadline = None;
                     continue;
                 }
             },
-            None => results.recv().await,
+            None => records.recv().await,
         };
-        let Some(probe) = received else { break };
+        let Some(record) = received else { break };
         spooled += 1;
         if builder.is_empty() {
             deadline = Some(Instant::now() + max_delay);
         }
-        if let Some(closed) = builder.push(probe) {
+        if let Some(closed) = builder.push(record) {
             spool_batch(Some(closed), &spool).await;
             // What is left (if anything) started a batch just now.
             deadline = (!builder.is_empty()).then(|| Instant::now() + max_delay);
@@ -167,10 +165,24 @@ mod tests {
     use super::*;
     use crate::metrics::AgentMetrics;
 
-    fn probe(site: &str) -> ProbeResult {
-        ProbeResult {
-            site: site.into(),
-            ..Default::default()
+    use livehead_proto::v1::{NodeSample, ProbeResult, record::Kind};
+
+    fn probe(site: &str) -> Record {
+        Record {
+            kind: Some(Kind::Probe(ProbeResult {
+                site: site.into(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn node(ts_ms: u64) -> Record {
+        Record {
+            kind: Some(Kind::Node(NodeSample {
+                ts_ms,
+                cpu_cores: 2,
+                ..Default::default()
+            })),
         }
     }
 
@@ -184,6 +196,29 @@ mod tests {
         assert!(b.flush().is_none());
         b.push(probe("c"));
         assert_eq!(b.flush().map(|x| (x.seq, x.records.len())), Some((101, 1)));
+    }
+
+    #[test]
+    fn records_of_any_kind_share_batches_in_the_order_they_came() {
+        let mut b = BatchBuilder::new("n1".into(), Seqs::starting_at(1), 3, 1 << 20);
+        let sent = [probe("a"), node(1), probe("b"), node(2)];
+        let mut batches: Vec<_> = sent.iter().cloned().filter_map(|r| b.push(r)).collect();
+        batches.extend(b.flush());
+        assert_eq!(batches.len(), 2);
+        let got: Vec<Record> = batches.into_iter().flat_map(|x| x.records).collect();
+        assert_eq!(got, sent);
+    }
+
+    #[test]
+    fn sample_records_count_toward_max_bytes() {
+        let one = record_len(&node(1));
+        let max_bytes = empty_batch_len("n1") + 2 * one;
+        let mut b = BatchBuilder::new("n1".into(), Seqs::starting_at(1), 1000, max_bytes);
+        assert!(b.push(node(1)).is_none());
+        assert!(b.push(node(2)).is_none());
+        let closed = b.push(node(3)).expect("a third would not fit");
+        assert_eq!(closed.records.len(), 2);
+        assert!(closed.encoded_len() <= max_bytes);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod spool;
 pub mod transport;
 
 use livehead_common::Shutdown;
+use livehead_proto::v1::Record;
 use regex::Regex;
 use tokio::sync::mpsc;
 
@@ -61,7 +62,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         serve_metrics(addr, &metrics, shutdown.clone()).await?;
     }
     let spool = open_spool(&config.spool, &metrics).await?;
-    let (results_tx, results_rx) = mpsc::channel(config.batch.max_records.max(1) * 2);
+    let (records_tx, records_rx) = records_channel(&config.batch);
 
     let schedule = if config.rounds.once {
         rounds::Schedule::once(config.rounds.concurrency)
@@ -77,7 +78,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         schedule,
         discovery,
         prober,
-        results_tx,
+        records_tx,
         metrics.clone(),
         shutdown.clone(),
     ));
@@ -91,7 +92,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     let batcher = tokio::spawn(batch::run(
         builder,
         config.batch.max_delay,
-        results_rx,
+        records_rx,
         spool.clone(),
     ));
     let stops = Stops {
@@ -113,7 +114,8 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         _ = &mut rounds, if config.rounds.once => {}
     }
     shutdown.cancel();
-    // Rounds stop, which closes the results channel; the batcher then flushes.
+    // Producers stop, dropping their senders, which closes the records
+    // channel; the batcher then flushes.
     if !rounds.is_finished() {
         let _ = rounds.await;
     }
@@ -157,6 +159,30 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         });
     }
     Ok(())
+}
+
+/// The runtime the agent runs on: `worker_threads` workers (the binary's
+/// other commands keep tokio's default of one per core) and at most
+/// `max_blocking_threads` blocking threads, to keep the agent's resident
+/// memory small and independent of the node's core count.
+pub fn runtime(config: &config::RuntimeConfig) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads.max(1))
+        .max_blocking_threads(config.max_blocking_threads.max(1))
+        .thread_name("livehead-agent")
+        .enable_all()
+        .build()
+}
+
+/// The channel every producer (probe rounds, the sampler) sends its records
+/// to, whatever their kind; the batcher reads it. Clone the sender for each
+/// producer: the batcher flushes and ends once every clone is dropped.
+/// Bounded (two batches' worth of records) so a stalled batcher slows the
+/// producers down instead of growing the agent's memory.
+pub fn records_channel(
+    batch: &config::BatchConfig,
+) -> (mpsc::Sender<Record>, mpsc::Receiver<Record>) {
+    mpsc::channel(batch.max_records.max(1) * 2)
 }
 
 /// The memory spool, or the disk spool with what earlier runs left in it

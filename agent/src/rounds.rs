@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use livehead_common::Shutdown;
-use livehead_proto::v1::{ProbeError, ProbeResult};
+use livehead_proto::v1::{ProbeError, ProbeResult, Record, record::Kind};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -57,12 +57,12 @@ impl Schedule {
 }
 
 /// Runs rounds until `shutdown` (or after one round with [`Schedule::once`]);
-/// each result goes to `results`.
+/// each result goes to `records` as a [`Kind::Probe`] record.
 pub async fn run(
     schedule: Schedule,
     discovery: Discovery,
     prober: Prober,
-    results: mpsc::Sender<ProbeResult>,
+    records: mpsc::Sender<Record>,
     metrics: AgentMetrics,
     shutdown: Shutdown,
 ) {
@@ -70,7 +70,7 @@ pub async fn run(
         let started = Instant::now();
         let sites = discover(&discovery, &metrics);
         tokio::select! {
-            () = run_round(&schedule, sites, &prober, &results, &metrics) => {}
+            () = run_round(&schedule, sites, &prober, &records, &metrics) => {}
             () = shutdown.cancelled() => return,
         }
         let took = started.elapsed();
@@ -116,7 +116,7 @@ pub async fn run_round(
     schedule: &Schedule,
     sites: Vec<Site>,
     prober: &Prober,
-    results: &mpsc::Sender<ProbeResult>,
+    records: &mpsc::Sender<Record>,
     metrics: &AgentMetrics,
 ) {
     let started = Instant::now();
@@ -129,13 +129,16 @@ pub async fn run_round(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        let (prober, results, metrics) = (prober.clone(), results.clone(), metrics.clone());
+        let (prober, records, metrics) = (prober.clone(), records.clone(), metrics.clone());
         tasks.spawn(async move {
             let result = prober.probe(&site.name, &site.target).await;
             drop(permit);
             record(&metrics, &result);
             // A closed channel means the agent is stopping; the result is moot.
-            let _ = results.send(result).await;
+            let record = Record {
+                kind: Some(Kind::Probe(result)),
+            };
+            let _ = records.send(record).await;
         });
         // Reap finished tasks as we go so a 30,000-site round keeps little state.
         while tasks.try_join_next().is_some() {}

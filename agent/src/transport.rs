@@ -16,7 +16,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::batch::Seqs;
-use crate::config::CollectorConnConfig;
+use crate::config::{CollectorConnConfig, Compression};
 use crate::metrics::AgentMetrics;
 use crate::split::{self, Limits, Reaction, Split};
 use crate::spool::{At, DiskError, Oldest, SharedSpool};
@@ -186,7 +186,9 @@ impl Session<'_> {
         let window = self.cfg.max_in_flight.max(1);
         // One slot more than the window: sending never waits on the channel.
         let (tx, rx) = mpsc::channel(window + 1);
-        let response = client(channel).push(ReceiverStream::new(rx)).await?;
+        let response = client(channel, self.cfg.compression)
+            .push(ReceiverStream::new(rx))
+            .await?;
         self.limits = Limits::from_metadata(response.metadata());
         let mut acks = response.into_inner();
         tracing::info!(url = %self.cfg.url, max_message_bytes = self.limits.max_bytes,
@@ -387,10 +389,14 @@ impl Session<'_> {
     }
 }
 
-fn client(channel: Channel) -> IngestServiceClient<Channel> {
-    IngestServiceClient::new(channel)
-        .send_compressed(CompressionEncoding::Zstd)
-        .accept_compressed(CompressionEncoding::Zstd)
+fn client(channel: Channel, compression: Compression) -> IngestServiceClient<Channel> {
+    let client = IngestServiceClient::new(channel);
+    match compression {
+        Compression::None => client,
+        Compression::Zstd => client
+            .send_compressed(CompressionEncoding::Zstd)
+            .accept_compressed(CompressionEncoding::Zstd),
+    }
 }
 
 #[cfg(test)]

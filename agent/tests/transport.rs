@@ -8,15 +8,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use livehead_agent::batch::Seqs;
-use livehead_agent::config::CollectorConnConfig;
+use livehead_agent::batch::{self, BatchBuilder, Seqs};
+use livehead_agent::config::{CollectorConnConfig, Compression};
 use livehead_agent::metrics::AgentMetrics;
 use livehead_agent::split::{MAX_BATCH_RECORDS_HEADER, MAX_MESSAGE_BYTES_HEADER};
-use livehead_agent::spool::SharedSpool;
+use livehead_agent::spool::{DiskStore, SharedSpool};
 use livehead_agent::transport::{self, Stops};
 use livehead_common::Shutdown;
 use livehead_proto::v1::ingest_service_server::{IngestService, IngestServiceServer};
-use livehead_proto::v1::{ProbeResult, PushRequest, PushResponse, Record, record::Kind};
+use livehead_proto::v1::{
+    FilesystemSample, NodeSample, ProbeResult, PushRequest, PushResponse, Record, record::Kind,
+};
 use prost::Message;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -46,10 +48,14 @@ struct Rules {
 struct Seen {
     /// seq -> sites stored under it.
     stored: BTreeMap<u64, Vec<String>>,
+    /// seq -> every record stored under it, whatever its kind.
+    records: BTreeMap<u64, Vec<Record>>,
     refusals: Vec<tonic::Code>,
     streams: usize,
     largest_bytes: usize,
     largest_records: usize,
+    /// The `grpc-encoding` of each stream's messages ("identity" when none).
+    encodings: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -100,6 +106,7 @@ impl Stub {
         let duplicate = seen.stored.contains_key(&batch.seq);
         if !duplicate {
             seen.stored.insert(batch.seq, sites(batch));
+            seen.records.insert(batch.seq, batch.records.clone());
         }
         Ok(PushResponse {
             seq: batch.seq,
@@ -129,9 +136,16 @@ impl IngestService for Stub {
         &self,
         request: Request<Streaming<PushRequest>>,
     ) -> Result<Response<Self::PushStream>, Status> {
+        let encoding = request
+            .metadata()
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("identity")
+            .to_owned();
         let stream = {
             let mut seen = self.seen.lock().expect("lock");
             seen.streams += 1;
+            seen.encodings.push(encoding);
             seen.streams
         };
         let rules = self.rules.lock().expect("lock").clone();
@@ -202,7 +216,20 @@ struct Agent {
 }
 
 fn start_transport(addr: SocketAddr, spool_bytes: usize, first_seq: u64) -> Agent {
+    let metrics = AgentMetrics::new();
+    let spool = SharedSpool::memory(spool_bytes, metrics.clone());
+    start_transport_on(addr, spool, metrics, first_seq, Compression::None)
+}
+
+fn start_transport_on(
+    addr: SocketAddr,
+    spool: SharedSpool,
+    metrics: AgentMetrics,
+    first_seq: u64,
+    compression: Compression,
+) -> Agent {
     let cfg = CollectorConnConfig {
+        compression,
         url: format!("http://{addr}"),
         insecure: true,
         max_in_flight: 8,
@@ -211,8 +238,6 @@ fn start_transport(addr: SocketAddr, spool_bytes: usize, first_seq: u64) -> Agen
         ..Default::default()
     };
     let endpoint = transport::endpoint(&cfg).expect("endpoint");
-    let metrics = AgentMetrics::new();
-    let spool = SharedSpool::memory(spool_bytes, metrics.clone());
     let seqs = Seqs::starting_at(first_seq);
     let stops = Stops {
         drain: Shutdown::new(),
@@ -533,4 +558,128 @@ async fn batches_dropped_from_a_full_spool_and_never_acked_are_lost_once() {
     );
     assert_eq!(metrics.spool_dropped_batches.get(), 2);
     assert_eq!(metrics.spool_dropped_records.get(), 20);
+}
+
+/// Records of every kind the sampler sends next to probe results.
+fn mixed_records() -> Vec<Record> {
+    let ts_ms = 1_790_000_000_000;
+    let node = NodeSample {
+        ts_ms,
+        cpu_cores: 8,
+        cpu_busy_pct: 12.5,
+        load1: 0.75,
+        mem_total_bytes: 16 << 30,
+        mem_available_bytes: 9 << 30,
+        psi_io_some: Some(0.25),
+        uptime_s: 86_400,
+        ..Default::default()
+    };
+    let filesystem = FilesystemSample {
+        ts_ms,
+        mountpoint: "/var/www".into(),
+        device: "/dev/sda1".into(),
+        fstype: "ext4".into(),
+        size_bytes: 100 << 30,
+        used_bytes: 40 << 30,
+        used_pct: 40.0,
+        ..Default::default()
+    };
+    let mut records = Vec::new();
+    for i in 0..7 {
+        records.push(record(i));
+        records.push(Record {
+            kind: Some(Kind::Node(NodeSample {
+                ts_ms: ts_ms + i as u64,
+                ..node
+            })),
+        });
+        if i % 2 == 0 {
+            records.push(Record {
+                kind: Some(Kind::Filesystem(filesystem.clone())),
+            });
+        }
+    }
+    records
+}
+
+/// Sends `records` through the records channel, as the probe rounds and the
+/// sampler do (two producers on clones of one sender), into batches of at
+/// most 4 records, the spool and the transport; returns what the stub stored,
+/// batch after batch.
+async fn through_the_pipeline(
+    spool: SharedSpool,
+    metrics: AgentMetrics,
+    compression: Compression,
+) -> (Vec<Record>, Vec<String>) {
+    let (addr, stub) = start_stub(Rules::default()).await;
+    let agent = start_transport_on(addr, spool.clone(), metrics, 1000, compression);
+    let builder = BatchBuilder::new("node-1".into(), agent.seqs.clone(), 4, 1 << 20);
+    let (tx, rx) = mpsc::channel(2);
+    let batcher = tokio::spawn(batch::run(builder, Duration::from_secs(60), rx, spool));
+    let records = mixed_records();
+    let (probes, samples): (Vec<_>, Vec<_>) = records
+        .iter()
+        .cloned()
+        .partition(|r| matches!(r.kind, Some(Kind::Probe(_))));
+    // One producer at a time, so batches come in a known order.
+    let second = tx.clone();
+    for record in probes {
+        tx.send(record).await.expect("batcher running");
+    }
+    drop(tx);
+    for record in samples {
+        second.send(record).await.expect("batcher running");
+    }
+    drop(second);
+    let spooled = batcher.await.expect("the batcher ends with its senders");
+    assert_eq!(spooled, records.len() as u64);
+    wait_until("every record stored", || {
+        stub.seen(|s| s.records.values().map(Vec::len).sum::<usize>()) >= records.len()
+    })
+    .await;
+    agent.finish().await;
+    let stored = stub.seen(|s| s.records.clone());
+    assert!(
+        stored
+            .values()
+            .any(|b| b.iter().any(|r| matches!(r.kind, Some(Kind::Node(_))))
+                && b.iter()
+                    .any(|r| matches!(r.kind, Some(Kind::Filesystem(_))))),
+        "a batch carries more than one sample kind"
+    );
+    let encodings = stub.seen(|s| s.encodings.clone());
+    (stored.into_values().flatten().collect(), encodings)
+}
+
+/// Probes first, then samples, each in the order sent.
+fn in_sent_order(records: Vec<Record>) -> Vec<Record> {
+    let (mut probes, samples): (Vec<_>, Vec<_>) = records
+        .into_iter()
+        .partition(|r| matches!(r.kind, Some(Kind::Probe(_))));
+    probes.extend(samples);
+    probes
+}
+
+#[tokio::test]
+async fn records_of_every_kind_reach_the_collector_unchanged_through_the_memory_spool() {
+    let metrics = AgentMetrics::new();
+    let spool = SharedSpool::memory(1 << 20, metrics.clone());
+    let (stored, encodings) = through_the_pipeline(spool, metrics, Compression::None).await;
+    assert_eq!(stored, in_sent_order(mixed_records()));
+    assert_eq!(encodings, ["identity"], "uncompressed by default");
+}
+
+#[tokio::test]
+async fn records_of_every_kind_reach_the_collector_unchanged_through_the_disk_spool() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, opened) = DiskStore::open(dir.path()).expect("open the disk spool");
+    assert!(opened.entries.is_empty());
+    let metrics = AgentMetrics::new();
+    let spool = SharedSpool::on_disk(store, opened.entries, 1 << 20, metrics.clone());
+    // zstd here, so both wire encodings carry every kind.
+    let (stored, encodings) = through_the_pipeline(spool, metrics, Compression::Zstd).await;
+    assert_eq!(encodings, ["zstd"]);
+    assert_eq!(stored, in_sent_order(mixed_records()));
+    let left = std::fs::read_dir(dir.path()).expect("read dir").count();
+    assert_eq!(left, 0, "acknowledged batch files are deleted");
 }

@@ -22,7 +22,9 @@ use crate::livehead::{Collector, Env, StoreKind};
 use crate::nginx;
 use crate::table::{Table, num};
 
+// Every part's options are named `Args`: no group, or their names clash.
 #[derive(Debug, clap::Args)]
+#[group(skip)]
 pub struct Args {
     /// Sites stored in each store before the load.
     #[arg(long = "api-sites", default_value_t = 30_000)]

@@ -16,7 +16,9 @@ use crate::nginx::{self, Nginx};
 use crate::proc::{Sample, Service, sample};
 use crate::table::{Table, num};
 
+// Every part's options are named `Args`: no group, or their names clash.
 #[derive(Debug, clap::Args)]
+#[group(skip)]
 pub struct Args {
     /// Sites the agent probes each round.
     #[arg(
@@ -61,6 +63,53 @@ pub struct Args {
     /// still runs the collector), to compare builds.
     #[arg(id = "footprint-agent-bin", long = "footprint-agent-bin")]
     pub agent_bin: Option<PathBuf>,
+    /// Agents to watch side by side in the same run, instead of the one above:
+    /// `LABEL=BINARY[,KEY=VALUE...]` (an empty BINARY is the `livehead` under
+    /// test; KEY=VALUE is that agent's environment), repeatable. The machine
+    /// is noisy: builds and settings compare fairly only within one run.
+    #[arg(
+        id = "footprint-variant",
+        long = "footprint-variant",
+        value_parser = parse_variant
+    )]
+    pub variants: Vec<Variant>,
+}
+
+/// One agent of a side-by-side run.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    pub label: String,
+    pub bin: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+}
+
+fn parse_variant(text: &str) -> Result<Variant, String> {
+    let (label, rest) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not LABEL=BINARY[,KEY=VALUE...]"))?;
+    let mut parts = rest.split(',');
+    let bin = parts.next().filter(|b| !b.is_empty()).map(PathBuf::from);
+    let env = parts.map(parse_env).collect::<Result<_, _>>()?;
+    Ok(Variant {
+        label: label.to_owned(),
+        bin,
+        env,
+    })
+}
+
+impl Args {
+    /// The agents to watch: the variants, or the single agent of
+    /// `--footprint-agent-bin` and `--footprint-agent-env`.
+    fn agents(&self) -> Vec<Variant> {
+        if !self.variants.is_empty() {
+            return self.variants.clone();
+        }
+        vec![Variant {
+            label: "livehead agent".into(),
+            bin: self.agent_bin.clone(),
+            env: self.agent_env.clone(),
+        }]
+    }
 }
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
@@ -78,7 +127,9 @@ const TARGET_MIB: f64 = 12.0;
 pub fn run(env: &Env, args: &Args) -> anyhow::Result<Vec<Table>> {
     let nginx = Nginx::start(&env.path("nginx-footprint"), args.sites)?;
     let root = nginx::web_root(&env.dir, args.sites)?;
-    let pki = env.pki(&[AGENT.to_owned()])?;
+    let variants = args.agents();
+    let names: Vec<String> = (0..variants.len()).map(|i| format!("{AGENT}-{i}")).collect();
+    let pki = env.pki(&names)?;
     let collector = Collector::start(
         env,
         "footprint-collector",
@@ -87,25 +138,48 @@ pub fn run(env: &Env, args: &Args) -> anyhow::Result<Vec<Table>> {
         "",
     )?;
     let mut exporter = NodeExporter::start(env)?;
-    let agent_env = Env {
-        bin: cold_copy(
-            args.agent_bin.as_deref().unwrap_or(&env.bin),
-            &env.path("livehead-agent"),
-        )?,
-        dir: env.dir.clone(),
-    };
-    let mut agent = Agent::start(&agent_env, &pki, &collector, &nginx, &root, args)?;
-    let observed = observe(&mut agent, &mut exporter, args)?;
-    let work = AgentWork::parse(&scrape(agent.metrics)?);
-    anyhow::ensure!(
-        work.probes > 0.0 && work.acked > 0.0,
-        "the agent probed {} sites and got {} batches acknowledged; see {}",
-        work.probes,
-        work.acked,
-        env.path("footprint-agent.log").display()
-    );
+    let mut agents = Vec::new();
+    for (i, variant) in variants.iter().enumerate() {
+        // Each agent maps its own copy, so no agent profits from pages
+        // another one brought into the page cache.
+        let agent_env = Env {
+            bin: cold_copy(
+                variant.bin.as_deref().unwrap_or(&env.bin),
+                &env.path(&format!("livehead-agent-{i}")),
+            )?,
+            dir: env.dir.clone(),
+        };
+        let log = env.path(&format!("footprint-agent-{i}.log"));
+        let site = Sites {
+            nginx: &nginx,
+            root: &root,
+        };
+        agents.push(Agent::start(
+            &agent_env, &pki, &names[i], &collector, site, args, variant, &log,
+        )?);
+    }
+    let observed = observe(&mut agents, &mut exporter, args)?;
+    let mut works = Vec::new();
+    for (i, agent) in agents.iter().enumerate() {
+        let work = AgentWork::parse(&scrape(agent.metrics)?);
+        anyhow::ensure!(
+            work.probes > 0.0 && work.acked > 0.0,
+            "the agent {:?} probed {} sites and got {} batches acknowledged; see {}",
+            variants[i].label,
+            work.probes,
+            work.acked,
+            env.path(&format!("footprint-agent-{i}.log")).display()
+        );
+        works.push(work);
+    }
     eprintln!("footprint: done");
-    Ok(vec![table(args, &observed, &work, &exporter.version)])
+    Ok(vec![table(
+        args,
+        &variants,
+        &observed,
+        &works,
+        &exporter.version,
+    )])
 }
 
 /// A copy of `bin` with none of its pages cached, so the agent's RSS does not
@@ -216,7 +290,7 @@ struct Figures {
 }
 
 struct Observed {
-    agent: Figures,
+    agents: Vec<Figures>,
     exporter: Figures,
     scrapes: usize,
     scrape_kib: f64,
@@ -225,12 +299,15 @@ struct Observed {
 /// Samples both processes every second for the run, each `/metrics` scraped
 /// every `scrape_every` from the start, as a Prometheus would.
 fn observe(
-    agent: &mut Agent,
+    agents: &mut [Agent],
     exporter: &mut NodeExporter,
     args: &Args,
 ) -> anyhow::Result<Observed> {
     // Start figures are taken before anything is scraped: node_exporter's idle size.
-    let mut agent_watch = Watch::new(agent.service.pid())?;
+    let mut agent_watches = agents
+        .iter()
+        .map(|a| Watch::new(a.service.pid()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut exporter_watch = Watch::new(exporter.service.pid())?;
     let started = Instant::now();
     let scrape_every = args.scrape_every.as_secs().max(1);
@@ -239,17 +316,24 @@ fn observe(
         if second % scrape_every == 0 {
             scraped_bytes += scrape(exporter.addr)?.len();
             scrapes += 1;
-            scrape(agent.metrics)?;
+            for agent in agents.iter() {
+                scrape(agent.metrics)?;
+            }
         }
         let next = started + Duration::from_secs(second + 1);
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
-        agent.service.check_running()?;
         exporter.service.check_running()?;
-        agent_watch.tick()?;
         exporter_watch.tick()?;
+        for (agent, watch) in agents.iter_mut().zip(&mut agent_watches) {
+            agent.service.check_running()?;
+            watch.tick()?;
+        }
     }
     Ok(Observed {
-        agent: agent_watch.finish()?,
+        agents: agent_watches
+            .into_iter()
+            .map(Watch::finish)
+            .collect::<anyhow::Result<_>>()?,
         exporter: exporter_watch.finish()?,
         scrapes,
         scrape_kib: scraped_bytes as f64 / 1024.0 / scrapes.max(1) as f64,
@@ -274,27 +358,36 @@ struct Agent {
     metrics: SocketAddr,
 }
 
+/// What every agent probes.
+#[derive(Clone, Copy)]
+struct Sites<'a> {
+    nginx: &'a Nginx,
+    root: &'a Path,
+}
+
 impl Agent {
+    #[allow(clippy::too_many_arguments)]
     fn start(
         env: &Env,
         pki: &Path,
+        name: &str,
         collector: &Collector,
-        nginx: &Nginx,
-        root: &Path,
+        sites: Sites<'_>,
         args: &Args,
+        variant: &Variant,
+        log: &Path,
     ) -> anyhow::Result<Self> {
-        let mut command = agent_command(env, pki, AGENT, collector);
+        let mut command = agent_command(env, pki, name, collector);
         command
             .arg("--web-root")
-            .arg(root)
+            .arg(sites.root)
             .arg("--target")
-            .arg(nginx.addr.to_string())
+            .arg(sites.nginx.addr.to_string())
             .arg("--interval")
             .arg(humantime::format_duration(args.interval).to_string())
-            .envs(args.agent_env.iter().map(|(k, v)| (k, v)));
+            .envs(variant.env.iter().map(|(k, v)| (k, v)));
         let metrics = metrics_listen(&command)?;
-        let log = env.path("footprint-agent.log");
-        let mut service = Service::spawn("livehead agent", &mut command, &log)?;
+        let mut service = Service::spawn(&variant.label, &mut command, log)?;
         service.wait_for_port(metrics)?;
         Ok(Self { service, metrics })
     }
@@ -378,7 +471,13 @@ fn metric_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-fn table(args: &Args, observed: &Observed, work: &AgentWork, exporter_version: &str) -> Table {
+fn table(
+    args: &Args,
+    variants: &[Variant],
+    observed: &Observed,
+    works: &[AgentWork],
+    exporter_version: &str,
+) -> Table {
     let mut table = Table::new(
         "Footprint: livehead agent next to node_exporter",
         &[
@@ -392,14 +491,16 @@ fn table(args: &Args, observed: &Observed, work: &AgentWork, exporter_version: &
             "CPU %",
         ],
     );
-    let agent_doing = format!(
-        "probing {} sites every {} (spread over half of it); rounds done: {}, probes: {}",
-        args.sites,
-        humantime::format_duration(args.interval),
-        work.rounds,
-        work.probes
-    );
-    table.row(cells("livehead agent", &agent_doing, &observed.agent));
+    for ((variant, figures), work) in variants.iter().zip(&observed.agents).zip(works) {
+        let agent_doing = format!(
+            "probing {} sites every {} (spread over half of it); rounds done: {}, probes: {}",
+            args.sites,
+            humantime::format_duration(args.interval),
+            work.rounds,
+            work.probes
+        );
+        table.row(cells(&variant.label, &agent_doing, figures));
+    }
     let exporter_doing = format!(
         "serving a scrape every {}; scrapes: {} of {} KiB",
         humantime::format_duration(args.scrape_every),
@@ -408,7 +509,7 @@ fn table(args: &Args, observed: &Observed, work: &AgentWork, exporter_version: &
     );
     let exporter_name = format!("prometheus-node-exporter {exporter_version}");
     table.row(cells(&exporter_name, &exporter_doing, &observed.exporter));
-    for note in notes(args, observed) {
+    for note in notes(args, variants, observed) {
         table.note(note);
     }
     table
@@ -427,13 +528,25 @@ fn cells(process: &str, doing: &str, f: &Figures) -> Vec<String> {
     ]
 }
 
-fn notes(args: &Args, observed: &Observed) -> Vec<String> {
-    let peak = observed.agent.peak_mib;
-    let verdict = if peak < TARGET_MIB {
-        format!("met (peak {} MiB)", num(peak))
-    } else {
-        format!("**not met** (peak {} MiB)", num(peak))
-    };
+fn notes(args: &Args, variants: &[Variant], observed: &Observed) -> Vec<String> {
+    let verdicts: Vec<String> = variants
+        .iter()
+        .zip(&observed.agents)
+        .map(|(variant, figures)| {
+            let peak = figures.peak_mib;
+            let verdict = if peak < TARGET_MIB {
+                format!("met (peak {} MiB)", num(peak))
+            } else {
+                format!("**not met** (peak {} MiB)", num(peak))
+            };
+            if variants.len() == 1 {
+                verdict
+            } else {
+                format!("{}: {verdict}", variant.label)
+            }
+        })
+        .collect();
+    let verdict = verdicts.join("; ");
     vec![
         format!(
             "Target: the agent, probing and sampling the host, stays under {TARGET_MIB} MiB \
@@ -455,24 +568,31 @@ fn notes(args: &Args, observed: &Observed) -> Vec<String> {
              probes a local nginx; node_exporter runs its default collectors.{}",
             humantime::format_duration(args.duration),
             humantime::format_duration(args.scrape_every),
-            agent_variant(args),
+            agent_variants(variants),
         ),
     ]
 }
 
-/// What differs from the default agent, when asked: its binary, its environment.
-fn agent_variant(args: &Args) -> String {
+/// What differs from the default agent, when asked: each agent's binary and
+/// environment.
+fn agent_variants(variants: &[Variant]) -> String {
     let mut out = String::new();
-    if let Some(bin) = &args.agent_bin {
-        out.push_str(&format!(" Agent binary: {}.", bin.display()));
-    }
-    if !args.agent_env.is_empty() {
-        let vars: Vec<String> = args
-            .agent_env
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        out.push_str(&format!(" Agent environment: {}.", vars.join(" ")));
+    for variant in variants {
+        let mut parts = Vec::new();
+        if let Some(bin) = &variant.bin {
+            parts.push(format!("binary {}", bin.display()));
+        }
+        if !variant.env.is_empty() {
+            let vars: Vec<String> = variant
+                .env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            parts.push(format!("environment {}", vars.join(" ")));
+        }
+        if !parts.is_empty() {
+            out.push_str(&format!(" {}: {}.", variant.label, parts.join(", ")));
+        }
     }
     out
 }

@@ -32,7 +32,9 @@ use crate::nginx;
 use crate::proc::{self, Sample, Usage};
 use crate::table::{Table, num};
 
+// Every part's options are named `Args`: no group, or their names clash.
 #[derive(Debug, clap::Args)]
+#[group(skip)]
 pub struct Args {
     /// Probe results sent through the collector (and inserted again for the ceiling).
     #[arg(id = "ingest-rows", long = "ingest-rows", default_value_t = 2_000_000)]
@@ -352,7 +354,8 @@ async fn open(endpoint: &Endpoint, in_flight: usize) -> anyhow::Result<Stream> {
         .connect()
         .await
         .context("connecting to the collector")?;
-    // As the agent does: zstd both ways, so the collector pays for inflating.
+    // As an agent with `collector.compression = "zstd"` sends (agents send
+    // uncompressed by default): the collector's costlier case, inflating.
     let mut client = IngestServiceClient::new(channel)
         .send_compressed(CompressionEncoding::Zstd)
         .accept_compressed(CompressionEncoding::Zstd);
@@ -716,8 +719,8 @@ fn notes(
          with bounded memory.",
     );
     table.note(format!(
-        "Collector: {} agents' bidi streams (mTLS, one certificate each, zstd as the agent \
-         sends), batches of {} records, at most {} unacknowledged per stream; every ack checked \
+        "Collector: {} agents' bidi streams (mTLS, one certificate each, zstd as an agent \
+         set to compress sends), batches of {} records, at most {} unacknowledged per stream; every ack checked \
          (all records accepted) and health_history's `count()` verified. Wall time from the \
          first send to the last ack; rows generated beforehand (30,000 sites, the probe part's \
          status mix, rounds a minute apart). Collector CPU and peak RSS (VmHWM) from /proc; \

@@ -9,7 +9,9 @@ use crate::nginx::{self, Nginx};
 use crate::proc::{Usage, measure};
 use crate::table::{Table, num, ratio};
 
+// Every part's options are named `Args`: no group, or their names clash.
 #[derive(Debug, clap::Args)]
+#[group(skip)]
 pub struct Args {
     /// Site counts probed (one round each).
     #[arg(long, value_delimiter = ',', default_value = "200,2000,30000")]
