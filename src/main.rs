@@ -5,6 +5,10 @@ use clap::Parser;
 use livehead::cli::{CertsArgs, Cli, Command};
 use livehead_common::Shutdown;
 
+/// How long a stopping agent waits for its blocking threads: a statvfs stuck
+/// on a dead NFS mount never returns, and must not keep the process alive.
+const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     livehead_common::telemetry::init(cli.log_format, "info");
@@ -15,9 +19,11 @@ fn main() -> anyhow::Result<()> {
             // The agent sizes its own runtime (few threads), to stay small.
             let runtime =
                 livehead_agent::runtime(&config.runtime).context("starting the async runtime")?;
-            runtime.block_on(with_signals(|shutdown| async move {
+            let result = runtime.block_on(with_signals(|shutdown| async move {
                 livehead_agent::run(config, shutdown).await.context("agent")
-            }))
+            }));
+            runtime.shutdown_timeout(BLOCKING_GRACE);
+            result
         }
         #[cfg(feature = "collector")]
         Command::Collector(args) => {
@@ -33,11 +39,14 @@ fn main() -> anyhow::Result<()> {
         Command::Up(args) => {
             let config = args.into_config();
             let state = config.state_dir.display().to_string();
-            default_runtime()?.block_on(with_signals(|shutdown| async move {
+            let runtime = default_runtime()?;
+            let result = runtime.block_on(with_signals(|shutdown| async move {
                 livehead_up::run(config, shutdown)
                     .await
                     .with_context(|| format!("livehead up (state in {state})"))
-            }))
+            }));
+            runtime.shutdown_timeout(BLOCKING_GRACE);
+            result
         }
     }
 }

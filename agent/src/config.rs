@@ -40,6 +40,9 @@ pub struct AgentConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Threads of the agent's async runtime.
     pub runtime: RuntimeConfig,
+    /// What the agent samples of its node, pods, sites and services, and how
+    /// often (`[sample]`; see `sample::SampleConfig`).
+    pub sample: crate::sample::SampleConfig,
 }
 
 impl Default for AgentConfig {
@@ -55,6 +58,7 @@ impl Default for AgentConfig {
             collector: CollectorConnConfig::default(),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7091))),
             runtime: RuntimeConfig::default(),
+            sample: crate::sample::SampleConfig::default(),
         }
     }
 }

@@ -43,6 +43,8 @@ pub enum AgentError {
     },
     #[error("cannot open the disk spool: {0}")]
     Spool(#[from] DiskError),
+    #[error(transparent)]
+    Sample(#[from] sample::SampleConfigError),
     #[error("cannot serve metrics on {addr}")]
     Metrics {
         addr: std::net::SocketAddr,
@@ -56,6 +58,7 @@ pub enum AgentError {
 /// unacknowledged are an error, so a cron job sees them.
 pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentError> {
     let discovery = discovery(&config)?;
+    let sample_config = sample_config(&config)?;
     let endpoint = transport::endpoint(&config.collector)?;
     let metrics = AgentMetrics::new();
     if let Some(addr) = config.metrics_listen {
@@ -74,6 +77,15 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         )
     };
     let prober = probe::Prober::new(config.probe.clone());
+    // A one-shot run (`--once`, from cron) probes only: rates need two samples.
+    let sampler = (!config.rounds.once).then(|| {
+        tokio::spawn(sample::run(
+            sample_config,
+            records_tx.clone(),
+            sample::SampleMetrics::new(&metrics.registry),
+            shutdown.clone(),
+        ))
+    });
     let mut rounds = tokio::spawn(rounds::run(
         schedule,
         discovery,
@@ -118,6 +130,9 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     // channel; the batcher then flushes.
     if !rounds.is_finished() {
         let _ = rounds.await;
+    }
+    if let Some(sampler) = sampler {
+        let _ = sampler.await;
     }
     let spooled = batcher.await.unwrap_or(0);
     stops.drain.cancel();
@@ -230,6 +245,18 @@ pub fn discovery(config: &AgentConfig) -> Result<Discovery, AgentError> {
         ignore: Regex::new(&config.sites.ignore).map_err(DiscoveryError::from)?,
         default_target: DefaultTarget::parse(config.target.as_deref())?,
     })
+}
+
+/// `[sample]`, checked, with the sites' web root and ignore pattern when it
+/// names no web root of its own.
+fn sample_config(config: &AgentConfig) -> Result<sample::SampleConfig, AgentError> {
+    let mut sample = config.sample.clone();
+    if sample.web_root.is_none() {
+        sample.web_root.clone_from(&config.sites.web_root);
+        sample.site_ignore = Some(Regex::new(&config.sites.ignore).map_err(DiscoveryError::from)?);
+    }
+    sample.validate()?;
+    Ok(sample)
 }
 
 async fn serve_metrics(

@@ -128,7 +128,9 @@ pub fn run(env: &Env, args: &Args) -> anyhow::Result<Vec<Table>> {
     let nginx = Nginx::start(&env.path("nginx-footprint"), args.sites)?;
     let root = nginx::web_root(&env.dir, args.sites)?;
     let variants = args.agents();
-    let names: Vec<String> = (0..variants.len()).map(|i| format!("{AGENT}-{i}")).collect();
+    let names: Vec<String> = (0..variants.len())
+        .map(|i| format!("{AGENT}-{i}"))
+        .collect();
     let pki = env.pki(&names)?;
     let collector = Collector::start(
         env,

@@ -44,8 +44,13 @@ pub struct SampleConfig {
     /// The cgroup v2 hierarchy. Default `/sys/fs/cgroup`.
     pub cgroup_root: PathBuf,
     /// Directory whose subdirectories are sites, each walked for its disk
-    /// use. Default unset: no site sampling.
+    /// use. Default unset: `sites.web_root` (and its `sites.ignore`); no site
+    /// sampling when both are unset.
     pub web_root: Option<PathBuf>,
+    /// Directory names under `web_root` that are not sites: `sites.ignore`,
+    /// set by the agent.
+    #[serde(skip)]
+    pub site_ignore: Option<Regex>,
     /// Time between two walks of the web root. Default 10m.
     #[serde(with = "humantime_serde")]
     pub site_walk_interval: Duration,
@@ -87,6 +92,7 @@ impl Default for SampleConfig {
             sys_root: PathBuf::from("/sys"),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             web_root: None,
+            site_ignore: None,
             site_walk_interval: Duration::from_secs(10 * 60),
             site_walk_max_files: 1_000_000,
             site_user_pattern: None,

@@ -127,10 +127,11 @@ fn start_walk(
         return;
     };
     let max = config.site_walk_max_files;
+    let ignore = config.site_ignore.clone();
     let stop = Arc::clone(stop);
     let started = walker.try_start(move || {
         let t = Instant::now();
-        let result = site::walk_web_root(&root, max, unix_ms(), &stop);
+        let result = site::walk_web_root(&root, ignore.as_ref(), max, unix_ms(), &stop);
         (t.elapsed().as_secs_f64(), result)
     });
     if started.is_err() {
@@ -200,6 +201,7 @@ struct Blocking {
 struct SiteUsers {
     sampler: site::UserSampler,
     web_root: PathBuf,
+    ignore: Option<regex::Regex>,
     pattern: String,
     passwd: PathBuf,
 }
@@ -207,7 +209,7 @@ struct SiteUsers {
 impl SiteUsers {
     /// (site, user, uid) of every site whose user exists in passwd.
     fn resolve(&self) -> Result<Vec<(String, String, u32)>, ReadError> {
-        let sites = site::list_sites(&self.web_root)
+        let sites = site::list_sites(&self.web_root, self.ignore.as_ref())
             .map_err(|e| ReadError::new("web_root", &self.web_root, e))?;
         let passwd = std::fs::read_to_string(&self.passwd)
             .map_err(|e| ReadError::new("passwd", &self.passwd, e))?;
@@ -392,6 +394,7 @@ fn blocking(config: &SampleConfig, pods_v2: bool) -> Blocking {
         (Some(web_root), Some(pattern)) => Some(SiteUsers {
             sampler: site::UserSampler::new(config.proc_root.clone()),
             web_root: web_root.clone(),
+            ignore: config.site_ignore.clone(),
             pattern: pattern.clone(),
             passwd: config.passwd_path.clone(),
         }),

@@ -1,6 +1,7 @@
 //! Sites: disk use of each site directory (a slow background walk), and the
 //! processes of each site's Unix user.
 
+use regex::Regex;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -52,13 +53,15 @@ pub fn walk_site(dir: &Path, max_entries: u64, stop: &AtomicBool) -> WalkTotals 
     t
 }
 
-/// The site directories of a web root (hidden ones left out), sorted.
-pub fn list_sites(web_root: &Path) -> std::io::Result<Vec<String>> {
+/// The site directories of a web root (hidden ones and those `ignore`
+/// matches left out, as site discovery does), sorted.
+pub fn list_sites(web_root: &Path, ignore: Option<&Regex>) -> std::io::Result<Vec<String>> {
     let mut sites = Vec::new();
     for entry in std::fs::read_dir(web_root)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         // A symlinked site would be walked twice, or outside the web root.
-        if !name.starts_with('.') && entry.file_type().is_ok_and(|t| t.is_dir()) {
+        let ignored = ignore.is_some_and(|re| re.is_match(&name));
+        if !ignored && !name.starts_with('.') && entry.file_type().is_ok_and(|t| t.is_dir()) {
             sites.push(name);
         }
     }
@@ -69,11 +72,13 @@ pub fn list_sites(web_root: &Path) -> std::io::Result<Vec<String>> {
 /// Walks every site of `web_root`, one after the other, until `stop`.
 pub fn walk_web_root(
     web_root: &Path,
+    ignore: Option<&Regex>,
     max_entries: u64,
     ts_ms: u64,
     stop: &AtomicBool,
 ) -> Result<Vec<SiteDiskSample>, ReadError> {
-    let sites = list_sites(web_root).map_err(|e| ReadError::new("web_root", web_root, e))?;
+    let sites =
+        list_sites(web_root, ignore).map_err(|e| ReadError::new("web_root", web_root, e))?;
     Ok(sites
         .into_iter()
         .take_while(|_| !stop.load(Ordering::Relaxed))
@@ -338,8 +343,8 @@ mod tests {
         fs::create_dir(root.path().join(".cache")).expect("fixture files");
         fs::write(root.path().join("stray-file"), "x").expect("fixture files");
 
-        let samples =
-            walk_web_root(root.path(), 1_000_000, 9, &AtomicBool::new(false)).expect("test value");
+        let samples = walk_web_root(root.path(), None, 1_000_000, 9, &AtomicBool::new(false))
+            .expect("test value");
         let got: Vec<(&str, u64, u64, bool)> = samples
             .iter()
             .map(|s| (s.site.as_str(), s.disk_bytes, s.file_count, s.truncated))
@@ -383,7 +388,7 @@ mod tests {
         write(&root.path().join("b.example/f"), 10);
         let stop = AtomicBool::new(true);
         assert!(walk_site(&root.path().join("a.example"), 100, &stop).truncated);
-        let samples = walk_web_root(root.path(), 100, 0, &stop).expect("test value");
+        let samples = walk_web_root(root.path(), None, 100, 0, &stop).expect("test value");
         assert!(samples.is_empty(), "{samples:?}");
     }
 
@@ -391,6 +396,7 @@ mod tests {
     fn a_missing_web_root_is_an_error_naming_it() {
         let err = walk_web_root(
             Path::new("/nonexistent/www"),
+            None,
             10,
             0,
             &AtomicBool::new(false),
