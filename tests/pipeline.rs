@@ -118,7 +118,7 @@ fn busy_agent(dir: &Path, grpc: u16, sites: &FakeSites, count: usize, drain: &st
     let config = dir.join("agent.toml");
     let toml = format!(
         "[batch]\nmax_records = 20\nmax_delay = \"50ms\"\n[collector]\nreconnect_min = \"100ms\"\n\
-         reconnect_max = \"500ms\"\ndrain_timeout = \"{drain}\"\n"
+         reconnect_max = \"500ms\"\ndrain_timeout = \"{drain}\"\n[sample]\ninterval = \"5s\"\n"
     );
     std::fs::write(&config, toml).expect("agent config");
     let target = format!("127.0.0.1:{}", sites.port());
@@ -157,6 +157,42 @@ fn summary_number(line: &str, name: &str) -> u64 {
 }
 
 const NO_DUPLICATES: &str = "SELECT count() FROM (SELECT site, ts, count() AS c FROM health_history GROUP BY site, ts HAVING c > 1)";
+
+/// Every table a batch's records land in, with the columns telling two
+/// records apart: probes by site and time, samples by node, thing and time.
+const RECORD_TABLES: &[(&str, &str)] = &[
+    ("health_history", "site, ts"),
+    ("node_samples", "node, ts"),
+    ("filesystem_samples", "node, mountpoint, ts"),
+    ("disk_samples", "node, device, ts"),
+    ("interface_samples", "node, interface, ts"),
+    ("pod_samples", "node, pod, ts"),
+    ("site_disk_samples", "node, site, ts"),
+    ("site_process_samples", "node, site, ts"),
+    ("service_states", "node, unit, ts"),
+];
+
+/// Records stored, of every kind.
+fn stored_records(ch: &ClickHouseServer, db: &str) -> u64 {
+    RECORD_TABLES
+        .iter()
+        .map(|(table, _)| count(ch, db, &format!("SELECT count() FROM {table}")))
+        .sum()
+}
+
+/// Distinct records stored, of every kind: [`stored_records`] when none is
+/// stored twice.
+fn distinct_records(ch: &ClickHouseServer, db: &str) -> u64 {
+    RECORD_TABLES
+        .iter()
+        .map(|(table, key)| count(ch, db, &format!("SELECT uniqExact({key}) FROM {table}")))
+        .sum()
+}
+
+/// Sample records stored (every kind but probes).
+fn stored_samples(ch: &ClickHouseServer, db: &str) -> u64 {
+    stored_records(ch, db) - count(ch, db, "SELECT count() FROM health_history")
+}
 
 fn head_requests(sites: &FakeSites) -> u64 {
     sites
@@ -256,12 +292,16 @@ async fn probe_results_reach_clickhouse_field_by_field() {
     std::fs::write(&list, format!("# test sites\n{}\n", names.join("\n"))).expect("sites");
     let started = now_ms();
     let target = format!("127.0.0.1:{}", sites.port());
+    // Probes only: the rows counted below are the six probes.
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "[sample]\nenabled = false\n").expect("agent config");
+    let config_arg = config.display().to_string();
     let mut agent = agent(
         dir.path(),
         collector.grpc,
         &list,
         &target,
-        &["--interval", "1h"],
+        &["--interval", "1h", "--config", &config_arg],
     );
 
     let last = "SELECT count() FROM health_last FINAL";
@@ -446,9 +486,13 @@ async fn clickhouse_outages(name: &str, outages: &[Outage]) -> AfterStalls {
         );
     }
     collector.terminate(Duration::from_secs(15));
+    assert!(
+        stored_samples(&ch, &db) > 0,
+        "batches mixed samples with probes"
+    );
     AfterStalls {
-        stored: count(&ch, &db, history),
-        distinct: count(&ch, &db, "SELECT uniqExact(site, ts) FROM health_history"),
+        stored: stored_records(&ch, &db),
+        distinct: distinct_records(&ch, &db),
         spooled: summary_field(&log, "records_spooled"),
         repeated: format!(
             "rows by seq:\n{}markers by seq:\n{}",
@@ -569,17 +613,20 @@ async fn collector_crash_loses_and_duplicates_nothing() {
         log.contains("collector connection lost"),
         "the crash was noticed: {log}"
     );
+    assert!(
+        stored_samples(&ch, &db) > 0,
+        "batches mixed samples with probes"
+    );
     assert_eq!(
-        count(&ch, &db, history),
+        stored_records(&ch, &db),
         spooled,
-        "every probe result is stored"
+        "every record, probe or sample, is stored"
     );
-    let duplicates = count(
-        &ch,
-        &db,
-        "SELECT count() FROM (SELECT site, ts, count() AS c FROM health_history GROUP BY site, ts HAVING c > 1)",
+    assert_eq!(
+        distinct_records(&ch, &db),
+        spooled,
+        "no record is stored twice"
     );
-    assert_eq!(duplicates, 0, "no probe result is stored twice");
     second.terminate(Duration::from_secs(15));
 }
 
@@ -758,6 +805,11 @@ async fn a_disk_spool_survives_an_agent_killed_while_the_collector_is_down() {
     assert_eq!(probed_total, probed + 40, "one round by the second agent");
     assert_eq!(count(&ch, &db, history), probed_total, "every probe stored");
     assert_eq!(count(&ch, &db, NO_DUPLICATES), 0, "none stored twice");
+    assert_eq!(
+        distinct_records(&ch, &db),
+        stored_records(&ch, &db),
+        "no sample stored twice either"
+    );
     assert_eq!(
         std::fs::read_dir(&spool).expect("spool dir").count(),
         0,
