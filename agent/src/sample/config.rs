@@ -39,6 +39,11 @@ pub struct SampleConfig {
     /// `<proc_root>/1/root` (which needs root with CAP_SYS_PTRACE, as
     /// node_exporter's host filesystems do). Default `/proc`.
     pub proc_root: PathBuf,
+    /// Where the host's root filesystem is mounted (`/host/root` in the
+    /// DaemonSet, as node_exporter's `--path.rootfs`): filesystems are
+    /// measured at `<root_fs>/<mount point>`, which needs no privileges.
+    /// Default unset.
+    pub root_fs: Option<PathBuf>,
     /// Where sysfs is mounted (tells disks from partitions). Default `/sys`.
     pub sys_root: PathBuf,
     /// The cgroup v2 hierarchy. Default `/sys/fs/cgroup`.
@@ -89,6 +94,7 @@ impl Default for SampleConfig {
             enabled: true,
             interval: Duration::from_secs(10),
             proc_root: PathBuf::from("/proc"),
+            root_fs: None,
             sys_root: PathBuf::from("/sys"),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             web_root: None,

@@ -72,6 +72,8 @@ fn pct(part: u64, whole: u64) -> f64 {
 /// Samples the node's filesystems; remembers statvfs calls still stuck.
 pub struct FsSampler {
     proc_root: PathBuf,
+    /// Where the host's `/` is mounted, when statvfs reaches mounts there.
+    root_fs: Option<PathBuf>,
     timeout: Duration,
     stat: StatFn,
     /// Mount points whose statvfs timed out and has not returned yet: never
@@ -88,10 +90,18 @@ impl FsSampler {
     pub fn with_stat(proc_root: PathBuf, timeout: Duration, stat: StatFn) -> Self {
         Self {
             proc_root,
+            root_fs: None,
             timeout,
             stat,
             stuck: HashMap::new(),
         }
+    }
+
+    /// Reach the mounts under `root_fs` (the host's `/` mounted in the pod)
+    /// rather than through `<proc_root>/1/root`, which needs privileges.
+    pub fn with_root_fs(mut self, root_fs: Option<PathBuf>) -> Self {
+        self.root_fs = root_fs;
+        self
     }
 
     /// Number of mounts whose statvfs is still stuck.
@@ -102,8 +112,9 @@ impl FsSampler {
     /// One sample per real filesystem that answered in time. A mount that
     /// vanished, or does not answer, is left out and reported in the errors.
     pub async fn tick(&mut self, ts_ms: u64) -> (Vec<FilesystemSample>, Vec<ReadError>) {
-        let proc_root = self.proc_root.clone();
-        let mounts = match tokio::task::spawn_blocking(move || read_mounts(&proc_root)).await {
+        let (proc_root, root_fs) = (self.proc_root.clone(), self.root_fs.clone());
+        let read = move || read_mounts(&proc_root, root_fs.as_deref());
+        let mounts = match tokio::task::spawn_blocking(read).await {
             Ok(Ok(m)) => m,
             Ok(Err(e)) => return (Vec::new(), vec![e]),
             Err(e) => {
@@ -172,11 +183,16 @@ enum Measure {
 /// The mounts of the host's init (`<proc_root>/1/mountinfo`), falling back to
 /// our own (`<proc_root>/self/mountinfo`) when init's is not readable, each
 /// with the path statvfs is called on: through `<proc_root>/1/root` when the
-/// procfs is not our own (the host's, mounted under /host in a DaemonSet).
-fn read_mounts(proc_root: &Path) -> Result<Vec<(Mount, PathBuf)>, ReadError> {
+/// procfs is not our own (the host's, mounted under /host in a DaemonSet), or
+/// under `root_fs` when set.
+fn read_mounts(
+    proc_root: &Path,
+    root_fs: Option<&Path>,
+) -> Result<Vec<(Mount, PathBuf)>, ReadError> {
     let init = proc_root.join("1/mountinfo");
     let mut reader = Reader::default();
     let (mounts, via) = match reader.read(&init).map(procfs::parse_mountinfo) {
+        Ok(m) if root_fs.is_some() => (m, root_fs.map(Path::to_path_buf)),
         Ok(m) if proc_root == Path::new("/proc") => (m, None),
         Ok(m) => (m, Some(proc_root.join("1/root"))),
         Err(_) => {

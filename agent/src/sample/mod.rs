@@ -311,7 +311,8 @@ impl Sampler {
             blocking: Some(blocking(config, pods_v2)),
             pods_v2,
             config: config.clone(),
-            fs: fs::FsSampler::new(config.proc_root.clone(), config.statvfs_timeout),
+            fs: fs::FsSampler::new(config.proc_root.clone(), config.statvfs_timeout)
+                .with_root_fs(config.root_fs.clone()),
             services,
             services_failing: false,
             metrics,
