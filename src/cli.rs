@@ -375,6 +375,10 @@ mod tests {
             "--insecure",
             "--spool-dir",
             "/var/lib/livehead/spool",
+            "--compression",
+            "zstd",
+            "--worker-threads",
+            "2",
         ])
         .expect("parse");
         let Command::Agent(args) = cli.command else {
@@ -391,6 +395,11 @@ mod tests {
         );
         assert_eq!(c.spool.disk_max_bytes, 256 << 20);
         assert_eq!(c.batch.max_bytes, 1 << 20);
+        assert_eq!(
+            c.collector.compression,
+            livehead_agent::config::Compression::Zstd
+        );
+        assert_eq!(c.runtime.worker_threads, 2);
     }
 
     #[test]

@@ -275,3 +275,26 @@ async fn serve_metrics(
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runtime_has_the_configured_workers_and_at_least_one() {
+        let small = config::RuntimeConfig {
+            worker_threads: 0,
+            max_blocking_threads: 0,
+        };
+        let rt = runtime(&small).expect("runtime");
+        assert_eq!(rt.metrics().num_workers(), 1);
+        // Blocking work still runs with a cap of 0 taken as 1.
+        let answer = rt.block_on(async { tokio::task::spawn_blocking(|| 42).await });
+        assert_eq!(answer.expect("blocking task"), 42);
+        let two = config::RuntimeConfig {
+            worker_threads: 2,
+            ..config::RuntimeConfig::default()
+        };
+        assert_eq!(runtime(&two).expect("runtime").metrics().num_workers(), 2);
+    }
+}

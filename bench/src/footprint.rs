@@ -98,19 +98,43 @@ fn parse_variant(text: &str) -> Result<Variant, String> {
 }
 
 impl Args {
-    /// The agents to watch: the variants, or the single agent of
-    /// `--footprint-agent-bin` and `--footprint-agent-env`.
-    fn agents(&self) -> Vec<Variant> {
+    /// The agents to watch: the variants; else the single agent of
+    /// `--footprint-agent-bin` and `--footprint-agent-env`; else the
+    /// `livehead` under test and, when `bench/run` built it next door, the
+    /// agent-only binary that nodes run.
+    fn agents(&self, under_test: &Path) -> Vec<Variant> {
         if !self.variants.is_empty() {
             return self.variants.clone();
         }
-        vec![Variant {
+        let full = Variant {
             label: "livehead agent".into(),
             bin: self.agent_bin.clone(),
             env: self.agent_env.clone(),
-        }]
+        };
+        let agent_only = under_test
+            .parent()
+            .and_then(Path::parent)
+            .map(|target| target.join(AGENT_ONLY));
+        match agent_only {
+            Some(bin) if self.agent_bin.is_none() && bin.exists() => vec![
+                Variant {
+                    label: "livehead agent (full binary)".into(),
+                    ..full
+                },
+                Variant {
+                    label: "livehead agent (agent-only build)".into(),
+                    bin: Some(bin),
+                    env: self.agent_env.clone(),
+                },
+            ],
+            _ => vec![full],
+        }
     }
 }
+
+/// Where `cargo build --profile release-agent --no-default-features` puts
+/// the agent-only binary, relative to the target directory.
+const AGENT_ONLY: &str = "release-agent/livehead";
 
 fn parse_env(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
@@ -127,7 +151,7 @@ const TARGET_MIB: f64 = 12.0;
 pub fn run(env: &Env, args: &Args) -> anyhow::Result<Vec<Table>> {
     let nginx = Nginx::start(&env.path("nginx-footprint"), args.sites)?;
     let root = nginx::web_root(&env.dir, args.sites)?;
-    let variants = args.agents();
+    let variants = args.agents(&env.bin);
     let names: Vec<String> = (0..variants.len())
         .map(|i| format!("{AGENT}-{i}"))
         .collect();
