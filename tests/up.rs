@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use livehead_testkit::free_port;
 use livehead_testkit::sites::{CROSS_SITE, ERROR_SITE, FakeSites, OK_SITE};
 use serde_json::Value;
-use support::{Proc, http_get, http_request, loopback};
+use support::{Proc, http_get, http_request, loopback, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -216,9 +216,26 @@ async fn up_probes_local_sites_and_its_api_answers() {
     assert_eq!(status, 200, "{body}");
     wait_last(&mut up, "pushed.test", 503).await;
 
+    // /stats takes the generated admin token; the node is sampled.
+    let admin = std::fs::read_to_string(state.join("admin-token")).expect("admin-token");
+    let auth = format!("Authorization: Bearer {}", admin.trim());
+    let (status, body) = http_request(up.api, "GET", "/stats/system", &[], "").expect("stats");
+    assert_eq!(status, 401, "{body}");
+    wait_for(
+        "the node sampled",
+        Duration::from_secs(40),
+        || up.proc.log(),
+        || {
+            let (status, body) = http_request(up.api, "GET", "/stats/server", &[&auth], "")?;
+            (status == 200 && body.contains("\"cpu_cores\"")).then_some(())
+        },
+    )
+    .await;
+
     // The state is private, and the merged site list is kept there.
     assert_eq!(mode(&state), 0o700);
     assert_eq!(mode(&state.join("push-token")), 0o600);
+    assert_eq!(mode(&state.join("admin-token")), 0o600);
     assert_eq!(mode(&state.join("pki/ca-key.pem")), 0o600);
     let merged = std::fs::read_to_string(state.join("sites.txt")).expect("merged list");
     assert!(
@@ -278,6 +295,7 @@ async fn a_restart_keeps_the_ca_the_token_and_the_data() {
         "pki/collector.pem",
         "pki/agent-local.pem",
         "push-token",
+        "admin-token",
     ];
     let read_all = || -> Vec<Vec<u8>> {
         files

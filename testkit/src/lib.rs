@@ -7,12 +7,28 @@ pub mod readme;
 pub mod sites;
 
 /// A free TCP port on 127.0.0.1 (bound then released; fine for tests that
-/// start a server right away).
+/// start a server right away), never the same twice in one test process.
+///
+/// Taken below Linux's ephemeral range (32768-60999 unless changed): a port
+/// the kernel picked for `bind(0)` can be reused at once as the local end of
+/// some outgoing connection (an agent's probe), and the server then fails to
+/// listen on it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Each process starts at its own place, so concurrent test binaries
+    // rarely try the same ports.
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    for _ in 0..SPAN {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+        let port = u16::try_from(FIRST + offset).expect("below 65536");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN)
 }
 
 /// Sends `signal` ("STOP", "CONT", "KILL") to process `pid`: how tests stall,

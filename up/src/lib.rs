@@ -72,12 +72,12 @@ pub enum UpError {
     },
     #[error("dev certificates")]
     Certs(#[from] CertError),
-    #[error("push token file {}", path.display())]
+    #[error("token file {}", path.display())]
     PushToken {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("push token file {} is empty or holds spaces or control characters", path.display())]
+    #[error("token file {} is empty or holds spaces or control characters", path.display())]
     BadPushToken { path: PathBuf },
     #[error("cannot read site list {}", path.display())]
     ReadSites {
@@ -122,9 +122,17 @@ pub async fn run(config: UpConfig, shutdown: Shutdown) -> Result<(), UpError> {
     if created {
         tracing::info!(path = %layout.push_token.display(), "push token generated");
     }
+    let (admin, created) = state::push_token(&layout.admin_token)?;
+    if created {
+        tracing::info!(path = %layout.admin_token.display(), "admin token generated");
+    }
     write_site_list(&sites, &layout)?;
 
-    let collector_config = plan::collector_config(&config, &layout, &state::token_sha256(&token));
+    let tokens = plan::Tokens {
+        push_sha256: state::token_sha256(&token),
+        admin_sha256: state::token_sha256(&admin),
+    };
+    let collector_config = plan::collector_config(&config, &layout, &tokens);
     // The collector outlives the agent so the agent's last batches get acked.
     let collector_stop = Shutdown::new();
     let running = livehead_collector::start(collector_config, collector_stop.clone()).await?;

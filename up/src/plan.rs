@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use livehead_agent::AgentConfig;
 use livehead_collector::CollectorConfig;
-use livehead_collector::config::PushToken;
+use livehead_collector::config::{PushToken, RoleToken};
 
 use crate::UpConfig;
 use crate::sites::SitesPlan;
@@ -23,10 +23,18 @@ const BATCH_MAX_DELAY: Duration = Duration::from_millis(200);
 /// Every collector certificate `write_dev_pki` issues carries this name.
 const COLLECTOR_NAME: &str = "localhost";
 
+/// The SHA-256 of the state's tokens.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub push_sha256: String,
+    pub admin_sha256: String,
+}
+
 /// The collector: SQLite in the state directory, gRPC on a loopback port
 /// chosen by the OS (only the in-process agent uses it), mTLS with the dev
-/// PKI, the API on `config.listen` accepting the state's push token.
-pub fn collector_config(config: &UpConfig, layout: &Layout, token_sha256: &str) -> CollectorConfig {
+/// PKI, the API on `config.listen` accepting the state's push token, and its
+/// admin token for `/stats`.
+pub fn collector_config(config: &UpConfig, layout: &Layout, tokens: &Tokens) -> CollectorConfig {
     let mut c = CollectorConfig {
         grpc_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         http_listen: config.listen,
@@ -42,7 +50,13 @@ pub fn collector_config(config: &UpConfig, layout: &Layout, token_sha256: &str) 
     }
     c.api.push_tokens = vec![PushToken {
         name: AGENT_NAME.to_owned(),
-        sha256: token_sha256.to_owned(),
+        sha256: tokens.push_sha256.clone(),
+    }];
+    c.api.tokens = vec![RoleToken {
+        name: "admin".to_owned(),
+        sha256: tokens.admin_sha256.clone(),
+        role: "admin".to_owned(),
+        sites: Vec::new(),
     }];
     c
 }
@@ -91,6 +105,7 @@ pub fn banner(ready: &Ready<'_>) -> String {
     let api = format!("http://{}", reachable(ready.http_addr));
     let db = shell_quote(ready.layout.database.as_path());
     let token = shell_quote(ready.layout.push_token.as_path());
+    let admin = shell_quote(ready.layout.admin_token.as_path());
     let plural = if ready.sites == 1 { "" } else { "s" };
     let at = ready.target.map(|t| format!(" at {t}")).unwrap_or_default();
     let example = ready.example_site.unwrap_or("example.com");
@@ -100,14 +115,16 @@ pub fn banner(ready: &Ready<'_>) -> String {
     let _ = write!(
         out,
         "livehead is up: probing {n} site{plural}{at} every {interval}\n\
-         \x20 API       {api}   (/health /last /dump_last /push /metrics)\n\
+         \x20 API       {api}   (/health /last /dump_last /push /stats /metrics)\n\
          \x20 database  {db}   (SQLite; try: sqlite3 {db} 'SELECT site,status,ms,ts FROM health_last ORDER BY ts DESC LIMIT 20')\n\
          \x20 token     {token}   (for POST /push: -H \"Authorization: Bearer $(cat {token})\")\n\
+         \x20 admin     {admin}   (for /stats: -H \"Authorization: Bearer $(cat {admin})\")\n\
          Try:\n\
          \x20 curl -s '{api}/dump_last?limit=20'\n\
          \x20 curl -s '{api}/last?site={example}'\n\
          \x20 curl -s '{api}/dump_last?status=500,502,503'\n\
          \x20 curl -s '{api}/dump_last?cross=1'\n\
+         \x20 curl -s -H \"Authorization: Bearer $(cat {admin})\" '{api}/stats/server'\n\
          Stop with Ctrl-C.\n",
         n = ready.sites,
     );
@@ -159,7 +176,11 @@ mod tests {
     #[test]
     fn the_collector_uses_sqlite_in_the_state_dir_and_the_token() {
         let layout = Layout::new(Path::new(".livehead"));
-        let c = collector_config(&up(), &layout, "ab12");
+        let tokens = Tokens {
+            push_sha256: "ab12".into(),
+            admin_sha256: "cd34".into(),
+        };
+        let c = collector_config(&up(), &layout, &tokens);
         assert_eq!(c.storage.clickhouse_url, None);
         assert_eq!(
             c.storage.sqlite_path,
@@ -180,6 +201,12 @@ mod tests {
                 name: "local".into(),
                 sha256: "ab12".into()
             }]
+        );
+        let admin = &c.api.tokens[..];
+        assert_eq!(admin.len(), 1);
+        assert_eq!(
+            (admin[0].sha256.as_str(), admin[0].role.as_str()),
+            ("cd34", "admin")
         );
     }
 

@@ -20,6 +20,8 @@ pub struct Layout {
     pub pki: PathBuf,
     pub database: PathBuf,
     pub push_token: PathBuf,
+    /// The admin token of `/stats` and the other reads.
+    pub admin_token: PathBuf,
     /// The merged site list (only written when sites are merged).
     pub sites: PathBuf,
 }
@@ -31,6 +33,7 @@ impl Layout {
             pki: dir.join("pki"),
             database: dir.join("livehead.db"),
             push_token: dir.join("push-token"),
+            admin_token: dir.join("admin-token"),
             sites: dir.join("sites.txt"),
         }
     }
@@ -80,8 +83,8 @@ pub fn ensure_pki(layout: &Layout) -> Result<bool, UpError> {
     Ok(true)
 }
 
-/// The push token: read from its file, or generated (32 random bytes, hex)
-/// and written with mode 0600 on first run. Returns (token, created).
+/// A token (push or admin): read from its file, or generated (32 random
+/// bytes, hex) and written with mode 0600 on first run. Returns (token, created).
 pub fn push_token(path: &Path) -> Result<(String, bool), UpError> {
     let err = |source| UpError::PushToken {
         path: path.to_owned(),
