@@ -147,6 +147,12 @@ pub struct AgentArgs {
     /// Worker threads of the agent's runtime (default 1).
     #[arg(long, env = "LIVEHEAD_AGENT_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// Probe only: no sampling of the node, its pods, sites and services.
+    #[arg(long, env = "LIVEHEAD_NO_SAMPLE")]
+    pub no_sample: bool,
+    /// Time between two samples of the node (5s to 5m; default 10s).
+    #[arg(long, env = "LIVEHEAD_SAMPLE_INTERVAL", value_parser = humantime::parse_duration)]
+    pub sample_interval: Option<Duration>,
 }
 
 impl AgentArgs {
@@ -169,6 +175,8 @@ impl AgentArgs {
         c.spool.dir = self.spool_dir.or(c.spool.dir);
         set(&mut c.collector.compression, self.compression);
         set(&mut c.runtime.worker_threads, self.worker_threads);
+        c.sample.enabled &= !self.no_sample;
+        set(&mut c.sample.interval, self.sample_interval);
         if !(0.0..=1.0).contains(&c.rounds.spread) {
             bail!(
                 "rounds.spread must be between 0 and 1, got {}",

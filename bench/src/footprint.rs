@@ -116,21 +116,35 @@ impl Args {
             .and_then(Path::parent)
             .map(|target| target.join(AGENT_ONLY));
         match agent_only {
-            Some(bin) if self.agent_bin.is_none() && bin.exists() => vec![
-                Variant {
-                    label: "livehead agent (full binary)".into(),
-                    ..full
-                },
-                Variant {
-                    label: "livehead agent (agent-only build)".into(),
-                    bin: Some(bin),
-                    env: self.agent_env.clone(),
-                },
-            ],
+            Some(bin) if self.agent_bin.is_none() && bin.exists() => {
+                let mut probing_only = self.agent_env.clone();
+                probing_only.push(("LIVEHEAD_NO_SAMPLE".into(), "true".into()));
+                vec![
+                    Variant {
+                        label: "livehead agent (full binary)".into(),
+                        ..full
+                    },
+                    Variant {
+                        label: "livehead agent (agent-only build)".into(),
+                        bin: Some(bin.clone()),
+                        env: self.agent_env.clone(),
+                    },
+                    // The same without sampling: the difference in CPU is
+                    // the sampler's cost.
+                    Variant {
+                        label: PROBING_ONLY.into(),
+                        bin: Some(bin),
+                        env: probing_only,
+                    },
+                ]
+            }
             _ => vec![full],
         }
     }
 }
+
+/// The agent-only build with sampling off.
+const PROBING_ONLY: &str = "livehead agent (agent-only build, sampling off)";
 
 /// Where `cargo build --profile release-agent --no-default-features` puts
 /// the agent-only binary, relative to the target directory.
@@ -476,6 +490,7 @@ struct AgentWork {
     rounds: f64,
     probes: f64,
     acked: f64,
+    sample_ticks: f64,
 }
 
 impl AgentWork {
@@ -484,6 +499,7 @@ impl AgentWork {
             rounds: metric_sum(metrics, "livehead_agent_rounds_total"),
             probes: metric_sum(metrics, "livehead_agent_probes_total"),
             acked: metric_sum(metrics, "livehead_agent_batches_acked_total"),
+            sample_ticks: metric_sum(metrics, "livehead_agent_sample_ticks_total"),
         }
     }
 }
@@ -519,11 +535,13 @@ fn table(
     );
     for ((variant, figures), work) in variants.iter().zip(&observed.agents).zip(works) {
         let agent_doing = format!(
-            "probing {} sites every {} (spread over half of it); rounds done: {}, probes: {}",
+            "probing {} sites every {} (spread over half of it); rounds done: {}, probes: {}; \
+             samples of the host: {}",
             args.sites,
             humantime::format_duration(args.interval),
             work.rounds,
-            work.probes
+            work.probes,
+            work.sample_ticks
         );
         table.row(cells(&variant.label, &agent_doing, figures));
     }
@@ -535,10 +553,44 @@ fn table(
     );
     let exporter_name = format!("prometheus-node-exporter {exporter_version}");
     table.row(cells(&exporter_name, &exporter_doing, &observed.exporter));
-    for note in notes(args, variants, observed) {
+    for note in notes(args, variants, observed, works) {
         table.note(note);
     }
     table
+}
+
+/// The sampler's CPU per sample (the agent-only build sampling, minus the
+/// same build with sampling off, over the samples taken) next to
+/// node_exporter's per scrape.
+fn sampler_cost(
+    args: &Args,
+    variants: &[Variant],
+    observed: &Observed,
+    works: &[AgentWork],
+) -> String {
+    let cpu_ms = |f: &Figures| f.cpu_percent / 100.0 * args.duration.as_secs_f64() * 1000.0;
+    let exporter = cpu_ms(&observed.exporter) / observed.scrapes.max(1) as f64;
+    let index = |label: &str| variants.iter().position(|v| v.label == label);
+    let sampling = index("livehead agent (agent-only build)");
+    let (Some(on), Some(off)) = (sampling, index(PROBING_ONLY)) else {
+        return format!(
+            "Every agent samples the host every 10 s (CPU, memory, load, PSI, disks, \
+             filesystems, network). node_exporter: {} CPU-ms per scrape. The sampler's own \
+             cost needs the agent-only build next to the full binary (bench/run builds it).",
+            num(exporter)
+        );
+    };
+    let ticks = works[on].sample_ticks.max(1.0);
+    let per_tick = (cpu_ms(&observed.agents[on]) - cpu_ms(&observed.agents[off])) / ticks;
+    format!(
+        "Sampling the host (CPU, memory, load, PSI, disks, filesystems, network every 10 s) \
+         costs the agent {} CPU-ms per sample (the agent-only build with sampling minus the same \
+         build without, over {} samples); node_exporter spends {} CPU-ms per scrape. CPU of a \
+         run this short is noisy: compare the two, not the absolute figures.",
+        num(per_tick),
+        works[on].sample_ticks,
+        num(exporter)
+    )
 }
 
 fn cells(process: &str, doing: &str, f: &Figures) -> Vec<String> {
@@ -554,7 +606,12 @@ fn cells(process: &str, doing: &str, f: &Figures) -> Vec<String> {
     ]
 }
 
-fn notes(args: &Args, variants: &[Variant], observed: &Observed) -> Vec<String> {
+fn notes(
+    args: &Args,
+    variants: &[Variant],
+    observed: &Observed,
+    works: &[AgentWork],
+) -> Vec<String> {
     let verdicts: Vec<String> = variants
         .iter()
         .zip(&observed.agents)
@@ -579,9 +636,7 @@ fn notes(args: &Args, variants: &[Variant], observed: &Observed) -> Vec<String> 
              resident: {verdict}. The issue quotes node_exporter at about 13.5 MiB idle and \
              about 20 MiB after scrapes."
         ),
-        "Host sampling (CPU, memory, disk and network every 10 s) is not implemented in the \
-         agent yet: its figures are probing and streaming only."
-            .into(),
+        sampler_cost(args, variants, observed, works),
         "anon: heap and thread stacks; files: mapped code of the binary and its shared \
          libraries (clean pages the kernel may drop, but counted in RSS; they shrink with \
          the binary, not with the agent's data)."
