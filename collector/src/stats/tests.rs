@@ -1,6 +1,6 @@
 //! Roles on the whole HTTP API (the old worker's routes and `/stats`), over
-//! loopback, against [`FakeStore`]. The helpers only need a [`Store`]: once
-//! the real stores write and read samples, `serve` takes them unchanged.
+//! loopback, against [`FakeStore`]; the `/stats` matrix runs again on both
+//! real stores.
 
 use std::sync::Arc;
 
@@ -185,6 +185,50 @@ async fn serve<S: Store>(store: Arc<S>, config: ApiConfig) -> Served {
     }
 }
 
+/// `rows(now)` as agents send them: one batch per node, since a store takes
+/// a sample's node from its batch's agent.
+fn batches(now: u64) -> Vec<(&'static str, Rows)> {
+    let mut node_1 = rows(now);
+    let (gone, kept): (Vec<NodeRow>, Vec<NodeRow>) = std::mem::take(&mut node_1.nodes)
+        .into_iter()
+        .partition(|n| n.node == "node-gone");
+    node_1.nodes = kept;
+    let gone = Rows {
+        nodes: gone,
+        ..Rows::default()
+    };
+    vec![("node-1", node_1), ("node-gone", gone)]
+}
+
+/// A real store (SQLite, or a database of the tests' ClickHouse) holding
+/// [`batches`], written through the one write path.
+async fn real_store(clickhouse: bool) -> (Arc<crate::store::AnyStore>, tempfile::TempDir) {
+    use crate::store::sample_store_tests::SERVER;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = if clickhouse {
+        crate::store::StorageConfig {
+            clickhouse_url: Some(SERVER.http_url()),
+            database: SERVER.unique_database("stats_roles"),
+            ..crate::store::StorageConfig::default()
+        }
+    } else {
+        crate::store::StorageConfig {
+            sqlite_path: dir.path().join("livehead.db"),
+            ..crate::store::StorageConfig::default()
+        }
+    };
+    let store = crate::store::AnyStore::open(&config).await.expect("open");
+    for (seq, (agent, rows)) in (1..).zip(batches(unix_ms())) {
+        let batch = crate::store::BatchWrite {
+            agent,
+            seq,
+            rows: rows.as_ref(),
+        };
+        store.write_batch(batch).await.expect("seed");
+    }
+    (Arc::new(store), dir)
+}
+
 async fn seeded(open_reads: bool) -> Served {
     let store = Arc::new(FakeStore::with(rows(unix_ms())));
     serve(store, config(open_reads)).await
@@ -283,6 +327,22 @@ async fn check(served: &Served, table: &[(&str, [u16; 5])]) {
 async fn every_role_against_every_stats_route() {
     for open_reads in [true, false] {
         check(&seeded(open_reads).await, READS).await;
+    }
+}
+
+#[tokio::test]
+async fn every_role_against_every_stats_route_on_sqlite() {
+    let (store, _dir) = real_store(false).await;
+    for open_reads in [true, false] {
+        check(&serve(store.clone(), config(open_reads)).await, READS).await;
+    }
+}
+
+#[tokio::test]
+async fn every_role_against_every_stats_route_on_clickhouse() {
+    let (store, _dir) = real_store(true).await;
+    for open_reads in [true, false] {
+        check(&serve(store.clone(), config(open_reads)).await, READS).await;
     }
 }
 

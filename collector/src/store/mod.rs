@@ -11,7 +11,7 @@ pub mod clickhouse;
 pub mod query;
 pub mod rows;
 #[cfg(test)]
-mod sample_store_tests;
+pub(crate) mod sample_store_tests;
 pub mod sample_tables;
 pub mod samples;
 pub mod sqlite;

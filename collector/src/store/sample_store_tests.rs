@@ -14,9 +14,10 @@ use super::samples::{
     ServiceRow, SiteDiskRow, SiteProcessRow, StatsQuery,
 };
 use super::sqlite::SqliteStore;
-use super::{Rows, StorageConfig, Store};
+use super::{BatchWrite, Rows, StorageConfig, Store, WriteOutcome};
 
-static SERVER: LazyLock<ClickHouseServer> = LazyLock::new(ClickHouseServer::start);
+/// One ClickHouse server for the collector's unit tests (each test its own database).
+pub(crate) static SERVER: LazyLock<ClickHouseServer> = LazyLock::new(ClickHouseServer::start);
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -88,16 +89,19 @@ impl TestStore {
         }
     }
 
+    /// Writes one batch through the stores' one write path.
     async fn write(&self, agent: &str, seq: u64, rows: &Rows) {
-        match self {
-            Self::Sqlite(store, _) => {
-                super::sqlite::samples::write_for_tests(store, agent, seq, rows.clone()).await
-            }
-            Self::ClickHouse(store, _) => {
-                super::clickhouse::samples::write_for_tests(store, agent, seq, rows).await
-            }
+        let batch = BatchWrite {
+            agent,
+            seq,
+            rows: rows.as_ref(),
+        };
+        let outcome = match self {
+            Self::Sqlite(store, _) => store.write_batch(batch).await,
+            Self::ClickHouse(store, _) => store.write_batch(batch).await,
         }
-        .expect("write sample rows");
+        .expect("write the batch");
+        assert_eq!(outcome, WriteOutcome::Written { rows: rows.len() });
     }
 
     async fn stats(&self, kind: SampleKind, scope: Scope<'_>) -> Rows {

@@ -261,14 +261,3 @@ async fn insert<'r, T: RowWrite>(
     insert.end().await?;
     Ok(())
 }
-
-/// Writes one batch's sample rows (the tests' stand-in for the batch write).
-#[cfg(test)]
-pub(crate) async fn write_for_tests(
-    store: &super::ClickHouseStore,
-    agent: &str,
-    seq: u64,
-    rows: &Rows,
-) -> Result<(), StoreError> {
-    write_sample_rows(&store.client, &[(agent, seq, rows.as_ref())]).await
-}

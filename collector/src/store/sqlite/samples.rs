@@ -274,22 +274,3 @@ fn history_sql(table: &TableSpec) -> String {
         keys = key.join(", ")
     )
 }
-
-/// Writes one batch's sample rows in their own transaction (the tests'
-/// stand-in for the batch write).
-#[cfg(test)]
-pub(crate) async fn write_for_tests(
-    store: &super::SqliteStore,
-    agent: &str,
-    seq: u64,
-    rows: Rows,
-) -> Result<(), crate::store::StoreError> {
-    let agent = agent.to_owned();
-    store
-        .write(move |conn| {
-            let tx = conn.transaction()?;
-            write_sample_rows(&tx, &agent, seq, rows.as_ref())?;
-            tx.commit()
-        })
-        .await
-}
