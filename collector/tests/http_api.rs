@@ -12,6 +12,7 @@ use livehead_collector::config::{PushToken, RoleToken};
 use livehead_collector::store::StorageConfig;
 use livehead_collector::{CollectorConfig, CollectorError, Running};
 use livehead_common::Shutdown;
+use livehead_testkit::Backend;
 use livehead_testkit::clickhouse::ClickHouseServer;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -24,36 +25,7 @@ const TOKEN: &str = "s3cret-push-token";
 const TOKEN_NAME: &str = "ci-pods";
 const MINUTE: u64 = 60_000;
 
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    ClickHouse,
-}
-
-/// Writes the two `#[tokio::test]`s of each `async fn name(Backend)`:
-/// `sqlite::name` and `clickhouse::name`.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod clickhouse {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::Backend::ClickHouse).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+livehead_testkit::on_both_stores!(
     health_and_metrics,
     push_the_old_scripts_array,
     push_a_single_object,

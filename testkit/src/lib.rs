@@ -40,3 +40,34 @@ pub fn signal(pid: u32, signal: &str) {
         .expect("kill");
     assert!(status.success(), "kill -{signal} {pid}");
 }
+
+/// The collector's two stores, for tests written once and run on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    ClickHouse,
+}
+
+/// Writes the two `#[tokio::test]`s of each `async fn name(Backend)` in
+/// scope: `sqlite::name` and `clickhouse::name`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod clickhouse {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::Backend::ClickHouse).await;
+                }
+            )*
+        }
+    };
+}

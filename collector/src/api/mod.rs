@@ -220,23 +220,33 @@ async fn get_dump_last<S: Store>(
     api.finish("dump_last", answer)
 }
 
+/// The response of `answer` from `endpoint`, logged (failures as errors,
+/// refusals at debug) and counted in `api_requests` by status: how every
+/// HTTP surface of the collector ends a request.
+pub(crate) fn finish(
+    metrics: &CollectorMetrics,
+    endpoint: &'static str,
+    answer: Answer,
+) -> Response {
+    let response = answer.unwrap_or_else(|error| {
+        if error.status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(endpoint, error = %error.message, "API request failed");
+        } else {
+            tracing::debug!(endpoint, status = %error.status, error = %error.message,
+                "API request refused");
+        }
+        error.into_response()
+    });
+    metrics
+        .api_requests
+        .with_label_values(&[endpoint, response.status().as_str()])
+        .inc();
+    response
+}
+
 impl<S: Store> ApiState<S> {
     fn finish(&self, endpoint: &'static str, answer: Answer) -> Response {
-        let response = answer.unwrap_or_else(|error| {
-            if error.status == StatusCode::SERVICE_UNAVAILABLE {
-                tracing::error!(endpoint, error = %error.message, "API request failed");
-            } else {
-                tracing::debug!(endpoint, status = %error.status, error = %error.message,
-                    "API request refused");
-            }
-            error.into_response()
-        });
-        self.inner
-            .metrics
-            .api_requests
-            .with_label_values(&[endpoint, response.status().as_str()])
-            .inc();
-        response
+        finish(&self.inner.metrics, endpoint, answer)
     }
 
     /// The name of the request's token, or 401; 400 when `Authorization`

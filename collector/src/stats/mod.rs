@@ -166,21 +166,7 @@ fn ok(body: serde_json::Value) -> Answer {
 
 impl<S: Store> StatsState<S> {
     fn finish(&self, endpoint: &'static str, answer: Answer) -> Response {
-        let response = answer.unwrap_or_else(|error| {
-            if error.status == StatusCode::SERVICE_UNAVAILABLE {
-                tracing::error!(endpoint, error = %error.message, "stats request failed");
-            } else {
-                tracing::debug!(endpoint, status = %error.status, error = %error.message,
-                    "stats request refused");
-            }
-            error.into_response()
-        });
-        self.inner
-            .metrics
-            .api_requests
-            .with_label_values(&[endpoint, response.status().as_str()])
-            .inc();
-        response
+        crate::api::finish(&self.inner.metrics, endpoint, answer)
     }
 
     fn caller<'a>(&'a self, headers: &HeaderMap) -> Result<Caller<'a>, ApiError> {

@@ -1,11 +1,12 @@
 //! The sample tables on both stores, each test written once and run on
 //! SQLite (a file in a temporary directory) and on ClickHouse (Debian's
 //! 18.16 started by the testkit, one database per test): rows of every kind
-//! written by the stores' sample writers, read back by `Store::stats`.
+//! written through `Store::write_batch`, read back by `Store::stats`.
 
 use std::sync::LazyLock;
 
 use livehead_common::clock;
+use livehead_testkit::Backend;
 use livehead_testkit::clickhouse::ClickHouseServer;
 
 use super::clickhouse::ClickHouseStore;
@@ -21,35 +22,7 @@ pub(crate) static SERVER: LazyLock<ClickHouseServer> = LazyLock::new(ClickHouseS
 
 const DAY_MS: u64 = 86_400_000;
 
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    ClickHouse,
-}
-
-/// Writes `sqlite::name` and `clickhouse::name` for each `async fn name(Backend)`.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod clickhouse {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::Backend::ClickHouse).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_stores!(
+livehead_testkit::on_both_stores!(
     every_kind_reads_back_as_written,
     latest_is_the_newest_row_of_each_thing,
     history_averages_into_at_most_points_buckets,
