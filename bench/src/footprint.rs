@@ -81,6 +81,8 @@ pub struct Variant {
     pub label: String,
     pub bin: Option<PathBuf>,
     pub env: Vec<(String, String)>,
+    /// Probes the sites; false: an empty site list, the agent only samples.
+    pub probing: bool,
 }
 
 fn parse_variant(text: &str) -> Result<Variant, String> {
@@ -94,6 +96,7 @@ fn parse_variant(text: &str) -> Result<Variant, String> {
         label: label.to_owned(),
         bin,
         env,
+        probing: true,
     })
 }
 
@@ -110,6 +113,7 @@ impl Args {
             label: "livehead agent".into(),
             bin: self.agent_bin.clone(),
             env: self.agent_env.clone(),
+            probing: true,
         };
         let agent_only = under_test
             .parent()
@@ -128,13 +132,21 @@ impl Args {
                         label: "livehead agent (agent-only build)".into(),
                         bin: Some(bin.clone()),
                         env: self.agent_env.clone(),
+                        probing: true,
                     },
-                    // The same without sampling: the difference in CPU is
-                    // the sampler's cost.
+                    // The same without sampling: what sampling adds.
                     Variant {
                         label: PROBING_ONLY.into(),
-                        bin: Some(bin),
+                        bin: Some(bin.clone()),
                         env: probing_only,
+                        probing: true,
+                    },
+                    // The same without sites: the sampler's own CPU.
+                    Variant {
+                        label: SAMPLING_ONLY.into(),
+                        bin: Some(bin),
+                        env: self.agent_env.clone(),
+                        probing: false,
                     },
                 ]
             }
@@ -145,6 +157,8 @@ impl Args {
 
 /// The agent-only build with sampling off.
 const PROBING_ONLY: &str = "livehead agent (agent-only build, sampling off)";
+/// The agent-only build with no site to probe.
+const SAMPLING_ONLY: &str = "livehead agent (agent-only build, no sites)";
 
 /// Where `cargo build --profile release-agent --no-default-features` puts
 /// the agent-only binary, relative to the target directory.
@@ -203,7 +217,7 @@ pub fn run(env: &Env, args: &Args) -> anyhow::Result<Vec<Table>> {
     for (i, agent) in agents.iter().enumerate() {
         let work = AgentWork::parse(&scrape(agent.metrics)?);
         anyhow::ensure!(
-            work.probes > 0.0 && work.acked > 0.0,
+            !variants[i].probing || (work.probes > 0.0 && work.acked > 0.0),
             "the agent {:?} probed {} sites and got {} batches acknowledged; see {}",
             variants[i].label,
             work.probes,
@@ -418,11 +432,18 @@ impl Agent {
         log: &Path,
     ) -> anyhow::Result<Self> {
         let mut command = agent_command(env, pki, name, collector);
+        if variant.probing {
+            command
+                .arg("--web-root")
+                .arg(sites.root)
+                .arg("--target")
+                .arg(sites.nginx.addr.to_string());
+        } else {
+            let empty = env.path(&format!("{name}-no-sites.txt"));
+            std::fs::write(&empty, "")?;
+            command.arg("--sites-file").arg(empty);
+        }
         command
-            .arg("--web-root")
-            .arg(sites.root)
-            .arg("--target")
-            .arg(sites.nginx.addr.to_string())
             .arg("--interval")
             .arg(humantime::format_duration(args.interval).to_string())
             .envs(variant.env.iter().map(|(k, v)| (k, v)));
@@ -534,15 +555,22 @@ fn table(
         ],
     );
     for ((variant, figures), work) in variants.iter().zip(&observed.agents).zip(works) {
-        let agent_doing = format!(
-            "probing {} sites every {} (spread over half of it); rounds done: {}, probes: {}; \
-             samples of the host: {}",
-            args.sites,
-            humantime::format_duration(args.interval),
-            work.rounds,
-            work.probes,
-            work.sample_ticks
-        );
+        let agent_doing = if variant.probing {
+            format!(
+                "probing {} sites every {} (spread over half of it); rounds done: {}, \
+                 probes: {}; samples of the host: {}",
+                args.sites,
+                humantime::format_duration(args.interval),
+                work.rounds,
+                work.probes,
+                work.sample_ticks
+            )
+        } else {
+            format!(
+                "no site to probe; samples of the host: {}",
+                work.sample_ticks
+            )
+        };
         table.row(cells(&variant.label, &agent_doing, figures));
     }
     let exporter_doing = format!(
@@ -580,16 +608,24 @@ fn sampler_cost(
             num(exporter)
         );
     };
-    let ticks = works[on].sample_ticks.max(1.0);
-    let per_tick = (cpu_ms(&observed.agents[on]) - cpu_ms(&observed.agents[off])) / ticks;
+    let alone = index(SAMPLING_ONLY);
+    let per_tick = |i: usize| cpu_ms(&observed.agents[i]) / works[i].sample_ticks.max(1.0);
+    let added_mib = observed.agents[on].peak_mib - observed.agents[off].peak_mib;
+    let own = alone.map_or_else(String::new, |i| {
+        format!(
+            " The sampler alone (the same build with no site to probe, its /metrics scraped \
+             like the others: an upper bound) spends {} CPU-ms per \
+             sample, over {} samples, against node_exporter's {} CPU-ms per scrape.",
+            num(per_tick(i)),
+            works[i].sample_ticks,
+            num(exporter)
+        )
+    });
     format!(
         "Sampling the host (CPU, memory, load, PSI, disks, filesystems, network every 10 s) \
-         costs the agent {} CPU-ms per sample (the agent-only build with sampling minus the same \
-         build without, over {} samples); node_exporter spends {} CPU-ms per scrape. CPU of a \
-         run this short is noisy: compare the two, not the absolute figures.",
-        num(per_tick),
-        works[on].sample_ticks,
-        num(exporter)
+         adds {} MiB to the agent-only build's peak (with sampling minus without).{own} CPU \
+         of a run this short is noisy: compare side by side, not the absolute figures.",
+        num(added_mib),
     )
 }
 
