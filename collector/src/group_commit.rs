@@ -202,7 +202,7 @@ mod tests {
     use tokio::sync::Semaphore;
 
     use super::*;
-    use crate::store::{DumpFilter, LastState, ProbeRow};
+    use crate::store::{DumpFilter, LastState, ProbeRow, StatsQuery};
 
     /// Which writes fail, and how.
     type Failure = fn(&[BatchWrite<'_>]) -> Option<StoreError>;
@@ -275,6 +275,10 @@ mod tests {
 
         async fn dump_last(&self, _: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
             Ok(Vec::new())
+        }
+
+        async fn stats(&self, _: &StatsQuery<'_>) -> Result<Rows, StoreError> {
+            Ok(Rows::default())
         }
     }
 

@@ -669,6 +669,14 @@ mod tests {
             Ok(())
         }
 
+        async fn stats(
+            &self,
+            _: &crate::store::StatsQuery<'_>,
+        ) -> Result<crate::store::Rows, StoreError> {
+            self.fail()?;
+            Ok(crate::store::Rows::default())
+        }
+
         async fn last(&self, site: &str) -> Result<Option<LastState>, StoreError> {
             self.fail()?;
             let rows = self.rows.lock().expect("not poisoned");

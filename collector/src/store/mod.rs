@@ -320,15 +320,7 @@ pub trait Store: Send + Sync + 'static {
     fn stats(
         &self,
         query: &StatsQuery<'_>,
-    ) -> impl Future<Output = Result<Rows, StoreError>> + Send {
-        async move {
-            Err(StoreError::Unsupported(format!(
-                "{} store cannot read {:?} yet",
-                self.kind(),
-                query.kind
-            )))
-        }
-    }
+    ) -> impl Future<Output = Result<Rows, StoreError>> + Send;
 
     /// A cheap read proving the store answers, for readiness: the lookup of
     /// a site that cannot exist.

@@ -195,6 +195,10 @@ mod tests {
         async fn dump_last(&self, _: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
             std::future::pending().await
         }
+
+        async fn stats(&self, _: &StatsQuery<'_>) -> Result<Rows, StoreError> {
+            Ok(Rows::default())
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -266,6 +270,10 @@ mod tests {
         }
         async fn dump_last(&self, _: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
             Ok(Vec::new())
+        }
+
+        async fn stats(&self, _: &StatsQuery<'_>) -> Result<Rows, StoreError> {
+            Ok(Rows::default())
         }
     }
 
