@@ -14,10 +14,15 @@
 //! Memory is bounded: at most `max_queued_rows` rows and `max_queued_bytes` of
 //! them wait (streams stop reading until there is room, which HTTP/2 flow
 //! control passes back to the agents).
+//!
+//! It is also the one point every accepted row passes, from gRPC streams and
+//! `/push` alike: once a batch is durably written, it is published to
+//! [`GroupCommit::subscribe`]rs (what the alerter will watch), a batch at most
+//! once, in the order written.
 
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 
 use crate::metrics::CollectorMetrics;
 use crate::store::{BatchWrite, Rows, Store, StoreError, WriteOutcome};
@@ -29,6 +34,20 @@ pub struct QueuedBatch {
     pub seq: u64,
     pub rows: Rows,
 }
+
+/// A batch the store has durably written (not a duplicate), as published to
+/// subscribers.
+#[derive(Debug)]
+pub struct Accepted {
+    pub agent: String,
+    pub seq: u64,
+    pub rows: Rows,
+}
+
+/// Written batches kept for a subscriber that falls behind; past it the
+/// subscriber is told how many it missed (`RecvError::Lagged`) and must
+/// read the store again.
+pub const ACCEPTED_BUFFER: usize = 4096;
 
 /// What the writer answers for one batch. The error is shared by every batch
 /// of the failed group.
@@ -63,6 +82,7 @@ impl QueueBounds {
 #[derive(Clone)]
 pub struct GroupCommit {
     queue: mpsc::UnboundedSender<Entry>,
+    accepted: broadcast::Sender<Arc<Accepted>>,
     rows: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     bounds: QueueBounds,
@@ -80,13 +100,20 @@ impl GroupCommit {
             bytes: bounds.bytes.clamp(1, Semaphore::MAX_PERMITS),
         };
         let (queue, entries) = mpsc::unbounded_channel();
-        tokio::spawn(write_groups(store, entries, metrics));
+        let (accepted, _) = broadcast::channel(ACCEPTED_BUFFER);
+        tokio::spawn(write_groups(store, entries, accepted.clone(), metrics));
         Self {
             queue,
+            accepted,
             rows: Arc::new(Semaphore::new(bounds.rows)),
             bytes: Arc::new(Semaphore::new(bounds.bytes)),
             bounds,
         }
+    }
+
+    /// Every batch written from now on, as it is written.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Accepted>> {
+        self.accepted.subscribe()
     }
 
     /// Queues `batch` once there is room for its rows (a batch larger than the
@@ -128,6 +155,7 @@ async fn acquire(room: &Arc<Semaphore>, n: usize) -> Result<OwnedSemaphorePermit
 async fn write_groups<S: Store>(
     store: Arc<S>,
     mut entries: mpsc::UnboundedReceiver<Entry>,
+    accepted: broadcast::Sender<Arc<Accepted>>,
     metrics: CollectorMetrics,
 ) {
     let mut group = Vec::new();
@@ -139,10 +167,10 @@ async fn write_groups<S: Store>(
                     "group write failed; writing its batches one by one");
                 for entry in group.drain(..) {
                     let alone = write_group(&*store, std::slice::from_ref(&entry), &metrics).await;
-                    answer(std::iter::once(entry), alone);
+                    answer(std::iter::once(entry), alone, &accepted);
                 }
             }
-            result => answer(group.drain(..), result),
+            result => answer(group.drain(..), result, &accepted),
         }
     }
 }
@@ -177,12 +205,27 @@ async fn write_group<S: Store>(
     result
 }
 
-fn answer(group: impl Iterator<Item = Entry>, result: Result<Vec<WriteOutcome>, StoreError>) {
+/// Answers each batch of `group`, and publishes those written.
+fn answer(
+    group: impl Iterator<Item = Entry>,
+    result: Result<Vec<WriteOutcome>, StoreError>,
+    accepted: &broadcast::Sender<Arc<Accepted>>,
+) {
     match result {
         Ok(outcomes) => {
             for (entry, outcome) in group.zip(outcomes) {
                 // A stream that ended meanwhile no longer waits for its answer.
                 let _ = entry.reply.send(Ok(outcome));
+                if matches!(outcome, WriteOutcome::Written { .. }) && accepted.receiver_count() > 0
+                {
+                    let Entry { batch, .. } = entry;
+                    // No subscriber is not an error: nobody watches yet.
+                    let _ = accepted.send(Arc::new(Accepted {
+                        agent: batch.agent,
+                        seq: batch.seq,
+                        rows: batch.rows,
+                    }));
+                }
             }
         }
         Err(error) => {
@@ -301,6 +344,42 @@ mod tests {
 
     async fn settle() {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    #[tokio::test]
+    async fn written_batches_are_published_to_subscribers_and_failed_ones_not() {
+        let store = GatedStore::new(false);
+        let writer = writer_over(&store);
+        let mut watcher = writer.subscribe();
+        let answers = [
+            writer.submit(queued(1, 2)).await.expect("queued"),
+            writer.submit(queued(2, 1)).await.expect("queued"),
+        ];
+        store.gate.add_permits(2);
+        for answer in answers {
+            answer.await.expect("answered").expect("written");
+        }
+        for (seq, rows) in [(1, 2), (2, 1)] {
+            let accepted = watcher.recv().await.expect("published");
+            assert_eq!(
+                (accepted.agent.as_str(), accepted.seq, accepted.rows.len()),
+                ("edge-1", seq, rows)
+            );
+        }
+
+        let failing = GatedStore::new(true);
+        let writer = writer_over(&failing);
+        let mut watcher = writer.subscribe();
+        let answer = writer.submit(queued(3, 1)).await.expect("queued");
+        failing.gate.add_permits(1);
+        assert!(answer.await.expect("answered").is_err());
+        assert!(
+            matches!(
+                watcher.try_recv(),
+                Err(broadcast::error::TryRecvError::Empty)
+            ),
+            "nothing stored, nothing published"
+        );
     }
 
     #[tokio::test]

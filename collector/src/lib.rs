@@ -133,7 +133,7 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
     };
     let writer = GroupCommit::start(store.clone(), bounds, metrics.clone());
     let service = IngestServer::new(Ingest::new(
-        writer,
+        writer.clone(),
         metrics.clone(),
         config.limits.clone(),
         tls.is_some(),
@@ -141,6 +141,7 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
     let grpc_server = serve_grpc(grpc, tls, service, &config, &metrics, shutdown.clone());
     let api = api::router(api::ApiState::new(
         store.clone(),
+        writer,
         tokens,
         access.clone(),
         metrics.clone(),

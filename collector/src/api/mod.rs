@@ -46,9 +46,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::access::{Access, Reader, Refusal};
 use crate::config::{ApiConfig, Limits};
+use crate::group_commit::{GroupCommit, QueuedBatch, WriterStopped};
 use crate::metrics::CollectorMetrics;
 use crate::store::query::MAX_DUMP_LIMIT;
-use crate::store::{BatchWrite, DumpFilter, LastState, RowsRef, Store, StoreError, WriteOutcome};
+use crate::store::{DumpFilter, LastState, Rows, Store, StoreError, WriteOutcome};
 
 pub use auth::{TokenError, Tokens};
 
@@ -59,6 +60,8 @@ pub struct ApiState<S> {
 
 struct Inner<S> {
     store: Arc<S>,
+    /// Where `/push` writes: the group commit gRPC batches go through too.
+    writer: GroupCommit,
     tokens: Tokens,
     access: Arc<Access>,
     metrics: CollectorMetrics,
@@ -79,6 +82,7 @@ impl<S> Clone for ApiState<S> {
 impl<S: Store> ApiState<S> {
     pub fn new(
         store: Arc<S>,
+        writer: GroupCommit,
         tokens: Tokens,
         access: Arc<Access>,
         metrics: CollectorMetrics,
@@ -92,6 +96,7 @@ impl<S: Store> ApiState<S> {
         Self {
             inner: Arc::new(Inner {
                 store,
+                writer,
                 tokens,
                 access,
                 metrics,
@@ -352,12 +357,22 @@ impl<S: Store> ApiState<S> {
         // a random 63-bit sequence number never repeats in practice (63: the
         // SQLite store keeps seq in a signed 64-bit integer).
         let seq = rand::random::<u64>() >> 1;
-        let write = BatchWrite {
-            agent: &agent,
+        let records = probes.len();
+        let queued = QueuedBatch {
+            agent,
             seq,
-            rows: RowsRef::of_probes(&probes),
+            rows: Rows::from(probes),
         };
-        let stored = match self.inner.store.write_batch(write).await {
+        // The writer only stops with the collector.
+        let stopping = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, WriterStopped.to_string());
+        let answer = self
+            .inner
+            .writer
+            .submit(queued)
+            .await
+            .map_err(|_| stopping())?;
+        let written = answer.await.map_err(|_| stopping())?;
+        let stored = match written {
             Ok(WriteOutcome::Written { rows }) => rows,
             Ok(WriteOutcome::Duplicate | WriteOutcome::Conflict) => {
                 tracing::warn!(
@@ -369,8 +384,8 @@ impl<S: Store> ApiState<S> {
                 0
             }
             Err(error) => {
-                self.count_records("failed", probes.len());
-                tracing::error!(endpoint = "push", token, records = probes.len(), %error,
+                self.count_records("failed", records);
+                tracing::error!(endpoint = "push", token, records, %error,
                     "writing a push failed");
                 return Err(ApiError::storage(&error));
             }
@@ -618,7 +633,8 @@ mod tests {
 
     use super::*;
     use crate::config::PushToken;
-    use crate::store::{DumpFilter, ProbeRow};
+    use crate::group_commit::QueueBounds;
+    use crate::store::{BatchWrite, DumpFilter, ProbeRow};
 
     const TOKEN: &str = "the-push-token";
 
@@ -718,6 +734,8 @@ mod tests {
     struct Served {
         base: String,
         store: Arc<MemStore>,
+        /// What the group commit published.
+        accepted: tokio::sync::broadcast::Receiver<Arc<crate::group_commit::Accepted>>,
         metrics: CollectorMetrics,
         client: reqwest::Client,
     }
@@ -727,8 +745,11 @@ mod tests {
         let metrics = CollectorMetrics::new();
         let tokens = Tokens::from_config(&config.push_tokens).expect("tokens");
         let access = Arc::new(Access::from_config(&config).expect("role tokens"));
+        let writer = GroupCommit::start(store.clone(), QueueBounds::rows(10_000), metrics.clone());
+        let accepted = writer.subscribe();
         let state = ApiState::new(
             store.clone(),
+            writer,
             tokens,
             access,
             metrics.clone(),
@@ -745,6 +766,7 @@ mod tests {
         Served {
             base: format!("http://{addr}"),
             store,
+            accepted,
             metrics,
             client: reqwest::Client::new(),
         }
@@ -843,7 +865,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_is_written_as_one_batch_of_its_token() {
-        let s = serve(MemStore::default(), config()).await;
+        let mut s = serve(MemStore::default(), config()).await;
         let body = json!([record("a.com", 200), record("B.com", 0)]).to_string();
         let (status, answer) = s.push(body).await;
         assert_eq!(
@@ -862,6 +884,12 @@ mod tests {
         );
         assert_eq!(s.requests("push", "200"), 1);
         assert_eq!(s.records("stored"), 2);
+        // Through the group commit, like gRPC batches: published once written.
+        let accepted = s.accepted.try_recv().expect("the push was published");
+        assert_eq!(
+            (accepted.agent.as_str(), accepted.rows.probes.len()),
+            ("push:ci", 2)
+        );
 
         let (status, answer) = s.get("/last?site=B.COM").await;
         assert_eq!(status, StatusCode::OK);

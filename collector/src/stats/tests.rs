@@ -158,8 +158,14 @@ async fn serve<S: Store>(store: Arc<S>, config: ApiConfig) -> Served {
     let metrics = CollectorMetrics::new();
     let tokens = Tokens::from_config(&config.push_tokens).expect("push tokens");
     let access = Arc::new(Access::from_config(&config).expect("role tokens"));
+    let writer = crate::group_commit::GroupCommit::start(
+        store.clone(),
+        crate::group_commit::QueueBounds::rows(10_000),
+        metrics.clone(),
+    );
     let api = api::router(ApiState::new(
         store.clone(),
+        writer,
         tokens,
         access.clone(),
         metrics.clone(),
