@@ -44,7 +44,10 @@ impl DeliveryMetrics {
                 "notifications_failed_total",
                 "Notifications not delivered: rejected, webhook gone or out of attempts",
             )?,
-            retried: counter("notifications_retried_total", "Delivery attempts after the first")?,
+            retried: counter(
+                "notifications_retried_total",
+                "Delivery attempts after the first",
+            )?,
             dropped: counter(
                 "notifications_dropped_total",
                 "Notifications dropped before any attempt: queue full or delivery stopped",
@@ -95,18 +98,21 @@ impl Dispatcher {
         metrics: DeliveryMetrics,
         reports: Option<mpsc::Sender<DeliveryReport>>,
     ) -> Result<Self, ReceiverError> {
+        let mut names = std::collections::HashSet::new();
+        for receiver in &receivers {
+            receiver.validate()?;
+            if !names.insert(receiver.name()) {
+                return Err(ReceiverError::Config {
+                    receiver: receiver.name().to_owned(),
+                    reason: "two receivers have this name".to_owned(),
+                });
+            }
+        }
         let client = http_client()?;
         let mut queues = HashMap::new();
         let mut tasks = JoinSet::new();
         for receiver in receivers {
-            receiver.validate()?;
             let name = receiver.name().to_owned();
-            if queues.contains_key(&name) {
-                return Err(ReceiverError::Config {
-                    receiver: name,
-                    reason: "two receivers have this name".to_owned(),
-                });
-            }
             let capacity = receiver.delivery().queue;
             let (sender, rx) = mpsc::channel(capacity);
             let worker = Worker {
@@ -148,7 +154,7 @@ impl Dispatcher {
             },
         };
         self.metrics.dropped.with_label_values(&[receiver]).inc();
-        tracing::warn!(receiver, error = %err, "notification dropped");
+        tracing::warn!(receiver = %receiver, error = %err, "notification dropped");
         Err(err)
     }
 
@@ -189,9 +195,9 @@ impl Worker {
                 Err(err) => {
                     self.metrics.failed.with_label_values(&[name]).inc();
                     if matches!(err, ReceiverError::Gone { .. }) {
-                        tracing::error!(receiver = name, id = %notification.id, error = %err, "receiver's webhook deleted");
+                        tracing::error!(receiver = %name, id = %notification.id, error = %err, "receiver's webhook deleted");
                     } else {
-                        tracing::warn!(receiver = name, id = %notification.id, attempts, error = %err, "notification not delivered");
+                        tracing::warn!(receiver = %name, id = %notification.id, attempts, error = %err, "notification not delivered");
                     }
                 }
             }
@@ -207,7 +213,7 @@ impl Worker {
     fn report(&self, report: DeliveryReport) {
         if let Some(reports) = &self.reports {
             if let Err(err) = reports.try_send(report) {
-                tracing::warn!(receiver = self.receiver.name(), error = %err, "delivery report dropped");
+                tracing::warn!(receiver = %self.receiver.name(), error = %err, "delivery report dropped");
             }
         }
     }
@@ -274,7 +280,11 @@ impl Worker {
     /// One request: the verdict, the HTTP status (0 when there was no
     /// answer) and the answer's start or the transport error, neither ever
     /// holding the URL.
-    async fn attempt(&self, outgoing: &super::Outgoing, timeout: Duration) -> (Verdict, u16, String) {
+    async fn attempt(
+        &self,
+        outgoing: &super::Outgoing,
+        timeout: Duration,
+    ) -> (Verdict, u16, String) {
         let mut request = self
             .client
             .post(self.receiver.url())

@@ -84,7 +84,11 @@ pub fn message(n: &Notification) -> Message {
         value: n.severity.as_str().to_owned(),
         inline: true,
     }];
-    for (name, value) in [("Node", &n.node), ("Site", &n.site), ("Service", &n.service)] {
+    for (name, value) in [
+        ("Node", &n.node),
+        ("Site", &n.site),
+        ("Service", &n.service),
+    ] {
         if let Some(value) = value {
             fields.push(inline(name, value));
         }
@@ -172,7 +176,12 @@ pub fn truncate_message(message: &mut Message) {
         excess = total_chars(message).saturating_sub(TOTAL_MAX);
     }
     while excess > 0 {
-        let Some(embed) = message.embeds.iter_mut().rev().find(|e| !e.fields.is_empty()) else {
+        let Some(embed) = message
+            .embeds
+            .iter_mut()
+            .rev()
+            .find(|e| !e.fields.is_empty())
+        else {
             break;
         };
         embed.fields.pop();
