@@ -819,6 +819,33 @@ async fn a_full_queue_drops_and_counts() {
 }
 
 #[tokio::test]
+async fn an_unanswered_request_times_out_and_is_retried() {
+    let hold = Arc::new(Semaphore::new(0));
+    let fake = Fake::start_with(vec![], Some(hold.clone())).await;
+    let hook = receiver(&format!(
+        "kind = \"webhook\"\nname = \"hook\"\nurl = \"{}\"\n\
+         delivery = {{ timeout = \"200ms\", initial_backoff = \"1ms\", max_attempts = 2 }}",
+        fake.url("/am")
+    ));
+    let (metrics, reports) = deliver(
+        start(vec![hook]),
+        "hook",
+        vec![notification(Status::Firing)],
+    )
+    .await;
+    hold.add_permits(2);
+
+    assert_eq!(fake.requests().len(), 2);
+    assert_eq!(count(&metrics.retried, "hook"), 1);
+    let err = reports[0].result.as_ref().unwrap_err();
+    assert!(
+        matches!(err, ReceiverError::GaveUp { attempts: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("timed out"), "{err}");
+}
+
+#[tokio::test]
 async fn unknown_receiver_is_an_error() {
     let setup = start(vec![]);
     let err = setup

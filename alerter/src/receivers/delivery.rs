@@ -257,7 +257,7 @@ impl Worker {
                 .unwrap_or_else(|| backoff(policy.initial_backoff, attempt))
                 .min(policy.max_backoff);
             self.metrics.retried.with_label_values(&[&name]).inc();
-            tracing::info!(receiver = %name, id = %n.id, attempt, status, wait_ms = wait.as_millis() as u64, error = %last, "delivery will be retried");
+            tracing::info!(receiver = %name, id = %n.id, attempt, status, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), error = %last, "delivery will be retried");
             tokio::time::sleep(wait).await;
         }
         let err = ReceiverError::GaveUp {
@@ -339,7 +339,7 @@ fn excerpt(body: &[u8]) -> String {
 fn backoff(initial: Duration, attempt: u32) -> Duration {
     let full = initial.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
     let half = full / 2;
-    let jitter_ms = rand::random_range(0..=half.as_millis().min(u64::MAX as u128) as u64);
+    let jitter_ms = rand::random_range(0..=u64::try_from(half.as_millis()).unwrap_or(u64::MAX));
     half + Duration::from_millis(jitter_ms)
 }
 
@@ -358,6 +358,46 @@ mod tests {
                 "attempt {attempt}: {wait} ms"
             );
         }
+    }
+
+    fn worker(toml: &str) -> Worker {
+        let receiver: Receiver = toml::from_str(toml).expect("receiver config parses");
+        Worker {
+            receiver,
+            client: http_client().expect("HTTP client builds"),
+            metrics: DeliveryMetrics::new(&Registry::new()).expect("metrics register"),
+            reports: None,
+            last_request: None,
+        }
+    }
+
+    // Paused clock: virtual time only moves by the sleeps, so the spacing
+    // measured is exactly the one `pace` imposed.
+    #[tokio::test(start_paused = true)]
+    async fn slack_is_paced_at_one_request_per_second() {
+        let mut slack = worker("kind = \"slack\"\nname = \"s\"\nurl = \"https://hooks.example/x\"");
+        let start = Instant::now();
+        slack.pace().await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        slack.pace().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let later = Instant::now();
+        slack.pace().await;
+        assert_eq!(later.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn min_interval_is_configurable() {
+        let mut discord = worker(
+            "kind = \"discord\"\nname = \"d\"\nurl = \"https://discord.example/x\"\n\
+             delivery = { min_interval = \"250ms\" }",
+        );
+        let start = Instant::now();
+        discord.pace().await;
+        discord.pace().await;
+        discord.pace().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(500));
     }
 
     #[test]

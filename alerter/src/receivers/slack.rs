@@ -59,7 +59,8 @@ pub fn message(n: &Notification) -> Value {
         ]}));
     }
     json!({
-        "text": format!("{headline}: {} ({})", n.summary, n.place()),
+        // The fallback text is mrkdwn too: escaped like the blocks.
+        "text": escape(&format!("{headline}: {} ({})", n.summary, n.place())),
         "blocks": blocks,
     })
 }
