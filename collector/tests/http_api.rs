@@ -136,7 +136,7 @@ async fn start_config(config: CollectorConfig, dir: tempfile::TempDir) -> Collec
         base: format!("http://{}", running.http_addr),
         http: running.http_addr,
         grpc: running.grpc_addr,
-        client: test_client(),
+        client: livehead_testkit::http_client(),
         shutdown,
         _running: running,
         _dir: dir,
@@ -1487,12 +1487,4 @@ async fn a_stalled_clickhouse_answers_503_and_readiness_follows() {
     .await;
     assert_eq!(c.last("after.com").await.status, 200);
     assert_eq!(c.last("before.com").await.status, 200);
-}
-
-/// A plain-HTTP client. reqwest is built with rustls for the alerter
-/// (features are unified across the workspace's tests) and then needs a
-/// crypto provider installed before its first client.
-fn test_client() -> reqwest::Client {
-    livehead_common::tls::install_crypto_provider();
-    reqwest::Client::new()
 }

@@ -31,6 +31,14 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN)
 }
 
+/// A plain-HTTP client for tests. reqwest is built with rustls for the
+/// alerter (features are unified across the workspace's tests), and then
+/// needs a crypto provider installed before its first client.
+pub fn http_client() -> reqwest::Client {
+    livehead_common::tls::install_crypto_provider();
+    reqwest::Client::new()
+}
+
 /// Sends `signal` ("STOP", "CONT", "KILL") to process `pid`: how tests stall,
 /// resume and kill a server they started.
 pub fn signal(pid: u32, signal: &str) {

@@ -638,14 +638,6 @@ mod tests {
 
     const TOKEN: &str = "the-push-token";
 
-    /// A plain-HTTP client. reqwest is built with rustls for the alerter
-    /// (features are unified across the workspace's tests) and then needs a
-    /// crypto provider installed before its first client.
-    fn test_client() -> reqwest::Client {
-        livehead_common::tls::install_crypto_provider();
-        reqwest::Client::new()
-    }
-
     #[derive(Default)]
     struct MemStore {
         rows: Mutex<Vec<(String, ProbeRow)>>,
@@ -776,7 +768,7 @@ mod tests {
             store,
             accepted,
             metrics,
-            client: test_client(),
+            client: livehead_testkit::http_client(),
         }
     }
 

@@ -187,7 +187,7 @@ async fn serve<S: Store>(store: Arc<S>, config: ApiConfig) -> Served {
     tokio::spawn(async move { axum::serve(listener, app).await });
     Served {
         base: format!("http://{addr}"),
-        client: test_client(),
+        client: livehead_testkit::http_client(),
     }
 }
 
@@ -626,12 +626,4 @@ async fn a_failing_store_is_503() {
     // Refusals come before the store.
     assert_eq!(s.get(Who::User, "/stats/site/secret.example").await.0, 404);
     assert_eq!(s.get(Who::NoToken, "/stats/system").await.0, 401);
-}
-
-/// A plain-HTTP client. reqwest is built with rustls for the alerter
-/// (features are unified across the workspace's tests) and then needs a
-/// crypto provider installed before its first client.
-fn test_client() -> reqwest::Client {
-    livehead_common::tls::install_crypto_provider();
-    reqwest::Client::new()
 }
