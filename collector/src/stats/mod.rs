@@ -313,26 +313,31 @@ impl<S: Store> StatsState<S> {
         ok(json!({ "ok": true, "sites": view::sites(rows, false, |_| true) }))
     }
 
-    /// The latest disk, processes and services of `site`, `None` when it has
-    /// none fresh.
-    async fn site_view(&self, site: &str) -> Result<Option<view::SiteView>, ApiError> {
+    /// The latest disk, processes and services of the site in the path, for
+    /// a caller who may see it; 404 when it may not, or has no fresh row of
+    /// any site kind (the same answer, so names do not leak).
+    async fn site_view(
+        &self,
+        headers: &HeaderMap,
+        raw: RawSite,
+    ) -> Result<view::SiteView, ApiError> {
+        let caller = self.caller(headers)?;
+        let site = self.visible_site(&caller, raw)?;
         let rows = self
             .read(vec![
-                self.latest(SampleKind::SiteDisk, Some(site)),
-                self.latest(SampleKind::SiteProcess, Some(site)),
-                self.latest(SampleKind::Service, Some(site)),
+                self.latest(SampleKind::SiteDisk, Some(&site)),
+                self.latest(SampleKind::SiteProcess, Some(&site)),
+                self.latest(SampleKind::Service, Some(&site)),
             ])
             .await?;
-        Ok(view::sites(rows, true, |s| s == site).into_iter().next())
+        view::sites(rows, true, |s| s == site)
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::site_not_found(&site))
     }
 
     async fn site(&self, headers: &HeaderMap, raw: RawSite) -> Answer {
-        let caller = self.caller(headers)?;
-        let site = self.visible_site(&caller, raw)?;
-        let found = self
-            .site_view(&site)
-            .await?
-            .ok_or_else(|| ApiError::site_not_found(&site))?;
+        let found = self.site_view(headers, raw).await?;
         ok(json!({
             "ok": true,
             "site": found.site,
@@ -375,15 +380,10 @@ impl<S: Store> StatsState<S> {
     /// A site's services; 404 when the site has no fresh row of any site
     /// kind, as `/stats/site/{site}` answers.
     async fn site_services(&self, headers: &HeaderMap, raw: RawSite) -> Answer {
-        let caller = self.caller(headers)?;
-        let site = self.visible_site(&caller, raw)?;
-        let found = self
-            .site_view(&site)
-            .await?
-            .ok_or_else(|| ApiError::site_not_found(&site))?;
+        let found = self.site_view(headers, raw).await?;
         ok(json!({
             "ok": true,
-            "site": site,
+            "site": found.site,
             "services": found.services.unwrap_or_default(),
         }))
     }
