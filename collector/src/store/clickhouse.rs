@@ -300,7 +300,7 @@ impl ClickHouseStore {
             if kind == RowKind::Probe && !self.history {
                 continue;
             }
-            let Some(located) = located_by(rest, kind, batch.agent).first().copied() else {
+            let Some(located) = located_by(rest, kind, batch.agent).next() else {
                 continue;
             };
             firsts.entry(kind).or_default().push((batch, (located, ts)));
@@ -758,21 +758,20 @@ struct Seen {
 type RowKey<'a> = (&'a str, u64);
 
 /// The values of the `located_by` column ([`MarkedTable`]) of the rows of
-/// `kind`, in order (with repeats): their site, or the agent.
-fn located_by<'a>(rows: RowsRef<'a>, kind: RowKind, agent: &'a str) -> Vec<&'a str> {
-    let sites: Vec<&'a str> = match kind {
-        RowKind::Probe => rows.probes.iter().map(|r| r.site.as_str()).collect(),
-        RowKind::SiteDisk => rows.site_disks.iter().map(|r| r.site.as_str()).collect(),
-        RowKind::SiteProcess => rows
-            .site_processes
-            .iter()
-            .map(|r| r.site.as_str())
-            .collect(),
-        RowKind::Service => rows.services.iter().map(|r| r.site.as_str()).collect(),
-        _ => return vec![agent; rows.count(kind).min(1)],
-    };
-    debug_assert_eq!(MarkedTable::of(kind).located_by, "site");
-    sites
+/// `kind`, in order: their site, or (node-level kinds, found by node) the
+/// agent once.
+fn located_by<'a>(
+    rows: RowsRef<'a>,
+    kind: RowKind,
+    agent: &'a str,
+) -> Box<dyn Iterator<Item = &'a str> + 'a> {
+    match kind {
+        RowKind::Probe => Box::new(rows.probes.iter().map(|r| r.site.as_str())),
+        RowKind::SiteDisk => Box::new(rows.site_disks.iter().map(|r| r.site.as_str())),
+        RowKind::SiteProcess => Box::new(rows.site_processes.iter().map(|r| r.site.as_str())),
+        RowKind::Service => Box::new(rows.services.iter().map(|r| r.site.as_str())),
+        _ => Box::new(std::iter::repeat_n(agent, rows.count(kind).min(1))),
+    }
 }
 
 /// A row of the answer to [`MarkedTable::rows_at_sql`].
