@@ -1,7 +1,13 @@
 #![doc = include_str!("../README.md")]
 
+pub mod file;
+pub mod lifecycle;
+pub mod model;
 pub mod receivers;
+pub mod rules;
 
+pub use file::{FileError, RulesFile};
+pub use model::{AlertChange, AlertKey, Condition};
 pub use receivers::delivery::{DeliveryMetrics, DeliveryReport, Dispatcher};
 pub use receivers::{
     DeliveryPolicy, Notification, Receiver, ReceiverError, Secret, Severity, Status,

@@ -7,9 +7,11 @@ use std::path::Path;
 fn generated_code_is_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let protos = [
+        "livehead/v1/alerts.proto",
         "livehead/v1/samples.proto",
         "livehead/v1/records.proto",
         "livehead/v1/ingest.proto",
+        "livehead/v1/watch.proto",
     ];
     let fds = protox::compile(protos, [root]).expect("the .proto files compile");
 

@@ -155,6 +155,8 @@ fn kind_label(kind: &Kind) -> &'static str {
         Kind::SiteDisk(_) => "site_disk",
         Kind::SiteProcess(_) => "site_process",
         Kind::Service(_) => "service",
+        Kind::Alert(_) => "alert",
+        Kind::Delivery(_) => "delivery",
     }
 }
 

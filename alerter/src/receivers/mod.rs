@@ -19,7 +19,7 @@ use reqwest::header::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 /// How bad an alert is; PagerDuty's four levels, which the others map to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Critical,
