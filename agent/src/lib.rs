@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod probe;
 pub mod rounds;
 pub mod sample;
+pub mod ship;
 pub mod split;
 pub mod spool;
 pub mod transport;
@@ -18,11 +19,11 @@ use tokio::sync::mpsc;
 
 pub use config::AgentConfig;
 
-use crate::batch::Seqs;
 use crate::discovery::{DefaultTarget, Discovery, DiscoveryError};
 use crate::metrics::AgentMetrics;
 use crate::spool::{DiskError, DiskStore, SharedSpool};
-use crate::transport::{Stops, TransportError};
+use crate::ship::Shipper;
+use crate::transport::TransportError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -59,13 +60,20 @@ pub enum AgentError {
 pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentError> {
     let discovery = discovery(&config)?;
     let sample_config = sample_config(&config)?;
-    let endpoint = transport::endpoint(&config.collector)?;
     let metrics = AgentMetrics::new();
     if let Some(addr) = config.metrics_listen {
         serve_metrics(addr, &metrics, shutdown.clone()).await?;
     }
-    let spool = open_spool(&config.spool, &metrics).await?;
     let (records_tx, records_rx) = records_channel(&config.batch);
+    let shipper = Shipper::start(
+        config.batch_agent_id(),
+        &config.batch,
+        &config.spool,
+        &config.collector,
+        records_rx,
+        metrics.clone(),
+    )
+    .await?;
 
     let schedule = if config.rounds.once {
         rounds::Schedule::once(config.rounds.concurrency)
@@ -94,31 +102,6 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
         metrics.clone(),
         shutdown.clone(),
     ));
-    let seqs = Seqs::random();
-    let builder = batch::BatchBuilder::new(
-        config.batch_agent_id(),
-        seqs.clone(),
-        config.batch.max_records,
-        config.batch.max_bytes,
-    );
-    let batcher = tokio::spawn(batch::run(
-        builder,
-        config.batch.max_delay,
-        records_rx,
-        spool.clone(),
-    ));
-    let stops = Stops {
-        drain: Shutdown::new(),
-        hard: Shutdown::new(),
-    };
-    let mut transport = tokio::spawn(transport::run(
-        endpoint,
-        config.collector.clone(),
-        spool.clone(),
-        seqs,
-        metrics.clone(),
-        stops.clone(),
-    ));
     tracing::info!(id = %config.batch_agent_id(), collector = %config.collector.url, "agent started");
 
     tokio::select! {
@@ -134,24 +117,12 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     if let Some(sampler) = sampler {
         let _ = sampler.await;
     }
-    let spooled = batcher.await.unwrap_or(0);
-    stops.drain.cancel();
-    if tokio::time::timeout(config.collector.drain_timeout, &mut transport)
-        .await
-        .is_err()
-    {
-        stops.hard.cancel();
-        // It stops at once, counting what was in flight and never acknowledged.
-        let _ = transport.await;
-    }
-    let (unacked, unacked_records) = {
-        let spool = spool.lock();
-        (spool.len(), spool.records())
-    };
+    let left = shipper.finish().await;
+    let (unacked, unacked_records) = (left.unacked_batches, left.unacked_records);
     // Operators (and the crash-recovery test) read what was lost, if anything.
     tracing::info!(
-        records_spooled = spooled,
-        dropped_records = metrics.spool_dropped_records.get(),
+        records_spooled = left.records_spooled,
+        dropped_records = left.dropped_records,
         unacked_batches = unacked,
         "agent stopped"
     );
@@ -202,7 +173,7 @@ pub fn records_channel(
 
 /// The memory spool, or the disk spool with what earlier runs left in it
 /// (read on the blocking pool: up to `disk_max_bytes` of files).
-async fn open_spool(
+pub(crate) async fn open_spool(
     config: &config::SpoolConfig,
     metrics: &AgentMetrics,
 ) -> Result<SharedSpool, AgentError> {

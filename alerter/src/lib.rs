@@ -1,10 +1,12 @@
 #![doc = include_str!("../README.md")]
 
+pub mod config;
 pub mod file;
 pub mod lifecycle;
 pub mod model;
 pub mod receivers;
 pub mod rules;
+pub mod watch;
 
 pub use file::{FileError, RulesFile};
 pub use model::{AlertChange, AlertKey, Condition};

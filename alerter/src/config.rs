@@ -1,0 +1,158 @@
+//! The alerter's own configuration (`alerter.toml`, flags, environment):
+//! where the collectors are, where its state lives, where its API listens.
+//! What to alert on and whom to tell is the rules file's business.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use livehead_agent::config::{BatchConfig, CollectorConnConfig, Compression, SpoolConfig};
+use livehead_common::tls::TlsFiles;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlerterConfig {
+    /// The rules file: rules, receivers, routes, inhibition. Required.
+    pub rules: Option<PathBuf>,
+    /// The alerter's state (alerts, silences, notifications not yet
+    /// delivered, `state.json`) and the spool of the alert records on their
+    /// way to the store (`spool/`). Default `/var/lib/livehead-alerter`.
+    pub state_dir: PathBuf,
+    /// Name the alert records are stored under. Default: with mTLS, the
+    /// certificate's name; with `insecure`, "alerter".
+    pub id: Option<String>,
+    /// How often the rules look at the time (durations, windows, missing
+    /// data) besides each batch received. Default 250ms.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    pub collectors: CollectorsConfig,
+    pub api: ApiListen,
+}
+
+impl Default for AlerterConfig {
+    fn default() -> Self {
+        Self {
+            rules: None,
+            state_dir: PathBuf::from("/var/lib/livehead-alerter"),
+            id: None,
+            tick: Duration::from_millis(250),
+            collectors: CollectorsConfig::default(),
+            api: ApiListen::default(),
+        }
+    }
+}
+
+/// Where the collectors are and how to reach them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectorsConfig {
+    /// gRPC URLs of the collectors. Each address a URL's host resolves to
+    /// is one replica, watched on its own (a Kubernetes headless Service
+    /// lists them all). The alert records go to the first URL. Default
+    /// `["https://127.0.0.1:7070"]`.
+    pub urls: Vec<String>,
+    /// How often host names are resolved again, to follow replicas that
+    /// come and go. Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub resolve_interval: Duration,
+    /// Name the collectors' certificate must carry. Default: the URL's host.
+    pub server_name: Option<String>,
+    /// CA, certificate and key for mTLS; the certificate's name must be in
+    /// the collectors' `watch.allow`. Required unless `insecure`.
+    pub tls: Option<TlsFiles>,
+    /// Plain-text gRPC (`http://` URLs, no certificates). Default false.
+    pub insecure: bool,
+    /// First reconnect delay, doubled up to `reconnect_max`. Default 500ms.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// Largest message accepted from a collector (a snapshot chunk).
+    /// Default 16 MiB (16777216).
+    pub max_message_bytes: usize,
+}
+
+impl Default for CollectorsConfig {
+    fn default() -> Self {
+        Self {
+            urls: vec!["https://127.0.0.1:7070".to_owned()],
+            resolve_interval: Duration::from_secs(30),
+            server_name: None,
+            tls: None,
+            insecure: false,
+            reconnect_min: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(10),
+            max_message_bytes: 16 << 20,
+        }
+    }
+}
+
+impl CollectorsConfig {
+    /// The connection the alert records travel on: the first URL, with the
+    /// agent's batching and spooling defaults.
+    pub fn records_connection(&self) -> CollectorConnConfig {
+        CollectorConnConfig {
+            url: self.urls.first().cloned().unwrap_or_default(),
+            server_name: self.server_name.clone(),
+            tls: self.tls.clone(),
+            insecure: self.insecure,
+            reconnect_min: self.reconnect_min,
+            reconnect_max: self.reconnect_max,
+            compression: Compression::None,
+            ..CollectorConnConfig::default()
+        }
+    }
+}
+
+/// Where the HTTP API (/alerts, /silences, /health, /metrics) listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiListen {
+    /// Default `127.0.0.1:7090`.
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiListen {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7090)),
+        }
+    }
+}
+
+impl AlerterConfig {
+    /// The records' batching: small batches sent at once, alerts are few
+    /// and the store should see them quickly.
+    pub fn records_batch(&self) -> BatchConfig {
+        BatchConfig {
+            max_records: 100,
+            max_delay: Duration::from_millis(200),
+            ..BatchConfig::default()
+        }
+    }
+
+    /// The records' spool: on disk under the state directory, so what was
+    /// not yet stored survives a restart.
+    pub fn records_spool(&self) -> SpoolConfig {
+        SpoolConfig {
+            dir: Some(self.state_dir.join("spool")),
+            ..SpoolConfig::default()
+        }
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir.join("state.json")
+    }
+
+    /// The name the records are sent under; empty lets the collector take
+    /// the certificate's.
+    pub fn records_id(&self) -> String {
+        match (&self.id, self.collectors.insecure) {
+            (Some(id), _) => id.clone(),
+            (None, true) => "alerter".to_owned(),
+            (None, false) => String::new(),
+        }
+    }
+}
