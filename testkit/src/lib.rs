@@ -4,6 +4,7 @@
 pub mod clickhouse;
 pub mod pki;
 pub mod readme;
+pub mod receiver;
 pub mod sites;
 
 /// A free TCP port on 127.0.0.1 (bound then released; fine for tests that

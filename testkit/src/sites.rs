@@ -55,6 +55,7 @@ type Log = Arc<Mutex<Vec<RecordedRequest>>>;
 pub struct FakeSites {
     addr: SocketAddr,
     log: Log,
+    overrides: Overrides,
     cert_not_after_ms: Option<i64>,
     task: JoinHandle<()>,
 }
@@ -93,10 +94,12 @@ impl FakeSites {
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local address");
         let log = Log::default();
-        let task = tokio::spawn(accept_loop(listener, tls, log.clone()));
+        let overrides = Overrides::default();
+        let task = tokio::spawn(accept_loop(listener, tls, log.clone(), overrides.clone()));
         Self {
             addr,
             log,
+            overrides,
             cert_not_after_ms,
             task,
         }
@@ -104,6 +107,24 @@ impl FakeSites {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// From now on every site whose name ends with `suffix` answers
+    /// `status` (whatever its usual answer), until [`FakeSites::heal`].
+    pub fn set_status(&self, suffix: &str, status: u16) {
+        let status = StatusCode::from_u16(status).expect("a valid HTTP status");
+        self.overrides
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((suffix.to_owned(), status));
+    }
+
+    /// Sites ending with `suffix` answer as usual again.
+    pub fn heal(&self, suffix: &str) {
+        self.overrides
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(s, _)| s != suffix);
     }
 
     pub fn port(&self) -> u16 {
@@ -139,13 +160,27 @@ impl Drop for FakeSites {
     }
 }
 
-async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, log: Log) {
+/// Statuses forced by [`FakeSites::set_status`]: (name suffix, status), the
+/// latest first to match.
+type Overrides = Arc<Mutex<Vec<(String, StatusCode)>>>;
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    log: Log,
+    overrides: Overrides,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => {
-                    connections.spawn(serve_connection(tcp, tls.clone(), log.clone()));
+                    connections.spawn(serve_connection(
+                        tcp,
+                        tls.clone(),
+                        log.clone(),
+                        overrides.clone(),
+                    ));
                 }
                 // Out of descriptors under load: let connections close, then go on.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -155,36 +190,56 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, log: Log) 
     }
 }
 
-async fn serve_connection(tcp: TcpStream, tls: Option<TlsAcceptor>, log: Log) {
+async fn serve_connection(
+    tcp: TcpStream,
+    tls: Option<TlsAcceptor>,
+    log: Log,
+    overrides: Overrides,
+) {
     let _ = tcp.set_nodelay(true);
     match tls {
-        None => serve_http(tcp, false, log).await,
+        None => serve_http(tcp, false, log, overrides).await,
         Some(acceptor) => {
             if let Ok(stream) = acceptor.accept(tcp).await {
-                serve_http(stream, true, log).await;
+                serve_http(stream, true, log, overrides).await;
             }
         }
     }
 }
 
-async fn serve_http<S>(stream: S, tls: bool, log: Log)
+async fn serve_http<S>(stream: S, tls: bool, log: Log, overrides: Overrides)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |request: Request<Incoming>| {
-        let log = log.clone();
-        async move { Ok::<_, Infallible>(answer(&request, tls, &log)) }
+        let (log, overrides) = (log.clone(), overrides.clone());
+        async move { Ok::<_, Infallible>(answer(&request, tls, &log, &overrides)) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(stream), service)
         .await;
 }
 
-fn answer(request: &Request<Incoming>, tls: bool, log: &Log) -> Response<Full<Bytes>> {
+fn answer(
+    request: &Request<Incoming>,
+    tls: bool,
+    log: &Log,
+    overrides: &Overrides,
+) -> Response<Full<Bytes>> {
     let headers = request.headers();
     let host = header_string(headers, header::HOST.as_str()).unwrap_or_default();
     let is_head = request.method() == Method::HEAD;
-    let (status, location) = route(host_name(&host), is_head);
+    let forced = overrides
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .rev()
+        .find(|(suffix, _)| host_name(&host).ends_with(suffix.as_str()))
+        .map(|(_, status)| *status);
+    let (status, location) = match forced {
+        Some(status) => (status, None),
+        None => route(host_name(&host), is_head),
+    };
     log.lock()
         .unwrap_or_else(PoisonError::into_inner)
         .push(RecordedRequest {
