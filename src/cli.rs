@@ -47,6 +47,10 @@ pub enum Command {
     /// SQLite store, and serve the HTTP API.
     #[cfg(feature = "collector")]
     Collector(CollectorArgs),
+    /// Evaluate alert rules on what the collectors accept and notify Slack,
+    /// Discord, PagerDuty and webhooks; `check` and `test` a rules file.
+    #[cfg(feature = "collector")]
+    Alerter(AlerterArgs),
     /// Write a development CA and collector/agent certificates.
     Certs(CertsArgs),
     /// Run a collector (embedded SQLite store) and an agent in one process, for a laptop.
@@ -291,6 +295,69 @@ impl CollectorArgs {
         c.api.read_requires_token |= self.read_requires_token;
         c.tls = self.tls.apply(c.tls)?;
         c.insecure |= self.insecure;
+        Ok(c)
+    }
+}
+
+#[cfg(feature = "collector")]
+#[derive(Debug, Args)]
+pub struct AlerterArgs {
+    #[command(subcommand)]
+    pub action: Option<AlerterAction>,
+    /// TOML config file (see the README's configuration reference).
+    #[arg(long, env = "LIVEHEAD_ALERTER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The rules file: rules, receivers, routes, inhibition (reloaded on SIGHUP).
+    #[arg(long, env = "LIVEHEAD_RULES")]
+    pub rules: Option<PathBuf>,
+    /// Directory of the alerter's state and of its records' spool.
+    #[arg(long, env = "LIVEHEAD_ALERTER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Collector gRPC URL; repeat the flag (or separate with commas in the
+    /// variable) for several. A host resolving to several addresses is one
+    /// replica per address. Replaces the config file's collectors.urls.
+    #[arg(long = "collector-url", env = "LIVEHEAD_COLLECTOR_URLS", value_delimiter = ',')]
+    pub collector_urls: Vec<String>,
+    /// Name the collectors' certificate must carry (default: the URL's host).
+    #[arg(long, env = "LIVEHEAD_SERVER_NAME")]
+    pub server_name: Option<String>,
+    /// HTTP address of the API (/alerts, /silences, /health, /metrics).
+    #[arg(long, env = "LIVEHEAD_ALERTER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Plain-text gRPC to the collectors (http:// URLs, no certificates).
+    #[arg(long, env = "LIVEHEAD_INSECURE")]
+    pub insecure: bool,
+}
+
+/// What `livehead alerter` does besides running.
+#[cfg(feature = "collector")]
+#[derive(Debug, Subcommand)]
+pub enum AlerterAction {
+    /// Check a rules file and exit: 0 when valid, 1 with the lines at fault.
+    Check { file: PathBuf },
+    /// Run the rule unit tests of a test file (input series, expected alerts).
+    Test { file: PathBuf },
+}
+
+#[cfg(feature = "collector")]
+impl AlerterArgs {
+    pub fn into_config(self) -> anyhow::Result<livehead_alerter::config::AlerterConfig> {
+        let mut c: livehead_alerter::config::AlerterConfig =
+            load_or_default(self.config.as_deref())?;
+        c.rules = self.rules.or(c.rules);
+        set(&mut c.state_dir, self.state_dir);
+        if !self.collector_urls.is_empty() {
+            c.collectors.urls = self.collector_urls;
+        }
+        c.collectors.server_name = self.server_name.or(c.collectors.server_name);
+        set(&mut c.api.listen, self.listen);
+        c.collectors.tls = self.tls.apply(c.collectors.tls)?;
+        c.collectors.insecure |= self.insecure;
+        if c.rules.is_none() {
+            bail!("no rules file: set --rules (LIVEHEAD_RULES) or `rules` in the config file");
+        }
         Ok(c)
     }
 }
