@@ -43,8 +43,9 @@ pub struct Noise {
     oks: u32,
     /// When the condition started holding (pending since).
     since_ms: u64,
-    /// The last time it held (for `keep_firing_for`).
-    last_true_ms: u64,
+    /// When it stopped holding (the first good sample after bad ones):
+    /// `keep_firing_for` counts from there.
+    clear_since_ms: u64,
 }
 
 impl Noise {
@@ -56,7 +57,7 @@ impl Noise {
             fails: if firing { p.failure_threshold } else { 1 },
             oks: 0,
             since_ms,
-            last_true_ms: since_ms,
+            clear_since_ms: since_ms,
         }
     }
 
@@ -78,7 +79,6 @@ impl Noise {
         if holds {
             self.fails = self.fails.saturating_add(1);
             self.oks = 0;
-            self.last_true_ms = self.last_true_ms.max(at_ms);
             match self.cond {
                 None => {
                     self.since_ms = at_ms;
@@ -94,6 +94,9 @@ impl Noise {
                 Some(_) => None,
             }
         } else {
+            if self.oks == 0 {
+                self.clear_since_ms = at_ms;
+            }
             self.oks = self.oks.saturating_add(1);
             self.fails = 0;
             match self.cond {
@@ -122,7 +125,7 @@ impl Noise {
     }
 
     fn resolve_if_ready(&mut self, p: &Params, at_ms: u64) -> Option<Condition> {
-        let kept = at_ms.saturating_sub(self.last_true_ms) < p.keep_ms;
+        let kept = at_ms.saturating_sub(self.clear_since_ms) < p.keep_ms;
         if self.oks >= p.success_threshold && !kept {
             self.resolve()
         } else {
@@ -173,8 +176,8 @@ mod tests {
         assert_eq!(noise.tick(&p, 1099), None);
         assert_eq!(noise.tick(&p, 1100), Some(Firing));
         assert_eq!(noise.sample(&p, false, 1120), None, "kept firing");
-        assert_eq!(noise.tick(&p, 1149), None);
-        assert_eq!(noise.tick(&p, 1150), Some(Resolved));
+        assert_eq!(noise.tick(&p, 1169), None);
+        assert_eq!(noise.tick(&p, 1170), Some(Resolved));
         assert_eq!(noise.tick(&p, 2000), None);
         assert!(noise.idle());
     }

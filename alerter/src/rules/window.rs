@@ -25,6 +25,8 @@ struct Bucket {
 pub struct Window {
     width_ms: u64,
     slots: u64,
+    /// The newest bucket index seen or evaluated at: the window ends there.
+    current: u64,
     buckets: VecDeque<Bucket>,
 }
 
@@ -34,6 +36,7 @@ impl Window {
         Window {
             width_ms,
             slots: window_ms.div_ceil(width_ms).max(1),
+            current: 0,
             buckets: VecDeque::new(),
         }
     }
@@ -42,8 +45,8 @@ impl Window {
     /// the newest one seen) are ignored.
     pub fn add(&mut self, ts_ms: u64, bad: bool) {
         let index = ts_ms / self.width_ms;
-        let newest = self.buckets.back().map_or(index, |b| b.index.max(index));
-        if index + self.slots <= newest {
+        self.current = self.current.max(index);
+        if index + self.slots <= self.current {
             return;
         }
         let at = self.buckets.iter().rposition(|b| b.index <= index);
@@ -57,19 +60,20 @@ impl Window {
         };
         bucket.total = bucket.total.saturating_add(1);
         bucket.bad = bucket.bad.saturating_add(u32::from(bad));
-        self.expire_before(newest);
+        self.expire_before();
     }
 
     /// Drops what fell out of the window at `now_ms`.
     pub fn expire(&mut self, now_ms: u64) {
-        self.expire_before(now_ms / self.width_ms);
+        self.current = self.current.max(now_ms / self.width_ms);
+        self.expire_before();
     }
 
-    fn expire_before(&mut self, current: u64) {
+    fn expire_before(&mut self) {
         while self
             .buckets
             .front()
-            .is_some_and(|b| b.index + self.slots <= current)
+            .is_some_and(|b| b.index + self.slots <= self.current)
         {
             self.buckets.pop_front();
         }
@@ -100,7 +104,7 @@ mod tests {
         assert_eq!(w.counts(), (3, 1));
         w.expire(61_000);
         assert_eq!(w.counts(), (1, 0), "the probes of second 1 left the window");
-        w.add(2_000, true); // older than the window: ignored
+        w.add(1_200, true); // older than the window: ignored
         assert_eq!(w.counts(), (1, 0));
         w.add(29_000, true); // out of order but inside: counted
         assert_eq!(w.counts(), (2, 1));
