@@ -34,6 +34,9 @@ pub const STALE_MS: u64 = 10 * 60 * 1000;
 
 const DAY_MS: u64 = 86_400_000;
 
+/// Margin of the percentage comparisons (floating point rounding).
+const EPSILON: f64 = 1e-9;
+
 /// Evaluates rules as records arrive. See the module's documentation.
 #[derive(Debug)]
 pub struct Engine {
@@ -656,7 +659,11 @@ fn observe_service(
             }
             let track = units.entry(id.clone()).or_default();
             track.site = service.site.clone();
-            track.state = format!("{} ({})", service.active_state, service.sub_state);
+            track.state = if service.sub_state.is_empty() {
+                service.active_state.clone()
+            } else {
+                format!("{} ({})", service.active_state, service.sub_state)
+            };
             let change = track.noise.sample(&rule.p, !up, service.ts_ms);
             let state = track.state.clone();
             if track.noise.idle() {
@@ -804,7 +811,8 @@ fn tick_rule(rule: &mut Rule, now_ms: u64, last_seen: &HashMap<String, u64>, out
                 }
                 let noise = nodes.entry(node.clone()).or_default();
                 if let Some(c) = noise.sample(&p, holds, now_ms) {
-                    let vars = vec![("silence", fmt_us(silence.saturating_mul(1000)))];
+                    let silence = std::time::Duration::from_secs(silence / 1000);
+                    let vars = vec![("silence", humantime::format_duration(silence).to_string())];
                     changes.push((key(severity, Some(node), None, None), c, now_ms, vars, None));
                 }
             }
@@ -821,7 +829,7 @@ fn tick_rule(rule: &mut Rule, now_ms: u64, last_seen: &HashMap<String, u64>, out
                 let failing = u64::from(track.failing);
                 let share = spec.share.unwrap_or(DEFAULT_FLEET_SHARE);
                 let min_sites = u64::from(spec.min_sites.unwrap_or(DEFAULT_MIN_SITES));
-                let holds = total > 0 && failing >= min_sites && failing as f64 * 100.0 >= share * total as f64;
+                let holds = total > 0 && failing >= min_sites && percent(failing, total) + EPSILON >= share;
                 if let Some(c) = track.noise.sample(&p, holds, now_ms) {
                     let vars = vec![
                         ("count", failing.to_string()),
@@ -849,10 +857,13 @@ fn window_holds(spec: &RuleSpec, (total, bad): (u64, u64)) -> bool {
         return false;
     }
     let share = percent(bad, total);
-    match spec.kind {
-        RuleKind::ErrorRate => share > spec.share.unwrap_or(DEFAULT_ERROR_SHARE),
-        _ => share > (1.0 - spec.quantile.unwrap_or(DEFAULT_QUANTILE)) * 100.0,
-    }
+    let limit = match spec.kind {
+        RuleKind::ErrorRate => spec.share.unwrap_or(DEFAULT_ERROR_SHARE),
+        _ => (1.0 - spec.quantile.unwrap_or(DEFAULT_QUANTILE)) * 100.0,
+    };
+    // (1 - 0.9) × 100 is 9.999999999999998: compare with a margin so 1
+    // slow probe in 10 is not "above" 10 %.
+    share > limit + EPSILON
 }
 
 fn window_vars(spec: &RuleSpec, group: &str, (total, bad): (u64, u64)) -> Vec<(&'static str, String)> {
@@ -1032,3 +1043,7 @@ fn restore(rule: &mut Rule, key: &AlertKey, condition: Condition, since_ms: u64)
     }
     true
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;
