@@ -55,7 +55,11 @@ pub fn problems(rules: &[RuleSpec], keys: &[Vec<String>]) -> Vec<Problem> {
         if let Some(first) = names.insert(rule.name.as_str(), index) {
             report(
                 Some("name"),
-                format!("duplicate rule name `{}` (rule {} has it too)", rule.name, first + 1),
+                format!(
+                    "duplicate rule name `{}` (rule {} has it too)",
+                    rule.name,
+                    first + 1
+                ),
             );
         }
         for key in keys.get(index).into_iter().flatten() {
@@ -93,7 +97,10 @@ fn check_rule(rule: &RuleSpec, report: &mut impl FnMut(Option<&str>, String)) {
     if !kind.has_levels() && rule.severity.is_none() {
         report(
             None,
-            format!("rule `{}` needs a `severity` (critical, error, warning, info)", rule.name),
+            format!(
+                "rule `{}` needs a `severity` (critical, error, warning, info)",
+                rule.name
+            ),
         );
     }
     for (key, globs) in [
@@ -108,9 +115,12 @@ fn check_rule(rule: &RuleSpec, report: &mut impl FnMut(Option<&str>, String)) {
             }
         }
     }
-    for (name, _) in &rule.labels {
+    for name in rule.labels.keys() {
         if RESERVED_LABELS.contains(&name.as_str()) {
-            report(Some("labels"), format!("label `{name}` is set by the alert itself"));
+            report(
+                Some("labels"),
+                format!("label `{name}` is set by the alert itself"),
+            );
         } else if !valid_label_name(name) {
             report(
                 Some("labels"),
@@ -118,7 +128,11 @@ fn check_rule(rule: &RuleSpec, report: &mut impl FnMut(Option<&str>, String)) {
             );
         }
     }
-    if let Some(word) = rule.summary.as_deref().and_then(template::unknown_placeholder) {
+    if let Some(word) = rule
+        .summary
+        .as_deref()
+        .and_then(template::unknown_placeholder)
+    {
         let known = template::PLACEHOLDERS.join("}, {");
         report(
             Some("summary"),
@@ -265,4 +279,129 @@ fn render(text: &str, span: Option<Range<usize>>, problem: &Problem, rules: &[Ru
     format!(
         "TOML error at line {line_no}, column {column}\n{gutter} |\n{line_no} | {line}\n{gutter} | {caret}^\n{what}\n"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::RulesFile;
+
+    /// The error of parsing `text`, which must name `line`.
+    fn error_at(text: &str, line: usize) -> String {
+        let error = RulesFile::parse(text).expect_err("refused");
+        assert!(
+            error.contains(&format!("at line {line},")),
+            "expected line {line} in:\n{error}"
+        );
+        error
+    }
+
+    const GOOD: &str = r#"
+[[rules]]
+name = "SiteServerError"
+kind = "status"
+severity = "error"
+statuses = ["5xx", 0, 404]
+"#;
+
+    #[test]
+    fn a_good_rule_passes() {
+        let file = RulesFile::parse(GOOD).expect("accepted");
+        assert_eq!(file.rules.len(), 1);
+    }
+
+    #[test]
+    fn unknown_key_names_its_line() {
+        let text = format!("{GOOD}failure_treshold = 3\n");
+        let error = error_at(&text, 7);
+        assert!(error.contains("failure_treshold"), "{error}");
+    }
+
+    #[test]
+    fn bad_duration_names_its_line() {
+        let text = format!("{GOOD}for = \"5 minutes and a bit\"\n");
+        error_at(&text, 7);
+    }
+
+    #[test]
+    fn unknown_kind_names_its_line() {
+        let error = error_at(
+            "[[rules]]\nname = \"X\"\nkind = \"teapot\"\nseverity = \"info\"\n",
+            3,
+        );
+        assert!(error.contains("teapot"), "{error}");
+    }
+
+    #[test]
+    fn a_key_of_another_kind_names_its_line() {
+        let text = format!("{GOOD}window = \"5m\"\n");
+        let error = error_at(&text, 7);
+        assert!(
+            error.contains("key `window` does not apply to kind `status`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn levels_out_of_order_name_their_line() {
+        let text = "[[rules]]\nname = \"Cpu\"\nkind = \"cpu\"\nwarning = 95\ncritical = 90\n";
+        let error = error_at(text, 4);
+        assert!(error.contains("must be below `critical`"), "{error}");
+        let error = error_at(
+            "[[rules]]\nname = \"Cpu\"\nkind = \"cpu\"\ncritical = 190\n",
+            4,
+        );
+        assert!(error.contains("outside 0-100"), "{error}");
+        let error = error_at(
+            "[[rules]]\nname = \"Cpu\"\nkind = \"cpu\"\nseverity = \"info\"\n",
+            4,
+        );
+        assert!(error.contains("levels"), "{error}");
+    }
+
+    #[test]
+    fn duplicate_names_point_at_the_second_rule() {
+        let text = format!(
+            "{GOOD}\n[[rules]]\nname = \"SiteServerError\"\nkind = \"unreachable\"\nseverity = \"critical\"\n"
+        );
+        let error = error_at(&text, 9);
+        assert!(error.contains("duplicate rule name"), "{error}");
+    }
+
+    #[test]
+    fn shares_globs_statuses_and_placeholders_are_checked() {
+        let fleet = "[[rules]]\nname = \"Pod\"\nkind = \"fleet\"\nseverity = \"critical\"\n";
+        let error = error_at(&format!("{fleet}share = 150\n"), 5);
+        assert!(error.contains("share 150"), "{error}");
+        let error = error_at(&format!("{fleet}sites = [\"a[\"]\n"), 5);
+        assert!(error.contains("bad glob"), "{error}");
+        let error = error_at(&format!("{fleet}statuses = [\"6xx\"]\n"), 5);
+        assert!(error.contains("6xx"), "{error}");
+        let error = error_at(&format!("{fleet}summary = \"{{nod}} is down\"\n"), 5);
+        assert!(error.contains("unknown placeholder `{nod}`"), "{error}");
+        let error = error_at(&format!("{fleet}labels = {{ node = \"x\" }}\n"), 5);
+        assert!(error.contains("set by the alert itself"), "{error}");
+        let error = error_at(&format!("{fleet}failure_threshold = 2\n"), 5);
+        assert!(error.contains("does not apply"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_requirement_names_the_rule_table() {
+        let error = error_at(
+            "\n[[rules]]\nname = \"Slow\"\nkind = \"latency\"\nseverity = \"warning\"\n",
+            2,
+        );
+        assert!(error.contains("needs `latency`"), "{error}");
+        let error = error_at("[[rules]]\nname = \"Down\"\nkind = \"unreachable\"\n", 1);
+        assert!(error.contains("needs a `severity`"), "{error}");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let text = "[[rules]]\nname = \"A\"\nkind = \"cpu\"\nwarning = 95\ncritical = 90\nfailure_threshold = 0\n";
+        let error = RulesFile::parse(text).expect_err("refused");
+        assert!(
+            error.contains("at line 4,") && error.contains("at line 6,"),
+            "{error}"
+        );
+    }
 }

@@ -20,9 +20,9 @@ use livehead_proto::v1::{ProbeResult, Record, record::Kind};
 
 use super::noise::{Noise, Params, millis};
 use super::spec::{
-    DEFAULT_AFTER, DEFAULT_CERT_DAYS, DEFAULT_ERROR_SHARE, DEFAULT_FLEET_SHARE,
-    DEFAULT_MAX_LISTED, DEFAULT_MIN_SAMPLES, DEFAULT_MIN_SITES, DEFAULT_QUANTILE, DEFAULT_WINDOW,
-    Group, RuleKind, RuleSpec, StatusMatch,
+    DEFAULT_AFTER, DEFAULT_CERT_DAYS, DEFAULT_ERROR_SHARE, DEFAULT_FLEET_SHARE, DEFAULT_MAX_LISTED,
+    DEFAULT_MIN_SAMPLES, DEFAULT_MIN_SITES, DEFAULT_QUANTILE, DEFAULT_WINDOW, Group, RuleKind,
+    RuleSpec, StatusMatch,
 };
 use super::template::render;
 use super::window::Window;
@@ -117,7 +117,10 @@ enum State {
     Level(HashMap<String, Vec<Noise>>, HashMap<String, f64>),
     Disk(HashMap<String, DiskTrack>, HashSet<String>),
     Service(HashMap<(String, String), ServiceTrack>),
-    SiteServices(HashMap<(String, String), UnitsTrack>, HashSet<(String, String)>),
+    SiteServices(
+        HashMap<(String, String), UnitsTrack>,
+        HashSet<(String, String)>,
+    ),
     Missing(HashMap<String, Noise>),
     Fleet(HashMap<String, FleetTrack>, HashMap<String, String>),
 }
@@ -212,7 +215,13 @@ impl Rule {
         self.spec.severity.unwrap_or(Severity::Error)
     }
 
-    fn key(&self, severity: Severity, node: Option<&str>, site: Option<&str>, service: Option<&str>) -> AlertKey {
+    fn key(
+        &self,
+        severity: Severity,
+        node: Option<&str>,
+        site: Option<&str>,
+        service: Option<&str>,
+    ) -> AlertKey {
         AlertKey {
             rule: self.spec.name.clone(),
             severity,
@@ -234,7 +243,11 @@ impl Rule {
     ) -> AlertChange {
         vars.push(("rule", key.rule.clone()));
         vars.push(("severity", key.severity.as_str().to_owned()));
-        for (name, value) in [("node", &key.node), ("site", &key.site), ("unit", &key.service)] {
+        for (name, value) in [
+            ("node", &key.node),
+            ("site", &key.site),
+            ("unit", &key.service),
+        ] {
             if let Some(value) = value {
                 vars.push((name, value.clone()));
             }
@@ -299,7 +312,10 @@ impl Engine {
     /// changes come out of the next `observe` or `tick`); new and changed
     /// rules start fresh.
     pub fn reload(&mut self, rules: &[RuleSpec]) {
-        let mut old: Vec<Option<Rule>> = std::mem::take(&mut self.rules).into_iter().map(Some).collect();
+        let mut old: Vec<Option<Rule>> = std::mem::take(&mut self.rules)
+            .into_iter()
+            .map(Some)
+            .collect();
         self.rules = rules
             .iter()
             .map(|spec| {
@@ -438,7 +454,9 @@ fn site_holds(spec: &RuleSpec, probe: &ProbeResult, previous: Option<&str>) -> O
         RuleKind::Unreachable => Some(!answered),
         RuleKind::Status => Some(failing(&spec.statuses, probe)),
         RuleKind::Latency => {
-            let limit = spec.latency.map_or(u64::MAX, |l| l.as_micros().try_into().unwrap_or(u64::MAX));
+            let limit = spec
+                .latency
+                .map_or(u64::MAX, |l| l.as_micros().try_into().unwrap_or(u64::MAX));
             answered.then_some(probe.latency_us > limit)
         }
         RuleKind::CertExpiry => {
@@ -467,7 +485,11 @@ fn facts(probe: &ProbeResult, previous: Option<&str>) -> Facts {
 }
 
 fn site_vars(facts: &Facts) -> Vec<(&'static str, String)> {
-    let error = if facts.error.is_empty() { "no answer" } else { facts.error };
+    let error = if facts.error.is_empty() {
+        "no answer"
+    } else {
+        facts.error
+    };
     vec![
         ("status", facts.status.to_string()),
         ("error", error.to_owned()),
@@ -504,7 +526,9 @@ fn observe_probe(rule: &mut Rule, agent: &str, probe: &ProbeResult, out: &mut Ve
 
 fn observe_site(rule: &mut Rule, agent: &str, probe: &ProbeResult, out: &mut Vec<AlertChange>) {
     let remembers_location = rule.spec.kind == RuleKind::RedirectChanged;
-    let State::Site(sites) = &mut rule.state else { return };
+    let State::Site(sites) = &mut rule.state else {
+        return;
+    };
     let previous = sites.get(&probe.site).and_then(|t| t.location.as_deref());
     let Some(holds) = site_holds(&rule.spec, probe, previous) else {
         return;
@@ -558,17 +582,20 @@ fn observe_window(rule: &mut Rule, agent: &str, probe: &ProbeResult) {
         // A probe without an answer has no latency worth ranking.
         return;
     } else {
-        let limit = rule.spec.latency.map_or(u64::MAX, |l| millis(l).saturating_mul(1000));
+        let limit = rule
+            .spec
+            .latency
+            .map_or(u64::MAX, |l| millis(l).saturating_mul(1000));
         probe.latency_us > limit
     };
-    let State::Window(groups) = &mut rule.state else { return };
-    let track = groups
-        .entry(group)
-        .or_insert_with(|| WindowTrack {
-            window: Window::new(window_ms),
-            noise: Noise::default(),
-            fed: false,
-        });
+    let State::Window(groups) = &mut rule.state else {
+        return;
+    };
+    let track = groups.entry(group).or_insert_with(|| WindowTrack {
+        window: Window::new(window_ms),
+        noise: Noise::default(),
+        fed: false,
+    });
     track.window.add(probe.ts_ms, bad);
     track.fed = true;
 }
@@ -576,7 +603,9 @@ fn observe_window(rule: &mut Rule, agent: &str, probe: &ProbeResult) {
 fn observe_fleet(rule: &mut Rule, agent: &str, probe: &ProbeResult) {
     let is_failing = failing(&rule.spec.failing_statuses(), probe);
     let status = effective_status(probe);
-    let State::Fleet(nodes, site_node) = &mut rule.state else { return };
+    let State::Fleet(nodes, site_node) = &mut rule.state else {
+        return;
+    };
     if let Some(old) = site_node.get(&probe.site).filter(|old| *old != agent) {
         if let Some(track) = nodes.get_mut(old) {
             if let Some((true, _)) = track.sites.remove(&probe.site) {
@@ -595,14 +624,21 @@ fn observe_fleet(rule: &mut Rule, agent: &str, probe: &ProbeResult) {
     }
 }
 
-fn observe_node(rule: &mut Rule, agent: &str, sample: &livehead_proto::v1::NodeSample, out: &mut Vec<AlertChange>) {
+fn observe_node(
+    rule: &mut Rule,
+    agent: &str,
+    sample: &livehead_proto::v1::NodeSample,
+    out: &mut Vec<AlertChange>,
+) {
     let value = match rule.spec.kind {
         RuleKind::Cpu => sample.cpu_busy_pct,
         RuleKind::Memory => sample.mem_used_pct,
         _ => return,
     };
     let levels = rule.levels();
-    let State::Level(nodes, values) = &mut rule.state else { return };
+    let State::Level(nodes, values) = &mut rule.state else {
+        return;
+    };
     let noises = nodes
         .entry(agent.to_owned())
         .or_insert_with(|| vec![Noise::default(); levels.len()]);
@@ -629,12 +665,16 @@ fn observe_filesystem(rule: &mut Rule, agent: &str, fs: &livehead_proto::v1::Fil
         return;
     }
     let levels = rule.levels().len();
-    let State::Disk(nodes, dirty) = &mut rule.state else { return };
+    let State::Disk(nodes, dirty) = &mut rule.state else {
+        return;
+    };
     let track = nodes.entry(agent.to_owned()).or_insert_with(|| DiskTrack {
         noises: vec![Noise::default(); levels],
         ..DiskTrack::default()
     });
-    track.mounts.insert(fs.mountpoint.clone(), (fs.ts_ms, fs.used_pct));
+    track
+        .mounts
+        .insert(fs.mountpoint.clone(), (fs.ts_ms, fs.used_pct));
     track.newest = track.newest.max(fs.ts_ms);
     dirty.insert(agent.to_owned());
 }
@@ -681,7 +721,9 @@ fn observe_service(
             }
             let id = (agent.to_owned(), service.site.clone());
             let track = groups.entry(id.clone()).or_default();
-            track.units.insert(service.unit.clone(), (service.ts_ms, up));
+            track
+                .units
+                .insert(service.unit.clone(), (service.ts_ms, up));
             track.newest = track.newest.max(service.ts_ms);
             dirty.insert(id);
         }
@@ -689,8 +731,23 @@ fn observe_service(
     }
 }
 
-fn tick_rule(rule: &mut Rule, now_ms: u64, last_seen: &HashMap<String, u64>, out: &mut Vec<AlertChange>) {
-    let mut changes: Vec<(AlertKey, Condition, u64, Vec<(&'static str, String)>, Option<String>)> = Vec::new();
+/// A change decided on `tick`, before its summary is rendered: key,
+/// condition, time, placeholders, description.
+type Decided = (
+    AlertKey,
+    Condition,
+    u64,
+    Vec<(&'static str, String)>,
+    Option<String>,
+);
+
+fn tick_rule(
+    rule: &mut Rule,
+    now_ms: u64,
+    last_seen: &HashMap<String, u64>,
+    out: &mut Vec<AlertChange>,
+) {
+    let mut changes: Vec<Decided> = Vec::new();
     let p = rule.p;
     let levels = rule.levels();
     let severity = rule.severity();
@@ -726,7 +783,13 @@ fn tick_rule(rule: &mut Rule, now_ms: u64, last_seen: &HashMap<String, u64>, out
                 let holds = window_holds(spec, counts);
                 if let Some(c) = track.noise.sample(&p, holds, now_ms) {
                     let node = (!group.is_empty()).then_some(group.as_str());
-                    changes.push((key(severity, node, None, None), c, now_ms, window_vars(spec, group, counts), None));
+                    changes.push((
+                        key(severity, node, None, None),
+                        c,
+                        now_ms,
+                        window_vars(spec, group, counts),
+                        None,
+                    ));
                 }
             }
             groups.retain(|_, t| !(t.window.is_empty() && t.noise.idle()));
@@ -738,7 +801,13 @@ fn tick_rule(rule: &mut Rule, now_ms: u64, last_seen: &HashMap<String, u64>, out
                     for ((sev, level), noise) in levels.iter().zip(noises.iter_mut()) {
                         if let Some(c) = noise.tick(&p, now_ms) {
                             let vars = vec![("value", fmt_pct(value)), ("level", fmt_pct(*level))];
-                            changes.push((key(*sev, Some(node), None, None), c, now_ms, vars, None));
+                            changes.push((
+                                key(*sev, Some(node), None, None),
+                                c,
+                                now_ms,
+                                vars,
+                                None,
+                            ));
                         }
                     }
                 }
@@ -750,12 +819,16 @@ fn tick_rule(rule: &mut Rule, now_ms: u64, last_seen: &HashMap<String, u64>, out
                 let evaluate = dirty.remove(node);
                 if evaluate {
                     let newest = track.newest;
-                    track.mounts.retain(|_, (ts, _)| ts.saturating_add(STALE_MS) >= newest);
+                    track
+                        .mounts
+                        .retain(|_, (ts, _)| ts.saturating_add(STALE_MS) >= newest);
                 }
                 for ((sev, level), noise) in levels.iter().zip(track.noises.iter_mut()) {
                     let change = if evaluate {
                         let holds = track.mounts.values().any(|(_, pct)| pct > level);
-                        noise.sample(&p, holds, track.newest).map(|c| (c, track.newest))
+                        noise
+                            .sample(&p, holds, track.newest)
+                            .map(|c| (c, track.newest))
                     } else {
                         noise.tick(&p, now_ms).map(|c| (c, now_ms))
                     };
@@ -773,7 +846,13 @@ fn tick_rule(rule: &mut Rule, now_ms: u64, last_seen: &HashMap<String, u64>, out
                     if let Some(c) = track.noise.tick(&p, now_ms) {
                         let site = Some(track.site.as_str()).filter(|s| !s.is_empty());
                         let vars = vec![("state", track.state.clone())];
-                        changes.push((key(severity, Some(node), site, Some(unit)), c, now_ms, vars, None));
+                        changes.push((
+                            key(severity, Some(node), site, Some(unit)),
+                            c,
+                            now_ms,
+                            vars,
+                            None,
+                        ));
                     }
                 }
                 units.retain(|_, t| !t.noise.idle());
@@ -784,7 +863,9 @@ fn tick_rule(rule: &mut Rule, now_ms: u64, last_seen: &HashMap<String, u64>, out
                 let id = (node.clone(), site.clone());
                 let change = if dirty.remove(&id) {
                     let newest = track.newest;
-                    track.units.retain(|_, (ts, _)| ts.saturating_add(STALE_MS) >= newest);
+                    track
+                        .units
+                        .retain(|_, (ts, _)| ts.saturating_add(STALE_MS) >= newest);
                     let holds = !track.units.is_empty() && track.units.values().all(|(_, up)| !up);
                     track.noise.sample(&p, holds, newest).map(|c| (c, newest))
                 } else {
@@ -794,7 +875,13 @@ fn tick_rule(rule: &mut Rule, now_ms: u64, last_seen: &HashMap<String, u64>, out
                     let mut units: Vec<&str> = track.units.keys().map(String::as_str).collect();
                     units.sort_unstable();
                     let description = Some(format!("units: {}", units.join(", ")));
-                    changes.push((key(severity, Some(node), Some(site), None), c, at, Vec::new(), description));
+                    changes.push((
+                        key(severity, Some(node), Some(site), None),
+                        c,
+                        at,
+                        Vec::new(),
+                        description,
+                    ));
                 }
             }
         }
@@ -829,7 +916,8 @@ fn tick_rule(rule: &mut Rule, now_ms: u64, last_seen: &HashMap<String, u64>, out
                 let failing = u64::from(track.failing);
                 let share = spec.share.unwrap_or(DEFAULT_FLEET_SHARE);
                 let min_sites = u64::from(spec.min_sites.unwrap_or(DEFAULT_MIN_SITES));
-                let holds = total > 0 && failing >= min_sites && percent(failing, total) + EPSILON >= share;
+                let holds =
+                    total > 0 && failing >= min_sites && percent(failing, total) + EPSILON >= share;
                 if let Some(c) = track.noise.sample(&p, holds, now_ms) {
                     let vars = vec![
                         ("count", failing.to_string()),
@@ -837,7 +925,13 @@ fn tick_rule(rule: &mut Rule, now_ms: u64, last_seen: &HashMap<String, u64>, out
                         ("value", fmt_pct(percent(failing, total))),
                     ];
                     let description = (c != Condition::Resolved).then(|| fleet_list(track, spec));
-                    changes.push((key(severity, Some(node), None, None), c, now_ms, vars, description));
+                    changes.push((
+                        key(severity, Some(node), None, None),
+                        c,
+                        now_ms,
+                        vars,
+                        description,
+                    ));
                 }
             }
         }
@@ -848,7 +942,11 @@ fn tick_rule(rule: &mut Rule, now_ms: u64, last_seen: &HashMap<String, u64>, out
 }
 
 fn percent(part: u64, total: u64) -> f64 {
-    if total == 0 { 0.0 } else { part as f64 * 100.0 / total as f64 }
+    if total == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / total as f64
+    }
 }
 
 fn window_holds(spec: &RuleSpec, (total, bad): (u64, u64)) -> bool {
@@ -866,8 +964,16 @@ fn window_holds(spec: &RuleSpec, (total, bad): (u64, u64)) -> bool {
     share > limit + EPSILON
 }
 
-fn window_vars(spec: &RuleSpec, group: &str, (total, bad): (u64, u64)) -> Vec<(&'static str, String)> {
-    let group = if group.is_empty() { "the fleet".to_owned() } else { format!("node {group}") };
+fn window_vars(
+    spec: &RuleSpec,
+    group: &str,
+    (total, bad): (u64, u64),
+) -> Vec<(&'static str, String)> {
+    let group = if group.is_empty() {
+        "the fleet".to_owned()
+    } else {
+        format!("node {group}")
+    };
     let window = spec.window.unwrap_or(DEFAULT_WINDOW);
     vec![
         ("group", group),
@@ -875,20 +981,32 @@ fn window_vars(spec: &RuleSpec, group: &str, (total, bad): (u64, u64)) -> Vec<(&
         ("value", fmt_pct(percent(bad, total))),
         ("count", bad.to_string()),
         ("total", total.to_string()),
-        ("latency", spec.latency.map(|l| fmt_us(millis(l).saturating_mul(1000))).unwrap_or_default()),
+        (
+            "latency",
+            spec.latency
+                .map(|l| fmt_us(millis(l).saturating_mul(1000)))
+                .unwrap_or_default(),
+        ),
     ]
 }
 
 /// The mountpoints over `level`, sorted: a short list for the summary and
 /// one line each for the description, both cut at `max_listed`.
-fn mounts_over(mounts: &HashMap<String, (u64, f64)>, level: f64, max_listed: usize) -> (String, Option<String>) {
+fn mounts_over(
+    mounts: &HashMap<String, (u64, f64)>,
+    level: f64,
+    max_listed: usize,
+) -> (String, Option<String>) {
     let mut over: Vec<(&str, f64)> = mounts
         .iter()
         .filter(|(_, (_, pct))| *pct > level)
         .map(|(m, (_, pct))| (m.as_str(), *pct))
         .collect();
     over.sort_by(|a, b| a.0.cmp(b.0));
-    let lines: Vec<String> = over.iter().map(|(m, pct)| format!("{m} {} %", fmt_pct(*pct))).collect();
+    let lines: Vec<String> = over
+        .iter()
+        .map(|(m, pct)| format!("{m} {} %", fmt_pct(*pct)))
+        .collect();
     let names: Vec<&str> = over.iter().map(|(m, _)| *m).collect();
     let summary = bounded(&names, max_listed, ", ");
     let description = (!lines.is_empty()).then(|| bounded(&lines, max_listed, "\n"));
@@ -930,11 +1048,12 @@ fn active(rule: &Rule) -> Vec<(AlertKey, Condition)> {
     let mut out = Vec::new();
     let severity = rule.severity();
     let levels = rule.levels();
-    let mut push = |noise: &Noise, severity, node: Option<&str>, site: Option<&str>, service: Option<&str>| {
-        if let Some(condition) = noise.cond {
-            out.push((rule.key(severity, node, site, service), condition));
-        }
-    };
+    let mut push =
+        |noise: &Noise, severity, node: Option<&str>, site: Option<&str>, service: Option<&str>| {
+            if let Some(condition) = noise.cond {
+                out.push((rule.key(severity, node, site, service), condition));
+            }
+        };
     match &rule.state {
         State::Site(sites) => {
             for (site, t) in sites {
@@ -1007,18 +1126,27 @@ fn restore(rule: &mut Rule, key: &AlertKey, condition: Condition, since_ms: u64)
             if fleet != node.is_none() {
                 return false;
             }
-            groups.insert(node.unwrap_or_default(), WindowTrack {
-                window: Window::new(window_ms),
-                noise,
-                fed: false,
-            });
+            groups.insert(
+                node.unwrap_or_default(),
+                WindowTrack {
+                    window: Window::new(window_ms),
+                    noise,
+                    fed: false,
+                },
+            );
         }
         (State::Level(nodes, _), Some(node), None, None) => {
-            let (Some(level), count) = (level, rule.spec.levels().len()) else { return false };
-            nodes.entry(node).or_insert_with(|| vec![Noise::default(); count])[level] = noise;
+            let (Some(level), count) = (level, rule.spec.levels().len()) else {
+                return false;
+            };
+            nodes
+                .entry(node)
+                .or_insert_with(|| vec![Noise::default(); count])[level] = noise;
         }
         (State::Disk(nodes, _), Some(node), None, None) => {
-            let (Some(level), count) = (level, rule.spec.levels().len()) else { return false };
+            let (Some(level), count) = (level, rule.spec.levels().len()) else {
+                return false;
+            };
             let track = nodes.entry(node).or_insert_with(|| DiskTrack {
                 noises: vec![Noise::default(); count],
                 ..DiskTrack::default()

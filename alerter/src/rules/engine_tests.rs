@@ -17,7 +17,11 @@ fn probe(site: &str, status: u32, ts_ms: u64) -> Record {
         kind: Some(Kind::Probe(ProbeResult {
             site: site.to_owned(),
             status,
-            error: if status == 0 { ProbeError::Refused as i32 } else { 0 },
+            error: if status == 0 {
+                ProbeError::Refused as i32
+            } else {
+                0
+            },
             latency_us: 50_000,
             ts_ms,
             ..ProbeResult::default()
@@ -122,7 +126,9 @@ fn status_rule_fires_after_the_failure_threshold_and_resolves_after_the_success_
         ..status_rule()
     };
     let mut run = Run::new(&[spec]);
-    let statuses = [200, 503, 503, 200, 503, 502, 500, 500, 200, 500, 200, 200, 200];
+    let statuses = [
+        200, 503, 503, 200, 503, 502, 500, 500, 200, 500, 200, 200, 200,
+    ];
     let mut got = Vec::new();
     for (i, status) in statuses.iter().enumerate() {
         got.push(run.feed("n1", &[probe("shop.example", *status, T0 + i as u64 * S)]));
@@ -136,7 +142,13 @@ fn status_rule_fires_after_the_failure_threshold_and_resolves_after_the_success_
     // one 200 is not enough to resolve, two are.
     assert_eq!(
         flat,
-        [(1, Pending), (3, Resolved), (4, Pending), (6, Firing), (11, Resolved)]
+        [
+            (1, Pending),
+            (3, Resolved),
+            (4, Pending),
+            (6, Firing),
+            (11, Resolved)
+        ]
     );
     let firing = &got[6][0];
     assert_eq!(firing.summary, "shop.example answers 500");
@@ -157,19 +169,29 @@ fn status_sets_match_codes_classes_and_no_answer() {
         ..rule("Odd", RuleKind::Status)
     };
     let mut run = Run::new(&[spec]);
-    for (i, (status, fires)) in [(404, true), (200, false), (0, true), (500, false), (302, true), (301, false)]
-        .into_iter()
-        .enumerate()
+    for (i, (status, fires)) in [
+        (404, true),
+        (200, false),
+        (0, true),
+        (500, false),
+        (302, true),
+        (301, false),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let site = format!("s{i}.example");
         let changes = run.feed("n1", &[probe(&site, status, T0)]);
         assert_eq!(!changes.is_empty(), fires, "status {status}");
     }
     // An error with a status still set counts as no answer.
-    let changes = run.feed("n1", &[probe_with("t.example", T0, |p| {
-        p.status = 200;
-        p.error = ProbeError::Timeout as i32;
-    })]);
+    let changes = run.feed(
+        "n1",
+        &[probe_with("t.example", T0, |p| {
+            p.status = 200;
+            p.error = ProbeError::Timeout as i32;
+        })],
+    );
     assert_eq!(conditions(&changes), [Firing]);
 }
 
@@ -193,7 +215,10 @@ fn latency_counts_answered_probes_only() {
     assert_eq!(changes[0].summary, "a.example answered in 1.5s");
     // A time-out says nothing about the answer's latency.
     assert!(run.feed("n1", &[probe("a.example", 0, T0 + S)]).is_empty());
-    assert_eq!(conditions(&run.feed("n1", &[probe("a.example", 200, T0 + 2 * S)])), [Resolved]);
+    assert_eq!(
+        conditions(&run.feed("n1", &[probe("a.example", 200, T0 + 2 * S)])),
+        [Resolved]
+    );
 }
 
 #[test]
@@ -203,12 +228,22 @@ fn certificate_expiry_within_days_and_plain_http_says_nothing() {
         ..rule("Cert", RuleKind::CertExpiry)
     };
     let mut run = Run::new(&[spec]);
-    let cert = |ts: u64, days: u64| probe_with("a.example", ts, |p| p.cert_expiry_ms = ts + days * DAY_MS);
+    let cert =
+        |ts: u64, days: u64| probe_with("a.example", ts, |p| p.cert_expiry_ms = ts + days * DAY_MS);
     assert!(run.feed("n1", &[cert(T0, 30)]).is_empty());
     let changes = run.feed("n1", &[cert(T0 + S, 9)]);
-    assert_eq!(changes[0].summary, "the certificate of a.example expires in 9 days");
-    assert!(run.feed("n1", &[probe("a.example", 0, T0 + 2 * S)]).is_empty());
-    assert_eq!(conditions(&run.feed("n1", &[cert(T0 + 3 * S, 90)])), [Resolved]);
+    assert_eq!(
+        changes[0].summary,
+        "the certificate of a.example expires in 9 days"
+    );
+    assert!(
+        run.feed("n1", &[probe("a.example", 0, T0 + 2 * S)])
+            .is_empty()
+    );
+    assert_eq!(
+        conditions(&run.feed("n1", &[cert(T0 + 3 * S, 90)])),
+        [Resolved]
+    );
 }
 
 #[test]
@@ -221,32 +256,52 @@ fn redirect_changed_compares_with_the_previous_answer() {
             p.location = location;
         })
     };
-    assert!(run.feed("n1", &[to(T0, "https://a.example/")]).is_empty(), "nothing to compare with");
-    assert!(run.feed("n1", &[to(T0 + S, "https://a.example/")]).is_empty());
+    assert!(
+        run.feed("n1", &[to(T0, "https://a.example/")]).is_empty(),
+        "nothing to compare with"
+    );
+    assert!(
+        run.feed("n1", &[to(T0 + S, "https://a.example/")])
+            .is_empty()
+    );
     // No answer: neither a change nor a new reference.
-    assert!(run.feed("n1", &[probe("a.example", 0, T0 + 2 * S)]).is_empty());
+    assert!(
+        run.feed("n1", &[probe("a.example", 0, T0 + 2 * S)])
+            .is_empty()
+    );
     let changes = run.feed("n1", &[to(T0 + 3 * S, "https://b.example/")]);
     assert_eq!(conditions(&changes), [Firing]);
     assert_eq!(
         changes[0].summary,
         "a.example now redirects to https://b.example/ (was https://a.example/)"
     );
-    assert_eq!(conditions(&run.feed("n1", &[to(T0 + 4 * S, "https://b.example/")])), [Resolved]);
+    assert_eq!(
+        conditions(&run.feed("n1", &[to(T0 + 4 * S, "https://b.example/")])),
+        [Resolved]
+    );
 }
 
 #[test]
 fn cross_domain_holds_while_the_redirect_leaves_the_domain() {
     let mut run = Run::new(&[rule("Cross", RuleKind::CrossDomain)]);
-    let cross = |ts, yes| probe_with("a.example", ts, move |p| {
-        p.status = 302;
-        p.location = "https://elsewhere.example/".to_owned();
-        p.cross_domain = yes;
-    });
+    let cross = |ts, yes| {
+        probe_with("a.example", ts, move |p| {
+            p.status = 302;
+            p.location = "https://elsewhere.example/".to_owned();
+            p.cross_domain = yes;
+        })
+    };
     assert!(run.feed("n1", &[cross(T0, false)]).is_empty());
     let changes = run.feed("n1", &[cross(T0 + S, true)]);
-    assert_eq!(changes[0].summary, "a.example redirects to another domain: https://elsewhere.example/");
+    assert_eq!(
+        changes[0].summary,
+        "a.example redirects to another domain: https://elsewhere.example/"
+    );
     assert!(run.feed("n1", &[cross(T0 + 2 * S, true)]).is_empty());
-    assert_eq!(conditions(&run.feed("n1", &[cross(T0 + 3 * S, false)])), [Resolved]);
+    assert_eq!(
+        conditions(&run.feed("n1", &[cross(T0 + 3 * S, false)])),
+        [Resolved]
+    );
 }
 
 #[test]
@@ -256,16 +311,28 @@ fn for_fires_once_the_condition_held_long_enough_and_a_short_blip_resolves_pendi
         ..status_rule()
     };
     let mut run = Run::new(&[spec]);
-    assert_eq!(conditions(&run.feed("n1", &[probe("a.example", 500, T0)])), [Pending]);
+    assert_eq!(
+        conditions(&run.feed("n1", &[probe("a.example", 500, T0)])),
+        [Pending]
+    );
     assert!(run.tick(T0 + 29 * S).is_empty());
     let fired = run.tick(T0 + 30 * S);
     assert_eq!(conditions(&fired), [Firing]);
     assert_eq!(fired[0].at_ms, T0 + 30 * S);
     assert!(run.tick(T0 + 31 * S).is_empty(), "each change only once");
-    assert_eq!(conditions(&run.feed("n1", &[probe("a.example", 200, T0 + 40 * S)])), [Resolved]);
+    assert_eq!(
+        conditions(&run.feed("n1", &[probe("a.example", 200, T0 + 40 * S)])),
+        [Resolved]
+    );
     // A blip shorter than `for`: pending, then resolved, never firing.
-    assert_eq!(conditions(&run.feed("n1", &[probe("a.example", 500, T0 + 50 * S)])), [Pending]);
-    assert_eq!(conditions(&run.feed("n1", &[probe("a.example", 200, T0 + 60 * S)])), [Resolved]);
+    assert_eq!(
+        conditions(&run.feed("n1", &[probe("a.example", 500, T0 + 50 * S)])),
+        [Pending]
+    );
+    assert_eq!(
+        conditions(&run.feed("n1", &[probe("a.example", 200, T0 + 60 * S)])),
+        [Resolved]
+    );
     assert!(run.tick(T0 + 200 * S).is_empty());
 }
 
@@ -276,12 +343,24 @@ fn keep_firing_for_holds_a_firing_alert_after_the_condition_stops() {
         ..status_rule()
     };
     let mut run = Run::new(&[spec]);
-    assert_eq!(conditions(&run.feed("n1", &[probe("a.example", 500, T0)])), [Firing]);
-    assert!(run.feed("n1", &[probe("a.example", 200, T0 + 10 * S)]).is_empty());
+    assert_eq!(
+        conditions(&run.feed("n1", &[probe("a.example", 500, T0)])),
+        [Firing]
+    );
+    assert!(
+        run.feed("n1", &[probe("a.example", 200, T0 + 10 * S)])
+            .is_empty()
+    );
     assert!(run.tick(T0 + 69 * S).is_empty());
     // Failing again inside the window: still the same firing alert.
-    assert!(run.feed("n1", &[probe("a.example", 500, T0 + 69 * S)]).is_empty());
-    assert!(run.feed("n1", &[probe("a.example", 200, T0 + 70 * S)]).is_empty());
+    assert!(
+        run.feed("n1", &[probe("a.example", 500, T0 + 69 * S)])
+            .is_empty()
+    );
+    assert!(
+        run.feed("n1", &[probe("a.example", 200, T0 + 70 * S)])
+            .is_empty()
+    );
     assert!(run.tick(T0 + 129 * S).is_empty());
     assert_eq!(conditions(&run.tick(T0 + 130 * S)), [Resolved]);
 }
@@ -294,11 +373,21 @@ fn replayed_and_older_records_are_not_counted_twice() {
     };
     let mut run = Run::new(&[spec]);
     let first = probe("a.example", 500, T0);
-    assert_eq!(conditions(&run.feed("n1", std::slice::from_ref(&first))), [Pending]);
+    assert_eq!(
+        conditions(&run.feed("n1", std::slice::from_ref(&first))),
+        [Pending]
+    );
     // The collector's snapshot after a reconnection repeats the latest state.
     assert!(run.feed("n1", &[first.clone(), first]).is_empty());
-    assert!(run.feed("n1", &[probe("a.example", 500, T0 - S)]).is_empty(), "older");
-    assert_eq!(conditions(&run.feed("n1", &[probe("a.example", 500, T0 + S)])), [Firing]);
+    assert!(
+        run.feed("n1", &[probe("a.example", 500, T0 - S)])
+            .is_empty(),
+        "older"
+    );
+    assert_eq!(
+        conditions(&run.feed("n1", &[probe("a.example", 500, T0 + S)])),
+        [Firing]
+    );
     // The same for node samples: one sample per (node, kind).
     let cpu = RuleSpec {
         failure_threshold: 2,
@@ -308,7 +397,10 @@ fn replayed_and_older_records_are_not_counted_twice() {
     let mut run = Run::new(&[cpu]);
     assert_eq!(conditions(&run.feed("n1", &[node(T0, 95.0)])), [Pending]);
     assert!(run.feed("n1", &[node(T0, 95.0)]).is_empty());
-    assert!(run.feed("n2", &[node(T0, 95.0)]).len() == 1, "another node is another series");
+    assert!(
+        run.feed("n2", &[node(T0, 95.0)]).len() == 1,
+        "another node is another series"
+    );
     assert_eq!(conditions(&run.feed("n1", &[node(T0 + S, 95.0)])), [Firing]);
 }
 
@@ -320,9 +412,19 @@ fn scope_globs_filter_sites_and_nodes() {
         ..status_rule()
     };
     let mut run = Run::new(&[spec]);
-    assert!(run.feed("pod-1", &[probe("blog.example", 500, T0)]).is_empty());
-    assert!(run.feed("vm-1", &[probe("a.shop.example", 500, T0)]).is_empty());
-    assert_eq!(run.feed("pod-1", &[probe("B.Shop.Example", 500, T0)]).len(), 1, "host names ignore case");
+    assert!(
+        run.feed("pod-1", &[probe("blog.example", 500, T0)])
+            .is_empty()
+    );
+    assert!(
+        run.feed("vm-1", &[probe("a.shop.example", 500, T0)])
+            .is_empty()
+    );
+    assert_eq!(
+        run.feed("pod-1", &[probe("B.Shop.Example", 500, T0)]).len(),
+        1,
+        "host names ignore case"
+    );
 }
 
 #[test]
@@ -330,8 +432,10 @@ fn a_site_that_moves_to_another_node_resolves_its_old_alert() {
     let mut run = Run::new(&[status_rule()]);
     run.feed("n1", &[probe("a.example", 500, T0)]);
     let changes = run.feed("n2", &[probe("a.example", 500, T0 + S)]);
-    let got: Vec<(Condition, Option<&str>)> =
-        changes.iter().map(|c| (c.condition, c.key.node.as_deref())).collect();
+    let got: Vec<(Condition, Option<&str>)> = changes
+        .iter()
+        .map(|c| (c.condition, c.key.node.as_deref()))
+        .collect();
     assert_eq!(got, [(Resolved, Some("n1")), (Firing, Some("n2"))]);
 }
 
@@ -341,10 +445,23 @@ fn healthy_sites_leave_no_state_behind() {
     for i in 0..1000 {
         run.feed("n1", &[probe(&format!("s{i}.example"), 200, T0)]);
     }
-    run.feed("n1", &[probe("s1.example", 500, T0 + S), probe("s1.example", 200, T0 + 2 * S)]);
+    run.feed(
+        "n1",
+        &[
+            probe("s1.example", 500, T0 + S),
+            probe("s1.example", 200, T0 + 2 * S),
+        ],
+    );
     for rule in &run.engine.rules {
-        let State::Site(sites) = &rule.state else { panic!("site rule") };
-        assert!(sites.is_empty(), "{} keeps {} sites", rule.spec.name, sites.len());
+        let State::Site(sites) = &rule.state else {
+            panic!("site rule")
+        };
+        assert!(
+            sites.is_empty(),
+            "{} keeps {} sites",
+            rule.spec.name,
+            sites.len()
+        );
     }
 }
 
@@ -365,7 +482,10 @@ fn error_rate_over_a_window_per_node_with_min_samples() {
     run.feed("n1", &[probe("s9.example", 200, T0 + S)]);
     let changes = run.tick(T0 + S);
     assert_eq!(conditions(&changes), [Firing]);
-    assert_eq!(changes[0].summary, "40.0 % of probes failing on node n1 over 1m");
+    assert_eq!(
+        changes[0].summary,
+        "40.0 % of probes failing on node n1 over 1m"
+    );
     assert_eq!(changes[0].key.node.as_deref(), Some("n1"));
     assert!(run.tick(T0 + 30 * S).is_empty());
     // A minute later the failing probes left the window.
@@ -387,7 +507,10 @@ fn error_rate_for_the_whole_fleet_has_no_node() {
     run.feed("n2", &[probe("b.example", 200, T0)]);
     let changes = run.tick(T0);
     assert_eq!(changes[0].key.node, None);
-    assert_eq!(changes[0].summary, "50.0 % of probes failing on the fleet over 5m");
+    assert_eq!(
+        changes[0].summary,
+        "50.0 % of probes failing on the fleet over 5m"
+    );
 }
 
 #[test]
@@ -399,7 +522,11 @@ fn latency_quantile_counts_the_share_of_slow_probes() {
         ..rule("P90", RuleKind::LatencyQuantile)
     };
     let mut run = Run::new(&[spec]);
-    let timed = |i: u64, ms: u64| probe_with(&format!("s{i}.example"), T0, move |p| p.latency_us = ms * 1000);
+    let timed = |i: u64, ms: u64| {
+        probe_with(&format!("s{i}.example"), T0, move |p| {
+            p.latency_us = ms * 1000
+        })
+    };
     for i in 0..9 {
         run.feed("n1", &[timed(i, 100)]);
     }
@@ -415,11 +542,20 @@ fn latency_quantile_counts_the_share_of_slow_probes() {
 fn node_levels_give_one_key_per_level() {
     let mut run = Run::new(&[rule("Cpu", RuleKind::Cpu)]);
     let changes = run.feed("n1", &[node(T0, 95.0)]);
-    let got: Vec<(Severity, Condition)> = changes.iter().map(|c| (c.key.severity, c.condition)).collect();
-    assert_eq!(got, [(Severity::Warning, Firing), (Severity::Critical, Firing)]);
+    let got: Vec<(Severity, Condition)> = changes
+        .iter()
+        .map(|c| (c.key.severity, c.condition))
+        .collect();
+    assert_eq!(
+        got,
+        [(Severity::Warning, Firing), (Severity::Critical, Firing)]
+    );
     assert_eq!(changes[1].summary, "CPU at 95.0 % on n1 (level 90.0 %)");
     let changes = run.feed("n1", &[node(T0 + S, 80.0)]);
-    let got: Vec<(Severity, Condition)> = changes.iter().map(|c| (c.key.severity, c.condition)).collect();
+    let got: Vec<(Severity, Condition)> = changes
+        .iter()
+        .map(|c| (c.key.severity, c.condition))
+        .collect();
     assert_eq!(got, [(Severity::Critical, Resolved)]);
     // Only `warning` set: only that level.
     let spec = RuleSpec {
@@ -437,14 +573,35 @@ fn disk_lists_the_mountpoints_over_the_level_and_forgets_vanished_ones() {
         ..rule("Disk", RuleKind::Disk)
     };
     let mut run = Run::new(&[spec]);
-    run.feed("n1", &[fs(T0, "/", 95.0), fs(T0, "/var", 99.0), fs(T0, "/srv", 91.0), fs(T0, "/home", 10.0)]);
+    run.feed(
+        "n1",
+        &[
+            fs(T0, "/", 95.0),
+            fs(T0, "/var", 99.0),
+            fs(T0, "/srv", 91.0),
+            fs(T0, "/home", 10.0),
+        ],
+    );
     let changes = run.tick(T0);
     assert_eq!(conditions(&changes), [Firing]);
-    assert_eq!(changes[0].summary, "disk over 90.0 % on n1: /, /srv, and 1 more");
-    assert_eq!(changes[0].description.as_deref(), Some("/ 95.0 %\n/srv 91.0 %\nand 1 more"));
+    assert_eq!(
+        changes[0].summary,
+        "disk over 90.0 % on n1: /, /srv, and 1 more"
+    );
+    assert_eq!(
+        changes[0].description.as_deref(),
+        Some("/ 95.0 %\n/srv 91.0 %\nand 1 more")
+    );
     // Two filesystems freed; /var unmounted (no sample for longer than STALE_MS).
     let later = T0 + STALE_MS + S;
-    run.feed("n1", &[fs(later, "/", 50.0), fs(later, "/srv", 50.0), fs(later, "/home", 10.0)]);
+    run.feed(
+        "n1",
+        &[
+            fs(later, "/", 50.0),
+            fs(later, "/srv", 50.0),
+            fs(later, "/home", 10.0),
+        ],
+    );
     assert_eq!(conditions(&run.tick(later)), [Resolved]);
 }
 
@@ -458,11 +615,14 @@ fn service_down_per_unit_and_all_of_a_sites_services() {
         rule("SiteSvc", RuleKind::SiteServicesDown),
     ];
     let mut run = Run::new(&specs);
-    let changes = run.feed("n1", &[
-        service(T0, "php-a.service", "a.example", "failed"),
-        service(T0, "nginx-a.service", "a.example", "active"),
-        service(T0, "nginx-b.service", "b.example", "failed"),
-    ]);
+    let changes = run.feed(
+        "n1",
+        &[
+            service(T0, "php-a.service", "a.example", "failed"),
+            service(T0, "nginx-a.service", "a.example", "active"),
+            service(T0, "nginx-b.service", "b.example", "failed"),
+        ],
+    );
     assert_eq!(changes.len(), 1, "nginx is out of the unit globs");
     assert_eq!(changes[0].key.service.as_deref(), Some("php-a.service"));
     assert_eq!(changes[0].key.site.as_deref(), Some("a.example"));
@@ -471,10 +631,16 @@ fn service_down_per_unit_and_all_of_a_sites_services() {
     // b.example's only unit is down: all of its services are.
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].key.site.as_deref(), Some("b.example"));
-    run.feed("n1", &[service(T0 + S, "nginx-a.service", "a.example", "inactive")]);
+    run.feed(
+        "n1",
+        &[service(T0 + S, "nginx-a.service", "a.example", "inactive")],
+    );
     let changes = run.tick(T0 + S);
     assert_eq!(changes[0].key.site.as_deref(), Some("a.example"));
-    assert_eq!(changes[0].description.as_deref(), Some("units: nginx-a.service, php-a.service"));
+    assert_eq!(
+        changes[0].description.as_deref(),
+        Some("units: nginx-a.service, php-a.service")
+    );
 }
 
 #[test]
@@ -516,14 +682,20 @@ fn fleet_rule_is_one_alert_about_the_node_listing_its_failing_sites() {
     assert!(run.tick(T0).is_empty());
     for i in 0..24 {
         let status = if i == 0 { 0 } else { 503 };
-        run.feed("pod-1", &[probe(&format!("s{i:02}.example"), status, T0 + S)]);
+        run.feed(
+            "pod-1",
+            &[probe(&format!("s{i:02}.example"), status, T0 + S)],
+        );
     }
     let changes = run.tick(T0 + S);
     assert_eq!(conditions(&changes), [Firing]);
     let alert = &changes[0];
     assert_eq!(alert.key.node.as_deref(), Some("pod-1"));
     assert_eq!(alert.key.site, None);
-    assert_eq!(alert.key.labels().get("node").map(String::as_str), Some("pod-1"));
+    assert_eq!(
+        alert.key.labels().get("node").map(String::as_str),
+        Some("pod-1")
+    );
     assert_eq!(alert.summary, "24 of 25 sites failing on pod-1");
     let description = alert.description.as_deref().unwrap_or_default();
     let lines: Vec<&str> = description.lines().collect();
@@ -533,7 +705,10 @@ fn fleet_rule_is_one_alert_about_the_node_listing_its_failing_sites() {
     assert_eq!(lines[21], "and 4 more");
     // Half of them recover: still 12 of 25, under 50 %.
     for i in 0..12 {
-        run.feed("pod-1", &[probe(&format!("s{i:02}.example"), 200, T0 + 2 * S)]);
+        run.feed(
+            "pod-1",
+            &[probe(&format!("s{i:02}.example"), 200, T0 + 2 * S)],
+        );
     }
     assert_eq!(conditions(&run.tick(T0 + 2 * S)), [Resolved]);
 }
@@ -543,7 +718,10 @@ fn reload_keeps_unchanged_rules_and_resolves_removed_ones() {
     let keep = status_rule();
     let drop = rule("Down", RuleKind::Unreachable);
     let mut run = Run::new(&[keep.clone(), drop.clone()]);
-    run.feed("n1", &[probe("a.example", 500, T0), probe("b.example", 0, T0)]);
+    run.feed(
+        "n1",
+        &[probe("a.example", 500, T0), probe("b.example", 0, T0)],
+    );
     let changed = RuleSpec {
         failure_threshold: 5,
         ..drop.clone()
@@ -551,17 +729,29 @@ fn reload_keeps_unchanged_rules_and_resolves_removed_ones() {
     run.engine.reload(&[keep.clone(), changed]);
     // Unchanged: a still failing site emits nothing new.
     let changes = run.feed("n1", &[probe("a.example", 500, T0 + S)]);
-    let got: Vec<(&str, Condition)> = changes.iter().map(|c| (c.key.rule.as_str(), c.condition)).collect();
+    let got: Vec<(&str, Condition)> = changes
+        .iter()
+        .map(|c| (c.key.rule.as_str(), c.condition))
+        .collect();
     // The changed rule's alert resolved (first), nothing from the kept one.
     assert_eq!(got, [("Down", Resolved)]);
     assert_eq!(changes[0].at_ms, T0 + S);
     // The changed rule starts fresh: one failure is pending of five.
-    assert_eq!(conditions(&run.feed("n1", &[probe("b.example", 0, T0 + S)])), [Pending]);
+    assert_eq!(
+        conditions(&run.feed("n1", &[probe("b.example", 0, T0 + S)])),
+        [Pending]
+    );
     run.engine.reload(&[]);
-    let mut got: Vec<(String, Condition)> =
-        run.tick(T0 + 2 * S).into_iter().map(|c| (c.key.rule, c.condition)).collect();
+    let mut got: Vec<(String, Condition)> = run
+        .tick(T0 + 2 * S)
+        .into_iter()
+        .map(|c| (c.key.rule, c.condition))
+        .collect();
     got.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(got, [("Down".to_owned(), Resolved), ("Err".to_owned(), Resolved)]);
+    assert_eq!(
+        got,
+        [("Down".to_owned(), Resolved), ("Err".to_owned(), Resolved)]
+    );
     assert!(run.engine.active_alerts().is_empty());
 }
 
@@ -602,15 +792,24 @@ fn restored_alerts_do_not_fire_twice_and_resolve_when_data_recovers() {
     // Before any data: the fleet alert keeps its state, the unknown one resolves.
     let changes = run.tick(T0);
     assert_eq!(changes.len(), 1);
-    assert_eq!((changes[0].key.clone(), changes[0].condition), (gone, Resolved));
+    assert_eq!(
+        (changes[0].key.clone(), changes[0].condition),
+        (gone, Resolved)
+    );
     // The snapshot still shows the failure: nothing new.
     assert!(run.feed("n1", &[probe("a.example", 500, T0)]).is_empty());
     assert!(run.tick(T0 + S).is_empty());
     // It recovers: both resolve, once.
     let changes = run.feed("n1", &[probe("a.example", 200, T0 + 2 * S)]);
-    assert_eq!((changes[0].key.clone(), changes[0].condition), (site_key, Resolved));
+    assert_eq!(
+        (changes[0].key.clone(), changes[0].condition),
+        (site_key, Resolved)
+    );
     let changes = run.tick(T0 + 2 * S);
-    assert_eq!((changes[0].key.clone(), changes[0].condition), (pod_key, Resolved));
+    assert_eq!(
+        (changes[0].key.clone(), changes[0].condition),
+        (pod_key, Resolved)
+    );
     assert!(run.tick(T0 + 3 * S).is_empty());
 }
 
@@ -629,6 +828,9 @@ fn a_restored_pending_alert_fires_when_its_for_elapses() {
         service: None,
     };
     run.engine.restore(&key, Pending, T0);
-    assert!(run.feed("n1", &[probe("a.example", 500, T0 + 30 * S)]).is_empty());
+    assert!(
+        run.feed("n1", &[probe("a.example", 500, T0 + 30 * S)])
+            .is_empty()
+    );
     assert_eq!(conditions(&run.tick(T0 + 60 * S)), [Firing]);
 }

@@ -160,11 +160,33 @@ mod tests {
         let p = Params::new(3, 2, Duration::ZERO, Duration::ZERO);
         let got = run(
             &p,
-            &[(true, 1), (true, 2), (false, 3), (true, 4), (true, 5), (true, 6), (false, 7), (true, 8), (false, 9), (false, 10)],
+            &[
+                (true, 1),
+                (true, 2),
+                (false, 3),
+                (true, 4),
+                (true, 5),
+                (true, 6),
+                (false, 7),
+                (true, 8),
+                (false, 9),
+                (false, 10),
+            ],
         );
         assert_eq!(
             got,
-            [Some(Pending), None, Some(Resolved), Some(Pending), None, Some(Firing), None, None, None, Some(Resolved)]
+            [
+                Some(Pending),
+                None,
+                Some(Resolved),
+                Some(Pending),
+                None,
+                Some(Firing),
+                None,
+                None,
+                None,
+                Some(Resolved)
+            ]
         );
     }
 
@@ -185,7 +207,10 @@ mod tests {
     #[test]
     fn immediate_rules_fire_without_pending() {
         let p = Params::new(1, 1, Duration::ZERO, Duration::ZERO);
-        assert_eq!(run(&p, &[(true, 1), (true, 2), (false, 3)]), [Some(Firing), None, Some(Resolved)]);
+        assert_eq!(
+            run(&p, &[(true, 1), (true, 2), (false, 3)]),
+            [Some(Firing), None, Some(Resolved)]
+        );
     }
 
     #[test]

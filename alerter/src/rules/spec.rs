@@ -96,13 +96,18 @@ impl RuleKind {
     /// The keys a rule of this kind may set besides the common ones.
     pub fn keys(self) -> &'static [&'static str] {
         match self {
-            RuleKind::Unreachable | RuleKind::CrossDomain | RuleKind::RedirectChanged => {
-                &["sites"]
-            }
+            RuleKind::Unreachable | RuleKind::CrossDomain | RuleKind::RedirectChanged => &["sites"],
             RuleKind::Status => &["sites", "statuses"],
             RuleKind::Latency => &["sites", "latency"],
             RuleKind::CertExpiry => &["sites", "days"],
-            RuleKind::ErrorRate => &["sites", "statuses", "window", "group", "share", "min_samples"],
+            RuleKind::ErrorRate => &[
+                "sites",
+                "statuses",
+                "window",
+                "group",
+                "share",
+                "min_samples",
+            ],
             RuleKind::LatencyQuantile => &[
                 "sites",
                 "latency",
@@ -338,10 +343,7 @@ impl RuleSpec {
     pub fn levels(&self) -> Vec<(Severity, f64)> {
         let (warning, critical) = self.kind.default_levels();
         match (self.warning, self.critical) {
-            (None, None) => vec![
-                (Severity::Warning, warning),
-                (Severity::Critical, critical),
-            ],
+            (None, None) => vec![(Severity::Warning, warning), (Severity::Critical, critical)],
             (w, c) => [(Severity::Warning, w), (Severity::Critical, c)]
                 .into_iter()
                 .filter_map(|(s, v)| v.map(|v| (s, v)))

@@ -72,12 +72,18 @@ mod tests {
 
     #[test]
     fn replaces_known_words_and_leaves_other_braces() {
-        let vars = [("site", "shop.example".to_owned()), ("status", "503".to_owned())];
+        let vars = [
+            ("site", "shop.example".to_owned()),
+            ("status", "503".to_owned()),
+        ];
         assert_eq!(
             render("{site} answers {status} {node}{", &vars),
             "shop.example answers 503 {"
         );
-        assert_eq!(render("json {\"a\": 1} {other}", &vars), "json {\"a\": 1} {other}");
+        assert_eq!(
+            render("json {\"a\": 1} {other}", &vars),
+            "json {\"a\": 1} {other}"
+        );
         assert_eq!(unknown_placeholder("{site} {sitee}"), Some("sitee"));
         assert_eq!(unknown_placeholder("{site} {\"x\"}"), None);
     }

@@ -297,7 +297,10 @@ fn apply(active: &mut BTreeMap<AlertKey, Condition>, change: &AlertChange) -> Re
     let sensible = matches!(
         (before, change.condition),
         (None, Condition::Pending | Condition::Firing)
-            | (Some(Condition::Pending), Condition::Firing | Condition::Resolved)
+            | (
+                Some(Condition::Pending),
+                Condition::Firing | Condition::Resolved
+            )
             | (Some(Condition::Firing), Condition::Resolved)
     );
     match change.condition {
@@ -330,7 +333,11 @@ fn at(ms: u64) -> String {
 
 fn show(key: &AlertKey) -> String {
     let mut parts = vec![format!("severity={}", key.severity.as_str())];
-    for (name, value) in [("node", &key.node), ("site", &key.site), ("service", &key.service)] {
+    for (name, value) in [
+        ("node", &key.node),
+        ("site", &key.site),
+        ("service", &key.service),
+    ] {
         if let Some(value) = value {
             parts.push(format!("{name}={value}"));
         }
@@ -366,7 +373,10 @@ fn expected_key(
         .find(|r| r.name == alert.rule)
         .ok_or_else(|| format!("no rule named `{}` in the rule files", alert.rule))?;
     let severity = alert.severity.or(rule.severity).ok_or_else(|| {
-        format!("rule `{}` has levels: the expected alert needs a `severity`", alert.rule)
+        format!(
+            "rule `{}` has levels: the expected alert needs a `severity`",
+            alert.rule
+        )
     })?;
     if alert.condition == Condition::Resolved {
         return Err("expected alerts are pending or firing, not resolved".to_owned());
@@ -386,8 +396,15 @@ fn expand(series: &str, repeat: bool) -> Result<Vec<Option<String>>, String> {
     let mut out = Vec::new();
     for token in series.split_whitespace() {
         let (value, count) = match token.rsplit_once('x') {
-            Some((value, n)) if repeat && !value.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
-                let n: usize = n.parse().map_err(|_| format!("bad repeat count in `{token}`"))?;
+            Some((value, n))
+                if repeat
+                    && !value.is_empty()
+                    && !n.is_empty()
+                    && n.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                let n: usize = n
+                    .parse()
+                    .map_err(|_| format!("bad repeat count in `{token}`"))?;
                 (value, n)
             }
             _ => (token, 1),
@@ -424,32 +441,56 @@ fn records(test: &TestSpec, interval: u64) -> Result<Steps, String> {
     let mut steps = Steps::new();
     let mut push = |i: usize, agent: &str, kind: Kind| {
         let ts = BASE_MS + interval * i as u64;
-        steps.entry(ts).or_default().push((agent.to_owned(), Record { kind: Some(kind) }));
+        steps
+            .entry(ts)
+            .or_default()
+            .push((agent.to_owned(), Record { kind: Some(kind) }));
     };
     for s in &test.sites {
         let statuses = parse_all(Some(&s.values), "status", |t| t.parse::<u32>().ok())?;
-        let latency = parse_all(s.latency.as_deref(), "latency", |t| humantime::parse_duration(t).ok())?;
+        let latency = parse_all(s.latency.as_deref(), "latency", |t| {
+            humantime::parse_duration(t).ok()
+        })?;
         let cross = parse_all(s.cross_domain.as_deref(), "0/1", |t| match t {
             "0" => Some(false),
             "1" => Some(true),
             _ => None,
         })?;
-        let cert = parse_all(s.cert_days.as_deref(), "number of days", |t| t.parse::<u64>().ok())?;
-        let location = s.location.as_deref().map(|l| expand(l, false)).transpose()?.unwrap_or_default();
+        let cert = parse_all(s.cert_days.as_deref(), "number of days", |t| {
+            t.parse::<u64>().ok()
+        })?;
+        let location = s
+            .location
+            .as_deref()
+            .map(|l| expand(l, false))
+            .transpose()?
+            .unwrap_or_default();
         for (i, status) in statuses.iter().enumerate() {
             let Some(status) = *status else { continue };
             let ts = BASE_MS + interval * i as u64;
-            let latency_us = latency.get(i).copied().flatten().map_or(DEFAULT_LATENCY_US, |l| millis(l) * 1000);
+            let latency_us = latency
+                .get(i)
+                .copied()
+                .flatten()
+                .map_or(DEFAULT_LATENCY_US, |l| millis(l) * 1000);
             let probe = ProbeResult {
                 site: s.site.clone(),
                 status,
-                error: if status == 0 { ProbeError::Timeout as i32 } else { 0 },
+                error: if status == 0 {
+                    ProbeError::Timeout as i32
+                } else {
+                    0
+                },
                 method: ProbeMethod::Head as i32,
                 latency_us,
                 location: location.get(i).cloned().flatten().unwrap_or_default(),
                 cross_domain: cross.get(i).copied().flatten().unwrap_or(false),
                 ts_ms: ts,
-                cert_expiry_ms: cert.get(i).copied().flatten().map_or(0, |d| ts + d * DAY_MS),
+                cert_expiry_ms: cert
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .map_or(0, |d| ts + d * DAY_MS),
                 ..ProbeResult::default()
             };
             push(i, &s.node, Kind::Probe(probe));
@@ -459,7 +500,10 @@ fn records(test: &TestSpec, interval: u64) -> Result<Steps, String> {
         let cpu = parse_all(n.cpu.as_deref(), "percentage", |t| t.parse::<f64>().ok())?;
         let memory = parse_all(n.memory.as_deref(), "percentage", |t| t.parse::<f64>().ok())?;
         for i in 0..cpu.len().max(memory.len()) {
-            let (c, m) = (cpu.get(i).copied().flatten(), memory.get(i).copied().flatten());
+            let (c, m) = (
+                cpu.get(i).copied().flatten(),
+                memory.get(i).copied().flatten(),
+            );
             if c.is_none() && m.is_none() {
                 continue;
             }
@@ -509,19 +553,19 @@ mod tests {
 
     #[test]
     fn series_expand_repeats_and_gaps() {
-        let got = expand("200x2 _ 500 https://a.example/x1", true).unwrap();
+        let got = expand("200x2 _ 500 https://a.example/x1", true).expect("valid");
         assert_eq!(got.len(), 5);
         assert_eq!(got[1].as_deref(), Some("200"));
         assert_eq!(got[2], None);
-        // "x1" after a slash still reads as a repeat: locations are not expanded.
-        let loc = expand("https://a.example/x1", false).unwrap();
+        // A URL ending in "x1" would read as a repeat: locations are not expanded.
+        let loc = expand("https://a.example/x1", false).expect("valid");
         assert_eq!(loc[0].as_deref(), Some("https://a.example/x1"));
     }
 
     #[test]
     fn the_example_rules_pass_their_tests() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules_test.toml");
-        let report = run_test_file(&path).unwrap();
+        let report = run_test_file(&path).expect("the example runs");
         assert!(report.tests.len() >= 8, "{report}");
         assert!(report.passed(), "{report}");
     }

@@ -54,7 +54,14 @@ impl Window {
             Some(at) if self.buckets[at].index == index => &mut self.buckets[at],
             other => {
                 let at = other.map_or(0, |at| at + 1);
-                self.buckets.insert(at, Bucket { index, total: 0, bad: 0 });
+                self.buckets.insert(
+                    at,
+                    Bucket {
+                        index,
+                        total: 0,
+                        bad: 0,
+                    },
+                );
                 &mut self.buckets[at]
             }
         };
