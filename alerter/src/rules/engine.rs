@@ -731,15 +731,48 @@ fn observe_service(
     }
 }
 
-/// A change decided on `tick`, before its summary is rendered: key,
-/// condition, time, placeholders, description.
-type Decided = (
-    AlertKey,
-    Condition,
-    u64,
-    Vec<(&'static str, String)>,
-    Option<String>,
-);
+/// A change decided on `tick`, before its summary is rendered.
+struct Decided {
+    key: AlertKey,
+    condition: Condition,
+    at_ms: u64,
+    vars: Vec<(&'static str, String)>,
+    description: Option<String>,
+}
+
+/// What every `tick_*` needs of its rule (borrowed apart from its state).
+struct Ctx<'a> {
+    spec: &'a RuleSpec,
+    scope: &'a Scope,
+    p: Params,
+    severity: Severity,
+    levels: Vec<(Severity, f64)>,
+    now_ms: u64,
+}
+
+impl Ctx<'_> {
+    fn decided(
+        &self,
+        (severity, node, site, service): (Severity, Option<&str>, Option<&str>, Option<&str>),
+        (condition, at_ms): (Condition, u64),
+        vars: Vec<(&'static str, String)>,
+        description: Option<String>,
+    ) -> Decided {
+        Decided {
+            key: AlertKey {
+                rule: self.spec.name.clone(),
+                severity,
+                node: node.map(str::to_owned),
+                site: site.map(str::to_owned),
+                service: service.map(str::to_owned),
+            },
+            condition,
+            at_ms,
+            vars,
+            description,
+        }
+    }
+}
 
 fn tick_rule(
     rule: &mut Rule,
@@ -747,198 +780,241 @@ fn tick_rule(
     last_seen: &HashMap<String, u64>,
     out: &mut Vec<AlertChange>,
 ) {
-    let mut changes: Vec<Decided> = Vec::new();
-    let p = rule.p;
-    let levels = rule.levels();
-    let severity = rule.severity();
-    let name = &rule.spec.name;
-    let key = |severity, node: Option<&str>, site: Option<&str>, service: Option<&str>| AlertKey {
-        rule: name.clone(),
-        severity,
-        node: node.map(str::to_owned),
-        site: site.map(str::to_owned),
-        service: service.map(str::to_owned),
+    let ctx = Ctx {
+        spec: &rule.spec,
+        scope: &rule.scope,
+        p: rule.p,
+        severity: rule.spec.severity.unwrap_or(Severity::Error),
+        levels: rule.spec.levels(),
+        now_ms,
     };
-    match &mut rule.state {
-        State::Site(sites) => {
-            if p.timed() {
-                for (site, track) in sites.iter_mut() {
-                    if let Some(c) = track.noise.tick(&p, now_ms) {
-                        let k = key(severity, Some(&track.node), Some(site), None);
-                        changes.push((k, c, now_ms, site_vars(&track.facts), None));
-                    }
-                }
-                let keep = rule.spec.kind == RuleKind::RedirectChanged;
-                sites.retain(|_, t| keep || !t.noise.idle());
-            }
+    let decided = match &mut rule.state {
+        State::Site(sites) => tick_sites(&ctx, sites),
+        State::Window(groups) => tick_windows(&ctx, groups),
+        State::Level(nodes, values) => tick_levels(&ctx, nodes, values),
+        State::Disk(nodes, dirty) => tick_disks(&ctx, nodes, dirty),
+        State::Service(units) => tick_services(&ctx, units),
+        State::SiteServices(groups, dirty) => tick_site_services(&ctx, groups, dirty),
+        State::Missing(nodes) => tick_missing(&ctx, nodes, last_seen),
+        State::Fleet(nodes, _) => tick_fleet(&ctx, nodes),
+    };
+    for d in decided {
+        out.push(rule.change(d.key, d.condition, d.at_ms, d.vars, d.description));
+    }
+}
+
+/// Only time changes a site's state here: `for`, `keep_firing_for`.
+fn tick_sites(ctx: &Ctx<'_>, sites: &mut HashMap<String, SiteTrack>) -> Vec<Decided> {
+    let mut out = Vec::new();
+    if !ctx.p.timed() {
+        return out;
+    }
+    for (site, track) in sites.iter_mut() {
+        if let Some(c) = track.noise.tick(&ctx.p, ctx.now_ms) {
+            let key = (
+                ctx.severity,
+                Some(track.node.as_str()),
+                Some(site.as_str()),
+                None,
+            );
+            out.push(ctx.decided(key, (c, ctx.now_ms), site_vars(&track.facts), None));
         }
-        State::Window(groups) => {
-            let spec = &rule.spec;
-            for (group, track) in groups.iter_mut() {
-                if !track.fed {
-                    continue;
-                }
-                track.window.expire(now_ms);
-                let counts = track.window.counts();
-                let holds = window_holds(spec, counts);
-                if let Some(c) = track.noise.sample(&p, holds, now_ms) {
-                    let node = (!group.is_empty()).then_some(group.as_str());
-                    changes.push((
-                        key(severity, node, None, None),
-                        c,
-                        now_ms,
-                        window_vars(spec, group, counts),
-                        None,
-                    ));
-                }
-            }
-            groups.retain(|_, t| !(t.window.is_empty() && t.noise.idle()));
+    }
+    let keep = ctx.spec.kind == RuleKind::RedirectChanged;
+    sites.retain(|_, t| keep || !t.noise.idle());
+    out
+}
+
+fn tick_windows(ctx: &Ctx<'_>, groups: &mut HashMap<String, WindowTrack>) -> Vec<Decided> {
+    let mut out = Vec::new();
+    for (group, track) in groups.iter_mut() {
+        if !track.fed {
+            continue;
         }
-        State::Level(nodes, values) => {
-            if p.timed() {
-                for (node, noises) in nodes.iter_mut() {
-                    let value = values.get(node).copied().unwrap_or_default();
-                    for ((sev, level), noise) in levels.iter().zip(noises.iter_mut()) {
-                        if let Some(c) = noise.tick(&p, now_ms) {
-                            let vars = vec![("value", fmt_pct(value)), ("level", fmt_pct(*level))];
-                            changes.push((
-                                key(*sev, Some(node), None, None),
-                                c,
-                                now_ms,
-                                vars,
-                                None,
-                            ));
-                        }
-                    }
-                }
-            }
+        track.window.expire(ctx.now_ms);
+        let counts = track.window.counts();
+        let holds = window_holds(ctx.spec, counts);
+        if let Some(c) = track.noise.sample(&ctx.p, holds, ctx.now_ms) {
+            let node = (!group.is_empty()).then_some(group.as_str());
+            let vars = window_vars(ctx.spec, group, counts);
+            out.push(ctx.decided(
+                (ctx.severity, node, None, None),
+                (c, ctx.now_ms),
+                vars,
+                None,
+            ));
         }
-        State::Disk(nodes, dirty) => {
-            let max_listed = rule.spec.max_listed.unwrap_or(DEFAULT_MAX_LISTED) as usize;
-            for (node, track) in nodes.iter_mut() {
-                let evaluate = dirty.remove(node);
-                if evaluate {
-                    let newest = track.newest;
-                    track
-                        .mounts
-                        .retain(|_, (ts, _)| ts.saturating_add(STALE_MS) >= newest);
-                }
-                for ((sev, level), noise) in levels.iter().zip(track.noises.iter_mut()) {
-                    let change = if evaluate {
-                        let holds = track.mounts.values().any(|(_, pct)| pct > level);
-                        noise
-                            .sample(&p, holds, track.newest)
-                            .map(|c| (c, track.newest))
-                    } else {
-                        noise.tick(&p, now_ms).map(|c| (c, now_ms))
-                    };
-                    if let Some((c, at)) = change {
-                        let (list, description) = mounts_over(&track.mounts, *level, max_listed);
-                        let vars = vec![("level", fmt_pct(*level)), ("mountpoints", list)];
-                        changes.push((key(*sev, Some(node), None, None), c, at, vars, description));
-                    }
-                }
-            }
-        }
-        State::Service(units) => {
-            if p.timed() {
-                for ((node, unit), track) in units.iter_mut() {
-                    if let Some(c) = track.noise.tick(&p, now_ms) {
-                        let site = Some(track.site.as_str()).filter(|s| !s.is_empty());
-                        let vars = vec![("state", track.state.clone())];
-                        changes.push((
-                            key(severity, Some(node), site, Some(unit)),
-                            c,
-                            now_ms,
-                            vars,
-                            None,
-                        ));
-                    }
-                }
-                units.retain(|_, t| !t.noise.idle());
-            }
-        }
-        State::SiteServices(groups, dirty) => {
-            for ((node, site), track) in groups.iter_mut() {
-                let id = (node.clone(), site.clone());
-                let change = if dirty.remove(&id) {
-                    let newest = track.newest;
-                    track
-                        .units
-                        .retain(|_, (ts, _)| ts.saturating_add(STALE_MS) >= newest);
-                    let holds = !track.units.is_empty() && track.units.values().all(|(_, up)| !up);
-                    track.noise.sample(&p, holds, newest).map(|c| (c, newest))
-                } else {
-                    track.noise.tick(&p, now_ms).map(|c| (c, now_ms))
-                };
-                if let Some((c, at)) = change {
-                    let mut units: Vec<&str> = track.units.keys().map(String::as_str).collect();
-                    units.sort_unstable();
-                    let description = Some(format!("units: {}", units.join(", ")));
-                    changes.push((
-                        key(severity, Some(node), Some(site), None),
-                        c,
-                        at,
-                        Vec::new(),
-                        description,
-                    ));
-                }
-            }
-        }
-        State::Missing(nodes) => {
-            let after = millis(rule.spec.after.unwrap_or(DEFAULT_AFTER));
-            for (node, last) in last_seen {
-                if !allows(&rule.scope.nodes, node) {
-                    continue;
-                }
-                let silence = now_ms.saturating_sub(*last);
-                let holds = silence > after;
-                if !holds && !nodes.contains_key(node) {
-                    continue;
-                }
-                let noise = nodes.entry(node.clone()).or_default();
-                if let Some(c) = noise.sample(&p, holds, now_ms) {
-                    let silence = std::time::Duration::from_secs(silence / 1000);
-                    let vars = vec![("silence", humantime::format_duration(silence).to_string())];
-                    changes.push((key(severity, Some(node), None, None), c, now_ms, vars, None));
-                }
-            }
-            nodes.retain(|_, noise| !noise.idle());
-        }
-        State::Fleet(nodes, _) => {
-            let spec = &rule.spec;
-            for (node, track) in nodes.iter_mut() {
-                let total = track.sites.len() as u64;
-                if total == 0 {
-                    // Restored after a restart, its sites not reported yet.
-                    continue;
-                }
-                let failing = u64::from(track.failing);
-                let share = spec.share.unwrap_or(DEFAULT_FLEET_SHARE);
-                let min_sites = u64::from(spec.min_sites.unwrap_or(DEFAULT_MIN_SITES));
-                let holds =
-                    total > 0 && failing >= min_sites && percent(failing, total) + EPSILON >= share;
-                if let Some(c) = track.noise.sample(&p, holds, now_ms) {
-                    let vars = vec![
-                        ("count", failing.to_string()),
-                        ("total", total.to_string()),
-                        ("value", fmt_pct(percent(failing, total))),
-                    ];
-                    let description = (c != Condition::Resolved).then(|| fleet_list(track, spec));
-                    changes.push((
-                        key(severity, Some(node), None, None),
-                        c,
-                        now_ms,
-                        vars,
-                        description,
-                    ));
-                }
+    }
+    groups.retain(|_, t| !(t.window.is_empty() && t.noise.idle()));
+    out
+}
+
+fn tick_levels(
+    ctx: &Ctx<'_>,
+    nodes: &mut HashMap<String, Vec<Noise>>,
+    values: &HashMap<String, f64>,
+) -> Vec<Decided> {
+    let mut out = Vec::new();
+    if !ctx.p.timed() {
+        return out;
+    }
+    for (node, noises) in nodes.iter_mut() {
+        let value = values.get(node).copied().unwrap_or_default();
+        for ((severity, level), noise) in ctx.levels.iter().zip(noises.iter_mut()) {
+            if let Some(c) = noise.tick(&ctx.p, ctx.now_ms) {
+                let vars = vec![("value", fmt_pct(value)), ("level", fmt_pct(*level))];
+                let key = (*severity, Some(node.as_str()), None, None);
+                out.push(ctx.decided(key, (c, ctx.now_ms), vars, None));
             }
         }
     }
-    for (key, condition, at, vars, description) in changes {
-        out.push(rule.change(key, condition, at, vars, description));
+    out
+}
+
+/// Nodes with new filesystem samples are evaluated once per tick (one
+/// round of samples counts once toward the thresholds).
+fn tick_disks(
+    ctx: &Ctx<'_>,
+    nodes: &mut HashMap<String, DiskTrack>,
+    dirty: &mut HashSet<String>,
+) -> Vec<Decided> {
+    let mut out = Vec::new();
+    let max_listed = ctx.spec.max_listed.unwrap_or(DEFAULT_MAX_LISTED) as usize;
+    for (node, track) in nodes.iter_mut() {
+        let evaluate = dirty.remove(node);
+        if evaluate {
+            let newest = track.newest;
+            track
+                .mounts
+                .retain(|_, (ts, _)| ts.saturating_add(STALE_MS) >= newest);
+        }
+        for ((severity, level), noise) in ctx.levels.iter().zip(track.noises.iter_mut()) {
+            let change = if evaluate {
+                let holds = track.mounts.values().any(|(_, pct)| pct > level);
+                noise
+                    .sample(&ctx.p, holds, track.newest)
+                    .map(|c| (c, track.newest))
+            } else {
+                noise.tick(&ctx.p, ctx.now_ms).map(|c| (c, ctx.now_ms))
+            };
+            if let Some(change) = change {
+                let (list, description) = mounts_over(&track.mounts, *level, max_listed);
+                let vars = vec![("level", fmt_pct(*level)), ("mountpoints", list)];
+                let key = (*severity, Some(node.as_str()), None, None);
+                out.push(ctx.decided(key, change, vars, description));
+            }
+        }
     }
+    out
+}
+
+fn tick_services(
+    ctx: &Ctx<'_>,
+    units: &mut HashMap<(String, String), ServiceTrack>,
+) -> Vec<Decided> {
+    let mut out = Vec::new();
+    if !ctx.p.timed() {
+        return out;
+    }
+    for ((node, unit), track) in units.iter_mut() {
+        if let Some(c) = track.noise.tick(&ctx.p, ctx.now_ms) {
+            let site = Some(track.site.as_str()).filter(|s| !s.is_empty());
+            let vars = vec![("state", track.state.clone())];
+            let key = (ctx.severity, Some(node.as_str()), site, Some(unit.as_str()));
+            out.push(ctx.decided(key, (c, ctx.now_ms), vars, None));
+        }
+    }
+    units.retain(|_, t| !t.noise.idle());
+    out
+}
+
+/// Like disks: a site's units are evaluated together, once per tick.
+fn tick_site_services(
+    ctx: &Ctx<'_>,
+    groups: &mut HashMap<(String, String), UnitsTrack>,
+    dirty: &mut HashSet<(String, String)>,
+) -> Vec<Decided> {
+    let mut out = Vec::new();
+    for (id, track) in groups.iter_mut() {
+        let change = if dirty.remove(id) {
+            let newest = track.newest;
+            track
+                .units
+                .retain(|_, (ts, _)| ts.saturating_add(STALE_MS) >= newest);
+            let holds = !track.units.is_empty() && track.units.values().all(|(_, up)| !up);
+            track
+                .noise
+                .sample(&ctx.p, holds, newest)
+                .map(|c| (c, newest))
+        } else {
+            track
+                .noise
+                .tick(&ctx.p, ctx.now_ms)
+                .map(|c| (c, ctx.now_ms))
+        };
+        if let Some(change) = change {
+            let mut units: Vec<&str> = track.units.keys().map(String::as_str).collect();
+            units.sort_unstable();
+            let description = Some(format!("units: {}", units.join(", ")));
+            let key = (ctx.severity, Some(id.0.as_str()), Some(id.1.as_str()), None);
+            out.push(ctx.decided(key, change, Vec::new(), description));
+        }
+    }
+    out
+}
+
+fn tick_missing(
+    ctx: &Ctx<'_>,
+    nodes: &mut HashMap<String, Noise>,
+    last_seen: &HashMap<String, u64>,
+) -> Vec<Decided> {
+    let mut out = Vec::new();
+    let after = millis(ctx.spec.after.unwrap_or(DEFAULT_AFTER));
+    for (node, last) in last_seen {
+        if !allows(&ctx.scope.nodes, node) {
+            continue;
+        }
+        let silence = ctx.now_ms.saturating_sub(*last);
+        let holds = silence > after;
+        if !holds && !nodes.contains_key(node) {
+            continue;
+        }
+        let noise = nodes.entry(node.clone()).or_default();
+        if let Some(c) = noise.sample(&ctx.p, holds, ctx.now_ms) {
+            let silence = std::time::Duration::from_secs(silence / 1000);
+            let vars = vec![("silence", humantime::format_duration(silence).to_string())];
+            let key = (ctx.severity, Some(node.as_str()), None, None);
+            out.push(ctx.decided(key, (c, ctx.now_ms), vars, None));
+        }
+    }
+    nodes.retain(|_, noise| !noise.idle());
+    out
+}
+
+fn tick_fleet(ctx: &Ctx<'_>, nodes: &mut HashMap<String, FleetTrack>) -> Vec<Decided> {
+    let mut out = Vec::new();
+    let share = ctx.spec.share.unwrap_or(DEFAULT_FLEET_SHARE);
+    let min_sites = u64::from(ctx.spec.min_sites.unwrap_or(DEFAULT_MIN_SITES));
+    for (node, track) in nodes.iter_mut() {
+        let total = track.sites.len() as u64;
+        if total == 0 {
+            // Restored after a restart, its sites not reported yet.
+            continue;
+        }
+        let failing = u64::from(track.failing);
+        let holds = failing >= min_sites && percent(failing, total) + EPSILON >= share;
+        if let Some(c) = track.noise.sample(&ctx.p, holds, ctx.now_ms) {
+            let vars = vec![
+                ("count", failing.to_string()),
+                ("total", total.to_string()),
+                ("value", fmt_pct(percent(failing, total))),
+            ];
+            let description = (c != Condition::Resolved).then(|| fleet_list(track, ctx.spec));
+            let key = (ctx.severity, Some(node.as_str()), None, None);
+            out.push(ctx.decided(key, (c, ctx.now_ms), vars, description));
+        }
+    }
+    out
 }
 
 fn percent(part: u64, total: u64) -> f64 {
