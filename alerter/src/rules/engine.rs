@@ -61,6 +61,8 @@ enum Series {
 struct Rule {
     spec: RuleSpec,
     p: Params,
+    /// `spec.failing_statuses()`, computed once rather than per probe.
+    failing: Vec<StatusMatch>,
     scope: Scope,
     state: State,
 }
@@ -206,6 +208,7 @@ impl Rule {
         Rule {
             spec: spec.clone(),
             p: Params::new(failure, success, spec.for_, spec.keep_firing_for),
+            failing: spec.failing_statuses(),
             scope: Scope::new(spec),
             state,
         }
@@ -533,14 +536,21 @@ fn observe_site(rule: &mut Rule, agent: &str, probe: &ProbeResult, out: &mut Vec
     let Some(holds) = site_holds(&rule.spec, probe, previous) else {
         return;
     };
-    let facts = facts(probe, previous);
+    // Healthy sites cost no state (but `redirect_changed` remembers them).
     if !holds && !remembers_location && !sites.contains_key(&probe.site) {
         return;
     }
-    let mut track = sites.remove(&probe.site).unwrap_or_else(|| SiteTrack {
-        node: agent.to_owned(),
-        ..SiteTrack::default()
-    });
+    let facts = facts(probe, previous);
+    if !sites.contains_key(&probe.site) {
+        let track = SiteTrack {
+            node: agent.to_owned(),
+            ..SiteTrack::default()
+        };
+        sites.insert(probe.site.clone(), track);
+    }
+    let Some(track) = sites.get_mut(&probe.site) else {
+        return;
+    };
     let mut changes = Vec::new();
     if track.node != agent {
         // The site moved to another node: its alert there is over.
@@ -557,8 +567,8 @@ fn observe_site(rule: &mut Rule, agent: &str, probe: &ProbeResult, out: &mut Vec
     if remembers_location && effective_status(probe) != 0 {
         track.location = Some(probe.location.clone());
     }
-    if remembers_location || !track.noise.idle() {
-        sites.insert(probe.site.clone(), track);
+    if !remembers_location && track.noise.idle() {
+        sites.remove(&probe.site);
     }
     for (node, condition, facts) in changes {
         let key = rule.key(rule.severity(), Some(&node), Some(&probe.site), None);
@@ -577,7 +587,7 @@ fn observe_window(rule: &mut Rule, agent: &str, probe: &ProbeResult) {
     let group = group_of(rule, agent);
     let window_ms = millis(rule.spec.window.unwrap_or(DEFAULT_WINDOW));
     let bad = if rule.spec.kind == RuleKind::ErrorRate {
-        failing(&rule.spec.failing_statuses(), probe)
+        failing(&rule.failing, probe)
     } else if effective_status(probe) == 0 {
         // A probe without an answer has no latency worth ranking.
         return;
@@ -601,7 +611,7 @@ fn observe_window(rule: &mut Rule, agent: &str, probe: &ProbeResult) {
 }
 
 fn observe_fleet(rule: &mut Rule, agent: &str, probe: &ProbeResult) {
-    let is_failing = failing(&rule.spec.failing_statuses(), probe);
+    let is_failing = failing(&rule.failing, probe);
     let status = effective_status(probe);
     let State::Fleet(nodes, site_node) = &mut rule.state else {
         return;
