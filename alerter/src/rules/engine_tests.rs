@@ -834,3 +834,40 @@ fn a_restored_pending_alert_fires_when_its_for_elapses() {
     );
     assert_eq!(conditions(&run.tick(T0 + 60 * S)), [Firing]);
 }
+
+#[test]
+fn fleet_counters_stay_equal_to_a_recount_through_churn_and_moves() {
+    let spec = RuleSpec {
+        min_sites: Some(1),
+        ..rule("Pod", RuleKind::Fleet)
+    };
+    let mut run = Run::new(&[spec]);
+    // A deterministic walk: sites fail, recover and move between 3 nodes.
+    let mut state: u64 = 7;
+    for step in 0..3000u64 {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let site = format!("s{}.example", (state >> 33) % 50);
+        let node = format!("n{}", (state >> 20) % 3);
+        let status = if (state >> 40) % 3 == 0 { 503 } else { 200 };
+        run.feed(&node, &[probe(&site, status, T0 + step)]);
+    }
+    let State::Fleet(nodes, site_node) = &run.engine.rules[0].state else {
+        panic!("fleet rule");
+    };
+    let mut sites = 0;
+    for (node, track) in nodes {
+        let recount = track.sites.values().filter(|(failing, _)| *failing).count();
+        assert_eq!(track.failing as usize, recount, "node {node}");
+        for site in track.sites.keys() {
+            assert_eq!(
+                site_node.get(site),
+                Some(node),
+                "{site} counted on one node only"
+            );
+        }
+        sites += track.sites.len();
+    }
+    assert_eq!(sites, site_node.len());
+}
