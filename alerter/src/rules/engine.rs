@@ -41,7 +41,9 @@ const EPSILON: f64 = 1e-9;
 #[derive(Debug)]
 pub struct Engine {
     rules: Vec<Rule>,
-    /// Newest `ts_ms` per series: a record not newer is a replay.
+    /// Newest `ts_ms` per series: a record not newer is a replay. Sites
+    /// apart, so a probe of a known site costs no allocation.
+    sites: HashMap<String, u64>,
     series: HashMap<Series, u64>,
     /// Newest `ts_ms` of any record per agent (missing data).
     last_seen: HashMap<String, u64>,
@@ -51,11 +53,8 @@ pub struct Engine {
     now_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Series {
-    Site(String),
-    Node(String, &'static str, String),
-}
+/// A node's series: (node, kind of record, mountpoint, unit, device…).
+type Series = (String, &'static str, String);
 
 #[derive(Debug)]
 struct Rule {
@@ -303,6 +302,7 @@ impl Engine {
     pub fn new(rules: &[RuleSpec]) -> Self {
         Engine {
             rules: rules.iter().map(Rule::new).collect(),
+            sites: HashMap::new(),
             series: HashMap::new(),
             last_seen: HashMap::new(),
             queued: Vec::new(),
@@ -330,7 +330,9 @@ impl Engine {
             .collect();
         for rule in old.into_iter().flatten() {
             for (key, _) in active(&rule) {
-                let change = rule.change(key, Condition::Resolved, 0, Vec::new(), None);
+                let mut change = rule.change(key, Condition::Resolved, 0, Vec::new(), None);
+                // Without its data the rule's template would render half empty.
+                change.summary = format!("{}: rule removed or changed", rule.spec.name);
                 self.queued.push(change);
             }
         }
@@ -354,7 +356,7 @@ impl Engine {
                 key: key.clone(),
                 condition: Condition::Resolved,
                 at_ms: 0,
-                summary: format!("{} no longer applies (rule removed or changed)", key.rule),
+                summary: format!("{}: rule removed or changed", key.rule),
                 description: None,
                 labels: Default::default(),
             };
@@ -378,20 +380,22 @@ impl Engine {
     /// last one of the same series is a replay and ignored.
     pub fn observe(&mut self, agent: &str, record: &Record, out: &mut Vec<AlertChange>) {
         let Some(kind) = &record.kind else { return };
-        let Some((series, ts_ms)) = series_of(agent, kind) else {
+        let Some((series, ts_ms)) = series_of(kind) else {
             return;
         };
         if !self.queued.is_empty() {
             self.flush(self.now_ms.max(ts_ms), out);
         }
-        let seen = self.last_seen.entry(agent.to_owned()).or_default();
-        *seen = (*seen).max(ts_ms);
-        match self.series.get_mut(&series) {
-            Some(last) if *last >= ts_ms => return,
-            Some(last) => *last = ts_ms,
-            None => {
-                self.series.insert(series, ts_ms);
+        newest(&mut self.last_seen, agent, ts_ms);
+        let fresh = match series {
+            SeriesOf::Site(site) => newest(&mut self.sites, site, ts_ms),
+            SeriesOf::Node(what, name) => {
+                let key = (agent.to_owned(), what, name.to_owned());
+                newest(&mut self.series, &key, ts_ms)
             }
+        };
+        if !fresh {
+            return;
         }
         for rule in &mut self.rules {
             if !allows(&rule.scope.nodes, agent) {
@@ -419,12 +423,36 @@ impl Engine {
     }
 }
 
-fn series_of(agent: &str, kind: &Kind) -> Option<(Series, u64)> {
-    let node = |what: &'static str, name: &str, ts: u64| {
-        Some((Series::Node(agent.to_owned(), what, name.to_owned()), ts))
-    };
+/// Records `ts_ms` as the newest of `key` in `map`; false when it is not
+/// newer than what was there.
+fn newest<K, Q>(map: &mut HashMap<K, u64>, key: &Q, ts_ms: u64) -> bool
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+{
+    match map.get_mut(key) {
+        Some(last) if *last >= ts_ms => false,
+        Some(last) => {
+            *last = ts_ms;
+            true
+        }
+        None => {
+            map.insert(key.to_owned(), ts_ms);
+            true
+        }
+    }
+}
+
+/// Which series a record belongs to, borrowed from it.
+enum SeriesOf<'a> {
+    Site(&'a str),
+    Node(&'static str, &'a str),
+}
+
+fn series_of(kind: &Kind) -> Option<(SeriesOf<'_>, u64)> {
+    let node = |what: &'static str, name, ts: u64| Some((SeriesOf::Node(what, name), ts));
     match kind {
-        Kind::Probe(p) => Some((Series::Site(p.site.clone()), p.ts_ms)),
+        Kind::Probe(p) => Some((SeriesOf::Site(&p.site), p.ts_ms)),
         Kind::Node(n) => node("node", "", n.ts_ms),
         Kind::Filesystem(f) => node("fs", &f.mountpoint, f.ts_ms),
         Kind::Disk(d) => node("disk", &d.device, d.ts_ms),

@@ -736,6 +736,8 @@ fn reload_keeps_unchanged_rules_and_resolves_removed_ones() {
     // The changed rule's alert resolved (first), nothing from the kept one.
     assert_eq!(got, [("Down", Resolved)]);
     assert_eq!(changes[0].at_ms, T0 + S);
+    assert_eq!(changes[0].summary, "Down: rule removed or changed");
+    assert_eq!(changes[0].key.site.as_deref(), Some("b.example"));
     // The changed rule starts fresh: one failure is pending of five.
     assert_eq!(
         conditions(&run.feed("n1", &[probe("b.example", 0, T0 + S)])),
