@@ -569,4 +569,67 @@ mod tests {
         assert!(report.tests.len() >= 8, "{report}");
         assert!(report.passed(), "{report}");
     }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("written");
+        path
+    }
+
+    const RULES: &str = "[[rules]]\nname = \"Err\"\nkind = \"status\"\nseverity = \"error\"\nstatuses = [\"5xx\"]\n";
+
+    #[test]
+    fn a_failing_test_shows_what_differs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        write(dir.path(), "rules.toml", RULES);
+        let tests = r#"
+rule_files = ["rules.toml"]
+[[tests]]
+name = "wrong on purpose"
+[[tests.sites]]
+site = "a.example"
+node = "n1"
+values = "500 200"
+[[tests.expect]]
+at = "0m"
+alerts = [{ rule = "Err", node = "n1", site = "b.example" }]
+[[tests.expect]]
+at = "1m"
+alerts = []
+"#;
+        let report = run_test_file(&write(dir.path(), "t.toml", tests)).expect("runs");
+        assert!(!report.passed());
+        let text = report.to_string();
+        assert!(
+            text.contains("FAIL wrong on purpose\n  at 0s:\n  - expected firing Err{severity=error, node=n1, site=b.example}\n  + got      firing Err{severity=error, node=n1, site=a.example}\n"),
+            "{text}"
+        );
+        assert!(text.contains("1 tests, 0 passed, 1 failed"), "{text}");
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        write(dir.path(), "rules.toml", RULES);
+        let bad_value = "rule_files = [\"rules.toml\"]\n[[tests]]\nname = \"t\"\n[[tests.sites]]\nsite = \"a\"\nnode = \"n\"\nvalues = \"200 OK\"\n";
+        let error = run_test_file(&write(dir.path(), "t.toml", bad_value)).expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .contains("test `t`: `OK` is not a valid status"),
+            "{error}"
+        );
+        let unknown_rule = "rule_files = [\"rules.toml\"]\n[[tests]]\nname = \"t\"\n[[tests.expect]]\nat = \"1m\"\nalerts = [{ rule = \"Nope\" }]\n";
+        let error = run_test_file(&write(dir.path(), "t.toml", unknown_rule)).expect_err("refused");
+        assert!(
+            error.to_string().contains("no rule named `Nope`"),
+            "{error}"
+        );
+        let missing = "rule_files = [\"absent.toml\"]\n";
+        let error = run_test_file(&write(dir.path(), "t.toml", missing)).expect_err("refused");
+        assert!(error.to_string().contains("absent.toml"), "{error}");
+        let typo = "rule_files = [\"rules.toml\"]\n[[tests]]\nname = \"t\"\nintervl = \"1m\"\n";
+        let error = run_test_file(&write(dir.path(), "t.toml", typo)).expect_err("refused");
+        assert!(error.to_string().contains("line 4"), "{error}");
+    }
 }
