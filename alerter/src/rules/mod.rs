@@ -1,5 +1,5 @@
 //! Rules: what the `[[rules]]` of a rules file say ([`spec`]), their
-//! checks by line ([`check`]), the engine that evaluates them as records
+//! checks by line ([`check()`]), the engine that evaluates them as records
 //! arrive ([`engine`]) and rule unit tests ([`testing`]).
 
 pub mod check;

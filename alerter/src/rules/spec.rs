@@ -1,7 +1,7 @@
 //! The `[[rules]]` format. One flat table per rule, its `kind` saying which
 //! keys apply: a flat struct keeps toml's own errors (unknown key, bad
 //! duration, wrong type) pointing at the exact line, which serde's
-//! internally tagged enums would lose. [`super::check`] then refuses keys
+//! internally tagged enums would lose. [`super::check()`] then refuses keys
 //! that do not apply to the rule's kind, also by line.
 
 use std::collections::BTreeMap;
