@@ -1,11 +1,16 @@
-//! Rules: what the `[[rules]]` of a rules file say, checked, and the engine
-//! that evaluates them as records arrive.
+//! Rules: what the `[[rules]]` of a rules file say ([`spec`]), their
+//! checks by line ([`check()`]), the engine that evaluates them as records
+//! arrive ([`engine`]) and rule unit tests ([`testing`]).
 
-use serde::Deserialize;
+pub mod check;
+pub mod engine;
+mod noise;
+pub mod spec;
+pub mod template;
+pub mod testing;
+mod window;
 
-/// One `[[rules]]` table. (Filled in by the rules work of issue 11.)
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleSpec {
-    pub name: String,
-}
+pub use check::check;
+pub use engine::Engine;
+pub use spec::{Group, RuleKind, RuleSpec, StatusMatch};
+pub use testing::{TestError, TestReport, run_test_file};
