@@ -50,6 +50,8 @@ impl RulesFile {
 
     /// Parses and checks `text`; the error says which line is wrong.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let file: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        crate::lifecycle::check(&file, text)?;
+        Ok(file)
     }
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod api;
 pub mod file;
 pub mod lifecycle;
 pub mod model;
@@ -8,7 +9,8 @@ pub mod rules;
 
 pub use file::{FileError, RulesFile};
 pub use model::{AlertChange, AlertKey, Condition};
-pub use receivers::delivery::{DeliveryMetrics, DeliveryReport, Dispatcher};
+pub use lifecycle::{Lifecycle, LifecycleError, SavedState};
+pub use receivers::delivery::{Attempt, DeliveryMetrics, DeliveryReport, Dispatcher};
 pub use receivers::{
     DeliveryPolicy, Notification, Receiver, ReceiverError, Secret, Severity, Status,
 };
