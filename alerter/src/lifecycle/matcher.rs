@@ -91,6 +91,14 @@ impl Matcher {
         }
     }
 
+    /// `(label, value)` when this is an equality matcher.
+    pub fn equality(&self) -> Option<(&str, &str)> {
+        match &self.test {
+            Test::Equal(value) => Some((&self.label, value)),
+            _ => None,
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.text
     }

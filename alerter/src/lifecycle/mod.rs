@@ -324,25 +324,35 @@ impl Lifecycle {
         let sources = self.sources();
         self.alerts
             .values()
-            .map(|a| AlertView {
-                id: a.id.clone(),
-                rule: a.key.rule.clone(),
-                severity: a.key.severity,
-                node: a.key.node.clone(),
-                site: a.key.site.clone(),
-                service: a.key.service.clone(),
-                state: a.state,
-                since_ms: a.since_ms,
-                ended_ms: a.ended_ms,
-                summary: a.summary.clone(),
-                description: a.description.clone(),
-                labels: a.labels.clone(),
-                silenced: a.state != State::Resolved && self.is_silenced(a, now_ms),
-                inhibited: a.state.is_active() && self.is_inhibited(a, &sources),
-                acknowledged_by: a.acknowledged_by.clone(),
-                resolved_by: a.resolved_by.clone(),
-            })
+            .map(|a| self.view(a, &sources, now_ms))
             .collect()
+    }
+
+    /// One alert, for the API.
+    pub fn alert(&self, id: &str, now_ms: u64) -> Option<AlertView> {
+        let alert = self.alerts.get(id)?;
+        Some(self.view(alert, &self.sources(), now_ms))
+    }
+
+    fn view(&self, a: &Alert, sources: &[Vec<&Alert>], now_ms: u64) -> AlertView {
+        AlertView {
+            id: a.id.clone(),
+            rule: a.key.rule.clone(),
+            severity: a.key.severity,
+            node: a.key.node.clone(),
+            site: a.key.site.clone(),
+            service: a.key.service.clone(),
+            state: a.state,
+            since_ms: a.since_ms,
+            ended_ms: a.ended_ms,
+            summary: a.summary.clone(),
+            description: a.description.clone(),
+            labels: a.labels.clone(),
+            silenced: a.state != State::Resolved && self.is_silenced(a, now_ms),
+            inhibited: a.state.is_active() && self.is_inhibited(a, sources),
+            acknowledged_by: a.acknowledged_by.clone(),
+            resolved_by: a.resolved_by.clone(),
+        }
     }
 
     /// The alerts not resolved, so the engine can be restored after a

@@ -42,8 +42,12 @@ pub struct NewSilence {
     /// Unix ms; default now.
     #[serde(default)]
     pub starts_at_ms: Option<u64>,
-    /// Unix ms, after `starts_at_ms` and in the future.
-    pub ends_at_ms: u64,
+    /// Unix ms, after `starts_at_ms` and in the future; or give `duration`.
+    #[serde(default)]
+    pub ends_at_ms: Option<u64>,
+    /// How long from `starts_at_ms` ("2h", "30m"), instead of `ends_at_ms`.
+    #[serde(default)]
+    pub duration: Option<String>,
     /// Why (required).
     pub comment: String,
 }
@@ -96,10 +100,21 @@ impl Lifecycle {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| LifecycleError::InvalidSilence(err.to_string()))?;
         let starts_at_ms = new.starts_at_ms.unwrap_or(now_ms);
-        if new.ends_at_ms <= now_ms {
+        let ends_at_ms = match (new.ends_at_ms, &new.duration) {
+            (Some(ends), None) => ends,
+            (None, Some(duration)) => humantime::parse_duration(duration.trim())
+                .map(|d| starts_at_ms.saturating_add(super::config::millis(d)))
+                .map_err(|err| {
+                    LifecycleError::InvalidSilence(format!(
+                        "`duration` {duration:?} is not a duration like \"2h\": {err}"
+                    ))
+                })?,
+            _ => return invalid("give either `ends_at_ms` or `duration`"),
+        };
+        if ends_at_ms <= now_ms {
             return invalid("`ends_at_ms` is in the past");
         }
-        if new.ends_at_ms <= starts_at_ms {
+        if ends_at_ms <= starts_at_ms {
             return invalid("`ends_at_ms` must be after `starts_at_ms`");
         }
         let id = short_hash(&format!(
@@ -112,7 +127,7 @@ impl Lifecycle {
             id,
             matchers,
             starts_at_ms,
-            ends_at_ms: new.ends_at_ms,
+            ends_at_ms,
             created_by: created_by.to_owned(),
             comment: new.comment,
             created_ms: now_ms,

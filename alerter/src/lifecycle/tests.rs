@@ -328,7 +328,8 @@ fn silence_suppresses_then_expiry_lets_a_later_change_through() {
             NewSilence {
                 matchers: vec!["node=n1".to_owned()],
                 starts_at_ms: None,
-                ends_at_ms: 100_000,
+                ends_at_ms: Some(100_000),
+                duration: None,
                 comment: "maintenance".to_owned(),
             },
             "bob",
@@ -356,8 +357,9 @@ fn a_silence_ending_by_itself_releases_what_still_fires() {
     l.add_silence(
         NewSilence {
             matchers: vec!["alertname=~Site.*".to_owned()],
-            starts_at_ms: None,
-            ends_at_ms: 10_000,
+            starts_at_ms: Some(1000),
+            ends_at_ms: None,
+            duration: Some("9s".to_owned()),
             comment: "deploy".to_owned(),
         },
         "bob",
@@ -377,7 +379,8 @@ fn bad_silences_are_refused_with_the_reason() {
     let bad = |matchers: Vec<&str>, ends: u64, comment: &str| NewSilence {
         matchers: matchers.into_iter().map(str::to_owned).collect(),
         starts_at_ms: None,
-        ends_at_ms: ends,
+        ends_at_ms: Some(ends),
+        duration: None,
         comment: comment.to_owned(),
     };
     for (new, reason) in [
