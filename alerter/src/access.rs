@@ -174,7 +174,12 @@ fn grant(token: &RoleToken) -> Result<Grant, AccessError> {
     };
     match (role, token.sites.is_empty()) {
         (Role::Admin, false) => return Err(AccessError::AdminWithSites { name: name() }),
-        (Role::User, true) => return Err(AccessError::NoSites { name: name(), role: "user" }),
+        (Role::User, true) => {
+            return Err(AccessError::NoSites {
+                name: name(),
+                role: "user",
+            });
+        }
         (Role::Readonly, true) => {
             return Err(AccessError::NoSites {
                 name: name(),
@@ -210,6 +215,8 @@ fn grant(token: &RoleToken) -> Result<Grant, AccessError> {
 }
 
 #[cfg(test)]
+// Tests may unwrap (house rules): a panic is the test failing.
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -224,7 +231,10 @@ mod tests {
 
     fn bearer(secret: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, format!("Bearer {secret}").parse().unwrap());
+        headers.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {secret}").parse().unwrap(),
+        );
         headers
     }
 
@@ -255,12 +265,19 @@ mod tests {
             (token("t", "a", "boss", &[]), "is not admin"),
             (token("t", "a", "user", &[]), "needs sites"),
             (token("t", "a", "admin", &["x"]), "remove its sites"),
-            (RoleToken { sha256: "12".into(), ..token("t", "a", "admin", &[]) }, "64 hex"),
+            (
+                RoleToken {
+                    sha256: "12".into(),
+                    ..token("t", "a", "admin", &[])
+                },
+                "64 hex",
+            ),
         ] {
             let err = Access::new(&[bad]).unwrap_err().to_string();
             assert!(err.contains("\"t\"") && err.contains(reason), "{err}");
         }
-        let err = Access::new(&[token("a", "x", "admin", &[]), token("b", "x", "admin", &[])]).unwrap_err();
+        let err = Access::new(&[token("a", "x", "admin", &[]), token("b", "x", "admin", &[])])
+            .unwrap_err();
         assert!(matches!(err, AccessError::Duplicate { .. }));
     }
 }

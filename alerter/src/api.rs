@@ -77,7 +77,10 @@ impl Shared {
     /// Runs `f` on the lifecycle, then refreshes the gauge and wakes the
     /// main loop. Never hold it across an await: it is a plain mutex.
     pub fn with<R>(&self, f: impl FnOnce(&mut Lifecycle) -> R) -> R {
-        let mut lifecycle = self.lifecycle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lifecycle = self
+            .lifecycle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let result = f(&mut lifecycle);
         let counts = lifecycle.counts();
         drop(lifecycle);
@@ -95,7 +98,10 @@ impl Shared {
 
     /// Runs `f` on the lifecycle without changing it (no wake-up).
     pub fn read<R>(&self, f: impl FnOnce(&Lifecycle) -> R) -> R {
-        f(&self.lifecycle.lock().unwrap_or_else(PoisonError::into_inner))
+        f(&self
+            .lifecycle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner))
     }
 
     fn now(&self) -> u64 {
@@ -336,8 +342,9 @@ async fn add_silence(
         Role::User => {
             let own_site = new.matchers.iter().any(|m| {
                 lifecycle::Matcher::parse(m).is_ok_and(|m| {
-                    m.equality()
-                        .is_some_and(|(label, site)| label == "site" && caller.may_write(Some(site)))
+                    m.equality().is_some_and(|(label, site)| {
+                        label == "site" && caller.may_write(Some(site))
+                    })
                 })
             });
             if !own_site {

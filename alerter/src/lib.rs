@@ -9,8 +9,8 @@ pub mod receivers;
 pub mod rules;
 
 pub use file::{FileError, RulesFile};
-pub use model::{AlertChange, AlertKey, Condition};
 pub use lifecycle::{Lifecycle, LifecycleError, SavedState};
+pub use model::{AlertChange, AlertKey, Condition};
 pub use receivers::delivery::{Attempt, DeliveryMetrics, DeliveryReport, Dispatcher};
 pub use receivers::{
     DeliveryPolicy, Notification, Receiver, ReceiverError, Secret, Severity, Status,

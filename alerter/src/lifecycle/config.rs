@@ -145,7 +145,9 @@ pub struct Routing {
 /// Checks `[route]` and `[[inhibit]]` of `file`, parsed from `text` (for
 /// the line numbers); the error names the line.
 pub fn check(file: &RulesFile, text: &str) -> Result<(), String> {
-    Routing::compile(file).map(|_| ()).map_err(|err| err.render(text))
+    Routing::compile(file)
+        .map(|_| ())
+        .map_err(|err| err.render(text))
 }
 
 /// A semantic error of the routing config, with the byte span it is about.
@@ -251,7 +253,8 @@ fn compile_route(
         }
         None => parent.receiver.clone(),
     };
-    let duration = |field: &Option<Spanned<String>>, key: &str, inherited: u64| match field {
+    let duration = |field: &Option<Spanned<String>>, key: &str, inherited: u64| {
+        match field {
         None => Ok(inherited),
         Some(text) => humantime::parse_duration(text.get_ref().trim())
             .map(millis)
@@ -261,6 +264,7 @@ fn compile_route(
                     format!("route {key}: {:?} is not a duration like \"500ms\", \"1m\" or \"4h\": {err}", text.get_ref()),
                 )
             }),
+    }
     };
     let group_by = match &spec.group_by {
         None => parent.group_by.clone(),
@@ -297,7 +301,9 @@ fn compile_route(
 fn matchers(specs: &[Spanned<String>]) -> Result<Vec<Matcher>, ConfigError> {
     specs
         .iter()
-        .map(|text| Matcher::parse(text.get_ref()).map_err(|err| ConfigError::at(text, err.to_string())))
+        .map(|text| {
+            Matcher::parse(text.get_ref()).map_err(|err| ConfigError::at(text, err.to_string()))
+        })
         .collect()
 }
 

@@ -97,7 +97,10 @@ impl Lifecycle {
     /// those that still exist.
     pub(super) fn regroup(&mut self, now_ms: u64) {
         let old = std::mem::take(&mut self.groups);
-        let members: Vec<String> = old.values().flat_map(|g| g.members.iter().cloned()).collect();
+        let members: Vec<String> = old
+            .values()
+            .flat_map(|g| g.members.iter().cloned())
+            .collect();
         let firing: Vec<String> = self
             .alerts
             .values()
@@ -143,16 +146,20 @@ impl Lifecycle {
     }
 
     pub(super) fn is_inhibited(&self, alert: &Alert, sources: &[Vec<&Alert>]) -> bool {
-        self.routing.inhibit.iter().zip(sources).any(|(rule, sources)| {
-            all_match(&rule.target, &alert.labels)
-                && sources.iter().any(|source| {
-                    source.id != alert.id
-                        && rule
-                            .equal
-                            .iter()
-                            .all(|l| source.labels.get(l) == alert.labels.get(l))
-                })
-        })
+        self.routing
+            .inhibit
+            .iter()
+            .zip(sources)
+            .any(|(rule, sources)| {
+                all_match(&rule.target, &alert.labels)
+                    && sources.iter().any(|source| {
+                        source.id != alert.id
+                            && rule
+                                .equal
+                                .iter()
+                                .all(|l| source.labels.get(l) == alert.labels.get(l))
+                    })
+            })
     }
 
     /// What to send now, each with its receiver's name. Everything returned
@@ -236,7 +243,11 @@ impl Lifecycle {
         let resolved = group
             .members
             .iter()
-            .filter(|id| self.alerts.get(*id).is_none_or(|a| a.state == State::Resolved))
+            .filter(|id| {
+                self.alerts
+                    .get(*id)
+                    .is_none_or(|a| a.state == State::Resolved)
+            })
             .cloned()
             .collect();
         Flush {
@@ -308,12 +319,13 @@ impl Lifecycle {
             Status::Resolved
         };
         let single = alerts.len() == 1;
-        let id = group.notification_id.clone().unwrap_or_else(|| {
-            match (single, alerts.first()) {
+        let id = group
+            .notification_id
+            .clone()
+            .unwrap_or_else(|| match (single, alerts.first()) {
                 (true, Some((alert, _))) => alert.id.clone(),
                 _ => group.id.clone(),
-            }
-        });
+            });
         let _ = route;
         match (single, alerts.first()) {
             (true, Some((alert, _))) => single_notification(alert, id, status),
@@ -360,7 +372,8 @@ fn single_notification(alert: &Alert, id: String, status: Status) -> Notificatio
         site: alert.key.site.clone(),
         service: alert.key.service.clone(),
         since_ms: alert.since_ms,
-        ended_ms: (status == Status::Resolved).then_some(alert.ended_ms.unwrap_or(alert.changed_ms)),
+        ended_ms: (status == Status::Resolved)
+            .then_some(alert.ended_ms.unwrap_or(alert.changed_ms)),
         labels: rule_labels(&alert.labels),
         link: None,
     }
@@ -418,7 +431,11 @@ fn group_notification(alerts: &[(&Alert, Status)], id: String, status: Status) -
         site,
         service,
         since_ms: alerts.iter().map(|(a, _)| a.since_ms).min().unwrap_or(0),
-        ended_ms: if status == Status::Resolved { ended } else { None },
+        ended_ms: if status == Status::Resolved {
+            ended
+        } else {
+            None
+        },
         labels,
         link: None,
     }
@@ -428,7 +445,12 @@ fn group_notification(alerts: &[(&Alert, Status)], id: String, status: Status) -
 fn rule_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     labels
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "alertname" | "severity" | "node" | "site" | "service"))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "alertname" | "severity" | "node" | "site" | "service"
+            )
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
@@ -450,8 +472,7 @@ impl Lifecycle {
             .outbox
             .iter()
             .position(|o| o.receiver == report.receiver && o.notification.id == report.id);
-        let status = position
-            .map(|i| self.outbox.remove(i).notification.status);
+        let status = position.map(|i| self.outbox.remove(i).notification.status);
         self.records
             .extend(records::deliveries(report, status, now_ms));
         self.dirty = true;

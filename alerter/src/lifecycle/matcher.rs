@@ -16,7 +16,9 @@ pub enum MatcherError {
         "matcher {0:?}: expected `label=value`, `label!=value`, `label=~regex` or `label!~regex`"
     )]
     Syntax(String),
-    #[error("matcher {text:?}: label {label:?} must be letters, digits and `_`, not starting with a digit")]
+    #[error(
+        "matcher {text:?}: label {label:?} must be letters, digits and `_`, not starting with a digit"
+    )]
     Label { text: String, label: String },
     #[error("matcher {text:?}: bad regex: {reason}")]
     Regex { text: String, reason: String },
@@ -145,6 +147,8 @@ fn unquote(value: &str) -> &str {
 }
 
 #[cfg(test)]
+// Tests may unwrap (house rules): a panic is the test failing.
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -159,7 +163,11 @@ mod tests {
     fn the_four_operators() {
         let l = labels(&[("severity", "critical"), ("node", "n1")]);
         assert!(Matcher::parse("severity=critical").unwrap().matches(&l));
-        assert!(Matcher::parse("severity = \"critical\"").unwrap().matches(&l));
+        assert!(
+            Matcher::parse("severity = \"critical\"")
+                .unwrap()
+                .matches(&l)
+        );
         assert!(!Matcher::parse("severity!=critical").unwrap().matches(&l));
         assert!(Matcher::parse("node=~n[0-9]").unwrap().matches(&l));
         // Anchored: "n" alone does not match "n1".

@@ -172,8 +172,16 @@ impl Lifecycle {
             .collect();
         let mut lifecycle = Lifecycle {
             routing,
-            alerts: saved.alerts.into_iter().map(|a| (a.id.clone(), a)).collect(),
-            groups: saved.groups.into_iter().map(|g| (g.key.clone(), g)).collect(),
+            alerts: saved
+                .alerts
+                .into_iter()
+                .map(|a| (a.id.clone(), a))
+                .collect(),
+            groups: saved
+                .groups
+                .into_iter()
+                .map(|g| (g.key.clone(), g))
+                .collect(),
             silences: saved.silences,
             outbox: saved.outbox,
             resend,
@@ -259,7 +267,12 @@ impl Lifecycle {
 
     /// Marks a firing alert acknowledged: it stays listed, is no longer
     /// repeated, and one `Acknowledged` notification goes out now.
-    pub fn acknowledge(&mut self, id: &str, actor: &str, now_ms: u64) -> Result<(), LifecycleError> {
+    pub fn acknowledge(
+        &mut self,
+        id: &str,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<(), LifecycleError> {
         let alert = self
             .alerts
             .get_mut(id)
@@ -307,8 +320,15 @@ impl Lifecycle {
         let Some(alert) = self.alerts.get(id) else {
             return;
         };
-        self.records
-            .push(records::event(alert, actor, if actor.is_empty() { alert.changed_ms } else { now_ms }));
+        self.records.push(records::event(
+            alert,
+            actor,
+            if actor.is_empty() {
+                alert.changed_ms
+            } else {
+                now_ms
+            },
+        ));
         if alert.state == State::Firing {
             self.route_alert(id);
         }
@@ -418,7 +438,10 @@ impl Lifecycle {
             .values()
             .filter(|a| {
                 a.state == State::Resolved
-                    && a.ended_ms.unwrap_or(a.changed_ms).saturating_add(KEEP_RESOLVED_MS) <= now_ms
+                    && a.ended_ms
+                        .unwrap_or(a.changed_ms)
+                        .saturating_add(KEEP_RESOLVED_MS)
+                        <= now_ms
                     && !grouped.contains(&a.id)
             })
             .map(|a| a.id.clone())

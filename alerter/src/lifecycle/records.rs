@@ -6,8 +6,8 @@ use livehead_proto::v1::{
 };
 
 use super::{Alert, State};
-use crate::receivers::{ReceiverError, Severity, Status};
 use crate::DeliveryReport;
+use crate::receivers::{ReceiverError, Severity, Status};
 
 pub(super) fn event(alert: &Alert, actor: &str, ts_ms: u64) -> Record {
     let since_ms = if alert.state == State::Pending {

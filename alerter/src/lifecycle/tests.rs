@@ -1,3 +1,6 @@
+// Tests may unwrap (house rules): a panic is the test failing.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 
 use livehead_proto::v1::{DeliveryOutcome, record};
@@ -64,7 +67,12 @@ fn key(rule: &str, severity: Severity, node: &str, site: Option<&str>) -> AlertK
 }
 
 fn site(n: usize) -> AlertKey {
-    key("SiteDown", Severity::Warning, "n1", Some(&format!("s{n}.example")))
+    key(
+        "SiteDown",
+        Severity::Warning,
+        "n1",
+        Some(&format!("s{n}.example")),
+    )
 }
 
 fn change(key: &AlertKey, condition: Condition, at_ms: u64) -> AlertChange {
@@ -122,12 +130,21 @@ fn group_wait_batches_alerts_arriving_together() {
     let (receiver, n) = &sent[0];
     assert_eq!(receiver, "discord-warn");
     assert_eq!(n.status, Status::Firing);
-    assert!(n.summary.starts_with("3 alerts (3 firing): SiteDown · node n1"), "{}", n.summary);
+    assert!(
+        n.summary
+            .starts_with("3 alerts (3 firing): SiteDown · node n1"),
+        "{}",
+        n.summary
+    );
     assert_eq!(n.description.as_deref().unwrap().lines().count(), 3);
     assert_eq!(n.node.as_deref(), Some("n1"));
     assert_eq!(n.site, None);
     // Another node is another group.
-    fire(&mut l, &key("SiteDown", Severity::Warning, "n2", Some("x")), 1600);
+    fire(
+        &mut l,
+        &key("SiteDown", Severity::Warning, "n2", Some("x")),
+        1600,
+    );
     assert_eq!(l.due(2100).len(), 1);
 }
 
@@ -154,7 +171,10 @@ fn group_interval_spaces_changes_and_repeat_interval_repeats() {
     };
     assert_eq!(l.next_due(), Some(10_500 + 3_600_000));
     let repeat = due(&mut l, 10_500 + 3_600_000);
-    assert_eq!(repeat, vec![("discord-warn".to_owned(), group_id, Status::Firing)]);
+    assert_eq!(
+        repeat,
+        vec![("discord-warn".to_owned(), group_id, Status::Firing)]
+    );
 }
 
 #[test]
@@ -187,7 +207,11 @@ fn acknowledged_stops_repeats_and_sends_one_acknowledge() {
     resolve(&mut l, &k, 5000);
     let resolved = due(&mut l, 61_000);
     assert_eq!(resolved.len(), 2);
-    assert!(resolved.iter().all(|(_, id, s)| *id == k.id() && *s == Status::Resolved));
+    assert!(
+        resolved
+            .iter()
+            .all(|(_, id, s)| *id == k.id() && *s == Status::Resolved)
+    );
 }
 
 #[test]
@@ -201,7 +225,10 @@ fn acknowledge_refuses_what_is_not_firing() {
     l.apply(&[change(&k, Condition::Pending, 0)], 0);
     assert!(matches!(
         l.acknowledge(&k.id(), "a", 0),
-        Err(LifecycleError::NotFiring { state: "pending", .. })
+        Err(LifecycleError::NotFiring {
+            state: "pending",
+            ..
+        })
     ));
 }
 
@@ -275,7 +302,9 @@ fn a_node_alert_inhibits_its_200_site_alerts() {
     let mut l = lifecycle(ROUTES);
     let node = key("NodeDown", Severity::Warning, "n1", None);
     let other = key("SiteDown", Severity::Warning, "n2", Some("elsewhere"));
-    let mut changes: Vec<AlertChange> = (0..200).map(|n| change(&site(n), Condition::Firing, 100)).collect();
+    let mut changes: Vec<AlertChange> = (0..200)
+        .map(|n| change(&site(n), Condition::Firing, 100))
+        .collect();
     changes.push(change(&node, Condition::Firing, 150));
     changes.push(change(&other, Condition::Firing, 150));
     l.apply(&changes, 150);
@@ -292,7 +321,9 @@ fn a_node_alert_inhibits_its_200_site_alerts() {
     assert_eq!(views.iter().filter(|a| a.inhibited).count(), 200);
     assert!(views.iter().all(|a| a.state == State::Firing));
     // Resolved together: one resolved notification, about the node.
-    let mut resolved: Vec<AlertChange> = (0..200).map(|n| change(&site(n), Condition::Resolved, 10_000)).collect();
+    let mut resolved: Vec<AlertChange> = (0..200)
+        .map(|n| change(&site(n), Condition::Resolved, 10_000))
+        .collect();
     resolved.push(change(&node, Condition::Resolved, 10_000));
     l.apply(&resolved, 10_000);
     let sent = due(&mut l, 60_650);
@@ -317,7 +348,10 @@ fn sites_still_firing_when_the_node_recovers_are_notified() {
         ("discord-warn".to_owned(), site(1).id(), Status::Firing),
     ];
     expected.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    assert_eq!(sent, expected, "site 2 resolved while inhibited: never sent");
+    assert_eq!(
+        sent, expected,
+        "site 2 resolved while inhibited: never sent"
+    );
 }
 
 #[test]
@@ -340,11 +374,17 @@ fn silence_suppresses_then_expiry_lets_a_later_change_through() {
     assert!(due(&mut l, 1500).is_empty());
     assert!(l.alerts(1500)[0].silenced);
     resolve(&mut l, &site(1), 2000);
-    assert!(due(&mut l, 70_000).is_empty(), "never notified firing: no resolve");
+    assert!(
+        due(&mut l, 70_000).is_empty(),
+        "never notified firing: no resolve"
+    );
     l.expire_silence(&silence.id, 80_000).unwrap();
     assert_eq!(l.silences(80_000)[0].state, "expired");
     fire(&mut l, &site(3), 90_000);
-    assert_eq!(due(&mut l, 90_500), one("discord-warn", &site(3), Status::Firing));
+    assert_eq!(
+        due(&mut l, 90_500),
+        one("discord-warn", &site(3), Status::Firing)
+    );
     assert_eq!(
         l.expire_silence("nope", 0),
         Err(LifecycleError::UnknownSilence("nope".to_owned()))
@@ -369,8 +409,14 @@ fn a_silence_ending_by_itself_releases_what_still_fires() {
     fire(&mut l, &site(1), 1000);
     assert!(due(&mut l, 1500).is_empty());
     assert_eq!(l.next_due(), Some(10_000));
-    assert!(due(&mut l, 10_000).is_empty(), "group_wait after the release");
-    assert_eq!(due(&mut l, 10_500), one("discord-warn", &site(1), Status::Firing));
+    assert!(
+        due(&mut l, 10_000).is_empty(),
+        "group_wait after the release"
+    );
+    assert_eq!(
+        due(&mut l, 10_500),
+        one("discord-warn", &site(1), Status::Firing)
+    );
 }
 
 #[test]
@@ -394,7 +440,12 @@ fn bad_silences_are_refused_with_the_reason() {
     }
 }
 
-fn report(receiver: &str, id: &str, tries: Vec<Attempt>, result: Result<(), ReceiverError>) -> DeliveryReport {
+fn report(
+    receiver: &str,
+    id: &str,
+    tries: Vec<Attempt>,
+    result: Result<(), ReceiverError>,
+) -> DeliveryReport {
     DeliveryReport {
         receiver: receiver.to_owned(),
         id: id.to_owned(),
@@ -431,7 +482,10 @@ fn restart_sends_nothing_twice_remembers_firing_and_resends_the_outbox() {
     expected.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     assert_eq!(again, expected, "only what was not delivered");
     assert!(due(&mut l, 20_000).is_empty(), "nothing sent twice");
-    let active: Vec<_> = l.active().map(|(key, c, since)| (key.clone(), c, since)).collect();
+    let active: Vec<_> = l
+        .active()
+        .map(|(key, c, since)| (key.clone(), c, since))
+        .collect();
     assert_eq!(active.len(), 2);
     assert!(active.contains(&(k.clone(), Condition::Firing, 0)));
     // Firing is remembered: its resolve still comes.
@@ -484,15 +538,30 @@ fn records_one_event_per_transition_and_one_delivery_per_attempt() {
             (S::Acknowledged as i32, "alice".to_owned()),
         ]
     );
-    let failed = Attempt { at_ms: 700, http_status: 503, error: Some("HTTP 503: busy".to_owned()) };
-    let ok = Attempt { at_ms: 900, http_status: 204, error: None };
-    l.delivered(&report("discord-warn", &sent[0].1.id, vec![failed, ok], Ok(())), 900);
+    let failed = Attempt {
+        at_ms: 700,
+        http_status: 503,
+        error: Some("HTTP 503: busy".to_owned()),
+    };
+    let ok = Attempt {
+        at_ms: 900,
+        http_status: 204,
+        error: None,
+    };
+    l.delivered(
+        &report("discord-warn", &sent[0].1.id, vec![failed, ok], Ok(())),
+        900,
+    );
     l.delivered(
         &report(
             "discord-warn",
             "x",
             vec![],
-            Err(ReceiverError::QueueFull { receiver: "discord-warn".to_owned(), capacity: 1, id: "x".to_owned() }),
+            Err(ReceiverError::QueueFull {
+                receiver: "discord-warn".to_owned(),
+                capacity: 1,
+                id: "x".to_owned(),
+            }),
         ),
         950,
     );
@@ -541,21 +610,53 @@ fn line_of(text: &str, needle: &str) -> usize {
 #[test]
 fn config_errors_name_the_line() {
     let cases = [
-        ("[route]\nreceiver = \"discord-warn\"\n[[route.routes]]\nreceiver = \"slack-typo\"\n", "slack-typo", "is not one of the [[receivers]]"),
-        ("[route]\nreceiver = \"discord-warn\"\n[[route.routes]]\nmatchers = [\"severity=~(\"]\n", "severity=~(", "bad regex"),
-        ("[route]\nreceiver = \"discord-warn\"\nmatchers = [\"severity\"]\n", "matchers", "expected `label=value`"),
-        ("[route]\nreceiver = \"discord-warn\"\ngroup_wait = \"soon\"\n", "soon", "not a duration"),
-        ("[route]\nreceiver = \"discord-warn\"\n[[inhibit]]\nsource_matchers = [\"1a=b\"]\n", "1a=b", "must be letters"),
+        (
+            "[route]\nreceiver = \"discord-warn\"\n[[route.routes]]\nreceiver = \"slack-typo\"\n",
+            "slack-typo",
+            "is not one of the [[receivers]]",
+        ),
+        (
+            "[route]\nreceiver = \"discord-warn\"\n[[route.routes]]\nmatchers = [\"severity=~(\"]\n",
+            "severity=~(",
+            "bad regex",
+        ),
+        (
+            "[route]\nreceiver = \"discord-warn\"\nmatchers = [\"severity\"]\n",
+            "matchers",
+            "expected `label=value`",
+        ),
+        (
+            "[route]\nreceiver = \"discord-warn\"\ngroup_wait = \"soon\"\n",
+            "soon",
+            "not a duration",
+        ),
+        (
+            "[route]\nreceiver = \"discord-warn\"\n[[inhibit]]\nsource_matchers = [\"1a=b\"]\n",
+            "1a=b",
+            "must be letters",
+        ),
     ];
     for (text, needle, reason) in cases {
         let err = config_error(text);
         let line = line_of(text, needle);
-        assert!(err.starts_with(&format!("line {line}, ")), "{needle}: {err}");
+        assert!(
+            err.starts_with(&format!("line {line}, ")),
+            "{needle}: {err}"
+        );
         assert!(err.contains(reason), "{err}");
     }
     // Unknown keys: toml names the line itself.
     let err = config_error("[route]\nreceiver = \"discord-warn\"\ngroup_wiat = \"1s\"\n");
-    assert!(err.contains(&format!("line {}", line_of("[route]\nreceiver = \"discord-warn\"\ngroup_wiat = \"1s\"\n", "group_wiat"))), "{err}");
+    assert!(
+        err.contains(&format!(
+            "line {}",
+            line_of(
+                "[route]\nreceiver = \"discord-warn\"\ngroup_wiat = \"1s\"\n",
+                "group_wiat"
+            )
+        )),
+        "{err}"
+    );
     let err = config_error("");
     assert!(err.contains("`receiver` is required at the root"), "{err}");
     // A file without receivers needs no route.
@@ -572,6 +673,11 @@ fn defaults_are_documented_values() {
     assert!(root.send_resolved);
     assert_eq!(
         root.group_by,
-        Some(["alertname", "node"].iter().map(|s| (*s).to_owned()).collect())
+        Some(
+            ["alertname", "node"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        )
     );
 }
