@@ -36,6 +36,12 @@ use livehead_proto::v1::Record;
 /// morning shift sees the night's incidents.
 pub const KEEP_RESOLVED_MS: u64 = 24 * 3600 * 1000;
 
+/// How long a notification handed out by `due()` waits for its delivery
+/// report before it is forgotten (the report was lost: the dispatcher drops
+/// reports when their channel is full). Longer than the longest delivery
+/// (6 attempts, waits capped at 5 min).
+pub const OUTBOX_MAX_AGE_MS: u64 = 3600 * 1000;
+
 /// Where an alert is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -164,7 +170,11 @@ impl Lifecycle {
         now_ms: u64,
     ) -> Result<Self, LifecycleError> {
         let routing = compile(file)?;
-        let saved = saved.unwrap_or_default();
+        let mut saved = saved.unwrap_or_default();
+        // Their wait for a report starts again with this run.
+        for outgoing in &mut saved.outbox {
+            outgoing.handed_ms = now_ms;
+        }
         let resend = saved
             .outbox
             .iter()
@@ -429,8 +439,20 @@ impl Lifecycle {
     }
 
     /// Forgets what nobody needs any more: resolved alerts in no group,
-    /// after [`KEEP_RESOLVED_MS`].
+    /// after [`KEEP_RESOLVED_MS`]; outbox entries after
+    /// [`OUTBOX_MAX_AGE_MS`].
     fn prune(&mut self, now_ms: u64) {
+        let outbox = self.outbox.len();
+        self.outbox.retain(|o| {
+            let keep = o.handed_ms.saturating_add(OUTBOX_MAX_AGE_MS) > now_ms;
+            if !keep {
+                tracing::warn!(receiver = %o.receiver, id = %o.notification.id, "no delivery report for an hour: notification forgotten");
+            }
+            keep
+        });
+        if self.outbox.len() != outbox {
+            self.dirty = true;
+        }
         let grouped: BTreeSet<&String> = self.groups.values().flat_map(|g| &g.members).collect();
         let before = self.alerts.len();
         let stale: Vec<String> = self

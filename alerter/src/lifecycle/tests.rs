@@ -681,3 +681,35 @@ fn defaults_are_documented_values() {
         )
     );
 }
+
+#[test]
+fn an_unreported_notification_is_forgotten_after_an_hour() {
+    let mut l = lifecycle(ROUTES);
+    fire(&mut l, &site(1), 0);
+    assert_eq!(l.due(500).len(), 1);
+    assert_eq!(l.in_flight(), 1);
+    l.due(500 + OUTBOX_MAX_AGE_MS - 1);
+    assert_eq!(l.in_flight(), 1);
+    l.due(500 + OUTBOX_MAX_AGE_MS);
+    assert_eq!(l.in_flight(), 0);
+}
+
+#[test]
+fn the_readme_example_parses_and_routes() {
+    let readme = include_str!("../../README.md");
+    let start = readme.find("### Example\n\n```toml\n").unwrap() + "### Example\n\n```toml\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let mut l = lifecycle(&readme[start..end]);
+    let k = key("NodeDown", Severity::Critical, "n1", None);
+    fire(&mut l, &k, 0);
+    fire(&mut l, &site(1), 0);
+    let mut sent = due(&mut l, 500);
+    sent.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    assert_eq!(
+        sent,
+        vec![
+            ("discord-crit".to_owned(), k.id(), Status::Firing),
+            ("pagerduty".to_owned(), k.id(), Status::Firing),
+        ]
+    );
+}
