@@ -11,6 +11,9 @@ use super::{Alert, KEEP_RESOLVED_MS, Lifecycle, LifecycleError, groups::short_ha
 pub const MAX_TEXT: usize = 1024;
 /// Matchers of one silence, at most.
 pub const MAX_MATCHERS: usize = 32;
+/// Silences kept (expired ones included, for a day), at most: a client
+/// creating silences in a loop fills this, not the memory.
+pub const MAX_SILENCES: usize = 10_000;
 
 /// One silence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +86,11 @@ impl Lifecycle {
         let invalid = |m: &str| Err(LifecycleError::InvalidSilence(m.to_owned()));
         if new.matchers.is_empty() {
             return invalid("`matchers` is empty: a silence must say what it silences");
+        }
+        if self.silences.len() >= MAX_SILENCES {
+            return invalid(&format!(
+                "{MAX_SILENCES} silences are kept already; expired ones leave after a day"
+            ));
         }
         if new.matchers.len() > MAX_MATCHERS {
             return invalid(&format!("more than {MAX_MATCHERS} matchers"));

@@ -298,6 +298,17 @@ fn routing_tree_by_severity_with_continue() {
 }
 
 #[test]
+fn without_continue_the_first_matching_route_wins() {
+    let mut l = lifecycle(&ROUTES.replace("continue = true", "continue = false"));
+    let critical = key("SiteDown", Severity::Critical, "n2", Some("b"));
+    fire(&mut l, &critical, 0);
+    assert_eq!(
+        due(&mut l, 500),
+        one("discord-crit", &critical, Status::Firing)
+    );
+}
+
+#[test]
 fn a_node_alert_inhibits_its_200_site_alerts() {
     let mut l = lifecycle(ROUTES);
     let node = key("NodeDown", Severity::Warning, "n1", None);
