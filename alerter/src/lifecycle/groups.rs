@@ -239,7 +239,7 @@ impl Lifecycle {
             && group
                 .last_sent_ms
                 .is_some_and(|t| t.saturating_add(route.repeat_interval_ms) <= now_ms);
-        let notification = (changed || repeat).then(|| self.notification(group, route, &visible));
+        let notification = (changed || repeat).then(|| self.notification(group, &visible));
         let resolved = group
             .members
             .iter()
@@ -301,12 +301,7 @@ impl Lifecycle {
     }
 
     /// The group's notification for the alerts in `visible`.
-    fn notification(
-        &self,
-        group: &Group,
-        route: &Route,
-        visible: &BTreeMap<String, Status>,
-    ) -> Notification {
+    fn notification(&self, group: &Group, visible: &BTreeMap<String, Status>) -> Notification {
         let alerts: Vec<(&Alert, Status)> = visible
             .iter()
             .filter_map(|(id, s)| self.alerts.get(id).map(|a| (a, *s)))
@@ -326,7 +321,6 @@ impl Lifecycle {
                 (true, Some((alert, _))) => alert.id.clone(),
                 _ => group.id.clone(),
             });
-        let _ = route;
         match (single, alerts.first()) {
             (true, Some((alert, _))) => single_notification(alert, id, status),
             _ => group_notification(&alerts, id, status),

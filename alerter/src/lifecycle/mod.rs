@@ -43,7 +43,7 @@ pub const KEEP_RESOLVED_MS: u64 = 24 * 3600 * 1000;
 pub const OUTBOX_MAX_AGE_MS: u64 = 3600 * 1000;
 
 /// Where an alert is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Pending,
@@ -330,15 +330,9 @@ impl Lifecycle {
         let Some(alert) = self.alerts.get(id) else {
             return;
         };
-        self.records.push(records::event(
-            alert,
-            actor,
-            if actor.is_empty() {
-                alert.changed_ms
-            } else {
-                now_ms
-            },
-        ));
+        // At the change's time: the data's for the rules, now for a person.
+        self.records
+            .push(records::event(alert, actor, alert.changed_ms));
         if alert.state == State::Firing {
             self.route_alert(id);
         }
@@ -474,18 +468,6 @@ impl Lifecycle {
         if self.alerts.len() != before {
             self.dirty = true;
         }
-    }
-}
-
-impl PartialOrd for State {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for State {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (*self as u8).cmp(&(*other as u8))
     }
 }
 
