@@ -51,7 +51,17 @@ impl RulesFile {
     /// Parses and checks `text`; the error says which line is wrong.
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: Self = toml::from_str(text).map_err(|e| e.to_string())?;
-        crate::rules::check(&file.rules, text)?;
+        // Both checks run, so one pass shows every problem of the file.
+        let problems: Vec<String> = [
+            crate::rules::check(&file.rules, text),
+            crate::lifecycle::check(&file, text),
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+        if !problems.is_empty() {
+            return Err(problems.join("\n"));
+        }
         Ok(file)
     }
 }

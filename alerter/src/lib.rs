@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 
+pub mod access;
+pub mod api;
 pub mod config;
 pub mod file;
 pub mod lifecycle;
@@ -9,8 +11,9 @@ pub mod rules;
 pub mod watch;
 
 pub use file::{FileError, RulesFile};
+pub use lifecycle::{Lifecycle, LifecycleError, SavedState};
 pub use model::{AlertChange, AlertKey, Condition};
-pub use receivers::delivery::{DeliveryMetrics, DeliveryReport, Dispatcher};
+pub use receivers::delivery::{Attempt, DeliveryMetrics, DeliveryReport, Dispatcher};
 pub use receivers::{
     DeliveryPolicy, Notification, Receiver, ReceiverError, Secret, Severity, Status,
 };

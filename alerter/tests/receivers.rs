@@ -299,6 +299,13 @@ async fn slack_429_waits_for_retry_after() {
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].attempts, 2);
     assert!(reports[0].result.is_ok());
+    // Each attempt is reported, for the store's delivery records.
+    let tries: Vec<(u16, bool)> = reports[0]
+        .tries
+        .iter()
+        .map(|t| (t.http_status, t.error.is_some()))
+        .collect();
+    assert_eq!(tries, vec![(429, true), (200, false)]);
 }
 
 #[tokio::test]
@@ -412,6 +419,8 @@ async fn discord_404_is_gone_and_not_retried() {
     assert_eq!(count(&metrics.failed, "alerts"), 1);
     assert_eq!(count(&metrics.retried, "alerts"), 0);
     assert_eq!(reports[0].attempts, 1);
+    assert_eq!(reports[0].tries.len(), 1);
+    assert_eq!(reports[0].tries[0].http_status, 404);
     let err = reports[0].result.as_ref().unwrap_err();
     assert!(matches!(err, ReceiverError::Gone { receiver } if receiver == "alerts"));
     let text = err.to_string();

@@ -65,6 +65,20 @@ pub struct DeliveryReport {
     /// Requests made, 0 when it could not be encoded.
     pub attempts: u32,
     pub result: Result<(), ReceiverError>,
+    /// Each request made, in order (`attempts` of them), so every attempt
+    /// can be recorded.
+    pub tries: Vec<Attempt>,
+}
+
+/// One request of a delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    /// When the answer (or the failure) came, unix ms.
+    pub at_ms: u64,
+    /// HTTP status answered, 0 when there was no answer.
+    pub http_status: u16,
+    /// Why it did not succeed (never holding the URL); `None` when sent.
+    pub error: Option<String>,
 }
 
 /// Hands notifications to the receivers' queues.
@@ -188,7 +202,8 @@ fn http_client() -> Result<reqwest::Client, ReceiverError> {
 impl Worker {
     async fn run(mut self, mut rx: mpsc::Receiver<Notification>) {
         while let Some(notification) = rx.recv().await {
-            let (attempts, result) = self.deliver(&notification).await;
+            let (tries, result) = self.deliver(&notification).await;
+            let attempts = u32::try_from(tries.len()).unwrap_or(u32::MAX);
             let name = self.receiver.name();
             match &result {
                 Ok(()) => self.metrics.sent.with_label_values(&[name]).inc(),
@@ -206,6 +221,7 @@ impl Worker {
                 id: notification.id,
                 attempts,
                 result,
+                tries,
             });
         }
     }
@@ -219,12 +235,13 @@ impl Worker {
     }
 
     /// Tries until delivered, refused, or out of attempts; returns the
-    /// number of requests made.
-    async fn deliver(&mut self, n: &Notification) -> (u32, Result<(), ReceiverError>) {
+    /// requests made.
+    async fn deliver(&mut self, n: &Notification) -> (Vec<Attempt>, Result<(), ReceiverError>) {
         let outgoing = match self.receiver.encode(n) {
             Ok(outgoing) => outgoing,
-            Err(err) => return (0, Err(err)),
+            Err(err) => return (Vec::new(), Err(err)),
         };
+        let mut tries = Vec::new();
         let name = self.receiver.name().to_owned();
         let policy = self.receiver.delivery().clone();
         let mut last = String::new();
@@ -232,16 +249,27 @@ impl Worker {
             self.pace().await;
             let (verdict, status, body) = self.attempt(&outgoing, policy.timeout).await;
             tracing::debug!(receiver = %name, id = %n.id, attempt, status, "delivery attempt");
+            tries.push(Attempt {
+                at_ms: super::now_ms(),
+                http_status: status,
+                error: (verdict != Verdict::Delivered).then(|| {
+                    if status == 0 {
+                        body.clone()
+                    } else {
+                        format!("HTTP {status}: {body}")
+                    }
+                }),
+            });
             let wait = match verdict {
-                Verdict::Delivered => return (attempt, Ok(())),
-                Verdict::Gone => return (attempt, Err(ReceiverError::Gone { receiver: name })),
+                Verdict::Delivered => return (tries, Ok(())),
+                Verdict::Gone => return (tries, Err(ReceiverError::Gone { receiver: name })),
                 Verdict::Rejected => {
                     let err = ReceiverError::Rejected {
                         receiver: name,
                         status,
                         body,
                     };
-                    return (attempt, Err(err));
+                    return (tries, Err(err));
                 }
                 Verdict::Retry(wait) => wait,
             };
@@ -265,7 +293,7 @@ impl Worker {
             attempts: policy.max_attempts,
             last,
         };
-        (policy.max_attempts, Err(err))
+        (tries, Err(err))
     }
 
     /// Waits until `min_interval` has passed since the previous request.

@@ -58,8 +58,9 @@ impl Status {
     }
 }
 
-/// One alert's state change, as every receiver needs it.
-#[derive(Debug, Clone, PartialEq)]
+/// One alert's state change, as every receiver needs it. Serde, so that
+/// the alerter's outbox survives a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
     /// Stable per alert (its dedup key): PagerDuty's `dedup_key`, the
     /// webhook's `fingerprint`, so every transition of one incident lands on
