@@ -316,7 +316,11 @@ pub struct AlerterArgs {
     /// Collector gRPC URL; repeat the flag (or separate with commas in the
     /// variable) for several. A host resolving to several addresses is one
     /// replica per address. Replaces the config file's collectors.urls.
-    #[arg(long = "collector-url", env = "LIVEHEAD_COLLECTOR_URLS", value_delimiter = ',')]
+    #[arg(
+        long = "collector-url",
+        env = "LIVEHEAD_COLLECTOR_URLS",
+        value_delimiter = ','
+    )]
     pub collector_urls: Vec<String>,
     /// Name the collectors' certificate must carry (default: the URL's host).
     #[arg(long, env = "LIVEHEAD_SERVER_NAME")]

@@ -34,6 +34,8 @@ fn main() -> anyhow::Result<()> {
                     .context("collector")
             }))
         }
+        #[cfg(feature = "collector")]
+        Command::Alerter(args) => alerter(args),
         Command::Certs(args) => certs(args),
         #[cfg(feature = "collector")]
         Command::Up(args) => {
@@ -65,6 +67,63 @@ where
     let shutdown = Shutdown::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     task(shutdown).await
+}
+
+#[cfg(feature = "collector")]
+fn alerter(args: livehead::cli::AlerterArgs) -> anyhow::Result<()> {
+    use livehead::cli::AlerterAction;
+    match args.action {
+        Some(AlerterAction::Check { file }) => {
+            let rules = livehead_alerter::RulesFile::load(&file)?;
+            println!(
+                "{}: {} rules, {} receivers, {} inhibit rules: OK",
+                file.display(),
+                rules.rules.len(),
+                rules.receivers.len(),
+                rules.inhibit.len()
+            );
+            Ok(())
+        }
+        Some(AlerterAction::Test { file }) => {
+            let report = livehead_alerter::rules::run_test_file(&file)?;
+            print!("{report}");
+            anyhow::ensure!(
+                report.passed(),
+                "{}: some rule tests failed",
+                file.display()
+            );
+            Ok(())
+        }
+        None => {
+            let config = args.into_config().context("alerter configuration")?;
+            let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+            tokio::runtime::Runtime::new()
+                .context("starting the async runtime")?
+                .block_on(with_signals(|shutdown| async move {
+                    tokio::spawn(reload_on_sighup(reload.clone()));
+                    livehead_alerter::run(config, shutdown, reload)
+                        .await
+                        .context("alerter")
+                }))
+        }
+    }
+}
+
+/// SIGHUP re-reads the alerter's rules file.
+#[cfg(feature = "collector")]
+async fn reload_on_sighup(reload: std::sync::Arc<tokio::sync::Notify>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP: rules reload disabled");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the rules");
+        reload.notify_one();
+    }
 }
 
 fn certs(args: CertsArgs) -> anyhow::Result<()> {

@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use clap::{CommandFactory, Parser};
 use livehead::cli::{Cli, Command};
 use livehead_agent::AgentConfig;
+use livehead_alerter::RulesFile;
+use livehead_alerter::config::AlerterConfig;
 use livehead_collector::CollectorConfig;
 use serde::Deserialize;
 use serde_norway::Value;
@@ -179,6 +181,7 @@ fn subcommand(cli: &Cli) -> &'static str {
     match cli.command {
         Command::Agent(_) => "agent",
         Command::Collector(_) => "collector",
+        Command::Alerter(_) => "alerter",
         Command::Certs(_) => "certs",
         Command::Up(_) => "up",
     }
@@ -224,6 +227,13 @@ fn effective(cli: Cli, config: Option<(&str, &str)>) -> Result<Effective, String
             args.config = file;
             args.into_config().map(Effective::Collector).map_err(err)
         }
+        // The alerter's flags and keys are checked by loading them; the
+        // checks against the manifest around it are the agent's and the
+        // collector's only.
+        Command::Alerter(mut args) => {
+            args.config = file;
+            args.into_config().map(|_| Effective::Other).map_err(err)
+        }
         Command::Certs(_) | Command::Up(_) => Ok(Effective::Other),
     }
 }
@@ -236,9 +246,16 @@ fn check_toml(file_name: &str, text: &str) -> Result<(), String> {
         toml::from_str::<AgentConfig>(text).map(drop)
     } else if base.starts_with("collector") {
         toml::from_str::<CollectorConfig>(text).map(drop)
+    } else if base.starts_with("alerter") {
+        toml::from_str::<AlerterConfig>(text).map(drop)
+    } else if base.starts_with("rules") {
+        // The rules file's own checks (`livehead alerter check`).
+        return RulesFile::parse(text)
+            .map(drop)
+            .map_err(|e| format!("{file_name} does not pass the checks: {e}"));
     } else {
         return Err(format!(
-            "{file_name}: not an agent*.toml nor collector*.toml config, cannot tell which struct it is"
+            "{file_name}: not an agent*.toml, collector*.toml, alerter*.toml nor rules*.toml file, cannot tell which it is"
         ));
     };
     result.map_err(|e| {
@@ -666,6 +683,7 @@ fn check_container(
     let config_path = match &cli.command {
         Command::Agent(a) => a.config.clone(),
         Command::Collector(c) => c.config.clone(),
+        Command::Alerter(a) => a.config.clone(),
         Command::Certs(_) | Command::Up(_) => None,
     };
     let mut config_text: Option<(String, String)> = None;
@@ -1139,6 +1157,7 @@ fn check_unit(
     let config = match &cli.command {
         Command::Agent(a) => a.config.clone(),
         Command::Collector(c) => c.config.clone(),
+        Command::Alerter(a) => a.config.clone(),
         Command::Certs(_) | Command::Up(_) => None,
     };
     let mut config_text = None;

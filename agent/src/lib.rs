@@ -21,8 +21,8 @@ pub use config::AgentConfig;
 
 use crate::discovery::{DefaultTarget, Discovery, DiscoveryError};
 use crate::metrics::AgentMetrics;
-use crate::spool::{DiskError, DiskStore, SharedSpool};
 use crate::ship::Shipper;
+use crate::spool::{DiskError, DiskStore, SharedSpool};
 use crate::transport::TransportError;
 
 #[derive(Debug, thiserror::Error)]

@@ -54,12 +54,7 @@ impl Shipper {
         let seqs = Seqs::random();
         let builder =
             batch::BatchBuilder::new(agent_id, seqs.clone(), batch.max_records, batch.max_bytes);
-        let batcher = tokio::spawn(batch::run(
-            builder,
-            batch.max_delay,
-            records,
-            spool.clone(),
-        ));
+        let batcher = tokio::spawn(batch::run(builder, batch.max_delay, records, spool.clone()));
         let stops = Stops {
             drain: Shutdown::new(),
             hard: Shutdown::new(),

@@ -77,6 +77,15 @@ impl Shared {
     /// Runs `f` on the lifecycle, then refreshes the gauge and wakes the
     /// main loop. Never hold it across an await: it is a plain mutex.
     pub fn with<R>(&self, f: impl FnOnce(&mut Lifecycle) -> R) -> R {
+        let result = self.update(f);
+        self.changed.notify_one();
+        result
+    }
+
+    /// As [`Shared::with`] without waking the main loop: the loop's own
+    /// changes (it acts on them at once, and would otherwise wake itself
+    /// forever).
+    pub fn update<R>(&self, f: impl FnOnce(&mut Lifecycle) -> R) -> R {
         let mut lifecycle = self
             .lifecycle
             .lock()
@@ -92,7 +101,6 @@ impl Shared {
                 .with_label_values(&[state])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        self.changed.notify_one();
         result
     }
 

@@ -10,6 +10,8 @@ use livehead_agent::config::{BatchConfig, CollectorConnConfig, Compression, Spoo
 use livehead_common::tls::TlsFiles;
 use serde::Deserialize;
 
+use crate::access::RoleToken;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlerterConfig {
@@ -27,7 +29,7 @@ pub struct AlerterConfig {
     #[serde(with = "humantime_serde")]
     pub tick: Duration,
     pub collectors: CollectorsConfig,
-    pub api: ApiListen,
+    pub api: ApiConfig,
 }
 
 impl Default for AlerterConfig {
@@ -38,7 +40,7 @@ impl Default for AlerterConfig {
             id: None,
             tick: Duration::from_millis(250),
             collectors: CollectorsConfig::default(),
-            api: ApiListen::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -106,18 +108,26 @@ impl CollectorsConfig {
     }
 }
 
-/// Where the HTTP API (/alerts, /silences, /health, /metrics) listens.
+/// The HTTP API: /alerts, /silences, /health, /metrics.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ApiListen {
+pub struct ApiConfig {
     /// Default `127.0.0.1:7090`.
     pub listen: SocketAddr,
+    /// Role tokens, shaped as the collector's `api.tokens`
+    /// (`{ name, sha256, role, sites }`). Default none: only `/health` and
+    /// `/metrics` answer.
+    pub tokens: Vec<RoleToken>,
+    /// Connections served at once. Default 256.
+    pub max_connections: usize,
 }
 
-impl Default for ApiListen {
+impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 7090)),
+            tokens: Vec::new(),
+            max_connections: 256,
         }
     }
 }

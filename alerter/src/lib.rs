@@ -8,6 +8,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod receivers;
 pub mod rules;
+pub mod service;
 pub mod watch;
 
 pub use file::{FileError, RulesFile};
@@ -17,3 +18,4 @@ pub use receivers::delivery::{Attempt, DeliveryMetrics, DeliveryReport, Dispatch
 pub use receivers::{
     DeliveryPolicy, Notification, Receiver, ReceiverError, Secret, Severity, Status,
 };
+pub use service::{AlerterError, Running, run, start};

@@ -25,6 +25,7 @@ use crate::config::CollectorsConfig;
 pub enum Input {
     /// Records one agent sent, from a snapshot or accepted just now.
     Records {
+        replica: SocketAddr,
         agent: String,
         records: Vec<Record>,
         live: bool,
@@ -68,7 +69,10 @@ impl WatchMetrics {
             records: register(
                 registry,
                 IntCounterVec::new(
-                    Opts::new("watch_records_total", "Records received from the collectors"),
+                    Opts::new(
+                        "watch_records_total",
+                        "Records received from the collectors",
+                    ),
                     &["source"],
                 )
                 .expect("valid metric"),
@@ -102,7 +106,10 @@ impl Target {
         };
         let uri: Uri = url.parse().map_err(|e| bad(&format!("{e}")))?;
         let host = uri.host().ok_or_else(|| bad("no host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let scheme = uri.scheme_str().unwrap_or_default().to_owned();
         let tls = match (scheme.as_str(), config.insecure) {
             ("https", false) => {
@@ -301,7 +308,8 @@ async fn stream_once(
     metrics.streams.inc();
     let _open = GaugeGuard(metrics.streams.clone());
     while let Some(message) = stream.next().await {
-        let message = message.map_err(|s| fail(synced, format!("{}: {}", s.code(), s.message())))?;
+        let message =
+            message.map_err(|s| fail(synced, format!("{}: {}", s.code(), s.message())))?;
         let input = match message.event {
             Some(Event::Batch(batch)) => {
                 metrics
@@ -309,6 +317,7 @@ async fn stream_once(
                     .with_label_values(&["live"])
                     .inc_by(batch.records.len() as u64);
                 Input::Records {
+                    replica,
                     agent: batch.agent_id,
                     records: batch.records,
                     live: true,
@@ -320,6 +329,7 @@ async fn stream_once(
                     .with_label_values(&["snapshot"])
                     .inc_by(chunk.records.len() as u64);
                 Input::Records {
+                    replica,
                     agent: chunk.agent_id,
                     records: chunk.records,
                     live: false,
