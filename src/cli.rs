@@ -242,6 +242,16 @@ pub struct CollectorArgs {
     /// /last and /dump_last need a push token too.
     #[arg(long, env = "LIVEHEAD_READ_REQUIRES_TOKEN")]
     pub read_requires_token: bool,
+    /// A certificate name that may subscribe to WatchService (the alerter),
+    /// or "*" for any; repeat the flag, or separate with commas in the
+    /// variable. Replaces the config file's watch.allow.
+    #[arg(
+        long = "watch-allow",
+        env = "LIVEHEAD_WATCH_ALLOW",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub watch_allow: Vec<String>,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Plain-text gRPC without client certificates.
@@ -289,6 +299,15 @@ impl CollectorArgs {
         }
         set(&mut c.api.max_push_bytes, self.max_push_bytes);
         c.api.read_requires_token |= self.read_requires_token;
+        let watch_allow: Vec<String> = self
+            .watch_allow
+            .iter()
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .collect();
+        if !watch_allow.is_empty() {
+            c.watch.allow = watch_allow;
+        }
         c.tls = self.tls.apply(c.tls)?;
         c.insecure |= self.insecure;
         Ok(c)
@@ -488,6 +507,35 @@ mod tests {
         );
         assert_eq!(c.api.max_push_bytes, 1024);
         assert!(c.api.read_requires_token);
+    }
+
+    #[test]
+    fn watch_allow_flags_replace_the_files_list() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[watch]\nallow = [\"old\"]\nmax_subscribers = 2\n").expect("write");
+        let path = file.to_str().expect("utf8");
+        let c = collector(&["--config", path])
+            .expect("parse")
+            .into_config()
+            .expect("config");
+        assert_eq!(
+            (c.watch.allow.as_slice(), c.watch.max_subscribers),
+            (&["old".to_owned()][..], 2)
+        );
+        let c = collector(&[
+            "--config",
+            path,
+            "--watch-allow",
+            "alerter",
+            "--watch-allow",
+            " alerter-2 ",
+        ])
+        .expect("parse")
+        .into_config()
+        .expect("config");
+        assert_eq!(c.watch.allow, ["alerter", "alerter-2"]);
+        assert_eq!(c.watch.max_subscribers, 2);
     }
 
     #[test]
