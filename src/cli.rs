@@ -46,7 +46,7 @@ pub enum Command {
     /// Receive agents' batches, write them to ClickHouse or the embedded
     /// SQLite store, and serve the HTTP API.
     #[cfg(feature = "collector")]
-    Collector(CollectorArgs),
+    Collector(Box<CollectorArgs>),
     /// Write a development CA and collector/agent certificates.
     Certs(CertsArgs),
     /// Run a collector (embedded SQLite store) and an agent in one process, for a laptop.
@@ -453,7 +453,7 @@ mod tests {
     fn collector(args: &[&str]) -> Result<CollectorArgs, clap::Error> {
         let argv = ["livehead", "collector"].iter().chain(args);
         match Cli::try_parse_from(argv)?.command {
-            Command::Collector(args) => Ok(args),
+            Command::Collector(args) => Ok(*args),
             other => panic!("collector expected, got {other:?}"),
         }
     }
