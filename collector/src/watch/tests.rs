@@ -406,3 +406,53 @@ async fn a_subscriber_that_falls_behind_is_aborted() {
     assert_eq!(metrics.watch_lagged.get(), 1);
     assert_eq!(metrics.watch_subscribers.get(), 0);
 }
+
+/// A probe whose redirect target is `limits.max_location_bytes` long: ~2 KiB
+/// on the wire, so a few batches outgrow every buffer between the collector
+/// and a subscriber that does not read.
+fn heavy_probe(i: usize) -> Record {
+    let mut record = probe(&format!("s{i}.example"), 301);
+    if let Some(Kind::Probe(p)) = &mut record.kind {
+        let location = format!("https://other.example/{i}/");
+        p.location = format!("{location}{}", "x".repeat(2048 - location.len()));
+    }
+    record
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_aborted_over_grpc() {
+    let pki = TestPki::new(&["node-1", "alerter"]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let watch_config = WatchConfig {
+        buffer_batches: 1,
+        ..allow(&["alerter"])
+    };
+    let collector = start(&pki, &dir.path().join("livehead.db"), watch_config).await;
+    let mut stream = watch(&pki, "alerter", collector.grpc, true)
+        .await
+        .expect("watch");
+    assert!(matches!(next(&mut stream).await, Event::Synced(_)));
+    // ~24 MiB in 48 batches, while it reads none: far more than HTTP/2's
+    // windows, the stream's queue (STREAM_QUEUE batches) and the one batch
+    // the group commit keeps for it.
+    let batches = 48;
+    for seq in 1..=batches {
+        let records = (0..250).map(heavy_probe).collect();
+        push(&pki, "node-1", collector.grpc, seq, records).await;
+    }
+    let mut received = 0;
+    let end = loop {
+        let message = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .expect("a message in time");
+        match message {
+            Ok(Some(_)) => received += 1,
+            other => break other,
+        }
+    };
+    let status = end.expect_err("the stream ends with an error");
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert!(status.message().contains("reconnect"), "{status:?}");
+    assert!(received < batches, "{received} batches before the end");
+    collector.stop().await;
+}
