@@ -252,6 +252,29 @@ async fn an_allowed_identity_gets_the_snapshot_then_synced_then_live_batches() {
         matches!(&batch.records[..], [Record { kind: Some(Kind::Probe(p)) }] if p.site == "b.example" && p.status == 500)
     );
 
+    // The alerter's own records are a kind like any other.
+    let alert = livehead_proto::v1::AlertEvent {
+        ts_ms: livehead_common::clock::unix_ms(),
+        alert_id: "00000000000000ff".into(),
+        rule: "site-down".into(),
+        severity: livehead_proto::v1::AlertSeverity::Critical as i32,
+        site: "b.example".into(),
+        state: livehead_proto::v1::AlertState::Firing as i32,
+        summary: "b.example answers 500".into(),
+        ..Default::default()
+    };
+    let record = Record {
+        kind: Some(Kind::Alert(alert)),
+    };
+    push(&pki, "alerter", collector.grpc, 1, vec![record.clone()]).await;
+    let Event::Batch(batch) = next(&mut stream).await else {
+        panic!("a batch")
+    };
+    assert_eq!(
+        (batch.agent_id.as_str(), batch.records),
+        ("alerter", vec![record])
+    );
+
     // The collector's shutdown ends the stream cleanly.
     collector.shutdown.cancel();
     let end = tokio::time::timeout(WAIT, stream.message())
