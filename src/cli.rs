@@ -46,7 +46,7 @@ pub enum Command {
     /// Receive agents' batches, write them to ClickHouse or the embedded
     /// SQLite store, and serve the HTTP API.
     #[cfg(feature = "collector")]
-    Collector(CollectorArgs),
+    Collector(Box<CollectorArgs>),
     /// Evaluate alert rules on what the collectors accept and notify Slack,
     /// Discord, PagerDuty and webhooks; `check` and `test` a rules file.
     #[cfg(feature = "collector")]
@@ -246,6 +246,16 @@ pub struct CollectorArgs {
     /// /last and /dump_last need a push token too.
     #[arg(long, env = "LIVEHEAD_READ_REQUIRES_TOKEN")]
     pub read_requires_token: bool,
+    /// A certificate name that may subscribe to WatchService (the alerter),
+    /// or "*" for any; repeat the flag, or separate with commas in the
+    /// variable. Replaces the config file's watch.allow.
+    #[arg(
+        long = "watch-allow",
+        env = "LIVEHEAD_WATCH_ALLOW",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub watch_allow: Vec<String>,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Plain-text gRPC without client certificates.
@@ -293,6 +303,15 @@ impl CollectorArgs {
         }
         set(&mut c.api.max_push_bytes, self.max_push_bytes);
         c.api.read_requires_token |= self.read_requires_token;
+        let watch_allow: Vec<String> = self
+            .watch_allow
+            .iter()
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .collect();
+        if !watch_allow.is_empty() {
+            c.watch.allow = watch_allow;
+        }
         c.tls = self.tls.apply(c.tls)?;
         c.insecure |= self.insecure;
         Ok(c)
@@ -505,7 +524,7 @@ mod tests {
     fn collector(args: &[&str]) -> Result<CollectorArgs, clap::Error> {
         let argv = ["livehead", "collector"].iter().chain(args);
         match Cli::try_parse_from(argv)?.command {
-            Command::Collector(args) => Ok(args),
+            Command::Collector(args) => Ok(*args),
             other => panic!("collector expected, got {other:?}"),
         }
     }
@@ -559,6 +578,35 @@ mod tests {
         );
         assert_eq!(c.api.max_push_bytes, 1024);
         assert!(c.api.read_requires_token);
+    }
+
+    #[test]
+    fn watch_allow_flags_replace_the_files_list() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[watch]\nallow = [\"old\"]\nmax_subscribers = 2\n").expect("write");
+        let path = file.to_str().expect("utf8");
+        let c = collector(&["--config", path])
+            .expect("parse")
+            .into_config()
+            .expect("config");
+        assert_eq!(
+            (c.watch.allow.as_slice(), c.watch.max_subscribers),
+            (&["old".to_owned()][..], 2)
+        );
+        let c = collector(&[
+            "--config",
+            path,
+            "--watch-allow",
+            "alerter",
+            "--watch-allow",
+            " alerter-2 ",
+        ])
+        .expect("parse")
+        .into_config()
+        .expect("config");
+        assert_eq!(c.watch.allow, ["alerter", "alerter-2"]);
+        assert_eq!(c.watch.max_subscribers, 2);
     }
 
     #[test]

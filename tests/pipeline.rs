@@ -170,6 +170,11 @@ const RECORD_TABLES: &[(&str, &str)] = &[
     ("site_disk_samples", "node, site, ts"),
     ("site_process_samples", "node, site, ts"),
     ("service_states", "node, unit, ts"),
+    ("alert_events", "agent, alert_id, ts"),
+    (
+        "alert_deliveries",
+        "agent, notification_id, receiver, attempt, ts",
+    ),
 ];
 
 /// Records stored, of every kind.

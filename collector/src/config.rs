@@ -29,6 +29,8 @@ pub struct CollectorConfig {
     pub limits: Limits,
     /// The HTTP API's tokens and limits.
     pub api: ApiConfig,
+    /// Who may subscribe to `WatchService` (the alerter), and its limits.
+    pub watch: WatchConfig,
     /// How often store upkeep (retention) runs. Default 10m.
     #[serde(with = "humantime_serde")]
     pub maintenance_interval: Duration,
@@ -48,6 +50,7 @@ impl Default for CollectorConfig {
             storage: StorageConfig::default(),
             limits: Limits::default(),
             api: ApiConfig::default(),
+            watch: WatchConfig::default(),
             maintenance_interval: Duration::from_secs(600),
             ready_interval: Duration::from_secs(5),
         }
@@ -77,6 +80,9 @@ pub struct Limits {
     /// Names are never empty (sites follow the probe sites' rule instead).
     /// Default 512.
     pub max_name_bytes: usize,
+    /// Bytes of free text in an alert record: an alert's summary, a failed
+    /// delivery's error. Default 2,048.
+    pub max_text_bytes: usize,
     /// Latest a timestamp may be ahead of the collector's clock. Default 5m.
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
@@ -142,6 +148,7 @@ impl Default for Limits {
             max_location_bytes: 2048,
             max_target_bytes: 512,
             max_name_bytes: 512,
+            max_text_bytes: 2048,
             max_clock_skew: Duration::from_secs(300),
             max_age: Duration::from_secs(30 * 86_400),
             max_latency: Duration::from_secs(600),
@@ -156,6 +163,46 @@ impl Default for Limits {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             max_streams_per_connection: 16,
+        }
+    }
+}
+
+/// `WatchService`: the stream of accepted batches the alerter subscribes to
+/// on the gRPC port (see `crate::watch`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchConfig {
+    /// Identities that may subscribe: client certificate names (the first DNS
+    /// name, else the common name, as agents are named). `"*"` allows any
+    /// certificate of the CA, and is required with `insecure` (no
+    /// certificates, so no identities). Anyone else is refused with
+    /// PERMISSION_DENIED. Default none: nobody may subscribe.
+    pub allow: Vec<String>,
+    /// Subscribers connected at once; one more is refused with
+    /// RESOURCE_EXHAUSTED. Default 16.
+    pub max_subscribers: usize,
+    /// Accepted batches kept for a subscriber that falls behind (shared by
+    /// all subscribers: each may lag this many batches behind the newest);
+    /// past it its stream ends with ABORTED and it resynchronises from a new
+    /// snapshot. Default 4,096.
+    pub buffer_batches: usize,
+    /// Records in one snapshot message (`SnapshotChunk`), so that one
+    /// message stays far below gRPC's 4 MiB default. Default 1,000.
+    pub snapshot_chunk_records: usize,
+    /// The snapshot holds rows newer than this: a site, node or thing that
+    /// last reported earlier is left out. Default 24h.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_max_age: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            max_subscribers: 16,
+            buffer_batches: 4096,
+            snapshot_chunk_records: 1000,
+            snapshot_max_age: Duration::from_secs(86_400),
         }
     }
 }

@@ -42,11 +42,14 @@ pub struct Accepted {
     pub agent: String,
     pub seq: u64,
     pub rows: Rows,
+    /// When the store had written it (unix ms).
+    pub accepted_ms: u64,
 }
 
-/// Written batches kept for a subscriber that falls behind; past it the
-/// subscriber is told how many it missed (`RecvError::Lagged`) and must
-/// read the store again.
+/// Written batches kept for a subscriber that falls behind, unless
+/// [`GroupCommit::start_with`] says otherwise (`watch.buffer_batches`); past
+/// it the subscriber is told how many it missed (`RecvError::Lagged`) and
+/// must read the store again.
 pub const ACCEPTED_BUFFER: usize = 4096;
 
 /// What the writer answers for one batch. The error is shared by every batch
@@ -95,12 +98,23 @@ pub struct WriterStopped;
 impl GroupCommit {
     /// Starts the writer task over `store`.
     pub fn start<S: Store>(store: Arc<S>, bounds: QueueBounds, metrics: CollectorMetrics) -> Self {
+        Self::start_with(store, bounds, metrics, ACCEPTED_BUFFER)
+    }
+
+    /// [`GroupCommit::start`] keeping `accepted_buffer` written batches (at
+    /// least 1) for each subscriber that falls behind.
+    pub fn start_with<S: Store>(
+        store: Arc<S>,
+        bounds: QueueBounds,
+        metrics: CollectorMetrics,
+        accepted_buffer: usize,
+    ) -> Self {
         let bounds = QueueBounds {
             rows: bounds.rows.clamp(1, Semaphore::MAX_PERMITS),
             bytes: bounds.bytes.clamp(1, Semaphore::MAX_PERMITS),
         };
         let (queue, entries) = mpsc::unbounded_channel();
-        let (accepted, _) = broadcast::channel(ACCEPTED_BUFFER);
+        let (accepted, _) = broadcast::channel(accepted_buffer.max(1));
         tokio::spawn(write_groups(store, entries, accepted.clone(), metrics));
         Self {
             queue,
@@ -224,6 +238,7 @@ fn answer(
                         agent: batch.agent,
                         seq: batch.seq,
                         rows: batch.rows,
+                        accepted_ms: livehead_common::clock::unix_ms(),
                     }));
                 }
             }

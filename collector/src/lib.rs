@@ -12,6 +12,7 @@ pub mod ready;
 pub mod stats;
 pub mod store;
 pub mod validate;
+pub mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ use crate::metrics::CollectorMetrics;
 use crate::ready::Readiness;
 use crate::store::timed::Timed;
 use crate::store::{AnyStore, Store, StoreError};
+use crate::watch::WatchServer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectorError {
@@ -131,14 +133,40 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
         rows: config.limits.max_queued_rows,
         bytes: config.limits.max_queued_bytes,
     };
-    let writer = GroupCommit::start(store.clone(), bounds, metrics.clone());
+    let writer = GroupCommit::start_with(
+        store.clone(),
+        bounds,
+        metrics.clone(),
+        config.watch.buffer_batches,
+    );
     let service = IngestServer::new(Ingest::new(
         writer.clone(),
         metrics.clone(),
         config.limits.clone(),
         tls.is_some(),
     ));
-    let grpc_server = serve_grpc(grpc, tls, service, &config, &metrics, shutdown.clone());
+    if config.watch.allow.is_empty() {
+        tracing::info!("no watch.allow configured: WatchService refuses every subscriber");
+    }
+    let watch = WatchServer::new(
+        store.clone(),
+        writer.clone(),
+        config.watch.clone(),
+        tls.is_some(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    let grpc_server = serve_grpc(
+        grpc,
+        tls,
+        GrpcServices {
+            ingest: service,
+            watch,
+        },
+        &config,
+        &metrics,
+        shutdown.clone(),
+    );
     let api = api::router(api::ApiState::new(
         store.clone(),
         writer,
@@ -187,19 +215,27 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
 
 type GrpcServer = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 
+/// The services of the gRPC port.
+struct GrpcServices<S> {
+    ingest: IngestServer,
+    watch: WatchServer<S>,
+}
+
 /// The gRPC server on `listener`: mTLS when `tls` is set (the handshake done
 /// by [`grpc::incoming`]), plain text otherwise.
-fn serve_grpc(
+fn serve_grpc<S: Store>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    service: IngestServer,
+    services: GrpcServices<S>,
     config: &CollectorConfig,
     metrics: &CollectorMetrics,
     shutdown: Shutdown,
 ) -> GrpcServer {
     let limits = &config.limits;
     let mut server = grpc::server(limits);
-    let router = server.add_service(service);
+    let router = server
+        .add_service(services.ingest)
+        .add_service(services.watch.service());
     let signal = {
         let shutdown = shutdown.clone();
         async move { shutdown.cancelled().await }

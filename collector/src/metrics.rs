@@ -45,6 +45,12 @@ pub struct CollectorMetrics {
     /// gRPC connections closed before their TLS handshake completed, by
     /// reason (timeout, error).
     pub tls_handshake_failures: IntCounterVec,
+    /// `WatchService` subscribers connected.
+    pub watch_subscribers: IntGauge,
+    /// Messages sent to watch subscribers, by event (snapshot, synced, batch).
+    pub watch_events: IntCounterVec,
+    /// Watch streams ended with ABORTED because the subscriber fell behind.
+    pub watch_lagged: IntCounter,
 }
 
 impl CollectorMetrics {
@@ -162,6 +168,24 @@ impl CollectorMetrics {
                 "tls_handshake_failures_total",
                 "gRPC connections closed before their TLS handshake completed, by reason",
                 "reason",
+            ),
+            watch_subscribers: register(
+                &r,
+                IntGauge::new("watch_subscribers", "WatchService subscribers connected")
+                    .expect("static metric"),
+            ),
+            watch_events: by(
+                "watch_events_total",
+                "Messages sent to watch subscribers, by event",
+                "event",
+            ),
+            watch_lagged: register(
+                &r,
+                IntCounter::new(
+                    "watch_lagged_total",
+                    "Watch streams aborted because the subscriber fell behind",
+                )
+                .expect("static metric"),
             ),
             registry: r,
         }

@@ -146,14 +146,15 @@ fn probe_values(site: &str, status: u16, ts: u64, agent: &str, seq: Option<u64>)
     format!("({})", values.join(", "))
 }
 
-/// A row of a sample table as `VALUES`: `node` is edge-1, `site` a.example,
+/// A row of a sample table as `VALUES`: the sender (`node` or `agent`) is
+/// edge-1, `site` a.example,
 /// other text columns their own name, numbers 7 (UInt64), 3 (UInt32), 1.5.
 fn sample_values(table: &TableSpec, ts: u64, seq: u64) -> String {
     let values: Vec<String> = table
         .columns
         .iter()
         .map(|(name, ty)| match (*name, ty) {
-            ("node", _) => string("edge-1"),
+            (name, _) if name == table.by => string("edge-1"),
             ("site", _) => string("a.example"),
             ("ts", _) => ts.to_string(),
             (name, ColType::Text) => string(name),
@@ -206,13 +207,18 @@ fn sample_steps(s: &mut Steps, ts: u64) {
                 sample_values(table, ts, seq)
             ),
         );
-        let key = match table
-            .digest_key
-            .strip_prefix("length(")
-            .and_then(|k| k.strip_suffix(')'))
-        {
-            Some(column) => column.len() as u64,
-            None => 7,
+        let inner = |function: &str| {
+            table
+                .digest_key
+                .strip_prefix(function)
+                .and_then(|k| k.strip_suffix(')'))
+        };
+        // The values `sample_values` gives: a text column's name, 3 for a
+        // UInt32 (`toUInt64` of it), 7 for a UInt64.
+        let key = match (inner("length("), inner("toUInt64(")) {
+            (Some(column), _) => column.len() as u64,
+            (_, Some(_)) => 3,
+            _ => 7,
         };
         let agents = format!("[{}]", string("edge-1"));
         s.expect(
@@ -309,7 +315,7 @@ fn steps() -> Vec<Value> {
             ),
         );
     }
-    s.expect("applied versions", APPLIED_VERSIONS_SQL, "1\n2\n3\n4\n");
+    s.expect("applied versions", APPLIED_VERSIONS_SQL, "1\n2\n3\n4\n5\n");
 
     // Table TTLs at start: set, unchanged, changed, removed, set again.
     s.apply_ttl(30, "");
@@ -383,6 +389,26 @@ fn steps() -> Vec<Value> {
             "a.example\t200\t123\t443\thttps://www.a.example/\t1\t{t2}\n\
              b.example\t200\t123\t443\thttps://www.b.example/\t1\t{t1}\n"
         ),
+    );
+    // The watch snapshot's probes: every column of the newest row per site.
+    s.expect(
+        "latest probes",
+        render(schema::LATEST_PROBES_SQL, &["0"]),
+        &format!(
+            "a.example\t200\t123\t443\thttps://www.a.example/\t1\t{t2}\t123456\t2345\t98765\t\tGET\thttps://a.example/\t1900000000000\tedge-1\n\
+             b.example\t200\t123\t443\thttps://www.b.example/\t1\t{t1}\t123456\t2345\t98765\t\tGET\thttps://b.example/\t1900000000000\tedge-1\n"
+        ),
+    );
+    s.expect(
+        "latest probes types",
+        format!(
+            "SELECT toTypeName(status), toTypeName(ms), toTypeName(port), toTypeName(`cross`), \
+             toTypeName(ts), toTypeName(cert_expiry), \
+             replaceRegexpAll(toTypeName(agent), '^LowCardinality\\((.*)\\)$', '\\1') \
+             FROM ({}) LIMIT 1",
+            render(schema::LATEST_PROBES_SQL, &["0"])
+        ),
+        "UInt16\tUInt32\tUInt16\tUInt8\tUInt64\tUInt64\tString\n",
     );
     s.expect(
         "dump_last ignores the stale 503",

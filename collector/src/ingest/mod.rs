@@ -117,7 +117,7 @@ type Reply = Pin<Box<dyn Future<Output = Result<PushResponse, Status>> + Send>>;
 /// The agent's identity: its certificate's name, which must follow the same
 /// rule as an agent id given by flag (host-name syntax), so that it is a safe
 /// `agent` column value and can never pass for a `/push` token's `push:<name>`.
-fn peer_identity<T>(request: &Request<T>) -> Result<String, Status> {
+pub(crate) fn peer_identity<T>(request: &Request<T>) -> Result<String, Status> {
     let certs = request
         .peer_certs()
         .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;

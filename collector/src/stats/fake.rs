@@ -177,6 +177,20 @@ impl Store for FakeStore {
                     .filter(|r| keep(s, &r.site, r.ts))
                     .collect()
             }
+            SampleKind::AlertEvent => {
+                out.alerts = all
+                    .alerts
+                    .into_iter()
+                    .filter(|r| keep(s, &r.agent, r.ts))
+                    .collect()
+            }
+            SampleKind::AlertDelivery => {
+                out.deliveries = all
+                    .deliveries
+                    .into_iter()
+                    .filter(|r| keep(s, &r.agent, r.ts))
+                    .collect()
+            }
         }
         Ok(out)
     }

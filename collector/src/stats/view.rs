@@ -57,6 +57,8 @@ pub fn absorb(into: &mut Rows, from: Rows) {
         site_disks,
         site_processes,
         services,
+        alerts,
+        deliveries,
         probes,
     } = from;
     into.nodes.extend(nodes);
@@ -67,6 +69,8 @@ pub fn absorb(into: &mut Rows, from: Rows) {
     into.site_disks.extend(site_disks);
     into.site_processes.extend(site_processes);
     into.services.extend(services);
+    into.alerts.extend(alerts);
+    into.deliveries.extend(deliveries);
     into.probes.extend(probes);
 }
 

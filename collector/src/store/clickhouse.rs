@@ -553,6 +553,16 @@ impl Store for ClickHouseStore {
         samples::stats(&self.client, query).await
     }
 
+    async fn latest_probes(&self, since_ms: u64) -> Result<Vec<ProbeRow>, StoreError> {
+        let rows: Vec<ProbeRead> = self
+            .client
+            .query(schema::LATEST_PROBES_SQL)
+            .bind(since_ms)
+            .fetch_all()
+            .await?;
+        Ok(rows.into_iter().map(ProbeRow::from).collect())
+    }
+
     async fn maintain(&self) -> Result<(), StoreError> {
         if self.flavour.uses_ttl() {
             return Ok(());
@@ -741,6 +751,48 @@ impl<'a> LastRow<'a> {
             target: &p.target,
             cert_expiry: p.cert_expiry,
             agent,
+        }
+    }
+}
+
+/// A row of [`schema::LATEST_PROBES_SQL`]: `health_last`'s columns.
+#[derive(Row, Deserialize)]
+struct ProbeRead {
+    site: String,
+    status: u16,
+    ms: u32,
+    port: u16,
+    location: String,
+    cross: u8,
+    ts: u64,
+    latency_us: u64,
+    connect_us: u64,
+    first_byte_us: u64,
+    error: String,
+    method: String,
+    target: String,
+    cert_expiry: u64,
+    agent: String,
+}
+
+impl From<ProbeRead> for ProbeRow {
+    fn from(r: ProbeRead) -> Self {
+        Self {
+            site: r.site,
+            status: r.status,
+            ms: r.ms,
+            port: r.port,
+            location: r.location,
+            cross: r.cross,
+            ts: r.ts,
+            latency_us: r.latency_us,
+            connect_us: r.connect_us,
+            first_byte_us: r.first_byte_us,
+            error: r.error,
+            method: r.method,
+            target: r.target,
+            cert_expiry: r.cert_expiry,
+            agent: r.agent,
         }
     }
 }

@@ -322,6 +322,23 @@ pub trait Store: Send + Sync + 'static {
         query: &StatsQuery<'_>,
     ) -> impl Future<Output = Result<Rows, StoreError>> + Send;
 
+    /// The newest probe of every site probed at or after `since_ms`, with
+    /// every stored column (the sending agent included), ordered by agent
+    /// then site: the probes of the watch snapshot (`crate::watch`). The
+    /// default answers an error: backends that serve the watch override it.
+    fn latest_probes(
+        &self,
+        since_ms: u64,
+    ) -> impl Future<Output = Result<Vec<ProbeRow>, StoreError>> + Send {
+        let _ = since_ms;
+        async move {
+            Err(StoreError::Unsupported(format!(
+                "{}: no latest_probes",
+                self.kind()
+            )))
+        }
+    }
+
     /// A cheap read proving the store answers, for readiness: the lookup of
     /// a site that cannot exist.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
@@ -398,6 +415,13 @@ impl Store for AnyStore {
         match self {
             Self::ClickHouse(s) => s.stats(query).await,
             Self::Sqlite(s) => s.stats(query).await,
+        }
+    }
+
+    async fn latest_probes(&self, since_ms: u64) -> Result<Vec<ProbeRow>, StoreError> {
+        match self {
+            Self::ClickHouse(s) => s.latest_probes(since_ms).await,
+            Self::Sqlite(s) => s.latest_probes(since_ms).await,
         }
     }
 }

@@ -9,8 +9,8 @@
 
 use super::ProbeRow;
 use super::samples::{
-    DiskRow, FilesystemRow, InterfaceRow, KindRow, NodeRow, PodRow, ServiceRow, SiteDiskRow,
-    SiteProcessRow,
+    AlertDeliveryRow, AlertEventRow, DiskRow, FilesystemRow, InterfaceRow, KindRow, NodeRow,
+    PodRow, ServiceRow, SiteDiskRow, SiteProcessRow,
 };
 
 macro_rules! row_sets {
@@ -133,6 +133,11 @@ row_sets! {
     SiteDisk => site_disks: SiteDiskRow,
     SiteProcess => site_processes: SiteProcessRow,
     Service => services: ServiceRow,
+    // Before the probes, not after: ClickHouse writes the tables of this
+    // list's kinds in one pass and `health_history` after it, and a batch's
+    // kinds must be written in this order (see the module's doc).
+    AlertEvent => alerts: AlertEventRow,
+    AlertDelivery => deliveries: AlertDeliveryRow,
     Probe => probes: ProbeRow,
 }
 
@@ -177,6 +182,8 @@ impl From<super::samples::SampleKind> for RowKind {
             S::SiteDisk => Self::SiteDisk,
             S::SiteProcess => Self::SiteProcess,
             S::Service => Self::Service,
+            S::AlertEvent => Self::AlertEvent,
+            S::AlertDelivery => Self::AlertDelivery,
         }
     }
 }

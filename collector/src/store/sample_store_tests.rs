@@ -11,11 +11,11 @@ use livehead_testkit::clickhouse::ClickHouseServer;
 
 use super::clickhouse::ClickHouseStore;
 use super::samples::{
-    DiskRow, FilesystemRow, History, InterfaceRow, Latest, NodeRow, PodRow, SampleKind, Scope,
-    ServiceRow, SiteDiskRow, SiteProcessRow, StatsQuery,
+    AlertDeliveryRow, AlertEventRow, DiskRow, FilesystemRow, History, InterfaceRow, Latest,
+    NodeRow, PodRow, SampleKind, Scope, ServiceRow, SiteDiskRow, SiteProcessRow, StatsQuery,
 };
 use super::sqlite::SqliteStore;
-use super::{BatchWrite, Rows, StorageConfig, Store, WriteOutcome};
+use super::{BatchWrite, ProbeRow, Rows, StorageConfig, Store, WriteOutcome};
 
 /// One ClickHouse server for the collector's unit tests (each test its own database).
 pub(crate) static SERVER: LazyLock<ClickHouseServer> = LazyLock::new(ClickHouseServer::start);
@@ -28,6 +28,9 @@ livehead_testkit::on_both_stores!(
     history_averages_into_at_most_points_buckets,
     retention_expires_old_samples,
     the_readme_bi_queries_run_as_written,
+    latest_probes_are_the_newest_of_each_site_with_every_column,
+    the_watch_snapshot_reads_the_newest_state,
+    the_readme_alert_queries_run_as_written,
 );
 
 enum TestStore {
@@ -252,11 +255,36 @@ fn every_kind(agent: &str, ts: u64) -> Rows {
             cpu_time_us: 9_000_000,
             restarts: 2,
         }],
+        alerts: vec![AlertEventRow {
+            agent: agent.into(),
+            ts,
+            alert_id: "0123456789abcdef".into(),
+            rule: "site-down".into(),
+            severity: "critical".into(),
+            node: "node-7".into(),
+            site: "a.example".into(),
+            service: "php8.2-fpm.service".into(),
+            state: "firing".into(),
+            summary: "a.example answers 502".into(),
+            since_ms: ts - 5000,
+            actor: "ops@example".into(),
+        }],
+        deliveries: vec![AlertDeliveryRow {
+            agent: agent.into(),
+            ts,
+            notification_id: "fedcba9876543210".into(),
+            receiver: "slack-ops".into(),
+            state: "firing".into(),
+            attempt: 3,
+            outcome: "retry".into(),
+            http_status: 429,
+            error: "rate limited".into(),
+        }],
         probes: Vec::new(),
     }
 }
 
-const KINDS: [SampleKind; 8] = [
+const KINDS: [SampleKind; 10] = [
     SampleKind::Node,
     SampleKind::Filesystem,
     SampleKind::Disk,
@@ -265,6 +293,8 @@ const KINDS: [SampleKind; 8] = [
     SampleKind::SiteDisk,
     SampleKind::SiteProcess,
     SampleKind::Service,
+    SampleKind::AlertEvent,
+    SampleKind::AlertDelivery,
 ];
 
 /// `rows` with only the rows of `kind`.
@@ -279,6 +309,8 @@ fn of_kind(rows: &Rows, kind: SampleKind) -> Rows {
         SampleKind::SiteDisk => out.site_disks = rows.site_disks.clone(),
         SampleKind::SiteProcess => out.site_processes = rows.site_processes.clone(),
         SampleKind::Service => out.services = rows.services.clone(),
+        SampleKind::AlertEvent => out.alerts = rows.alerts.clone(),
+        SampleKind::AlertDelivery => out.deliveries = rows.deliveries.clone(),
     }
     out
 }
@@ -290,6 +322,7 @@ async fn every_kind_reads_back_as_written(backend: Backend) {
     // The batch's agent is stored as `node`, whatever the row says.
     let mut sent = rows.clone();
     sent.nodes[0].node = "someone-else".into();
+    sent.alerts[0].agent = "someone-else".into();
     store.write("edge-1", 1, &sent).await;
     for kind in KINDS {
         let latest = store.latest(kind, 0, None).await;
@@ -562,25 +595,146 @@ async fn clickhouse_markers_digest_sample_rows_as_rust_does() {
     for (seq, kind) in (1u64..).zip(KINDS) {
         let mut rows = of_kind(&every_kind("edge-1", now), kind);
         let second = of_kind(&every_kind("edge-1", now + 7), kind);
-        rows.nodes.extend(second.nodes);
-        rows.filesystems.extend(second.filesystems);
-        rows.disks.extend(second.disks);
-        rows.interfaces.extend(second.interfaces);
-        rows.pods.extend(second.pods);
-        rows.site_disks.extend(second.site_disks);
-        rows.site_processes.extend(second.site_processes);
-        rows.services.extend(second.services);
+        rows.extend(second.as_ref());
         store.write("edge-1", seq, &rows).await;
         expected.push_str(&format!("{seq}\t2\t{}\n", rows.as_ref().digest()));
     }
     // A batch of every kind: its markers (one per table) add up to its digest.
     let all = every_kind("edge-1", now + 1);
-    store.write("edge-1", 9, &all).await;
-    expected.push_str(&format!("9\t8\t{}\n", all.as_ref().digest()));
+    store.write("edge-1", 99, &all).await;
+    expected.push_str(&format!("99\t{}\t{}\n", KINDS.len(), all.as_ref().digest()));
     let markers = SERVER.query_in(
         database,
         "SELECT seq, sum(records), sum(digest) FROM ingest_batches \
          WHERE agent = 'edge-1' GROUP BY seq ORDER BY seq",
     );
     assert_eq!(markers, expected);
+}
+
+fn probe(agent: &str, site: &str, ts: u64, status: u16) -> ProbeRow {
+    ProbeRow {
+        site: site.into(),
+        status,
+        ms: 12,
+        port: 443,
+        location: "https://other.example/".into(),
+        cross: 1,
+        ts,
+        latency_us: 12_345,
+        connect_us: 100,
+        first_byte_us: 12_000,
+        error: String::new(),
+        method: "GET".into(),
+        target: "10.0.0.7:443".into(),
+        cert_expiry: 1_900_000_000_000,
+        agent: agent.into(),
+    }
+}
+
+impl TestStore {
+    async fn latest_probes(&self, since_ms: u64) -> Vec<ProbeRow> {
+        match self {
+            Self::Sqlite(store, _) => store.latest_probes(since_ms).await,
+            Self::ClickHouse(store, _) => store.latest_probes(since_ms).await,
+        }
+        .expect("latest probes")
+    }
+
+    async fn snapshot(&self, since_ms: u64) -> Rows {
+        match self {
+            Self::Sqlite(store, _) => crate::watch::read_snapshot(store, since_ms).await,
+            Self::ClickHouse(store, _) => {
+                crate::watch::read_snapshot(store.as_ref(), since_ms).await
+            }
+        }
+        .expect("snapshot")
+    }
+}
+
+async fn latest_probes_are_the_newest_of_each_site_with_every_column(backend: Backend) {
+    let store = TestStore::open(backend, "latest_probes", 30).await;
+    let now = clock::unix_ms();
+    let old_a = probe("node-1", "a.example", now - 3000, 200);
+    let gone = probe("node-1", "gone.example", now - 60_000, 200);
+    store
+        .write("node-1", 1, &Rows::from(vec![old_a, gone.clone()]))
+        .await;
+    let mut new_a = probe("node-2", "a.example", now - 1000, 0);
+    new_a.error = "timeout".into();
+    new_a.method = "HEAD".into();
+    new_a.location = String::new();
+    new_a.cross = 0;
+    let b = probe("node-1", "b.example", now - 2000, 503);
+    store
+        .write("node-2", 1, &Rows::from(vec![new_a.clone()]))
+        .await;
+    store.write("node-1", 2, &Rows::from(vec![b.clone()])).await;
+    // By agent, then site; the newest probe of a site whoever sent it.
+    assert_eq!(
+        store.latest_probes(now - 10_000).await,
+        [b.clone(), new_a.clone()]
+    );
+    assert_eq!(store.latest_probes(0).await, [b, gone, new_a]);
+}
+
+async fn the_watch_snapshot_reads_the_newest_state(backend: Backend) {
+    let store = TestStore::open(backend, "snapshot", 30).await;
+    let now = clock::unix_ms();
+    let mut older = every_kind("edge-1", now - 5000);
+    older.probes = vec![probe("edge-1", "a.example", now - 5000, 200)];
+    let mut newer = every_kind("edge-1", now - 1000);
+    newer.probes = vec![probe("edge-1", "a.example", now - 1000, 502)];
+    store.write("edge-1", 1, &older).await;
+    store.write("edge-1", 2, &newer).await;
+    let snapshot = store.snapshot(now - 60_000).await;
+    let expected = Rows {
+        nodes: newer.nodes.clone(),
+        filesystems: newer.filesystems.clone(),
+        services: newer.services.clone(),
+        probes: newer.probes.clone(),
+        ..Rows::default()
+    };
+    assert_eq!(snapshot, expected);
+    assert!(store.snapshot(now).await.is_empty());
+}
+
+async fn the_readme_alert_queries_run_as_written(backend: Backend) {
+    let store = TestStore::open(backend, "alert_sql", 30).await;
+    let now = clock::unix_ms();
+    let rows = every_kind("alerter", now);
+    let event = |ts, rule: &str, site: &str, state: &str| super::samples::AlertEventRow {
+        ts,
+        rule: rule.into(),
+        site: site.into(),
+        state: state.into(),
+        ..rows.alerts[0].clone()
+    };
+    let delivery = |ts, receiver: &str, outcome: &str| super::samples::AlertDeliveryRow {
+        ts,
+        receiver: receiver.into(),
+        outcome: outcome.into(),
+        ..rows.deliveries[0].clone()
+    };
+    let batch = Rows {
+        alerts: vec![
+            event(now - 4, "site-down", "a.example", "firing"),
+            event(now - 3, "site-down", "b.example", "firing"),
+            event(now - 2, "site-down", "a.example", "resolved"),
+            event(now - 1, "cert-expiry", "a.example", "firing"),
+        ],
+        deliveries: vec![
+            delivery(now - 3, "slack", "failed"),
+            delivery(now - 2, "pagerduty", "sent"),
+            delivery(now - 1, "slack", "failed"),
+        ],
+        ..Rows::default()
+    };
+    store.write("alerter", 1, &batch).await;
+    let statements = livehead_testkit::readme::sql_statements("### Alert tables");
+    assert_eq!(statements.len(), 2, "{statements:?}");
+    assert_eq!(
+        store.sql(&statements[0]),
+        "site-down|critical|2|2\ncert-expiry|critical|1|1\n"
+    );
+    assert_eq!(store.sql(&statements[1]), "slack|2\n");
 }

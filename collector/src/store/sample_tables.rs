@@ -4,22 +4,30 @@
 //! its `/stats` reads, and [`sample_tables!`], the same list for code that
 //! needs the row types (insert and read structs).
 //!
-//! Every table holds the row's columns (`node` = the sending agent's
-//! identity, `ts` in unix ms, then the sample's fields) followed by `seq`,
-//! the batch the row came in, which the ClickHouse marker views key on.
+//! Every table holds the row's columns (the sending agent's identity, `ts` in
+//! unix ms, then the record's fields) followed by `seq`, the batch the row
+//! came in, which the ClickHouse marker views key on. The identity column is
+//! `node` in the sample tables and `agent` in the alert tables, whose
+//! records have a `node` of their own (the node an alert is about).
+//!
+//! The alert tables (`alert_events`, `alert_deliveries`, written by the
+//! alerter through the ingest path like any agent's records) are listed here
+//! too: they are appended and marked exactly as samples are. They are sorted
+//! by sender and time only (no "thing"), and `/stats` does not serve them.
 
 use super::samples::{History, SampleKind};
 
 /// Calls `$callback!` with every sample kind, in the order of
 /// [`Rows`](super::Rows): its field in `Rows`, row type, [`SampleKind`],
-/// table, the column `only`/`of` filter on, the columns after `node` that
-/// identify one thing (a filesystem is a node and a mountpoint), the column
-/// hashed into batch digests (`KindRow::digest`), and the row's columns after
-/// `node`, in order.
+/// table, the identity column (the sending agent), the schema version that
+/// creates the table, the column `only`/`of` filter on, the columns after the
+/// identity that identify one thing (a filesystem is a node and a
+/// mountpoint), the column hashed into batch digests (`KindRow::digest`), and
+/// the row's columns after the identity, in order.
 macro_rules! sample_tables {
     ($callback:ident) => {
         $callback! {
-            nodes: NodeRow = Node, "node_samples", only node, things [],
+            nodes: NodeRow = Node, "node_samples", by node, since 4, only node, things [],
             digest "mem_available_bytes", {
                 ts: u64, cpu_cores: u32, cpu_busy_pct: f64, cpu_user_pct: f64,
                 cpu_system_pct: f64, cpu_iowait_pct: f64, cpu_steal_pct: f64,
@@ -31,24 +39,24 @@ macro_rules! sample_tables {
                 psi_memory_some: Option<f64>, psi_memory_full: Option<f64>,
                 open_fds: u64, uptime_s: u64
             };
-            filesystems: FilesystemRow = Filesystem, "filesystem_samples", only node,
+            filesystems: FilesystemRow = Filesystem, "filesystem_samples", by node, since 4, only node,
             things [mountpoint], digest "used_bytes", {
                 ts: u64, mountpoint: String, device: String, fstype: String,
                 size_bytes: u64, used_bytes: u64, free_bytes: u64, used_pct: f64,
                 inodes_total: u64, inodes_used: u64, inodes_free: u64, inodes_used_pct: f64
             };
-            disks: DiskRow = Disk, "disk_samples", only node, things [device],
+            disks: DiskRow = Disk, "disk_samples", by node, since 4, only node, things [device],
             digest "length(device)", {
                 ts: u64, device: String, read_bytes_per_s: f64, write_bytes_per_s: f64,
                 reads_per_s: f64, writes_per_s: f64
             };
-            interfaces: InterfaceRow = Interface, "interface_samples", only node,
+            interfaces: InterfaceRow = Interface, "interface_samples", by node, since 4, only node,
             things [interface], digest "length(interface)", {
                 ts: u64, interface: String, rx_bytes_per_s: f64, tx_bytes_per_s: f64,
                 rx_packets_per_s: f64, tx_packets_per_s: f64, rx_errors_per_s: f64,
                 tx_errors_per_s: f64, rx_drops_per_s: f64, tx_drops_per_s: f64
             };
-            pods: PodRow = Pod, "pod_samples", only node, things [pod],
+            pods: PodRow = Pod, "pod_samples", by node, since 4, only node, things [pod],
             digest "memory_current_bytes", {
                 ts: u64, pod: String, cgroup: String, cpu_pct: f64, cpu_throttled_us: u64,
                 memory_current_bytes: u64, memory_max_bytes: u64,
@@ -56,21 +64,32 @@ macro_rules! sample_tables {
                 io_read_bytes_per_s: f64, io_write_bytes_per_s: f64,
                 io_reads_per_s: f64, io_writes_per_s: f64, pids_current: u64, pids_max: u64
             };
-            site_disks: SiteDiskRow = SiteDisk, "site_disk_samples", only site,
+            site_disks: SiteDiskRow = SiteDisk, "site_disk_samples", by node, since 4, only site,
             things [site], digest "disk_bytes", {
                 ts: u64, site: String, disk_bytes: u64, file_count: u64, walk_ms: u64,
                 truncated: bool
             };
-            site_processes: SiteProcessRow = SiteProcess, "site_process_samples", only site,
+            site_processes: SiteProcessRow = SiteProcess, "site_process_samples", by node, since 4, only site,
             things [site], digest "rss_bytes", {
                 ts: u64, site: String, user: String, processes: u32, cpu_pct: f64,
                 rss_bytes: u64
             };
-            services: ServiceRow = Service, "service_states", only site, things [unit],
+            services: ServiceRow = Service, "service_states", by node, since 4, only site, things [unit],
             digest "memory_bytes", {
                 ts: u64, unit: String, site: String, active_state: String,
                 sub_state: String, main_pid: u32, memory_bytes: u64, cpu_time_us: u64,
                 restarts: u32
+            };
+            alerts: AlertEventRow = AlertEvent, "alert_events", by agent, since 5, only agent,
+            things [], digest "since_ms", {
+                ts: u64, alert_id: String, rule: String, severity: String, node: String,
+                site: String, service: String, state: String, summary: String,
+                since_ms: u64, actor: String
+            };
+            deliveries: AlertDeliveryRow = AlertDelivery, "alert_deliveries", by agent, since 5,
+            only agent, things [], digest "toUInt64(attempt)", {
+                ts: u64, notification_id: String, receiver: String, state: String,
+                attempt: u32, outcome: String, http_status: u32, error: String
             };
         }
     };
@@ -106,22 +125,27 @@ column_types!(String => Text, u32 => U32, u64 => U64, f64 => F64, Option<f64> =>
 pub struct TableSpec {
     pub kind: SampleKind,
     pub table: &'static str,
+    /// The column holding the sending agent's identity: `node` (samples) or
+    /// `agent` (alert records).
+    pub by: &'static str,
+    /// The schema version (migration) creating the table.
+    pub version: u32,
     /// `node` or `site`: what [`Latest::only`](super::samples::Latest) and
     /// [`History::of`] select.
     pub only: &'static str,
-    /// Columns after `node` identifying one thing (its newest row is its
+    /// Columns after [`Self::by`] identifying one thing (its newest row is its
     /// latest state; its history is bucketed on its own).
     pub things: &'static [&'static str],
     /// The `UInt64` expression hashed with `ts` into batch digests.
     pub digest_key: &'static str,
-    /// The row's columns, `node` first, then `ts`; `seq` follows in the table.
+    /// The row's columns, [`Self::by`] first, then `ts`; `seq` follows in the table.
     pub columns: &'static [(&'static str, ColType)],
 }
 
 impl TableSpec {
-    /// `node` and [`Self::things`]: one thing's key.
+    /// [`Self::by`] and [`Self::things`]: one thing's key.
     pub fn key(&self) -> Vec<&'static str> {
-        std::iter::once("node")
+        std::iter::once(self.by)
             .chain(self.things.iter().copied())
             .collect()
     }
@@ -154,7 +178,8 @@ impl TableSpec {
 }
 
 macro_rules! specs {
-    ($($field:ident: $row:ident = $kind:ident, $table:literal, only $only:ident,
+    ($($field:ident: $row:ident = $kind:ident, $table:literal, by $by:ident,
+       since $since:literal, only $only:ident,
        things [$($thing:ident),*], digest $digest:literal,
        { $($col:ident: $ty:ty),* $(,)? });* $(;)?) => {
         /// Every sample table, in the order of [`Rows`](super::Rows).
@@ -162,10 +187,12 @@ macro_rules! specs {
             TableSpec {
                 kind: SampleKind::$kind,
                 table: $table,
+                by: stringify!($by),
+                version: $since,
                 only: stringify!($only),
                 things: &[$(stringify!($thing)),*],
                 digest_key: $digest,
-                columns: &[("node", ColType::Text), $((stringify!($col), <$ty as Column>::TYPE)),*],
+                columns: &[(stringify!($by), ColType::Text), $((stringify!($col), <$ty as Column>::TYPE)),*],
             },
         )*];
     };
@@ -209,11 +236,13 @@ mod tests {
                 Pod,
                 SiteDisk,
                 SiteProcess,
-                Service
+                Service,
+                AlertEvent,
+                AlertDelivery
             ]
         );
         for table in TABLES {
-            assert_eq!(&table.columns[0], &("node", ColType::Text));
+            assert_eq!(&table.columns[0], &(table.by, ColType::Text));
             assert_eq!(&table.columns[1], &("ts", ColType::U64));
             assert!(
                 table.columns.iter().any(|(c, _)| *c == table.only),
@@ -234,6 +263,9 @@ mod tests {
             spec(SampleKind::SiteDisk).sort_key(),
             ["site", "node", "ts"]
         );
+        // Alert records: appended, ordered by time (per sender).
+        assert_eq!(spec(SampleKind::AlertEvent).sort_key(), ["agent", "ts"]);
+        assert_eq!(spec(SampleKind::AlertDelivery).sort_key(), ["agent", "ts"]);
     }
 
     #[test]

@@ -146,6 +146,41 @@ pub struct ServiceRow {
     pub restarts: u32,
 }
 
+/// A state change of an alert, as the alerter sent it (`AlertEvent` of
+/// `livehead/v1/alerts.proto`). `agent` is the sender's identity (the
+/// alerter's certificate name); `node` is the node the alert is about. Enums
+/// are stored as their lowercase names (`critical`, `firing`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct AlertEventRow {
+    pub agent: String,
+    pub ts: u64,
+    pub alert_id: String,
+    pub rule: String,
+    pub severity: String,
+    pub node: String,
+    pub site: String,
+    pub service: String,
+    pub state: String,
+    pub summary: String,
+    pub since_ms: u64,
+    pub actor: String,
+}
+
+/// One delivery attempt of a notification (`AlertDelivery`); `agent` is the
+/// sender's identity, enums are their lowercase names (`resolved`, `sent`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct AlertDeliveryRow {
+    pub agent: String,
+    pub ts: u64,
+    pub notification_id: String,
+    pub receiver: String,
+    pub state: String,
+    pub attempt: u32,
+    pub outcome: String,
+    pub http_status: u32,
+    pub error: String,
+}
+
 /// The digest key of each kind: the `UInt64` column hashed with `ts`.
 /// Strings count by their length in bytes (ClickHouse's `length`).
 macro_rules! kind_row {
@@ -183,6 +218,19 @@ kind_row!(
     [node, unit, site, active_state, sub_state]
 );
 
+kind_row!(
+    AlertEventRow,
+    |r| r.since_ms,
+    [
+        agent, alert_id, rule, severity, node, site, service, state, summary, actor
+    ]
+);
+kind_row!(
+    AlertDeliveryRow,
+    |r| u64::from(r.attempt),
+    [agent, notification_id, receiver, state, outcome, error]
+);
+
 /// The scope of a "latest" read: rows newer than `since_ms` (older ones are
 /// things that went away: an unmounted filesystem, a deleted pod), of one
 /// node or site when set.
@@ -212,7 +260,7 @@ pub struct StatsQuery<'a> {
     pub scope: Scope<'a>,
 }
 
-/// The sample tables.
+/// The sample tables (and the alert tables, written and read the same way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SampleKind {
     Node,
@@ -223,6 +271,10 @@ pub enum SampleKind {
     SiteDisk,
     SiteProcess,
     Service,
+    /// `alert_events` (not served by `/stats`).
+    AlertEvent,
+    /// `alert_deliveries` (not served by `/stats`).
+    AlertDelivery,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

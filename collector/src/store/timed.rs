@@ -25,8 +25,8 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use super::{
-    BatchWrite, DumpFilter, LastState, Rows, StatsQuery, StorageConfig, Store, StoreError,
-    WriteOutcome,
+    BatchWrite, DumpFilter, LastState, ProbeRow, Rows, StatsQuery, StorageConfig, Store,
+    StoreError, WriteOutcome,
 };
 use crate::metrics::CollectorMetrics;
 use crate::ready::{Readiness, STORE_WRITES, WRITE_FAILURE_MEMORY};
@@ -160,6 +160,15 @@ impl<S: Store> Store for Timed<S> {
     async fn stats(&self, query: &StatsQuery<'_>) -> Result<Rows, StoreError> {
         self.call("stats", self.read_timeout, self.inner.stats(query))
             .await
+    }
+
+    async fn latest_probes(&self, since_ms: u64) -> Result<Vec<ProbeRow>, StoreError> {
+        self.call(
+            "latest_probes",
+            self.read_timeout,
+            self.inner.latest_probes(since_ms),
+        )
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

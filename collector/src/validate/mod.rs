@@ -10,6 +10,7 @@ use livehead_common::host::check_host_name;
 use crate::config::Limits;
 use crate::store::{ProbeRow, Rows};
 
+pub mod alerts;
 pub mod samples;
 
 /// A refused record's field and reason.

@@ -25,7 +25,7 @@ use crate::store::samples::{
 /// Highest CPU % of a pod or of a site's processes: 4,096 cores busy.
 pub const MAX_CPU_PCT: f64 = 100.0 * 4096.0;
 
-/// Checks a sample record and pushes its row to `rows`: `Ok(true)`.
+/// Checks a sample or alert record and pushes its row to `rows`: `Ok(true)`.
 /// `Ok(false)` for a probe, which is not a sample (see `check_probe`).
 pub fn check_sample(
     kind: &Kind,
@@ -49,10 +49,10 @@ pub fn check_sample(
         Kind::SiteDisk(s) => rows.site_disks.push(check_site_disk(s, &ctx)?),
         Kind::SiteProcess(s) => rows.site_processes.push(check_site_process(s, &ctx)?),
         Kind::Service(s) => rows.services.push(check_service(s, &ctx)?),
-        // Alert records are not stored yet (issue 11, in progress).
-        Kind::Alert(_) | Kind::Delivery(_) => {
-            return Err(invalid("kind", "alert records are not accepted yet"));
-        }
+        Kind::Alert(a) => rows.alerts.push(super::alerts::check_alert(a, &ctx)?),
+        Kind::Delivery(d) => rows
+            .deliveries
+            .push(super::alerts::check_delivery(d, &ctx)?),
     }
     Ok(true)
 }
@@ -66,12 +66,12 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn ts(&self, field: &'static str, ts: u64) -> Result<u64, Invalid> {
+    pub(super) fn ts(&self, field: &'static str, ts: u64) -> Result<u64, Invalid> {
         check_ts(ts, self.now_ms, self.limits).map_err(|e| Invalid { field, ..e })?;
         Ok(ts)
     }
 
-    fn name(&self, field: &'static str, value: &str) -> Result<String, Invalid> {
+    pub(super) fn name(&self, field: &'static str, value: &str) -> Result<String, Invalid> {
         if value.is_empty() {
             return Err(invalid(field, "empty"));
         }
@@ -105,7 +105,7 @@ fn range(field: &'static str, value: f64, max: f64) -> Result<f64, Invalid> {
 }
 
 /// A site as probe sites are: a host name, stored lower case.
-fn site(field: &'static str, value: &str) -> Result<String, Invalid> {
+pub(super) fn site(field: &'static str, value: &str) -> Result<String, Invalid> {
     check_host_name(value).map_err(|e| invalid(field, e.to_string()))?;
     Ok(value.to_ascii_lowercase())
 }

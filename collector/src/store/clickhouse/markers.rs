@@ -25,7 +25,7 @@ impl MarkedTable {
             let spec = sample_tables::spec(kind);
             MarkedTable {
                 table: spec.table,
-                agent: "node",
+                agent: spec.by,
                 located_by: spec.only,
                 digest_key: spec.digest_key,
             }
@@ -39,6 +39,8 @@ impl MarkedTable {
             RowKind::SiteDisk => sample(SampleKind::SiteDisk),
             RowKind::SiteProcess => sample(SampleKind::SiteProcess),
             RowKind::Service => sample(SampleKind::Service),
+            RowKind::AlertEvent => sample(SampleKind::AlertEvent),
+            RowKind::AlertDelivery => sample(SampleKind::AlertDelivery),
             RowKind::Probe => MarkedTable {
                 table: "health_history",
                 agent: "agent",
@@ -103,9 +105,12 @@ mod tests {
             RowKind::SiteProcess,
             RowKind::Service,
         ];
+        let by_agent = [RowKind::AlertEvent, RowKind::AlertDelivery];
         for &kind in RowKind::ALL {
             let expected = if by_site.contains(&kind) {
                 "site"
+            } else if by_agent.contains(&kind) {
+                "agent"
             } else {
                 "node"
             };

@@ -19,12 +19,13 @@ use crate::store::RowsRef;
 use crate::store::StoreError;
 use crate::store::sample_tables::{ColType, TableSpec, bucket_width, sample_tables, spec};
 use crate::store::samples::{
-    DiskRow, FilesystemRow, InterfaceRow, NodeRow, PodRow, SampleKind, Scope, ServiceRow,
-    SiteDiskRow, SiteProcessRow, StatsQuery,
+    AlertDeliveryRow, AlertEventRow, DiskRow, FilesystemRow, InterfaceRow, NodeRow, PodRow,
+    SampleKind, Scope, ServiceRow, SiteDiskRow, SiteProcessRow, StatsQuery,
 };
 
 macro_rules! clickhouse_rows {
-    ($($field:ident: $row:ident = $kind:ident, $table:literal, only $only:ident,
+    ($($field:ident: $row:ident = $kind:ident, $table:literal, by $by:ident,
+       since $since:literal, only $only:ident,
        things [$($thing:ident),*], digest $digest:literal,
        { $($col:ident: $ty:ty),* $(,)? });* $(;)?) => {
         $(
@@ -35,29 +36,29 @@ macro_rules! clickhouse_rows {
                 /// A row as inserted: field order is the table's column order.
                 #[derive(Row, Serialize)]
                 pub(crate) struct Insert<'a> {
-                    pub node: &'a str,
+                    pub $by: &'a str,
                     $(pub $col: &'a $ty,)*
                     pub seq: u64,
                 }
 
                 impl<'a> Insert<'a> {
-                    /// `node` is the batch's agent, which the marker view
-                    /// keys the batch on.
+                    /// The identity column is the batch's agent, which the
+                    /// marker view keys the batch on.
                     pub fn new(row: &'a $row, agent: &'a str, seq: u64) -> Self {
-                        Self { node: agent, $($col: &row.$col,)* seq }
+                        Self { $by: agent, $($col: &row.$col,)* seq }
                     }
                 }
 
                 /// A row as the reads answer it.
                 #[derive(Row, Deserialize)]
                 pub(crate) struct Read {
-                    node: String,
+                    $by: String,
                     $($col: $ty,)*
                 }
 
                 impl From<Read> for $row {
                     fn from(r: Read) -> Self {
-                        Self { node: r.node, $($col: r.$col,)* }
+                        Self { $by: r.$by, $($col: r.$col,)* }
                     }
                 }
             }

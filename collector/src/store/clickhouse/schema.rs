@@ -263,12 +263,24 @@ pub fn migrations(flavour: Flavour) -> Vec<Migration> {
         Migration {
             version: 4,
             name: "sample tables",
-            statements: SAMPLE_TABLES
-                .iter()
-                .flat_map(|spec| [sample_table(flavour, spec), sample_view(spec)])
-                .collect(),
+            statements: sample_tables(flavour, 4),
+        },
+        Migration {
+            version: 5,
+            name: "alert tables",
+            statements: sample_tables(flavour, 5),
         },
     ]
+}
+
+/// The tables of [`crate::store::sample_tables`] that schema `version`
+/// creates, each with its marker view.
+fn sample_tables(flavour: Flavour, version: u32) -> Vec<String> {
+    SAMPLE_TABLES
+        .iter()
+        .filter(|spec| spec.version == version)
+        .flat_map(|spec| [sample_table(flavour, spec), sample_view(spec)])
+        .collect()
 }
 
 /// A sample table ([`crate::store::sample_tables`]): partitioned by day like
@@ -440,6 +452,19 @@ pub const DROP_PARTITION_SQL: &str = "ALTER TABLE ? DROP PARTITION ID ?";
 pub const LAST_SQL: &str = "SELECT site, status, ms, port, location, `cross`, ts \
      FROM health_last WHERE site = ? ORDER BY ts DESC LIMIT 1";
 
+/// Binds `since`; answers the newest probe of every site probed since then,
+/// every column of `health_last` in `ProbeRow`'s order, by agent then site.
+/// `argMax` rather than `FINAL`, as [`dump_last_sql`].
+pub const LATEST_PROBES_SQL: &str = "SELECT site, tupleElement(v, 1) AS status, \
+     tupleElement(v, 2) AS ms, tupleElement(v, 3) AS port, tupleElement(v, 4) AS location, \
+     tupleElement(v, 5) AS `cross`, last_ts AS ts, tupleElement(v, 6) AS latency_us, \
+     tupleElement(v, 7) AS connect_us, tupleElement(v, 8) AS first_byte_us, \
+     tupleElement(v, 9) AS error, tupleElement(v, 10) AS method, tupleElement(v, 11) AS target, \
+     tupleElement(v, 12) AS cert_expiry, tupleElement(v, 13) AS agent FROM (\
+     SELECT site, max(ts) AS last_ts, argMax(tuple(status, ms, port, location, `cross`, \
+     latency_us, connect_us, first_byte_us, error, method, target, cert_expiry, agent), ts) AS v \
+     FROM health_last GROUP BY site HAVING last_ts >= ?) ORDER BY agent, site";
+
 /// `/dump_last`: the newest probe per site, then the filter, order and page.
 /// The newest row is chosen with `argMax` rather than `FINAL` because a `WHERE`
 /// on a non-key column may be applied before `FINAL` folds the rows on some
@@ -489,7 +514,7 @@ mod tests {
         for flavour in [Flavour::Legacy, Flavour::Modern] {
             let all = migrations(flavour);
             let versions: Vec<u32> = all.iter().map(|m| m.version).collect();
-            assert_eq!(versions, [1, 2, 3, 4]);
+            assert_eq!(versions, [1, 2, 3, 4, 5]);
             for statement in all.iter().flat_map(|m| &m.statements) {
                 let guarded = statement.contains(" IF NOT EXISTS ")
                     || statement.contains(" IF EXISTS ")

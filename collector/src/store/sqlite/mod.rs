@@ -89,7 +89,12 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 4,
         name: "sample tables",
-        sql: || samples::migration_sql().into(),
+        sql: || samples::migration_sql(4).into(),
+    },
+    Migration {
+        version: 5,
+        name: "alert tables",
+        sql: || samples::migration_sql(5).into(),
     },
 ];
 
@@ -208,6 +213,11 @@ macro_rules! state_select {
 }
 
 const LAST_SQL: &str = concat!(state_select!(), " WHERE site = ?1");
+
+/// Binds `since`; every column of `health_last` in [`ProbeRow`]'s order.
+const LATEST_PROBES_SQL: &str = "SELECT site, status, ms, port, location, \"cross\", ts, \
+     latency_us, connect_us, first_byte_us, error, method, target, cert_expiry, agent \
+     FROM health_last WHERE ts >= ?1 ORDER BY agent, site";
 
 /// Chunked through `rowid` because this SQLite has no `DELETE ... LIMIT`.
 const EXPIRE_HISTORY_SQL: &str = "DELETE FROM health_history WHERE rowid IN \
@@ -412,6 +422,15 @@ impl Store for SqliteStore {
             conn.prepare_cached(LAST_SQL)?
                 .query_row([site], last_state)
                 .optional()
+        })
+        .await
+    }
+
+    async fn latest_probes(&self, since_ms: u64) -> Result<Vec<ProbeRow>, StoreError> {
+        self.run(move |conn| {
+            conn.prepare_cached(LATEST_PROBES_SQL)?
+                .query_map([saturate(since_ms)], probe_row)?
+                .collect()
         })
         .await
     }
@@ -624,6 +643,27 @@ fn bound_value(param: Param) -> Value {
     }
 }
 
+/// A row of [`LATEST_PROBES_SQL`].
+fn probe_row(row: &Row<'_>) -> rusqlite::Result<ProbeRow> {
+    Ok(ProbeRow {
+        site: row.get(0)?,
+        status: row.get(1)?,
+        ms: row.get(2)?,
+        port: row.get(3)?,
+        location: row.get(4)?,
+        cross: row.get(5)?,
+        ts: get_u64(row, 6)?,
+        latency_us: get_u64(row, 7)?,
+        connect_us: get_u64(row, 8)?,
+        first_byte_us: get_u64(row, 9)?,
+        error: row.get(10)?,
+        method: row.get(11)?,
+        target: row.get(12)?,
+        cert_expiry: get_u64(row, 13)?,
+        agent: row.get(14)?,
+    })
+}
+
 /// A row of [`state_select!`].
 fn last_state(row: &Row<'_>) -> rusqlite::Result<LastState> {
     Ok(LastState {
@@ -669,7 +709,7 @@ mod tests {
     #[test]
     fn migrations_are_ordered_and_idempotent() {
         let versions: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
         // CREATEs are idempotent; an ALTER runs once, in the transaction that
         // records its version.
         for migration in MIGRATIONS {

@@ -15,8 +15,8 @@ use deadpool_sqlite::rusqlite::{self, Connection, Row, params_from_iter};
 use super::{get_u64, saturate};
 use crate::store::sample_tables::{ColType, TABLES, TableSpec, bucket_width, sample_tables, spec};
 use crate::store::samples::{
-    DiskRow, FilesystemRow, InterfaceRow, NodeRow, PodRow, SampleKind, Scope, ServiceRow,
-    SiteDiskRow, SiteProcessRow, StatsQuery,
+    AlertDeliveryRow, AlertEventRow, DiskRow, FilesystemRow, InterfaceRow, NodeRow, PodRow,
+    SampleKind, Scope, ServiceRow, SiteDiskRow, SiteProcessRow, StatsQuery,
 };
 use crate::store::{Rows, RowsRef};
 
@@ -84,11 +84,12 @@ impl SqlColumn for bool {
 }
 
 macro_rules! sqlite_rows {
-    ($($field:ident: $row:ident = $kind:ident, $table:literal, only $only:ident,
+    ($($field:ident: $row:ident = $kind:ident, $table:literal, by $by:ident,
+       since $since:literal, only $only:ident,
        things [$($thing:ident),*], digest $digest:literal,
        { $($col:ident: $ty:ty),* $(,)? });* $(;)?) => {
-        /// Writes one batch's sample rows inside its transaction (`node` =
-        /// the batch's agent), kind after kind in [`Rows`]' order.
+        /// Writes one batch's sample rows inside its transaction (the
+        /// identity column = the batch's agent), kind after kind in [`Rows`]' order.
         pub(super) fn write_sample_rows(
             tx: &rusqlite::Transaction<'_>,
             agent: &str,
@@ -119,7 +120,7 @@ macro_rules! sqlite_rows {
                     $(SampleKind::$kind => {
                         let mut index = 1..;
                         out.$field.push($row {
-                            node: row.get(0)?,
+                            $by: row.get(0)?,
                             $($col: SqlColumn::read(row, index.next().unwrap_or_default())?,)*
                         });
                     })*
@@ -134,8 +135,13 @@ sample_tables!(sqlite_rows);
 /// `CREATE TABLE` and indexes of every sample table: the sort key of
 /// ClickHouse's table ("this node or site over the last hour", and the
 /// newest row of one thing) and `ts` ("every node now", retention).
-pub(super) fn migration_sql() -> String {
-    TABLES.iter().map(table_sql).collect()
+/// Only the tables of schema `version`.
+pub(super) fn migration_sql(version: u32) -> String {
+    TABLES
+        .iter()
+        .filter(|t| t.version == version)
+        .map(table_sql)
+        .collect()
 }
 
 fn table_sql(table: &TableSpec) -> String {
