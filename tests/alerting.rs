@@ -96,6 +96,7 @@ events_url = "{pagerduty}"
 [route]
 receiver = "slack"
 group_wait = "1s"
+group_interval = "1s"
 
 [[route.routes]]
 matchers = ["severity=~critical|error"]
@@ -360,7 +361,10 @@ async fn a_node_whose_sites_fail_together_is_one_notification() {
         "{texts:#?}"
     );
     let body = serde_json::to_string(&stack.slack.received()[0].json).expect("json");
-    assert!(body.contains("site000.pod.test"), "the message lists the sites: {body}");
+    assert!(
+        body.contains("site000.pod.test"),
+        "the message lists the sites: {body}"
+    );
     // The per-site alerts exist, inhibited.
     let inhibited = stack
         .alerts()
@@ -371,7 +375,10 @@ async fn a_node_whose_sites_fail_together_is_one_notification() {
 
     stack.sites.heal(".pod.test");
     let texts = stack.slack_messages(2).await;
-    assert!(texts[1].contains("RESOLVED") && texts[1].contains("NodeSitesFailing"), "{texts:#?}");
+    assert!(
+        texts[1].contains("RESOLVED") && texts[1].contains("NodeSitesFailing"),
+        "{texts:#?}"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(stack.slack_texts().len(), 2, "{:#?}", stack.slack_texts());
 }
@@ -383,7 +390,8 @@ async fn a_silence_keeps_a_failing_site_quiet() {
     let db = tempfile::tempdir().expect("tempdir");
     let stack = Stack::start(sqlite_store(&db), 20).await;
     let auth = format!("Authorization: Bearer {ADMIN_TOKEN}");
-    let silence = r#"{"matchers": ["site=site003.pod.test"], "duration": "1h", "comment": "maintenance"}"#;
+    let silence =
+        r#"{"matchers": ["site=site003.pod.test"], "duration": "1h", "comment": "maintenance"}"#;
     let (status, body) = http_request(
         loopback(stack.api),
         "POST",
@@ -431,7 +439,13 @@ async fn an_alerter_killed_mid_incident_neither_repeats_nor_forgets() {
     wait_http(&stack.alerter, stack.api).await;
     // Rounds go on failing while it resynchronises: no new trigger.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(stack.slack_texts().len(), 1, "{:#?}\n{}", stack.slack_texts(), stack.logs());
+    assert_eq!(
+        stack.slack_texts().len(),
+        1,
+        "{:#?}\n{}",
+        stack.slack_texts(),
+        stack.logs()
+    );
     assert_eq!(stack.pagerduty.received().len(), 1);
 
     stack.sites.heal("site011.pod.test");

@@ -127,6 +127,11 @@ pub struct Limits {
     /// `insecure`: to send its first bytes). Default 10s.
     #[serde(with = "humantime_serde")]
     pub tls_handshake_timeout: Duration,
+    /// gRPC: on shutdown, time the open streams (agents, the alerter) get to
+    /// finish before they are closed; a client resends whatever was not
+    /// acknowledged. Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
     /// gRPC: HTTP/2 PING (and TCP keepalive) interval on each connection, so
     /// a peer that vanished is noticed. Default 30s.
     #[serde(with = "humantime_serde")]
@@ -160,6 +165,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             max_streams_per_connection: 16,

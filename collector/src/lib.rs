@@ -156,16 +156,20 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
         metrics.clone(),
         shutdown.clone(),
     );
-    let grpc_server = serve_grpc(
-        grpc,
-        tls,
-        GrpcServices {
-            ingest: service,
-            watch,
-        },
-        &config,
-        &metrics,
+    let grpc_server = bounded_drain(
+        serve_grpc(
+            grpc,
+            tls,
+            GrpcServices {
+                ingest: service,
+                watch,
+            },
+            &config,
+            &metrics,
+            shutdown.clone(),
+        ),
         shutdown.clone(),
+        config.limits.shutdown_grace,
     );
     let api = api::router(api::ApiState::new(
         store.clone(),
@@ -214,6 +218,27 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
 }
 
 type GrpcServer = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+
+/// The gRPC server, given at most `grace` after `shutdown` to finish: an
+/// agent's stream only ends when the agent stops, so a graceful stop that
+/// waited for every stream would never come.
+async fn bounded_drain(
+    server: GrpcServer,
+    shutdown: Shutdown,
+    grace: std::time::Duration,
+) -> Result<(), tonic::transport::Error> {
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::info!(?grace, "gRPC streams still open after limits.shutdown_grace: closed");
+            Ok(())
+        }
+    }
+}
 
 /// The services of the gRPC port.
 struct GrpcServices<S> {
