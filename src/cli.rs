@@ -422,6 +422,17 @@ pub struct UpArgs {
     /// Days of history kept (0 = forever).
     #[arg(long, env = "LIVEHEAD_RETENTION_DAYS")]
     pub retention_days: Option<u32>,
+    /// A rules file (see `livehead alerter check`): also runs the alerter,
+    /// which can post to a real Slack channel from a laptop.
+    #[arg(long, env = "LIVEHEAD_RULES")]
+    pub rules: Option<PathBuf>,
+    /// HTTP address of the alerter's API (with --rules).
+    #[arg(
+        long,
+        env = "LIVEHEAD_ALERTER_LISTEN",
+        default_value = "127.0.0.1:7090"
+    )]
+    pub alerter_listen: SocketAddr,
     /// What to probe: a directory (web root: each subdirectory is a site), a
     /// file (one host name or URL per line), an http(s) URL, or a host name.
     #[arg(value_name = "SITES", required = true)]
@@ -439,6 +450,8 @@ impl UpArgs {
             sites: self.sites,
             history: !self.no_history,
             retention_days: self.retention_days,
+            rules: self.rules,
+            alerter_listen: self.alerter_listen,
         }
     }
 }

@@ -42,8 +42,10 @@ fn main() -> anyhow::Result<()> {
             let config = args.into_config();
             let state = config.state_dir.display().to_string();
             let runtime = default_runtime()?;
+            let reload = std::sync::Arc::new(tokio::sync::Notify::new());
             let result = runtime.block_on(with_signals(|shutdown| async move {
-                livehead_up::run(config, shutdown)
+                tokio::spawn(reload_on_sighup(reload.clone()));
+                livehead_up::run(config, shutdown, reload)
                     .await
                     .with_context(|| format!("livehead up (state in {state})"))
             }));

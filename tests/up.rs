@@ -342,3 +342,87 @@ async fn a_restart_keeps_the_ca_the_token_and_the_data() {
     assert_eq!(status, 200, "{body}");
     up.proc.terminate(Duration::from_secs(20));
 }
+
+/// `up --rules`: the alerter runs in the same process and posts to the
+/// (fake) Slack webhook when a site answers 500; SIGHUP reloads the rules
+/// (a second rule on the same site fires after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_rules_posts_to_slack_and_reloads_on_sighup() {
+    let fake = FakeSites::start().await;
+    let slack = livehead_testkit::receiver::FakeReceiver::start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().join("state");
+    let rules = dir.path().join("rules.toml");
+    let receivers = format!(
+        "[[receivers]]\nkind = \"slack\"\nname = \"slack\"\nurl = \"{}\"\n\
+         delivery = {{ min_interval = \"0s\" }}\n[route]\nreceiver = \"slack\"\n",
+        slack.url("/hook")
+    );
+    let first = "[[rules]]\nname = \"SiteServerError\"\nkind = \"status\"\nseverity = \"error\"\nstatuses = [\"5xx\"]\n";
+    std::fs::write(&rules, format!("{first}{receivers}")).expect("rules");
+    let alerter_api = loopback(free_port());
+    let api = loopback(free_port());
+    let args: Vec<String> = [
+        "up",
+        "--state-dir",
+        &state.display().to_string(),
+        "--listen",
+        &api.to_string(),
+        "--interval",
+        "1s",
+        "--target",
+        &format!("127.0.0.1:{}", fake.port()),
+        "--rules",
+        &rules.display().to_string(),
+        "--alerter-listen",
+        &alerter_api.to_string(),
+        OK_SITE,
+        ERROR_SITE,
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut up = Up {
+        proc: Proc::spawn_keeping_stdout("up-rules", &args, dir.path()),
+        api,
+    };
+    let out = banner(&mut up).await;
+    assert!(out.contains(&format!("{alerter_api}/alerts")), "{out}");
+
+    let texts = |slack: &livehead_testkit::receiver::FakeReceiver| -> Vec<String> {
+        slack
+            .received()
+            .iter()
+            .map(|r| r.json["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    wait(&mut up, "the Slack message", |_| {
+        texts(&slack)
+            .iter()
+            .any(|t| t.contains("SiteServerError") && t.contains(ERROR_SITE))
+            .then_some(())
+    })
+    .await;
+
+    let second = "[[rules]]\nname = \"AnyServerError\"\nkind = \"status\"\nseverity = \"warning\"\nstatuses = [500]\n";
+    std::fs::write(&rules, format!("{first}{second}{receivers}")).expect("rules");
+    livehead_testkit::signal(up.proc.pid(), "HUP");
+    wait(&mut up, "the reloaded rule's message", |_| {
+        texts(&slack)
+            .iter()
+            .any(|t| t.contains("AnyServerError"))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        up.proc.log().contains("rules reloaded"),
+        "{}",
+        up.proc.log()
+    );
+    // The admin token lists the alerts on the alerter's API.
+    let token = std::fs::read_to_string(state.join("admin-token")).expect("admin token");
+    let auth = format!("Authorization: Bearer {}", token.trim());
+    let (status, body) =
+        http_request(alerter_api, "GET", "/alerts", &[&auth], "").expect("alerter API");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("AnyServerError"), "{body}");
+}

@@ -37,6 +37,10 @@ pub struct UpConfig {
     pub history: bool,
     /// Days of history kept; `None` is the collector's default.
     pub retention_days: Option<u32>,
+    /// A rules file: runs the alerter too. Default none.
+    pub rules: Option<PathBuf>,
+    /// The alerter's API. Default 127.0.0.1:7090.
+    pub alerter_listen: SocketAddr,
 }
 
 impl Default for UpConfig {
@@ -49,6 +53,8 @@ impl Default for UpConfig {
             sites: Vec::new(),
             history: true,
             retention_days: None,
+            rules: None,
+            alerter_listen: SocketAddr::from(([127, 0, 0, 1], 7090)),
         }
     }
 }
@@ -93,6 +99,8 @@ pub enum UpError {
     Collector(#[from] CollectorError),
     #[error("agent")]
     Agent(#[from] AgentError),
+    #[error("alerter")]
+    Alerter(#[from] livehead_alerter::AlerterError),
     #[error("the agent task failed")]
     AgentTask(#[source] tokio::task::JoinError),
     #[error("the collector stopped on its own")]
@@ -102,7 +110,11 @@ pub enum UpError {
 /// Runs a collector and an agent until `shutdown`. The agent stops first and
 /// gets its last batches acknowledged; then the collector stops. If either
 /// fails, the other is stopped and the error returned.
-pub async fn run(config: UpConfig, shutdown: Shutdown) -> Result<(), UpError> {
+pub async fn run(
+    config: UpConfig,
+    shutdown: Shutdown,
+    reload: std::sync::Arc<tokio::sync::Notify>,
+) -> Result<(), UpError> {
     if config.interval.is_zero() {
         return Err(UpError::ZeroInterval);
     }
@@ -137,6 +149,23 @@ pub async fn run(config: UpConfig, shutdown: Shutdown) -> Result<(), UpError> {
     let collector_stop = Shutdown::new();
     let running = livehead_collector::start(collector_config, collector_stop.clone()).await?;
     let (grpc_addr, http_addr) = (running.grpc_addr, running.http_addr);
+    // The alerter stops after the agent and before the collector, so its
+    // last records are stored.
+    let alerter_stop = Shutdown::new();
+    let alerter = match &config.rules {
+        Some(rules) => {
+            let alerter_config = plan::alerter_config(&config, rules, &layout, &tokens, grpc_addr);
+            match livehead_alerter::start(alerter_config, alerter_stop.clone(), reload).await {
+                Ok(alerter) => Some(alerter),
+                Err(error) => {
+                    collector_stop.cancel();
+                    return Err(error.into());
+                }
+            }
+        }
+        None => None,
+    };
+    let alerter_addr = alerter.as_ref().map(|a| a.api_addr);
     let agent_stop = shutdown.child_token();
     let agent_config = plan::agent_config(&config, &layout, &sites, grpc_addr);
     let found = match livehead_agent::discovery(&agent_config) {
@@ -155,24 +184,36 @@ pub async fn run(config: UpConfig, shutdown: Shutdown) -> Result<(), UpError> {
         target: config.target.as_deref(),
         http_addr,
         layout: &layout,
+        alerter: alerter_addr.zip(config.rules.as_deref()),
     }));
     tracing::info!(%http_addr, %grpc_addr, state = %layout.dir.display(), sites = found.len(), "livehead up");
 
     let collector = running.wait();
     tokio::pin!(collector);
+    let stop_alerter = || async {
+        alerter_stop.cancel();
+        match alerter {
+            Some(alerter) => alerter.wait().await,
+            None => Ok(()),
+        }
+    };
     tokio::select! {
         agent_result = &mut agent => {
+            let alerter_result = stop_alerter().await;
             collector_stop.cancel();
             let collector_result = collector.await;
             agent_result.map_err(UpError::AgentTask)??;
+            alerter_result?;
             collector_result?;
             Ok(())
         }
         collector_result = &mut collector => {
             agent_stop.cancel();
             let agent_result = agent.await;
+            let alerter_result = stop_alerter().await;
             collector_result?;
             agent_result.map_err(UpError::AgentTask)??;
+            alerter_result?;
             // A collector that ends cleanly before being asked to is still a failure here.
             Err(UpError::CollectorStopped)
         }

@@ -7,12 +7,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use livehead_agent::AgentConfig;
+use livehead_alerter::access::RoleToken as AlerterToken;
+use livehead_alerter::config::AlerterConfig;
 use livehead_collector::CollectorConfig;
 use livehead_collector::config::{PushToken, RoleToken};
 
 use crate::UpConfig;
 use crate::sites::SitesPlan;
-use crate::state::{AGENT_NAME, Layout};
+use crate::state::{AGENT_NAME, ALERTER_NAME, Layout};
 
 /// Probe starts are spread over this fraction of the interval: short enough
 /// that a first round shows up within seconds of the start.
@@ -58,6 +60,36 @@ pub fn collector_config(config: &UpConfig, layout: &Layout, tokens: &Tokens) -> 
         role: "admin".to_owned(),
         sites: Vec::new(),
     }];
+    // Only the in-process alerter's certificate, never the agent's.
+    c.watch.allow = vec![ALERTER_NAME.to_owned()];
+    c
+}
+
+/// The alerter of `up --rules`: watching the collector at `grpc_addr` with
+/// its own certificate, its state next to the database, its API on
+/// `alerter_listen` with the admin token.
+pub fn alerter_config(
+    config: &UpConfig,
+    rules: &Path,
+    layout: &Layout,
+    tokens: &Tokens,
+    grpc_addr: SocketAddr,
+) -> AlerterConfig {
+    let mut c = AlerterConfig {
+        rules: Some(rules.to_owned()),
+        state_dir: layout.alerter.clone(),
+        ..AlerterConfig::default()
+    };
+    c.collectors.urls = vec![format!("https://{grpc_addr}")];
+    c.collectors.server_name = Some(COLLECTOR_NAME.to_owned());
+    c.collectors.tls = Some(layout.alerter_tls());
+    c.api.listen = config.alerter_listen;
+    c.api.tokens = vec![AlerterToken {
+        name: "admin".to_owned(),
+        sha256: tokens.admin_sha256.clone(),
+        role: "admin".to_owned(),
+        sites: Vec::new(),
+    }];
     c
 }
 
@@ -98,6 +130,8 @@ pub struct Ready<'a> {
     pub target: Option<&'a str>,
     pub http_addr: SocketAddr,
     pub layout: &'a Layout,
+    /// The alerter's API and rules file, with `--rules`.
+    pub alerter: Option<(SocketAddr, &'a Path)>,
 }
 
 /// The text printed on stdout once the API listens.
@@ -124,10 +158,20 @@ pub fn banner(ready: &Ready<'_>) -> String {
          \x20 curl -s '{api}/last?site={example}'\n\
          \x20 curl -s '{api}/dump_last?status=500,502,503'\n\
          \x20 curl -s '{api}/dump_last?cross=1'\n\
-         \x20 curl -s -H \"Authorization: Bearer $(cat {admin})\" '{api}/stats/server'\n\
-         Stop with Ctrl-C.\n",
+         \x20 curl -s -H \"Authorization: Bearer $(cat {admin})\" '{api}/stats/server'\n",
         n = ready.sites,
     );
+    if let Some((addr, rules)) = ready.alerter {
+        let alerts = format!("http://{}", reachable(addr));
+        let rules = shell_quote(rules);
+        let _ = write!(
+            out,
+            "Alerter: rules {rules} (reload: kill -HUP {pid})\n\
+             \x20 alerts    curl -s -H \"Authorization: Bearer $(cat {admin})\" '{alerts}/alerts'\n",
+            pid = std::process::id(),
+        );
+    }
+    out.push_str("Stop with Ctrl-C.\n");
     out
 }
 

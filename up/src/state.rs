@@ -12,6 +12,9 @@ use crate::UpError;
 
 /// Name of the agent `up` runs, i.e. of its client certificate.
 pub const AGENT_NAME: &str = "local";
+/// Name of the alerter `up --rules` runs: its client certificate, and the
+/// identity the collector lets watch.
+pub const ALERTER_NAME: &str = "alerter";
 
 /// Where each file of the state directory lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +27,8 @@ pub struct Layout {
     pub admin_token: PathBuf,
     /// The merged site list (only written when sites are merged).
     pub sites: PathBuf,
+    /// The alerter's state (`up --rules`).
+    pub alerter: PathBuf,
 }
 
 impl Layout {
@@ -35,6 +40,7 @@ impl Layout {
             push_token: dir.join("push-token"),
             admin_token: dir.join("admin-token"),
             sites: dir.join("sites.txt"),
+            alerter: dir.join("alerter"),
         }
     }
 
@@ -44,6 +50,10 @@ impl Layout {
 
     pub fn agent_tls(&self) -> TlsFiles {
         TlsFiles::in_dir(&self.pki, &format!("agent-{AGENT_NAME}"))
+    }
+
+    pub fn alerter_tls(&self) -> TlsFiles {
+        TlsFiles::in_dir(&self.pki, &format!("agent-{ALERTER_NAME}"))
     }
 }
 
@@ -64,13 +74,19 @@ pub fn create_dir(layout: &Layout) -> Result<(), UpError> {
 /// are not re-issued on each start, so a restart changes nothing on disk;
 /// `write_dev_pki` keeps an existing CA when only a leaf is missing.
 pub fn ensure_pki(layout: &Layout) -> Result<bool, UpError> {
-    let (collector, agent) = (layout.collector_tls(), layout.agent_tls());
+    let (collector, agent, alerter) = (
+        layout.collector_tls(),
+        layout.agent_tls(),
+        layout.alerter_tls(),
+    );
     let complete = [
         &collector.ca,
         &collector.cert,
         &collector.key,
         &agent.cert,
         &agent.key,
+        &alerter.cert,
+        &alerter.key,
         &layout.pki.join("ca-key.pem"),
     ]
     .iter()
@@ -78,7 +94,11 @@ pub fn ensure_pki(layout: &Layout) -> Result<bool, UpError> {
     if complete {
         return Ok(false);
     }
-    let files = livehead_common::certs::write_dev_pki(&layout.pki, &[], &[AGENT_NAME.to_owned()])?;
+    let files = livehead_common::certs::write_dev_pki(
+        &layout.pki,
+        &[],
+        &[AGENT_NAME.to_owned(), ALERTER_NAME.to_owned()],
+    )?;
     tracing::info!(dir = %layout.pki.display(), files = files.written.len(), "dev certificates written");
     Ok(true)
 }
