@@ -564,7 +564,7 @@ mod tests {
 
     #[test]
     fn the_example_rules_pass_their_tests() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules_test.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rules/rules_test.toml");
         let report = run_test_file(&path).expect("the example runs");
         assert!(report.tests.len() >= 8, "{report}");
         assert!(report.passed(), "{report}");
