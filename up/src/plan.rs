@@ -214,6 +214,8 @@ mod tests {
             sites: vec!["www".into()],
             history: false,
             retention_days: Some(7),
+            rules: None,
+            alerter_listen: "127.0.0.1:7090".parse().expect("addr"),
         }
     }
 
@@ -288,6 +290,7 @@ mod tests {
             target: None,
             http_addr: "0.0.0.0:7081".parse().expect("addr"),
             layout: &layout,
+            alerter: None,
         });
         assert!(
             text.starts_with("livehead is up: probing 3 sites every 1m\n"),
@@ -311,11 +314,20 @@ mod tests {
             target: Some("10.0.0.7:8080"),
             http_addr: "[::]:7080".parse().expect("addr"),
             layout: &layout,
+            alerter: Some((
+                "0.0.0.0:7090".parse().expect("addr"),
+                Path::new("rules.toml"),
+            )),
         });
         assert!(
             one.starts_with("livehead is up: probing 1 site at 10.0.0.7:8080 every 5s\n"),
             "{one}"
         );
+        assert!(
+            one.contains("curl -s -H \"Authorization: Bearer $(cat 'my state/admin-token')\" 'http://127.0.0.1:7090/alerts'"),
+            "{one}"
+        );
+        assert!(one.ends_with("Stop with Ctrl-C.\n"), "{one}");
         assert!(
             one.contains("http://[::1]:7080/last?site=example.com"),
             "{one}"
