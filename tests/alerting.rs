@@ -270,7 +270,7 @@ fn start_alerter(dir: &Path, grpc: u16, api: u16) -> Proc {
     std::fs::write(
         &config,
         format!(
-            "state_dir = {state:?}\n\
+            "state_dir = {state:?}\nexternal_url = \"https://livehead.test\"\n\
              [collectors]\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\n\
              [api]\nlisten = \"127.0.0.1:{api}\"\n\
              [[api.tokens]]\nname = \"ops\"\nsha256 = \"{sha}\"\nrole = \"admin\"\n",
@@ -307,6 +307,13 @@ async fn flip_and_recover(store: Store) {
     assert!(
         texts[0].contains("FIRING") && texts[0].contains("site007.pod.test answers 500"),
         "{texts:#?}"
+    );
+    // The link back filters the alerts on the node and the site.
+    let body = serde_json::to_string(&stack.slack.received()[0].json).expect("json");
+    assert!(
+        // Slack escapes & in mrkdwn.
+        body.contains("https://livehead.test/alerts?node=node-1&amp;site=site007.pod.test"),
+        "{body}"
     );
     let triggers = stack.pagerduty.wait_for(1, ARRIVES).await;
     assert_eq!(triggers[0].json["event_action"], "trigger");

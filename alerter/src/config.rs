@@ -28,6 +28,10 @@ pub struct AlerterConfig {
     /// data) besides each batch received. Default 250ms.
     #[serde(with = "humantime_serde")]
     pub tick: Duration,
+    /// Where people reach livehead (`https://livehead.example.net`): each
+    /// notification links to `{external_url}/alerts` filtered on its node
+    /// and site. Default none: no link.
+    pub external_url: Option<String>,
     pub collectors: CollectorsConfig,
     pub api: ApiConfig,
 }
@@ -39,6 +43,7 @@ impl Default for AlerterConfig {
             state_dir: PathBuf::from("/var/lib/livehead-alerter"),
             id: None,
             tick: Duration::from_millis(250),
+            external_url: None,
             collectors: CollectorsConfig::default(),
             api: ApiConfig::default(),
         }
@@ -152,6 +157,22 @@ impl AlerterConfig {
         }
     }
 
+    /// The link back a notification about `node` and `site` carries.
+    pub fn link(&self, node: Option<&str>, site: Option<&str>) -> Option<String> {
+        let base = self.external_url.as_deref()?.trim_end_matches('/');
+        // Node and site names are host-name syntax (checked by the
+        // collector): nothing to escape in a query string.
+        let query: Vec<String> = [("node", node), ("site", site)]
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|v| format!("{key}={v}")))
+            .collect();
+        Some(if query.is_empty() {
+            format!("{base}/alerts")
+        } else {
+            format!("{base}/alerts?{}", query.join("&"))
+        })
+    }
+
     pub fn state_file(&self) -> PathBuf {
         self.state_dir.join("state.json")
     }
@@ -164,5 +185,25 @@ impl AlerterConfig {
             (None, true) => "alerter".to_owned(),
             (None, false) => String::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_filter_on_node_and_site() {
+        let mut config = AlerterConfig::default();
+        assert_eq!(config.link(Some("n1"), None), None);
+        config.external_url = Some("https://livehead.example.net/".to_owned());
+        assert_eq!(
+            config.link(Some("n1"), Some("shop.example")).as_deref(),
+            Some("https://livehead.example.net/alerts?node=n1&site=shop.example")
+        );
+        assert_eq!(
+            config.link(None, None).as_deref(),
+            Some("https://livehead.example.net/alerts")
+        );
     }
 }

@@ -368,7 +368,12 @@ impl Loop {
         }
     }
 
-    fn notify(&self, receiver: String, notification: Notification, now: u64) {
+    fn notify(&self, receiver: String, mut notification: Notification, now: u64) {
+        if notification.link.is_none() {
+            notification.link = self
+                .config
+                .link(notification.node.as_deref(), notification.site.as_deref());
+        }
         let id = notification.id.clone();
         if let Err(error) = self.dispatcher.notify(&receiver, notification) {
             tracing::warn!(%receiver, %id, %error, "notification not queued");
