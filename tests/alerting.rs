@@ -213,6 +213,10 @@ async fn wait_http(proc: &Proc, port: u16) {
 }
 
 fn start_collector(dir: &Path, store: &Store, grpc: u16, http: u16) -> Proc {
+    start_collector_named("collector", dir, store, grpc, http)
+}
+
+fn start_collector_named(name: &str, dir: &Path, store: &Store, grpc: u16, http: u16) -> Proc {
     let mut args: Vec<String> = vec![
         "collector".into(),
         "--grpc-listen".into(),
@@ -224,13 +228,27 @@ fn start_collector(dir: &Path, store: &Store, grpc: u16, http: u16) -> Proc {
     ];
     args.extend(store.args());
     args.extend(tls_args(&dir.join("certs"), "collector"));
-    Proc::spawn("collector", &args, dir)
+    Proc::spawn(name, &args, dir)
 }
 
 /// Probes `count` sites `siteNNN.pod.test` every 300 ms, sending at once.
 fn start_agent(dir: &Path, grpc: u16, sites: &FakeSites, count: usize) -> Proc {
-    let list = dir.join("sites.txt");
-    let names: Vec<String> = (0..count).map(|i| format!("site{i:03}.pod.test")).collect();
+    start_agent_named("node-1", "site", dir, grpc, sites, count)
+}
+
+/// Agent `node` probing `<prefix>NNN.pod.test`.
+fn start_agent_named(
+    node: &str,
+    prefix: &str,
+    dir: &Path,
+    grpc: u16,
+    sites: &FakeSites,
+    count: usize,
+) -> Proc {
+    let list = dir.join(format!("sites-{node}.txt"));
+    let names: Vec<String> = (0..count)
+        .map(|i| format!("{prefix}{i:03}.pod.test"))
+        .collect();
     std::fs::write(&list, names.join("\n")).expect("sites");
     let config = dir.join("agent.toml");
     std::fs::write(
@@ -260,11 +278,15 @@ fn start_agent(dir: &Path, grpc: u16, sites: &FakeSites, count: usize) -> Proc {
     ]
     .map(String::from)
     .to_vec();
-    args.extend(tls_args(&dir.join("certs"), "agent-node-1"));
-    Proc::spawn("agent", &args, dir)
+    args.extend(tls_args(&dir.join("certs"), &format!("agent-{node}")));
+    Proc::spawn(&format!("agent-{node}"), &args, dir)
 }
 
 fn start_alerter(dir: &Path, grpc: u16, api: u16) -> Proc {
+    start_alerter_watching(dir, &[grpc], api)
+}
+
+fn start_alerter_watching(dir: &Path, grpcs: &[u16], api: u16) -> Proc {
     let sha = hex::encode(Sha256::digest(ADMIN_TOKEN.as_bytes()));
     let config = dir.join("alerter.toml");
     std::fs::write(
@@ -284,11 +306,15 @@ fn start_alerter(dir: &Path, grpc: u16, api: u16) -> Proc {
         config.display().to_string(),
         "--rules".into(),
         dir.join("rules.toml").display().to_string(),
-        "--collector-url".into(),
-        format!("https://127.0.0.1:{grpc}"),
         "--server-name".into(),
         "localhost".into(),
     ];
+    for grpc in grpcs {
+        args.extend([
+            "--collector-url".into(),
+            format!("https://127.0.0.1:{grpc}"),
+        ]);
+    }
     args.extend(tls_args(&dir.join("certs"), "agent-alerter"));
     Proc::spawn("alerter", &args, dir)
 }
@@ -511,4 +537,52 @@ async fn alerts_and_deliveries_are_stored() {
         },
     )
     .await;
+}
+
+/// Two collector replicas writing one ClickHouse database, each with its
+/// own agent: the alerter watches both (a list of URLs), so a site failing
+/// behind either one is notified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alerter_watches_every_collector_replica() {
+    let server = ClickHouseServer::start();
+    let db = server.unique_database("replicas");
+    let store = Store::ClickHouse(server, db);
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(&dir.path().join("certs"), &["node-1", "node-2", "alerter"]);
+    let sites = FakeSites::start().await;
+    let slack = FakeReceiver::start().await;
+    let pagerduty = FakeReceiver::start().await;
+    let (grpc_a, http_a, grpc_b, http_b, api) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let a = start_collector_named("collector-a", dir.path(), &store, grpc_a, http_a);
+    wait_http(&a, http_a).await;
+    let b = start_collector_named("collector-b", dir.path(), &store, grpc_b, http_b);
+    wait_http(&b, http_b).await;
+    let _one = start_agent_named("node-1", "a", dir.path(), grpc_a, &sites, 10);
+    let _two = start_agent_named("node-2", "b", dir.path(), grpc_b, &sites, 10);
+    std::fs::write(dir.path().join("rules.toml"), rules(&slack, &pagerduty)).expect("rules");
+    let alerter = start_alerter_watching(dir.path(), &[grpc_a, grpc_b], api);
+    wait_http(&alerter, api).await;
+
+    sites.set_status("a004.pod.test", 500);
+    sites.set_status("b006.pod.test", 500);
+    let texts = || -> Vec<String> { slack.received().iter().map(slack_text).collect() };
+    wait_for(
+        "a message for each replica's site",
+        ARRIVES,
+        || format!("{:#?}\n{}", texts(), tail(&alerter.log())),
+        || {
+            let texts = texts();
+            let both = texts.iter().any(|t| t.contains("a004.pod.test"))
+                && texts.iter().any(|t| t.contains("b006.pod.test"));
+            both.then_some(())
+        },
+    )
+    .await;
+    assert_eq!(texts().len(), 2, "{:#?}", texts());
 }

@@ -195,18 +195,14 @@ async fn follow(
     let mut replicas: HashMap<SocketAddr, Shutdown> = HashMap::new();
     loop {
         if let Some(addrs) = target.resolve().await {
-            replicas.retain(|addr, stop| {
-                let keep = addrs.contains(addr);
-                if !keep {
-                    tracing::info!(replica = %addr, "collector replica gone");
+            let (start, gone) = changes(replicas.keys(), &addrs);
+            for addr in gone {
+                tracing::info!(replica = %addr, "collector replica gone");
+                if let Some(stop) = replicas.remove(&addr) {
                     stop.cancel();
                 }
-                keep
-            });
-            for addr in addrs {
-                if replicas.contains_key(&addr) {
-                    continue;
-                }
+            }
+            for addr in start {
                 let Some(endpoint) = target.endpoint(addr) else {
                     tracing::warn!(replica = %addr, "cannot build an endpoint");
                     continue;
@@ -229,6 +225,22 @@ async fn follow(
             () = shutdown.cancelled() => return,
         }
     }
+}
+
+/// The replicas to start watching and those to stop watching, when the
+/// name now resolves to `now` (duplicates in `now` count once).
+fn changes<'a>(
+    watched: impl Iterator<Item = &'a SocketAddr> + Clone,
+    now: &[SocketAddr],
+) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+    let mut start: Vec<SocketAddr> = Vec::new();
+    for addr in now {
+        if !watched.clone().any(|w| w == addr) && !start.contains(addr) {
+            start.push(*addr);
+        }
+    }
+    let gone = watched.filter(|w| !now.contains(w)).copied().collect();
+    (start, gone)
 }
 
 /// One replica's stream, reconnected with backoff until `stop`.
@@ -312,28 +324,10 @@ async fn stream_once(
             message.map_err(|s| fail(synced, format!("{}: {}", s.code(), s.message())))?;
         let input = match message.event {
             Some(Event::Batch(batch)) => {
-                metrics
-                    .records
-                    .with_label_values(&["live"])
-                    .inc_by(batch.records.len() as u64);
-                Input::Records {
-                    replica,
-                    agent: batch.agent_id,
-                    records: batch.records,
-                    live: true,
-                }
+                received(metrics, replica, batch.agent_id, batch.records, true)
             }
             Some(Event::Snapshot(chunk)) => {
-                metrics
-                    .records
-                    .with_label_values(&["snapshot"])
-                    .inc_by(chunk.records.len() as u64);
-                Input::Records {
-                    replica,
-                    agent: chunk.agent_id,
-                    records: chunk.records,
-                    live: false,
-                }
+                received(metrics, replica, chunk.agent_id, chunk.records, false)
             }
             Some(Event::Synced(_)) => {
                 synced = true;
@@ -347,6 +341,27 @@ async fn stream_once(
         }
     }
     Ok(synced)
+}
+
+/// Records of one agent, counted by where they come from.
+fn received(
+    metrics: &WatchMetrics,
+    replica: SocketAddr,
+    agent: String,
+    records: Vec<Record>,
+    live: bool,
+) -> Input {
+    let source = if live { "live" } else { "snapshot" };
+    metrics
+        .records
+        .with_label_values(&[source])
+        .inc_by(records.len() as u64);
+    Input::Records {
+        replica,
+        agent,
+        records,
+        live,
+    }
 }
 
 /// Decrements the open-streams gauge however the stream ends.
@@ -369,4 +384,46 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(last: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, last], 7070))
+    }
+
+    #[test]
+    fn replicas_follow_what_the_name_resolves_to() {
+        // First resolution: two replicas, one listed twice.
+        let (start, gone) = changes([].iter(), &[addr(1), addr(2), addr(1)]);
+        assert_eq!((start, gone), (vec![addr(1), addr(2)], vec![]));
+        // A pod replaced: 2 stays, 1 goes, 3 comes.
+        let watched = [addr(1), addr(2)];
+        let (start, gone) = changes(watched.iter(), &[addr(2), addr(3)]);
+        assert_eq!((start, gone), (vec![addr(3)], vec![addr(1)]));
+        // Nothing changed.
+        let (start, gone) = changes(watched.iter(), &[addr(2), addr(1)]);
+        assert!(start.is_empty() && gone.is_empty());
+    }
+
+    #[test]
+    fn urls_are_checked_before_anything_starts() {
+        let config = CollectorsConfig::default();
+        let https_without_tls = Target::parse("https://collector:7070", &config);
+        assert!(matches!(https_without_tls, Err(WatchError::MissingTls(_))));
+        let plain_without_insecure = Target::parse("http://collector:7070", &config);
+        assert!(
+            plain_without_insecure
+                .err()
+                .is_some_and(|e| e.to_string().contains("scheme must be https"))
+        );
+        let insecure = CollectorsConfig {
+            insecure: true,
+            ..CollectorsConfig::default()
+        };
+        let target = Target::parse("http://[::1]:7071", &insecure).expect("valid");
+        assert_eq!((target.host.as_str(), target.port), ("::1", 7071));
+    }
 }
