@@ -1,6 +1,6 @@
 //! Who may do what on the alerter's HTTP API: role tokens of the same shape
-//! and meaning as the collector's `api.tokens` (see its `access` module),
-//! so one token file serves both.
+//! and meaning as the collector's `api.tokens` (`livehead_common::roles`,
+//! one implementation for both), so one token file serves both.
 //!
 //! - `admin`: everything.
 //! - `user`: its sites (names or globs): lists their alerts, acknowledges
@@ -11,213 +11,70 @@
 //! Alerts without a site (node and fleet alerts) are the admin's: a user's
 //! patterns say nothing about nodes. An alert a token may not see answers
 //! 404 like one that does not exist.
-//!
-//! This is a copy of the generic part of the collector's module (token
-//! hashes, roles, site globs), not a move into `livehead-common`: the
-//! collector's version is tied to its config keys and to push tokens.
 
-use axum::http::{HeaderMap, header};
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use serde::Deserialize;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use axum::http::HeaderMap;
+use livehead_common::roles::{self, RoleTokens};
 
-/// A role token, e.g.
-/// `{ name = "shop-team", sha256 = "<64 hex>", role = "user", sites = ["*.shop.example"] }`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoleToken {
-    /// Who uses the token; named in logs, errors, and as the actor of
-    /// acknowledgements, resolves and silences.
-    pub name: String,
-    /// SHA-256 of the token, 64 hex digits (`printf %s "$TOKEN" | sha256sum`).
-    pub sha256: String,
-    /// `admin`, `user` or `readonly`.
-    pub role: String,
-    /// Sites of a `user` or `readonly` token: names or globs,
-    /// case-insensitive. Required for those roles, refused for admin.
-    /// Default none.
-    #[serde(default)]
-    pub sites: Vec<String>,
-}
+pub use livehead_common::roles::{AccessError, Role, RoleToken};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Admin,
-    User,
-    Readonly,
-}
-
-/// A token that cannot be used; names the token, never its hash.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AccessError {
-    #[error("tokens: token {name:?}: sha256 must be 64 hex digits, the SHA-256 of the token")]
-    BadHash { name: String },
-    #[error("tokens: token {name:?}: name is empty")]
-    NoName { name: String },
-    #[error("tokens: tokens {first:?} and {second:?} have the same sha256")]
-    Duplicate { first: String, second: String },
-    #[error("tokens: token {name:?}: role {role:?} is not admin, user or readonly")]
-    UnknownRole { name: String, role: String },
-    #[error("tokens: token {name:?}: a {role} token needs sites (names or globs)")]
-    NoSites { name: String, role: &'static str },
-    #[error("tokens: token {name:?}: an admin token sees every site; remove its sites")]
-    AdminWithSites { name: String },
-    #[error("tokens: token {name:?}: site pattern {pattern:?}: {reason}")]
-    Site {
-        name: String,
-        pattern: String,
-        reason: String,
-    },
-}
-
-#[derive(Debug, Clone)]
-struct Grant {
-    name: String,
-    hash: [u8; 32],
-    role: Role,
-    sites: GlobSet,
-}
+/// The configuration key of the role tokens, named in their errors.
+pub const ROLE_TOKENS: &str = "api.tokens";
 
 /// The authenticated caller of one request.
 #[derive(Debug, Clone, Copy)]
-pub struct Caller<'a> {
-    grant: &'a Grant,
-}
+pub struct Caller<'a>(roles::Caller<'a>);
 
 impl Caller<'_> {
     pub fn name(&self) -> &str {
-        &self.grant.name
+        self.0.name
     }
 
     pub fn role(&self) -> Role {
-        self.grant.role
+        self.0.role()
     }
 
     pub fn is_admin(&self) -> bool {
-        self.grant.role == Role::Admin
+        self.0.is_admin()
     }
 
-    /// Whether the caller sees what concerns `site` (`None`: no site).
+    /// Whether the caller sees what concerns `site` (`None`: no site, which
+    /// only an admin sees).
     pub fn may_read(&self, site: Option<&str>) -> bool {
-        self.is_admin() || site.is_some_and(|s| self.grant.sites.is_match(s.to_lowercase()))
+        self.is_admin() || site.is_some_and(|s| self.0.may_read(s))
     }
 
     pub fn may_write(&self, site: Option<&str>) -> bool {
-        self.grant.role != Role::Readonly && self.may_read(site)
+        self.role() != Role::Readonly && self.may_read(site)
     }
 }
 
 /// The role tokens, checked once at start.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
-    grants: Vec<Grant>,
+    tokens: RoleTokens,
 }
 
 impl Access {
     pub fn new(tokens: &[RoleToken]) -> Result<Self, AccessError> {
-        let grants = tokens.iter().map(grant).collect::<Result<Vec<_>, _>>()?;
-        for (i, a) in grants.iter().enumerate() {
-            if let Some(b) = grants[i + 1..].iter().find(|b| b.hash == a.hash) {
-                return Err(AccessError::Duplicate {
-                    first: a.name.clone(),
-                    second: b.name.clone(),
-                });
-            }
-        }
-        Ok(Access { grants })
+        Ok(Self {
+            tokens: RoleTokens::new(ROLE_TOKENS, tokens)?,
+        })
     }
 
     /// The caller presenting `Authorization: Bearer <token>` (exactly one
-    /// such header), if its token is configured.
+    /// such header), if its token is configured. Every refusal is the same
+    /// 401 here, a doubled header included.
     pub fn authenticate(&self, headers: &HeaderMap) -> Option<Caller<'_>> {
-        let mut values = headers.get_all(header::AUTHORIZATION).iter();
-        let value = values.next()?.to_str().ok()?;
-        if values.next().is_some() {
-            return None;
-        }
-        let (scheme, token) = value.trim().split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return None;
-        }
-        let presented: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-        // Every hash is compared, in constant time, so timing tells nothing
-        // about which token came close.
-        let mut found = None;
-        for grant in &self.grants {
-            if bool::from(grant.hash.ct_eq(&presented)) {
-                found = Some(Caller { grant });
-            }
-        }
-        found
+        self.tokens.authenticate(headers).ok().map(Caller)
     }
 }
-
-fn grant(token: &RoleToken) -> Result<Grant, AccessError> {
-    let name = || token.name.clone();
-    if token.name.trim().is_empty() {
-        return Err(AccessError::NoName { name: name() });
-    }
-    let mut hash = [0u8; 32];
-    hex::decode_to_slice(token.sha256.trim(), &mut hash)
-        .map_err(|_| AccessError::BadHash { name: name() })?;
-    let role = match token.role.trim() {
-        "admin" => Role::Admin,
-        "user" => Role::User,
-        "readonly" => Role::Readonly,
-        other => {
-            return Err(AccessError::UnknownRole {
-                name: name(),
-                role: other.to_owned(),
-            });
-        }
-    };
-    match (role, token.sites.is_empty()) {
-        (Role::Admin, false) => return Err(AccessError::AdminWithSites { name: name() }),
-        (Role::User, true) => {
-            return Err(AccessError::NoSites {
-                name: name(),
-                role: "user",
-            });
-        }
-        (Role::Readonly, true) => {
-            return Err(AccessError::NoSites {
-                name: name(),
-                role: "readonly",
-            });
-        }
-        _ => {}
-    }
-    let mut sites = GlobSetBuilder::new();
-    for pattern in &token.sites {
-        let glob = GlobBuilder::new(pattern.trim())
-            .case_insensitive(true)
-            .literal_separator(false)
-            .build()
-            .map_err(|err| AccessError::Site {
-                name: name(),
-                pattern: pattern.clone(),
-                reason: err.kind().to_string(),
-            })?;
-        sites.add(glob);
-    }
-    let sites = sites.build().map_err(|err| AccessError::Site {
-        name: name(),
-        pattern: token.sites.join(", "),
-        reason: err.to_string(),
-    })?;
-    Ok(Grant {
-        name: token.name.clone(),
-        hash,
-        role,
-        sites,
-    })
-}
-
 #[cfg(test)]
 // Tests may unwrap (house rules): a panic is the test failing.
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use axum::http::header;
+    use sha2::{Digest, Sha256};
+
     use super::*;
 
     fn token(name: &str, secret: &str, role: &str, sites: &[&str]) -> RoleToken {
@@ -278,6 +135,9 @@ mod tests {
         }
         let err = Access::new(&[token("a", "x", "admin", &[]), token("b", "x", "admin", &[])])
             .unwrap_err();
-        assert!(matches!(err, AccessError::Duplicate { .. }));
+        assert!(matches!(
+            err,
+            AccessError::Token(roles::TokenError::SameHash { .. })
+        ));
     }
 }

@@ -44,7 +44,7 @@ pub enum AlerterError {
     State(#[from] StateError),
     #[error(transparent)]
     Lifecycle(#[from] LifecycleError),
-    #[error("api.tokens: {0}")]
+    #[error(transparent)]
     Access(#[from] crate::access::AccessError),
     #[error(transparent)]
     Receivers(#[from] crate::ReceiverError),

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use livehead_common::roles::RoleToken;
 use livehead_common::tls::TlsFiles;
 use serde::Deserialize;
 
@@ -265,25 +266,6 @@ impl Default for ApiConfig {
             stats_site_disk_fresh: Duration::from_secs(1800),
         }
     }
-}
-
-/// A token of the HTTP API's readers (see `access`), e.g.
-/// `{ name = "shop-team", sha256 = "<64 hex>", role = "user", sites = ["*.shop.example"] }`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoleToken {
-    /// Who uses the token, e.g. `shop-team`; named in logs and errors.
-    pub name: String,
-    /// SHA-256 of the token, 64 hex digits (`printf %s "$TOKEN" | sha256sum`).
-    pub sha256: String,
-    /// `admin` (every route, every site), `user` (its sites, reads and
-    /// writes) or `readonly` (reads of its sites).
-    pub role: String,
-    /// The sites a `user` or `readonly` token sees: names or globs
-    /// (`*.shop.example`, `shop-?.example`), case-insensitive. Required for
-    /// those roles; an admin token takes none. Default none.
-    #[serde(default)]
-    pub sites: Vec<String>,
 }
 
 /// One accepted push token. Its name is stored in the `agent` column of the

@@ -8,6 +8,7 @@ pub mod host;
 pub mod http_server;
 pub mod listener;
 pub mod metrics;
+pub mod roles;
 pub mod telemetry;
 pub mod tls;
 

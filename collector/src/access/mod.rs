@@ -15,95 +15,16 @@
 //! answered 403 "this token may not write", so agents' and scripts'
 //! credentials never read and readers' never inject rows.
 
-mod sites;
+use axum::http::HeaderMap;
 
-use axum::http::{HeaderMap, StatusCode, header};
+use livehead_common::roles::RoleTokens;
+pub use livehead_common::roles::{AccessError, Caller, Grant, Refusal, Role, SiteError, Sites};
 
-pub use sites::{SiteError, Sites};
-
-use crate::api::auth::{TokenError, Tokens};
-use crate::config::{ApiConfig, RoleToken};
+use crate::api::auth::Tokens;
+use crate::config::ApiConfig;
 
 /// The configuration key of the role tokens, named in their errors.
 pub const ROLE_TOKENS: &str = "api.tokens";
-
-/// A token's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Admin,
-    User,
-    Readonly,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Admin => "admin",
-            Self::User => "user",
-            Self::Readonly => "readonly",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        [Self::Admin, Self::User, Self::Readonly]
-            .into_iter()
-            .find(|role| role.as_str() == text)
-    }
-}
-
-/// A role token that cannot be used; `start()` fails with it. Each names
-/// the token (never its hash).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AccessError {
-    #[error(transparent)]
-    Token(#[from] TokenError),
-    #[error("{ROLE_TOKENS}: token {name:?}: role {role:?} is not admin, user or readonly")]
-    UnknownRole { name: String, role: String },
-    #[error("{ROLE_TOKENS}: token {name:?}: a {role} token needs sites (names or globs)")]
-    NoSites { name: String, role: &'static str },
-    #[error(
-        "{ROLE_TOKENS}: token {name:?}: an admin token sees every site; remove its sites \
-         or make it a user or readonly token"
-    )]
-    AdminWithSites { name: String },
-    #[error("{ROLE_TOKENS}: token {name:?}: {source}")]
-    Site { name: String, source: SiteError },
-}
-
-/// What a role token grants.
-#[derive(Debug, Clone)]
-pub struct Grant {
-    pub role: Role,
-    sites: Sites,
-}
-
-/// The authenticated caller of one request.
-#[derive(Debug, Clone, Copy)]
-pub struct Caller<'a> {
-    /// The token's name, for logs.
-    pub name: &'a str,
-    grant: &'a Grant,
-}
-
-impl Caller<'_> {
-    pub fn role(&self) -> Role {
-        self.grant.role
-    }
-
-    pub fn is_admin(&self) -> bool {
-        self.grant.role == Role::Admin
-    }
-
-    /// Whether `site` (as stored, lower case) is one of the caller's.
-    pub fn may_read(&self, site: &str) -> bool {
-        self.is_admin() || self.grant.sites.matches(site)
-    }
-
-    /// Whether the caller may change what concerns `site`.
-    pub fn may_write(&self, site: &str) -> bool {
-        self.grant.role != Role::Readonly && self.may_read(site)
-    }
-}
 
 /// Who reads the old worker's `/last` and `/dump_last`.
 #[derive(Debug, Clone, Copy)]
@@ -128,35 +49,10 @@ impl Reader<'_> {
     }
 }
 
-/// Why a request is refused before its route looks at it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// 400: `Authorization` sent more than once.
-    DoubledHeader,
-    /// 401: no token, or not one of `api.tokens`.
-    Unauthorized,
-}
-
-impl Refusal {
-    pub fn status(self) -> StatusCode {
-        match self {
-            Self::DoubledHeader => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-        }
-    }
-
-    pub fn message(self) -> &'static str {
-        match self {
-            Self::DoubledHeader => "authorization: sent more than once",
-            Self::Unauthorized => "missing or wrong bearer token",
-        }
-    }
-}
-
 /// The role tokens and the read policy of the old API, built once at start.
 #[derive(Debug, Clone)]
 pub struct Access {
-    tokens: Tokens<Grant>,
+    tokens: RoleTokens,
     /// `/last` and `/dump_last` answer without a token.
     open_reads: bool,
     /// `api.read_requires_token` (deprecated): push tokens read them too.
@@ -166,19 +62,7 @@ pub struct Access {
 impl Access {
     /// Validates `api.tokens`; the first bad token is the error.
     pub fn from_config(config: &ApiConfig) -> Result<Self, AccessError> {
-        let grants = config
-            .tokens
-            .iter()
-            .map(grant)
-            .collect::<Result<Vec<_>, _>>()?;
-        let tokens = Tokens::build(
-            ROLE_TOKENS,
-            config
-                .tokens
-                .iter()
-                .zip(grants)
-                .map(|(t, g)| (t.name.as_str(), t.sha256.as_str(), g)),
-        )?;
+        let tokens = RoleTokens::new(ROLE_TOKENS, &config.tokens)?;
         Ok(Self {
             tokens,
             open_reads: config.open_reads && !config.read_requires_token,
@@ -197,18 +81,7 @@ impl Access {
 
     /// The caller presenting one of `api.tokens`.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller<'_>, Refusal> {
-        if headers
-            .get_all(header::AUTHORIZATION)
-            .iter()
-            .nth(1)
-            .is_some()
-        {
-            return Err(Refusal::DoubledHeader);
-        }
-        self.tokens
-            .authorize_grant(headers)
-            .map(|(name, grant)| Caller { name, grant })
-            .ok_or(Refusal::Unauthorized)
+        self.tokens.authenticate(headers)
     }
 
     /// Who reads `/last` and `/dump_last`: anyone when reads are open, else
@@ -232,29 +105,6 @@ impl Access {
             Err(refusal) => Err(refusal),
         }
     }
-}
-
-fn grant(token: &RoleToken) -> Result<Grant, AccessError> {
-    let name = || token.name.clone();
-    let role = Role::parse(token.role.trim()).ok_or_else(|| AccessError::UnknownRole {
-        name: name(),
-        role: token.role.clone(),
-    })?;
-    match (role, token.sites.is_empty()) {
-        (Role::Admin, false) => return Err(AccessError::AdminWithSites { name: name() }),
-        (Role::User | Role::Readonly, true) => {
-            return Err(AccessError::NoSites {
-                name: name(),
-                role: role.as_str(),
-            });
-        }
-        _ => {}
-    }
-    let sites = Sites::new(&token.sites).map_err(|source| AccessError::Site {
-        name: name(),
-        source,
-    })?;
-    Ok(Grant { role, sites })
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, header};
 use sha2::{Digest, Sha256};
 
 use super::*;
-use crate::config::PushToken;
+use crate::config::{PushToken, RoleToken};
 
 fn sha(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
