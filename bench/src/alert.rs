@@ -19,6 +19,7 @@ use anyhow::{Context, bail, ensure};
 use livehead_testkit::free_port;
 use livehead_testkit::receiver::{FakeReceiver, Received};
 use livehead_testkit::sites::FakeSites;
+use rand::seq::SliceRandom;
 use tokio::runtime::Runtime;
 
 use crate::livehead::{Collector, Env, StoreKind, agent_command};
@@ -30,24 +31,35 @@ use crate::table::{Table, num};
 #[group(skip)]
 pub struct Args {
     /// Sites each configuration's agent probes.
-    #[arg(long = "alert-sites", default_value_t = 200)]
+    #[arg(id = "alert-sites", long = "alert-sites", default_value_t = 200)]
     pub sites: usize,
     /// Incidents per configuration; each fails a site of its own, so at most
     /// --alert-sites.
-    #[arg(long = "alert-incidents", default_value_t = 120)]
+    #[arg(
+        id = "alert-incidents",
+        long = "alert-incidents",
+        default_value_t = 120
+    )]
     pub incidents: usize,
     /// Sites flipped to 500 together in one wave.
-    #[arg(long = "alert-wave", default_value_t = 6)]
+    #[arg(id = "alert-wave", long = "alert-wave", default_value_t = 6)]
     pub wave: usize,
     /// The agents' round interval (every site is probed once per round).
     #[arg(
+        id = "alert-interval",
         long = "alert-interval",
         default_value = "1s",
         value_parser = humantime::parse_duration
     )]
     pub interval: Duration,
+    /// Fraction of the interval over which each round's probes start (the
+    /// agent's `--spread`): 1 makes records flow steadily, as on a node with
+    /// many sites, so a failing probe lands anywhere in a batch's window.
+    #[arg(id = "alert-spread", long = "alert-spread", default_value_t = 1.0)]
+    pub spread: f64,
     /// The agent's `[batch] max_delay` in the configurations that shorten it.
     #[arg(
+        id = "alert-fast-max-delay",
         long = "alert-fast-max-delay",
         default_value = "50ms",
         value_parser = humantime::parse_duration
@@ -55,6 +67,7 @@ pub struct Args {
     pub fast_max_delay: Duration,
     /// Longest wait for a wave's firing notifications before the run fails.
     #[arg(
+        id = "alert-timeout",
         long = "alert-timeout",
         default_value = "30s",
         value_parser = humantime::parse_duration
@@ -204,6 +217,10 @@ fn check_args(args: &Args) -> anyhow::Result<()> {
     );
     ensure!(args.wave > 0, "--alert-wave must be at least 1");
     ensure!(
+        (0.0..=1.0).contains(&args.spread),
+        "--alert-spread is a fraction of the interval, between 0 and 1"
+    );
+    ensure!(
         !args.interval.is_zero(),
         "--alert-interval must be above zero"
     );
@@ -300,7 +317,7 @@ fn start_agent(
         .arg("--interval")
         .arg(humantime::format_duration(args.interval).to_string())
         .arg("--spread")
-        .arg("0")
+        .arg(args.spread.to_string())
         .arg("--no-sample");
     if let Some(delay) = variant.max_delay {
         let config = env.path(&format!("alert-{name}-agent.toml"));
@@ -332,9 +349,17 @@ fn wait_ready(runtime: &Runtime, stacks: &mut [Stack], args: &Args) -> anyhow::R
         loop {
             stack.check_running()?;
             let body = runtime.block_on(async {
-                client.get(&url).send().await?.error_for_status()?.text().await
+                client
+                    .get(&url)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .text()
+                    .await
             });
-            let live = body.map_or(0.0, |b| metric(&b, "watch_records_total", "live"));
+            let live = body.map_or(0.0, |b| {
+                metric(&b, "livehead_alerter_watch_records_total", "live")
+            });
             if live >= want {
                 break;
             }
@@ -374,25 +399,30 @@ fn waves(
     args: &Args,
 ) -> anyhow::Result<BTreeMap<usize, u64>> {
     let mut flipped = BTreeMap::new();
+    // Sites in random order: a batch is cut at the same place of every
+    // round, so the first sites of the list would all ride in a batch about
+    // to leave and measure no batching at all.
+    let mut order: Vec<usize> = (0..args.sites).collect();
+    order.shuffle(&mut rand::rng());
+    order.truncate(args.incidents);
     let mut next = 0;
-    while next < args.incidents {
-        let wave: Vec<usize> = (next..args.incidents.min(next + args.wave)).collect();
+    for wave in order.chunks(args.wave) {
         next += wave.len();
         // A random phase against the rounds, as real failures have.
         let pause_ms = rand::random_range(0..args.interval.as_millis().max(1) as u64);
         std::thread::sleep(Duration::from_millis(pause_ms));
         let now = unix_ms();
         for stack in stacks.iter() {
-            for &i in &wave {
+            for &i in wave {
                 sites.set_status(&stack.site(i), 500);
             }
         }
-        for &i in &wave {
+        for &i in wave {
             flipped.insert(i, now);
         }
-        wait_firing(stacks, &wave, args)?;
+        wait_firing(stacks, wave, args)?;
         for stack in stacks.iter() {
-            for &i in &wave {
+            for &i in wave {
                 sites.heal(&stack.site(i));
             }
         }
@@ -623,27 +653,41 @@ fn tables(stacks: &[Stack], results: &[Summary], args: &Args, took: Duration) ->
          routing (`group_wait`) and the webhook's HTTP delivery. Not included: the time from \
          the site failing to the next probe (the round interval's phase).",
     );
+    firing.note(
+        "Every configuration: one `status` rule on `5xx`, a `webhook` receiver, \
+         `group_by = [\"alertname\", \"site\"]` (one group per incident).",
+    );
     for stack in stacks {
         firing.note(format!(
-            "- {}: {}. Every configuration: one `status` rule on `5xx`, a `webhook` \
-             receiver, `group_by = [\"alertname\", \"site\"]`.",
+            "- {}: {}.",
             stack.variant.label, stack.variant.settings
         ));
     }
     firing.note(format!(
         "{} incidents per configuration in waves of {} sites, each a site never failed \
-         before, all configurations flipped at the same moment, healed once every \
-         configuration notified; the waves took {:.0} s. Flip → failing probe (not counted) \
-         p50 {} ms, max {} ms.",
+         before (picked at random), all configurations flipped at the same moment, healed \
+         once every configuration notified; the waves took {:.0} s. Agents: `--spread {}`. \
+         Flip → failing probe (not counted) p50 {} ms, max {} ms.",
         args.incidents,
         args.wave,
         took.as_secs_f64(),
-        num(results.first().map_or(f64::NAN, |s| percentile(&s.detect_ms, 50.0))),
-        num(results.first().map_or(f64::NAN, |s| percentile(&s.detect_ms, 100.0))),
+        args.spread,
+        num(results
+            .first()
+            .map_or(f64::NAN, |s| percentile(&s.detect_ms, 50.0))),
+        num(results
+            .first()
+            .map_or(f64::NAN, |s| percentile(&s.detect_ms, 100.0))),
     ));
     let mut resolved = Table::new(
         "Resolve latency: first good probe → webhook receiver (reported apart)",
-        &["configuration", "resolved", "p50 (ms)", "p99 (ms)", "max (ms)"],
+        &[
+            "configuration",
+            "resolved",
+            "p50 (ms)",
+            "p99 (ms)",
+            "max (ms)",
+        ],
     );
     for (stack, summary) in stacks.iter().zip(results) {
         let l = &summary.resolved_ms;
