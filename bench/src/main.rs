@@ -1,6 +1,7 @@
 //! `livehead-bench`: livehead side by side with what it replaces, one command,
 //! one table per part. See bench/README.md.
 
+mod alert;
 mod api;
 mod clickhouse;
 mod footprint;
@@ -26,6 +27,9 @@ enum Part {
     Footprint,
     /// `/last` and `/dump_last` latency under load, ClickHouse and SQLite.
     Api,
+    /// Failing probe → alerter → webhook receiver latency, fastest settings
+    /// and defaults side by side.
+    Alert,
 }
 
 #[derive(Debug, Parser)]
@@ -51,6 +55,8 @@ struct Cli {
     footprint: footprint::Args,
     #[command(flatten)]
     api: api::Args,
+    #[command(flatten)]
+    alert: alert::Args,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -86,6 +92,7 @@ fn main() -> anyhow::Result<()> {
             Part::Ingest => ingest::run(&env, &cli.ingest),
             Part::Footprint => footprint::run(&env, &cli.footprint),
             Part::Api => api::run(&env, &cli.api),
+            Part::Alert => alert::run(&env, &cli.alert),
         }
         .with_context(|| format!("benchmark part {part:?} (files in {})", env.dir.display()))?;
         for table in tables {
