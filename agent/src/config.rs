@@ -133,7 +133,9 @@ impl Default for RoundsConfig {
 pub struct BatchConfig {
     /// A batch is sent when it holds this many records. Default 500.
     pub max_records: usize,
-    /// ...or when its first record is this old. Default 1s.
+    /// ...or when its first record is this old. Default 250ms: part of the
+    /// time from a failing probe to its alert (bench/README.md, part 5),
+    /// which a batch every quarter second keeps under a second.
     #[serde(with = "humantime_serde")]
     pub max_delay: Duration,
     /// ...or before the next record would take its encoded size past this
@@ -147,7 +149,7 @@ impl Default for BatchConfig {
     fn default() -> Self {
         Self {
             max_records: 500,
-            max_delay: Duration::from_secs(1),
+            max_delay: Duration::from_millis(250),
             max_bytes: 1 << 20,
         }
     }

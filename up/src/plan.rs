@@ -19,9 +19,6 @@ use crate::state::{AGENT_NAME, ALERTER_NAME, Layout};
 /// Probe starts are spread over this fraction of the interval: short enough
 /// that a first round shows up within seconds of the start.
 const SPREAD: f64 = 0.2;
-/// A partial batch leaves after this long, so results appear in the API
-/// almost as soon as they are probed (the default of 1s suits fleets).
-const BATCH_MAX_DELAY: Duration = Duration::from_millis(200);
 /// Every collector certificate `write_dev_pki` issues carries this name.
 const COLLECTOR_NAME: &str = "localhost";
 
@@ -111,7 +108,6 @@ pub fn agent_config(
     c.sites.list_file = sites.list_file.clone();
     c.rounds.interval = config.interval;
     c.rounds.spread = SPREAD;
-    c.batch.max_delay = BATCH_MAX_DELAY;
     c.collector.url = format!("https://{grpc_addr}");
     c.collector.server_name = Some(COLLECTOR_NAME.to_owned());
     c.collector.tls = Some(layout.agent_tls());
