@@ -92,7 +92,7 @@ struct Variant {
     rule: &'static str,
     /// Keys added to the root route, TOML.
     route: &'static str,
-    /// The agent's `[batch] max_delay`; `None` keeps its default (1s).
+    /// The agent's `[batch] max_delay`; `None` keeps its default (250ms).
     max_delay: Option<Duration>,
 }
 
@@ -115,7 +115,7 @@ fn variants(args: &Args) -> Vec<Variant> {
             label: "defaults",
             settings: "the rule's and the route's defaults (`failure_threshold` 1, no `for`, \
                        `group_wait` 500ms, `group_interval` 1m), the agent's default batch \
-                       `max_delay` (1s)"
+                       `max_delay` (250ms)"
                 .into(),
             rule: "",
             route: "",
