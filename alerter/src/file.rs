@@ -26,7 +26,7 @@ pub struct RulesFile {
 /// Why a rules file was refused; the message names the file and the line.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("{path}: {source}")]
+    #[error("cannot read the rules file {path}")]
     Read {
         path: String,
         source: std::io::Error,
