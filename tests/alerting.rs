@@ -465,8 +465,23 @@ async fn an_alerter_killed_mid_incident_neither_repeats_nor_forgets() {
     stack.sites.set_status("site011.pod.test", 502);
     stack.slack_messages(1).await;
     stack.pagerduty.wait_for(1, ARRIVES).await;
-    // Let the delivery report reach the saved state.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both deliveries are reported and saved: the saved outbox is empty
+    // (a kill before that would rightly send them again).
+    let state_file = stack.dir.path().join("alerter-state/state.json");
+    wait_for(
+        "the deliveries saved",
+        ARRIVES,
+        || std::fs::read_to_string(&state_file).unwrap_or_default(),
+        || {
+            let saved = std::fs::read_to_string(&state_file).ok()?;
+            let json: Value = serde_json::from_str(&saved).ok()?;
+            json["outbox"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+                .then_some(())
+        },
+    )
+    .await;
     stack.alerter.kill9();
     stack.restart_alerter();
     wait_http(&stack.alerter, stack.api).await;
