@@ -121,10 +121,11 @@ fn exit_outcome(status: std::process::ExitStatus) -> StepOutcome {
 
 /// Kills the step's process group (the step leads it), then reaps the step.
 async fn kill_group(child: &mut tokio::process::Child) {
-    if let Some(pid) = child
-        .id()
-        .and_then(|id| rustix::process::Pid::from_raw(id.cast_signed()))
-    {
+    if let Some(pid) = child.id().and_then(|id| {
+        i32::try_from(id)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+    }) {
         if let Err(error) = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL)
         {
             tracing::warn!(%error, pid = pid.as_raw_nonzero().get(), "cannot kill a recovery step's process group");
