@@ -219,6 +219,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tcp_check_needs_a_listener() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        assert_eq!(tcp_check(&addr, Duration::from_secs(5)).await, Ok(()));
+        drop(listener);
+        let err = tcp_check(&addr, Duration::from_secs(5))
+            .await
+            .expect_err("closed");
+        assert!(err.contains(&addr), "{err}");
+    }
+
+    #[tokio::test]
+    async fn http_check_wants_the_expected_status() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let mut check = HttpCheck {
+            url: format!("http://{addr}/health"),
+            ..HttpCheck::default()
+        };
+        let err = http_check(&check).await.expect_err("503");
+        assert!(err.contains("503") && err.contains("200"), "{err}");
+        check.status = 503;
+        assert_eq!(http_check(&check).await, Ok(()));
+    }
+
+    #[tokio::test]
     async fn pidfile_and_process_checks_see_this_process() {
         let dir = tempfile::tempdir().expect("tempdir");
         let pidfile = dir.path().join("app.pid");

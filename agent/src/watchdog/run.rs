@@ -89,7 +89,10 @@ async fn watch_app(app: AppConfig, events: mpsc::Sender<WatchdogEvent>, shutdown
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep_until(next.into()) => {}
         }
-        let outcome = check_app(&app, Path::new("/proc")).await;
+        let outcome = tokio::select! {
+            () = shutdown.cancelled() => return,
+            outcome = check_app(&app, Path::new("/proc")) => outcome,
+        };
         let now = Instant::now();
         if let Err(reason) = &outcome {
             emit.send(EventKind::CheckFailed {

@@ -89,8 +89,10 @@ pub async fn run_step(step: &RecoveryStep, shutdown: &livehead_common::Shutdown)
     if matches!(outcome, StepOutcome::TimedOut | StepOutcome::Cancelled) {
         kill_group(&mut child).await;
     }
-    for reader in readers.into_iter().flatten() {
-        if tokio::time::timeout(PIPE_GRACE, reader).await.is_err() {
+    for mut reader in readers.into_iter().flatten() {
+        if tokio::time::timeout(PIPE_GRACE, &mut reader).await.is_err() {
+            // A daemon the step started holds the pipe: stop reading it.
+            reader.abort();
             tracing::debug!(argv = ?step.argv, "recovery step output still open after it exited; not read further");
         }
     }
@@ -172,6 +174,21 @@ mod tests {
             timeout,
             shell,
         }
+    }
+
+    #[tokio::test]
+    async fn a_step_returns_when_it_exits_even_if_a_daemon_it_started_keeps_its_output() {
+        let shutdown = livehead_common::Shutdown::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pid = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > {}; echo started", pid.display());
+        let r = run_step(&step(&[&script], true, Duration::from_secs(20)), &shutdown).await;
+        assert_eq!(r.outcome, StepOutcome::Exited(0));
+        assert_eq!(r.output_tail, "started\n");
+        let daemon = std::fs::read_to_string(&pid).expect("pid");
+        let _ = std::process::Command::new("kill")
+            .arg(daemon.trim())
+            .status();
     }
 
     #[test]
