@@ -1,13 +1,13 @@
 //! The watchdog with real processes: an app (a `sleep` behind a pidfile)
 //! killed by the test and restarted by its recovery script, the cooldown
-//! and the attempt limit, a hanging recovery step killed at its timeout,
+//! and the attempt limit (and a re-arm after it), a hanging recovery step killed at its timeout,
 //! and a config file others may write refused by the agent.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use livehead_agent::watchdog::{
-    self, AppConfig, EventKind, RecoveryStep, StepOutcome, WatchdogConfig, WatchdogEvent,
+    self, AppConfig, EventKind, Rearm, RecoveryStep, StepOutcome, WatchdogConfig, WatchdogEvent,
 };
 use livehead_common::Shutdown;
 use tokio::sync::mpsc;
@@ -42,12 +42,14 @@ fn app(pidfile: &Path, recovery: Vec<RecoveryStep>) -> AppConfig {
     }
 }
 
-fn start(app: AppConfig) -> (mpsc::Receiver<WatchdogEvent>, Shutdown) {
+fn start(app: AppConfig) -> (mpsc::Receiver<WatchdogEvent>, Shutdown, Rearm) {
     let (tx, rx) = mpsc::channel(256);
     let shutdown = Shutdown::new();
+    let rearm = Rearm::default();
     let config = WatchdogConfig { apps: vec![app] };
-    tokio::spawn(watchdog::run(config, tx, shutdown.clone()));
-    (rx, shutdown)
+    let (r, s) = (rearm.clone(), shutdown.clone());
+    tokio::spawn(async move { watchdog::run_with_rearm(config, tx, &r, s).await });
+    (rx, shutdown, rearm)
 }
 
 /// Events up to and including the first for which `last` is true.
@@ -124,7 +126,7 @@ async fn a_killed_app_is_restarted_by_its_recovery_script_and_verified() {
     assert!(alive(first));
 
     let recovery = vec![step(&["sh", script, pidfile_arg], false, ms(5000))];
-    let (mut rx, shutdown) = start(app(&pidfile, recovery));
+    let (mut rx, shutdown, _rearm) = start(app(&pidfile, recovery));
     kill(first);
     let events = events_until(&mut rx, |k| matches!(k, EventKind::Recovered { .. })).await;
     shutdown.cancel();
@@ -177,7 +179,7 @@ async fn recoveries_respect_the_cooldown_and_stop_at_the_attempt_limit() {
         settle: ms(10),
         ..app(&pidfile, vec![step(&["true"], false, ms(5000))])
     };
-    let (mut rx, shutdown) = start(config);
+    let (mut rx, shutdown, rearm) = start(config);
     let events = events_until(&mut rx, |k| matches!(k, EventKind::Exhausted { .. })).await;
 
     let starts: Vec<(u32, u64)> = events
@@ -208,9 +210,19 @@ async fn recoveries_respect_the_cooldown_and_stop_at_the_attempt_limit() {
         Some(&EventKind::Exhausted { attempts: 2 })
     );
 
-    // Exhausted: nothing more is checked or run, well past a cooldown.
+    // Exhausted: nothing more is checked or run, well past a cooldown,
+    // nor when another app is re-armed.
+    assert!(rearm.app("another"));
     tokio::time::sleep(cooldown * 2).await;
     assert!(rx.try_recv().is_err(), "no event after exhaustion");
+    // Re-armed by a person: it starts over, from attempt 1.
+    assert!(rearm.app("app"));
+    let again = events_until(&mut rx, |k| matches!(k, EventKind::RecoveryStarted { .. })).await;
+    assert_eq!(again[0].kind, EventKind::Rearmed);
+    assert_eq!(
+        again.last().map(|e| &e.kind),
+        Some(&EventKind::RecoveryStarted { attempt: 1 })
+    );
     shutdown.cancel();
 }
 
@@ -240,7 +252,7 @@ async fn a_hanging_recovery_step_and_its_children_are_killed_at_its_timeout() {
             ],
         )
     };
-    let (mut rx, shutdown) = start(config);
+    let (mut rx, shutdown, _rearm) = start(config);
     let events = events_until(&mut rx, |k| matches!(k, EventKind::Exhausted { .. })).await;
     shutdown.cancel();
 

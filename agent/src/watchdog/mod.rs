@@ -18,5 +18,5 @@ pub use config::{
     AppConfig, HttpCheck, MemoryFloor, PermissionError, RecoveryStep, WatchdogConfig,
     WatchdogConfigError, check_config_permissions,
 };
-pub use run::{EventKind, WatchdogEvent, run};
+pub use run::{EventKind, Rearm, WatchdogEvent, run, run_with_rearm};
 pub use step::{StepOutcome, StepReport};

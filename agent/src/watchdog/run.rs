@@ -6,7 +6,8 @@ use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use livehead_common::Shutdown;
-use tokio::sync::mpsc;
+use tokio::sync::broadcast::error::TryRecvError;
+use tokio::sync::{broadcast, mpsc};
 
 use super::check::check_app;
 use super::config::{AppConfig, WatchdogConfig, WatchdogConfigError};
@@ -36,8 +37,10 @@ pub enum EventKind {
     /// The check after `settle` failed.
     RecoveryFailed { attempt: u32, reason: String },
     /// `attempts` recoveries in a row failed: the watchdog leaves the app
-    /// alone until re-armed (today: the agent's restart).
+    /// alone until re-armed ([`Rearm::app`], or the agent's restart).
     Exhausted { attempts: u32 },
+    /// A person re-armed the exhausted app: checks and recoveries resume.
+    Rearmed,
 }
 
 impl EventKind {
@@ -50,23 +53,55 @@ impl EventKind {
             Self::Recovered { .. } => "recovered",
             Self::RecoveryFailed { .. } => "recovery_failed",
             Self::Exhausted { .. } => "exhausted",
+            Self::Rearmed => "rearmed",
         }
+    }
+}
+
+/// Re-arms exhausted apps while [`run_with_rearm`] runs: the hook for an
+/// admin API call.
+#[derive(Debug, Clone)]
+pub struct Rearm(broadcast::Sender<String>);
+
+impl Default for Rearm {
+    fn default() -> Self {
+        Self(broadcast::channel(16).0)
+    }
+}
+
+impl Rearm {
+    /// Re-arms the app named `name` if it is exhausted (else does nothing).
+    /// False when no watchdog is running.
+    pub fn app(&self, name: &str) -> bool {
+        self.0.send(name.to_owned()).is_ok()
     }
 }
 
 /// Watches every app of `config` until `shutdown` fires. Events go to
 /// `events` (a full channel slows the watchdog down; a closed one is
-/// ignored) and to the log.
+/// ignored) and to the log. An exhausted app stays so until the agent
+/// restarts; see [`run_with_rearm`].
 pub async fn run(
     config: WatchdogConfig,
     events: mpsc::Sender<WatchdogEvent>,
+    shutdown: Shutdown,
+) -> Result<(), WatchdogConfigError> {
+    run_with_rearm(config, events, &Rearm::default(), shutdown).await
+}
+
+/// [`run`], with exhausted apps re-armed through `rearm`.
+pub async fn run_with_rearm(
+    config: WatchdogConfig,
+    events: mpsc::Sender<WatchdogEvent>,
+    rearm: &Rearm,
     shutdown: Shutdown,
 ) -> Result<(), WatchdogConfigError> {
     config.validate()?;
     let mut tasks = tokio::task::JoinSet::new();
     for app in config.apps {
         tracing::info!(app = %app.name, interval = ?app.interval, steps = app.recovery.len(), "watchdog: watching");
-        tasks.spawn(watch_app(app, events.clone(), shutdown.clone()));
+        let rearmed = rearm.0.subscribe();
+        tasks.spawn(watch_app(app, events.clone(), rearmed, shutdown.clone()));
     }
     drop(events);
     while let Some(done) = tasks.join_next().await {
@@ -77,7 +112,12 @@ pub async fn run(
     Ok(())
 }
 
-async fn watch_app(app: AppConfig, events: mpsc::Sender<WatchdogEvent>, shutdown: Shutdown) {
+async fn watch_app(
+    app: AppConfig,
+    events: mpsc::Sender<WatchdogEvent>,
+    mut rearm: broadcast::Receiver<String>,
+    shutdown: Shutdown,
+) {
     let emit = Emitter {
         app: &app.name,
         events: &events,
@@ -118,13 +158,39 @@ async fn watch_app(app: AppConfig, events: mpsc::Sender<WatchdogEvent>, shutdown
                     .await;
             }
             Decision::Exhausted { attempts } => {
+                // Requests sent before this exhaustion are not for it; one
+                // sent once the event is out is.
+                while !matches!(
+                    rearm.try_recv(),
+                    Err(TryRecvError::Empty | TryRecvError::Closed)
+                ) {}
                 emit.send(EventKind::Exhausted { attempts }).await;
-                // Nothing re-arms an app yet but a restart of the agent
-                // (which reloads the config): wait for that.
-                shutdown.cancelled().await;
-                return;
+                if !rearmed(&app.name, &mut rearm, &shutdown).await {
+                    return;
+                }
+                state.rearm();
+                emit.send(EventKind::Rearmed).await;
+                next = Instant::now();
             }
             Decision::Nothing | Decision::Verify { .. } => {}
+        }
+    }
+}
+
+/// Waits until `name` is re-armed (true) or the agent stops (false).
+async fn rearmed(name: &str, rearm: &mut broadcast::Receiver<String>, shutdown: &Shutdown) -> bool {
+    use broadcast::error::RecvError;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            request = rearm.recv() => match request {
+                Ok(app) if app == name => return true,
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => {
+                    shutdown.cancelled().await;
+                    return false;
+                }
+            },
         }
     }
 }
@@ -199,8 +265,9 @@ fn log(app: &str, kind: &EventKind) {
                 app,
                 event,
                 attempts,
-                "watchdog: recovery exhausted; leaving the app alone until the agent restarts"
+                "watchdog: recovery exhausted; leaving the app alone until re-armed"
             );
         }
+        EventKind::Rearmed => tracing::info!(app, event, "watchdog: re-armed"),
     }
 }
