@@ -158,23 +158,37 @@ async fn watch_app(
                     .await;
             }
             Decision::Exhausted { attempts } => {
-                // Requests sent before this exhaustion are not for it; one
-                // sent once the event is out is.
-                while !matches!(
-                    rearm.try_recv(),
-                    Err(TryRecvError::Empty | TryRecvError::Closed)
-                ) {}
-                emit.send(EventKind::Exhausted { attempts }).await;
-                if !rearmed(&app.name, &mut rearm, &shutdown).await {
+                if !exhausted(attempts, &emit, &mut rearm, &shutdown).await {
                     return;
                 }
                 state.rearm();
-                emit.send(EventKind::Rearmed).await;
                 next = Instant::now();
             }
             Decision::Nothing | Decision::Verify { .. } => {}
         }
     }
+}
+
+/// Reports the exhaustion and waits until the app is re-armed (true) or
+/// the agent stops (false).
+async fn exhausted(
+    attempts: u32,
+    emit: &Emitter<'_>,
+    rearm: &mut broadcast::Receiver<String>,
+    shutdown: &Shutdown,
+) -> bool {
+    // Requests sent before this exhaustion are not for it; one sent once
+    // the event is out is.
+    while !matches!(
+        rearm.try_recv(),
+        Err(TryRecvError::Empty | TryRecvError::Closed)
+    ) {}
+    emit.send(EventKind::Exhausted { attempts }).await;
+    let rearmed = rearmed(emit.app, rearm, shutdown).await;
+    if rearmed {
+        emit.send(EventKind::Rearmed).await;
+    }
+    rearmed
 }
 
 /// Waits until `name` is re-armed (true) or the agent stops (false).
