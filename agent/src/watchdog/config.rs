@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Shortest check interval accepted: a faster loop would be a restart storm
-/// waiting to happen on a real host (tests use the library directly).
+/// Shortest check interval accepted (10ms, so tests run in milliseconds;
+/// a real app wants seconds).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 /// Longest duration accepted for any watchdog setting (one day): a larger
 /// value is almost certainly a unit mistake.
