@@ -162,6 +162,7 @@ pub struct AgentArgs {
 impl AgentArgs {
     pub fn into_config(self) -> anyhow::Result<AgentConfig> {
         let mut c: AgentConfig = load_or_default(self.config.as_deref())?;
+        c.config_file.clone_from(&self.config);
         c.id = self.id.or(c.id);
         set(&mut c.collector.url, self.collector_url);
         c.collector.server_name = self.server_name.or(c.collector.server_name);

@@ -43,6 +43,13 @@ pub struct AgentConfig {
     /// What the agent samples of its node, pods, sites and services, and how
     /// often (`[sample]`; see `sample::SampleConfig`).
     pub sample: crate::sample::SampleConfig,
+    /// Local apps to check and bring back when they fail (`[watchdog]`;
+    /// see `watchdog::WatchdogConfig`). Default: none.
+    pub watchdog: crate::watchdog::WatchdogConfig,
+    /// The file this configuration was read from (`--config`), set by the
+    /// binary: the watchdog refuses to run from a file others may write.
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -59,6 +66,8 @@ impl Default for AgentConfig {
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7091))),
             runtime: RuntimeConfig::default(),
             sample: crate::sample::SampleConfig::default(),
+            watchdog: crate::watchdog::WatchdogConfig::default(),
+            config_file: None,
         }
     }
 }

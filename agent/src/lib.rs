@@ -11,6 +11,7 @@ pub mod ship;
 pub mod split;
 pub mod spool;
 pub mod transport;
+pub mod watchdog;
 
 use livehead_common::Shutdown;
 use livehead_proto::v1::Record;
@@ -46,6 +47,10 @@ pub enum AgentError {
     Spool(#[from] DiskError),
     #[error(transparent)]
     Sample(#[from] sample::SampleConfigError),
+    #[error(transparent)]
+    WatchdogConfig(#[from] watchdog::WatchdogConfigError),
+    #[error(transparent)]
+    WatchdogPermissions(#[from] watchdog::PermissionError),
     #[error("cannot serve metrics on {addr}")]
     Metrics {
         addr: std::net::SocketAddr,
@@ -60,6 +65,7 @@ pub enum AgentError {
 pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentError> {
     let discovery = discovery(&config)?;
     let sample_config = sample_config(&config)?;
+    let watchdog = watchdog_config(&config)?;
     let metrics = AgentMetrics::new();
     if let Some(addr) = config.metrics_listen {
         serve_metrics(addr, &metrics, shutdown.clone()).await?;
@@ -94,6 +100,7 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
             shutdown.clone(),
         ))
     });
+    let watchdog = watchdog.map(|w| tokio::spawn(run_watchdog(w, shutdown.clone())));
     let mut rounds = tokio::spawn(rounds::run(
         schedule,
         discovery,
@@ -116,6 +123,9 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
     }
     if let Some(sampler) = sampler {
         let _ = sampler.await;
+    }
+    if let Some(watchdog) = watchdog {
+        let _ = watchdog.await;
     }
     let left = shipper.finish().await;
     let (unacked, unacked_records) = (left.unacked_batches, left.unacked_records);
@@ -228,6 +238,32 @@ fn sample_config(config: &AgentConfig) -> Result<sample::SampleConfig, AgentErro
     }
     sample.validate()?;
     Ok(sample)
+}
+
+/// `[watchdog]`, checked, when it has apps and the run is not one-shot
+/// (a cron round has no time to watch anything); with a config file, only
+/// if nobody but its owner may write it.
+fn watchdog_config(config: &AgentConfig) -> Result<Option<watchdog::WatchdogConfig>, AgentError> {
+    if config.watchdog.apps.is_empty() || config.rounds.once {
+        return Ok(None);
+    }
+    config.watchdog.validate()?;
+    if let Some(file) = &config.config_file {
+        watchdog::check_config_permissions(file)?;
+    }
+    Ok(Some(config.watchdog.clone()))
+}
+
+/// Runs the watchdog. Its events are only logged for now (by
+/// `watchdog::run` itself): they become records sent to the collector
+/// once the record kind exists (issue 12, second part).
+async fn run_watchdog(config: watchdog::WatchdogConfig, shutdown: Shutdown) {
+    let (events_tx, mut events_rx) = mpsc::channel(64);
+    let drain = tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
+    if let Err(error) = watchdog::run(config, events_tx, shutdown).await {
+        tracing::error!(%error, "watchdog stopped");
+    }
+    let _ = drain.await;
 }
 
 async fn serve_metrics(
