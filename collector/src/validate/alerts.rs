@@ -143,6 +143,7 @@ pub fn check_delivery(d: &AlertDelivery, ctx: &Ctx<'_>) -> Result<AlertDeliveryR
 mod tests {
     use super::*;
     use crate::config::Limits;
+    use crate::validate::samples::tests::refused;
 
     const NOW: u64 = 1_800_000_000_000;
 
@@ -180,24 +181,6 @@ mod tests {
             outcome: DeliveryOutcome::Sent as i32,
             http_status: 200,
             error: String::new(),
-        }
-    }
-
-    type Case<S> = (fn(&mut S), &'static str);
-
-    fn refused<S: Clone, R: std::fmt::Debug>(
-        good: &S,
-        check: fn(&S, &Ctx<'_>) -> Result<R, Invalid>,
-        cases: Vec<Case<S>>,
-    ) {
-        let limits = Limits::default();
-        check(good, &ctx(&limits)).expect("the good record is valid");
-        for (mutate, field) in cases {
-            let mut record = good.clone();
-            mutate(&mut record);
-            let err = check(&record, &ctx(&limits)).expect_err(field);
-            assert_eq!(err.field, field, "{err:?}");
-            assert!(!err.reason.is_empty());
         }
     }
 

@@ -254,7 +254,7 @@ pub fn check_service(s: &ServiceState, ctx: &Ctx<'_>) -> Result<ServiceRow, Inva
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use livehead_proto::v1::ProbeResult;
 
@@ -268,17 +268,18 @@ mod tests {
         }
     }
 
-    /// A change to a good sample, and the field it makes invalid.
-    type Case<S> = (fn(&mut S), &'static str);
+    /// A change to a good record, and the field it makes invalid.
+    pub(crate) type Case<S> = (fn(&mut S), &'static str);
 
-    /// Runs `check` on `good` mutated by each case, expecting the named field.
-    fn refused<S: Clone, R: std::fmt::Debug>(
+    /// Runs `check` on `good` mutated by each case, expecting the named
+    /// field (the sample kinds' tests and the alert records').
+    pub(crate) fn refused<S: Clone, R: std::fmt::Debug>(
         good: &S,
         check: fn(&S, &Ctx<'_>) -> Result<R, Invalid>,
         cases: Vec<Case<S>>,
     ) {
         let limits = Limits::default();
-        check(good, &ctx(&limits)).expect("the good sample is valid");
+        check(good, &ctx(&limits)).expect("the good record is valid");
         for (mutate, field) in cases {
             let mut sample = good.clone();
             mutate(&mut sample);
