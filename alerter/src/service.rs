@@ -14,7 +14,6 @@ use livehead_common::Shutdown;
 use livehead_common::http_server::HttpLimits;
 use livehead_common::listener::ListenerMetrics;
 use livehead_proto::v1::Record;
-use livehead_proto::v1::record::Kind;
 use prometheus::{IntCounter, IntGauge, Registry};
 use tokio::sync::{Notify, mpsc};
 
@@ -323,11 +322,9 @@ impl Loop {
                 if !live {
                     self.snapshotting.insert(replica);
                 }
+                // The alerter's own records come back on the stream too; the
+                // engine ignores them (`series_of`).
                 for record in &records {
-                    // The alerter's own records come back on the stream.
-                    if matches!(record.kind, Some(Kind::Alert(_) | Kind::Delivery(_))) {
-                        continue;
-                    }
                     self.engine.observe(&agent, record, changes);
                 }
             }

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use livehead_agent::AgentConfig;
-use livehead_alerter::access::RoleToken as AlerterToken;
 use livehead_alerter::config::AlerterConfig;
 use livehead_collector::CollectorConfig;
 use livehead_collector::config::{PushToken, RoleToken};
@@ -27,6 +26,19 @@ const COLLECTOR_NAME: &str = "localhost";
 pub struct Tokens {
     pub push_sha256: String,
     pub admin_sha256: String,
+}
+
+impl Tokens {
+    /// The `admin` role token: the collector's reads and the alerter's API
+    /// (one shape, `livehead_common::roles::RoleToken`).
+    fn admin(&self) -> RoleToken {
+        RoleToken {
+            name: "admin".to_owned(),
+            sha256: self.admin_sha256.clone(),
+            role: "admin".to_owned(),
+            sites: Vec::new(),
+        }
+    }
 }
 
 /// The collector: SQLite in the state directory, gRPC on a loopback port
@@ -51,12 +63,7 @@ pub fn collector_config(config: &UpConfig, layout: &Layout, tokens: &Tokens) -> 
         name: AGENT_NAME.to_owned(),
         sha256: tokens.push_sha256.clone(),
     }];
-    c.api.tokens = vec![RoleToken {
-        name: "admin".to_owned(),
-        sha256: tokens.admin_sha256.clone(),
-        role: "admin".to_owned(),
-        sites: Vec::new(),
-    }];
+    c.api.tokens = vec![tokens.admin()];
     // Only the in-process alerter's certificate, never the agent's.
     c.watch.allow = vec![ALERTER_NAME.to_owned()];
     c
@@ -81,12 +88,7 @@ pub fn alerter_config(
     c.collectors.server_name = Some(COLLECTOR_NAME.to_owned());
     c.collectors.tls = Some(layout.alerter_tls());
     c.api.listen = config.alerter_listen;
-    c.api.tokens = vec![AlerterToken {
-        name: "admin".to_owned(),
-        sha256: tokens.admin_sha256.clone(),
-        role: "admin".to_owned(),
-        sites: Vec::new(),
-    }];
+    c.api.tokens = vec![tokens.admin()];
     c
 }
 
