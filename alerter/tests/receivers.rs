@@ -4,135 +4,28 @@
 // Tests may unwrap (house rules): a panic is the test failing.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::Method;
 use hmac::{Hmac, KeyInit, Mac};
 use livehead_alerter::receivers::discord;
 use livehead_alerter::{
     DeliveryMetrics, DeliveryReport, Dispatcher, Notification, Receiver, ReceiverError, Severity,
     Status,
 };
+use livehead_testkit::receiver::{FakeReceiver, Reply, reply};
 use prometheus::{IntCounterVec, Registry};
-use serde_json::{Value, json};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use serde_json::json;
+use tokio::sync::{Semaphore, mpsc};
 
-/// What the fake service answers, in order; 200 once the script is done.
-#[derive(Clone)]
-struct Reply {
-    status: u16,
-    headers: Vec<(&'static str, &'static str)>,
-    body: &'static str,
-}
+/// The local stand-in for each service: records every request, answers
+/// its script in order, then 200.
+type Fake = FakeReceiver;
 
-fn reply(status: u16) -> Reply {
-    Reply {
-        status,
-        headers: Vec::new(),
-        body: "",
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Recorded {
-    method: Method,
-    path: String,
-    headers: HeaderMap,
-    raw: Bytes,
-    json: Value,
-}
-
-#[derive(Clone)]
-struct FakeState {
-    requests: Arc<Mutex<Vec<Recorded>>>,
-    script: Arc<Mutex<VecDeque<Reply>>>,
-    arrived: Arc<Notify>,
-    /// When set, answers wait for a permit: a receiver that hangs.
-    hold: Option<Arc<Semaphore>>,
-}
-
-struct Fake {
-    addr: SocketAddr,
-    state: FakeState,
-}
-
-impl Fake {
-    async fn start(script: Vec<Reply>) -> Fake {
-        Fake::start_with(script, None).await
-    }
-
-    async fn start_with(script: Vec<Reply>, hold: Option<Arc<Semaphore>>) -> Fake {
-        let state = FakeState {
-            requests: Arc::default(),
-            script: Arc::new(Mutex::new(script.into())),
-            arrived: Arc::default(),
-            hold,
-        };
-        let app = Router::new().fallback(record).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Fake { addr, state }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn requests(&self) -> Vec<Recorded> {
-        self.state.requests.lock().unwrap().clone()
-    }
-
-    /// Waits until at least `n` requests arrived.
-    async fn wait_for(&self, n: usize) {
-        loop {
-            let arrived = self.state.arrived.notified();
-            if self.requests().len() >= n {
-                return;
-            }
-            arrived.await;
-        }
-    }
-}
-
-async fn record(
-    State(state): State<FakeState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    raw: Bytes,
-) -> Response {
-    let json = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-    state.requests.lock().unwrap().push(Recorded {
-        method,
-        path: uri.path().to_owned(),
-        headers,
-        raw,
-        json,
-    });
-    state.arrived.notify_waiters();
-    if let Some(hold) = &state.hold {
-        let _permit = hold.acquire().await;
-    }
-    let next = state.script.lock().unwrap().pop_front();
-    let Reply {
-        status,
-        headers,
-        body,
-    } = next.unwrap_or_else(|| reply(200));
-    let mut response = (StatusCode::from_u16(status).unwrap(), body).into_response();
-    for (name, value) in headers {
-        response.headers_mut().insert(name, value.parse().unwrap());
-    }
-    response
-}
+/// Long enough for any retry schedule these tests set up.
+const ARRIVES: Duration = Duration::from_secs(30);
 
 fn receiver(toml: &str) -> Receiver {
     toml::from_str(toml).unwrap()
@@ -206,7 +99,7 @@ const FAST: &str = r#"delivery = { initial_backoff = "10ms", min_interval = "0s"
 
 #[tokio::test]
 async fn slack_payload_is_text_and_blocks() {
-    let fake = Fake::start(vec![]).await;
+    let fake = Fake::scripted(vec![], None).await;
     let slack = receiver(&format!(
         "kind = \"slack\"\nname = \"ops\"\nurl = \"{}\"\n{FAST}",
         fake.url("/services/T0/B0/token")
@@ -218,7 +111,7 @@ async fn slack_payload_is_text_and_blocks() {
     )
     .await;
 
-    let requests = fake.requests();
+    let requests = fake.received();
     assert_eq!(requests.len(), 1);
     let r = &requests[0];
     assert_eq!(r.method, Method::POST);
@@ -274,11 +167,14 @@ fn slack_escapes_control_characters() {
 
 #[tokio::test]
 async fn slack_429_waits_for_retry_after() {
-    let fake = Fake::start(vec![Reply {
-        status: 429,
-        headers: vec![("retry-after", "1")],
-        body: "rate_limited",
-    }])
+    let fake = Fake::scripted(
+        vec![Reply {
+            status: 429,
+            headers: vec![("retry-after", "1")],
+            body: "rate_limited",
+        }],
+        None,
+    )
     .await;
     let slack = receiver(&format!(
         "kind = \"slack\"\nname = \"ops\"\nurl = \"{}\"\n{HOUR_BACKOFF}",
@@ -291,7 +187,7 @@ async fn slack_429_waits_for_retry_after() {
     )
     .await;
 
-    let requests = fake.requests();
+    let requests = fake.received();
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[0].json, requests[1].json);
     assert_eq!(count(&metrics.retried, "ops"), 1);
@@ -310,7 +206,7 @@ async fn slack_429_waits_for_retry_after() {
 
 #[tokio::test]
 async fn discord_payload_is_an_embed() {
-    let fake = Fake::start(vec![reply(204)]).await;
+    let fake = Fake::scripted(vec![reply(204)], None).await;
     let discord = receiver(&format!(
         "kind = \"discord\"\nname = \"alerts\"\nurl = \"{}\"\n{FAST}",
         fake.url("/api/webhooks/1/token")
@@ -322,7 +218,7 @@ async fn discord_payload_is_an_embed() {
     )
     .await;
 
-    let requests = fake.requests();
+    let requests = fake.received();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].path, "/api/webhooks/1/token");
     assert_eq!(
@@ -373,11 +269,11 @@ fn discord_colour_follows_severity_and_resolution() {
 
 #[tokio::test]
 async fn discord_429_waits_for_body_retry_after() {
-    let fake = Fake::start(vec![Reply {
+    let fake = Fake::scripted(vec![Reply {
         status: 429,
         headers: vec![("content-type", "application/json")],
         body: r#"{"message": "You are being rate limited.", "retry_after": 0.25, "global": false}"#,
-    }])
+    }], None)
     .await;
     let discord = receiver(&format!(
         "kind = \"discord\"\nname = \"alerts\"\nurl = \"{}\"\n{HOUR_BACKOFF}",
@@ -390,7 +286,7 @@ async fn discord_429_waits_for_body_retry_after() {
     )
     .await;
 
-    assert_eq!(fake.requests().len(), 2);
+    assert_eq!(fake.received().len(), 2);
     assert_eq!(count(&metrics.retried, "alerts"), 1);
     assert_eq!(count(&metrics.sent, "alerts"), 1);
     assert!(reports[0].result.is_ok());
@@ -398,11 +294,14 @@ async fn discord_429_waits_for_body_retry_after() {
 
 #[tokio::test]
 async fn discord_404_is_gone_and_not_retried() {
-    let fake = Fake::start(vec![Reply {
-        status: 404,
-        headers: vec![],
-        body: r#"{"message": "Unknown Webhook", "code": 10015}"#,
-    }])
+    let fake = Fake::scripted(
+        vec![Reply {
+            status: 404,
+            headers: vec![],
+            body: r#"{"message": "Unknown Webhook", "code": 10015}"#,
+        }],
+        None,
+    )
     .await;
     let discord = receiver(&format!(
         "kind = \"discord\"\nname = \"alerts\"\nurl = \"{}\"\n{FAST}",
@@ -415,7 +314,7 @@ async fn discord_404_is_gone_and_not_retried() {
     )
     .await;
 
-    assert_eq!(fake.requests().len(), 1);
+    assert_eq!(fake.received().len(), 1);
     assert_eq!(count(&metrics.failed, "alerts"), 1);
     assert_eq!(count(&metrics.retried, "alerts"), 0);
     assert_eq!(reports[0].attempts, 1);
@@ -528,7 +427,7 @@ fn discord_message_of_a_huge_notification_fits() {
 
 #[tokio::test]
 async fn pagerduty_trigger_acknowledge_resolve_share_one_dedup_key() {
-    let fake = Fake::start(vec![reply(202), reply(202), reply(202)]).await;
+    let fake = Fake::scripted(vec![reply(202), reply(202), reply(202)], None).await;
     let pd = receiver(&format!(
         "kind = \"pagerduty\"\nname = \"oncall\"\nrouting_key = \"R0UT1NGKEY\"\nevents_url = \"{}\"\n{FAST}",
         fake.url("/v2/enqueue")
@@ -540,7 +439,7 @@ async fn pagerduty_trigger_acknowledge_resolve_share_one_dedup_key() {
     ];
     let (metrics, _) = deliver(start(vec![pd]), "oncall", sequence).await;
 
-    let requests = fake.requests();
+    let requests = fake.received();
     assert_eq!(requests.len(), 3);
     assert!(requests.iter().all(|r| r.path == "/v2/enqueue"));
     assert_eq!(
@@ -591,11 +490,14 @@ fn pagerduty_summary_is_cut_at_1024() {
 
 #[tokio::test]
 async fn pagerduty_400_is_not_retried() {
-    let fake = Fake::start(vec![Reply {
-        status: 400,
-        headers: vec![],
-        body: r#"{"status":"invalid event","message":"Event object is invalid"}"#,
-    }])
+    let fake = Fake::scripted(
+        vec![Reply {
+            status: 400,
+            headers: vec![],
+            body: r#"{"status":"invalid event","message":"Event object is invalid"}"#,
+        }],
+        None,
+    )
     .await;
     let pd = receiver(&format!(
         "kind = \"pagerduty\"\nname = \"oncall\"\nrouting_key = \"R0UT1NGKEY\"\nevents_url = \"{}\"\n{FAST}",
@@ -608,7 +510,7 @@ async fn pagerduty_400_is_not_retried() {
     )
     .await;
 
-    assert_eq!(fake.requests().len(), 1);
+    assert_eq!(fake.received().len(), 1);
     assert_eq!(count(&metrics.failed, "oncall"), 1);
     assert_eq!(count(&metrics.retried, "oncall"), 0);
     let err = reports[0].result.as_ref().unwrap_err();
@@ -622,7 +524,7 @@ async fn pagerduty_400_is_not_retried() {
 
 #[tokio::test]
 async fn pagerduty_429_and_500_are_retried_until_accepted() {
-    let fake = Fake::start(vec![reply(500), reply(429), reply(503), reply(202)]).await;
+    let fake = Fake::scripted(vec![reply(500), reply(429), reply(503), reply(202)], None).await;
     let pd = receiver(&format!(
         "kind = \"pagerduty\"\nname = \"oncall\"\nrouting_key = \"R0UT1NGKEY\"\nevents_url = \"{}\"\n{FAST}",
         fake.url("/v2/enqueue")
@@ -634,7 +536,7 @@ async fn pagerduty_429_and_500_are_retried_until_accepted() {
     )
     .await;
 
-    let requests = fake.requests();
+    let requests = fake.received();
     assert_eq!(requests.len(), 4);
     assert!(requests.iter().all(|r| r.json == requests[0].json));
     assert_eq!(count(&metrics.retried, "oncall"), 3);
@@ -644,7 +546,7 @@ async fn pagerduty_429_and_500_are_retried_until_accepted() {
 
 #[tokio::test]
 async fn retries_stop_at_max_attempts() {
-    let fake = Fake::start(vec![reply(500), reply(500), reply(500), reply(202)]).await;
+    let fake = Fake::scripted(vec![reply(500), reply(500), reply(500), reply(202)], None).await;
     let pd = receiver(&format!(
         "kind = \"pagerduty\"\nname = \"oncall\"\nrouting_key = \"k\"\nevents_url = \"{}\"\n\
          delivery = {{ initial_backoff = \"1ms\", max_attempts = 3 }}",
@@ -657,7 +559,7 @@ async fn retries_stop_at_max_attempts() {
     )
     .await;
 
-    assert_eq!(fake.requests().len(), 3);
+    assert_eq!(fake.received().len(), 3);
     assert_eq!(count(&metrics.failed, "oncall"), 1);
     let err = reports[0].result.as_ref().unwrap_err();
     assert!(
@@ -669,7 +571,7 @@ async fn retries_stop_at_max_attempts() {
 
 #[tokio::test]
 async fn webhook_body_is_alertmanager_v4_and_signed() {
-    let fake = Fake::start(vec![]).await;
+    let fake = Fake::scripted(vec![], None).await;
     let hook = receiver(&format!(
         "kind = \"webhook\"\nname = \"hook\"\nurl = \"{}\"\nsecret = \"s3cret\"\n\
          external_url = \"https://livehead.example\"\n{FAST}",
@@ -682,7 +584,7 @@ async fn webhook_body_is_alertmanager_v4_and_signed() {
     )
     .await;
 
-    let requests = fake.requests();
+    let requests = fake.received();
     assert_eq!(requests.len(), 1);
     let labels = json!({
         "alertname": "site-down", "severity": "critical", "node": "n1",
@@ -724,7 +626,7 @@ async fn webhook_body_is_alertmanager_v4_and_signed() {
 
 #[tokio::test]
 async fn webhook_unsigned_firing_and_acknowledged() {
-    let fake = Fake::start(vec![]).await;
+    let fake = Fake::scripted(vec![], None).await;
     let hook = receiver(&format!(
         "kind = \"webhook\"\nname = \"hook\"\nurl = \"{}\"\nsignature_header = \"X-Sig\"\n{FAST}",
         fake.url("/am")
@@ -735,7 +637,7 @@ async fn webhook_unsigned_firing_and_acknowledged() {
     ];
     let (_, _) = deliver(start(vec![hook]), "hook", sequence).await;
 
-    let requests = fake.requests();
+    let requests = fake.received();
     assert_eq!(requests.len(), 2);
     assert!(requests[0].headers.get("x-sig").is_none());
     let firing = &requests[0].json["alerts"][0];
@@ -749,8 +651,8 @@ async fn webhook_unsigned_firing_and_acknowledged() {
 #[tokio::test]
 async fn a_hanging_receiver_does_not_delay_another() {
     let hold = Arc::new(Semaphore::new(0));
-    let slow = Fake::start_with(vec![], Some(hold.clone())).await;
-    let fast = Fake::start(vec![]).await;
+    let slow = Fake::scripted(vec![], Some(hold.clone())).await;
+    let fast = Fake::scripted(vec![], None).await;
     let setup = start(vec![
         receiver(&format!(
             "kind = \"slack\"\nname = \"slow\"\nurl = \"{}\"\n{FAST}",
@@ -765,7 +667,7 @@ async fn a_hanging_receiver_does_not_delay_another() {
         .dispatcher
         .notify("slow", notification(Status::Firing))
         .unwrap();
-    slow.wait_for(1).await;
+    slow.wait_for(1, ARRIVES).await;
     // `slow` holds its request open; `fast` gets both of its own.
     setup
         .dispatcher
@@ -775,7 +677,7 @@ async fn a_hanging_receiver_does_not_delay_another() {
         .dispatcher
         .notify("fast", notification(Status::Resolved))
         .unwrap();
-    fast.wait_for(2).await;
+    fast.wait_for(2, ARRIVES).await;
     let fast_sent = async {
         while count(&setup.metrics.sent, "fast") < 2 {
             tokio::task::yield_now().await;
@@ -794,7 +696,7 @@ async fn a_hanging_receiver_does_not_delay_another() {
 #[tokio::test]
 async fn a_full_queue_drops_and_counts() {
     let hold = Arc::new(Semaphore::new(0));
-    let fake = Fake::start_with(vec![], Some(hold.clone())).await;
+    let fake = Fake::scripted(vec![], Some(hold.clone())).await;
     let slack = receiver(&format!(
         "kind = \"slack\"\nname = \"ops\"\nurl = \"{}\"\n\
          delivery = {{ queue = 1, min_interval = \"0s\" }}",
@@ -805,7 +707,7 @@ async fn a_full_queue_drops_and_counts() {
         .dispatcher
         .notify("ops", notification(Status::Firing))
         .unwrap();
-    fake.wait_for(1).await;
+    fake.wait_for(1, ARRIVES).await;
     // The first is in flight, the second fills the queue of one.
     setup
         .dispatcher
@@ -824,13 +726,13 @@ async fn a_full_queue_drops_and_counts() {
     hold.add_permits(2);
     let (metrics, _) = deliver(setup, "ops", vec![]).await;
     assert_eq!(count(&metrics.sent, "ops"), 2);
-    assert_eq!(fake.requests().len(), 2);
+    assert_eq!(fake.received().len(), 2);
 }
 
 #[tokio::test]
 async fn an_unanswered_request_times_out_and_is_retried() {
     let hold = Arc::new(Semaphore::new(0));
-    let fake = Fake::start_with(vec![], Some(hold.clone())).await;
+    let fake = Fake::scripted(vec![], Some(hold.clone())).await;
     let hook = receiver(&format!(
         "kind = \"webhook\"\nname = \"hook\"\nurl = \"{}\"\n\
          delivery = {{ timeout = \"200ms\", initial_backoff = \"1ms\", max_attempts = 2 }}",
@@ -844,7 +746,7 @@ async fn an_unanswered_request_times_out_and_is_retried() {
     .await;
     hold.add_permits(2);
 
-    assert_eq!(fake.requests().len(), 2);
+    assert_eq!(fake.received().len(), 2);
     assert_eq!(count(&metrics.retried, "hook"), 1);
     let err = reports[0].result.as_ref().unwrap_err();
     assert!(

@@ -734,8 +734,10 @@ mod tests {
 
     fn received(json: serde_json::Value, at_unix_ms: u64) -> Received {
         Received {
+            method: http::Method::POST,
             path: "/hook".into(),
             headers: Default::default(),
+            raw: serde_json::to_vec(&json).unwrap_or_default().into(),
             json,
             at: Instant::now(),
             at_unix_ms,
