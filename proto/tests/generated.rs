@@ -8,6 +8,8 @@ fn generated_code_is_current() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let protos = [
         "livehead/v1/alerts.proto",
+        "livehead/v1/heartbeats.proto",
+        "livehead/v1/watchdog.proto",
         "livehead/v1/samples.proto",
         "livehead/v1/records.proto",
         "livehead/v1/ingest.proto",

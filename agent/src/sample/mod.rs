@@ -157,6 +157,10 @@ fn kind_label(kind: &Kind) -> &'static str {
         Kind::Service(_) => "service",
         Kind::Alert(_) => "alert",
         Kind::Delivery(_) => "delivery",
+        Kind::Watchdog(_) => "watchdog",
+        Kind::HeartbeatCheck(_) => "heartbeat_check",
+        Kind::HeartbeatPing(_) => "heartbeat_ping",
+        Kind::HeartbeatState(_) => "heartbeat_state",
     }
 }
 

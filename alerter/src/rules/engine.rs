@@ -463,6 +463,11 @@ fn series_of(kind: &Kind) -> Option<(SeriesOf<'_>, u64)> {
         Kind::Service(s) => node("service", &s.unit, s.ts_ms),
         // The alerter's own records say nothing about the fleet.
         Kind::Alert(_) | Kind::Delivery(_) => None,
+        // Watchdog events and heartbeats have alerts of their own.
+        Kind::Watchdog(_)
+        | Kind::HeartbeatCheck(_)
+        | Kind::HeartbeatPing(_)
+        | Kind::HeartbeatState(_) => None,
     }
 }
 

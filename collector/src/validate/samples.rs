@@ -53,6 +53,12 @@ pub fn check_sample(
         Kind::Delivery(d) => rows
             .deliveries
             .push(super::alerts::check_delivery(d, &ctx)?),
+        Kind::Watchdog(_)
+        | Kind::HeartbeatCheck(_)
+        | Kind::HeartbeatPing(_)
+        | Kind::HeartbeatState(_) => {
+            return Err(invalid("record", "this record kind is not accepted yet"));
+        }
     }
     Ok(true)
 }

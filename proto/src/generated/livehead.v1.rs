@@ -177,6 +177,329 @@ impl DeliveryOutcome {
         }
     }
 }
+/// One version of a heartbeat check's definition. The newest row per
+/// check_id is the check; a deleted check keeps its rows, the newest with
+/// `deleted` set.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HeartbeatCheck {
+    /// When this version was written (unix ms).
+    #[prost(uint64, tag = "1")]
+    pub ts_ms: u64,
+    /// The check's ping id: a UUID, lowercase with hyphens.
+    #[prost(string, tag = "2")]
+    pub check_id: ::prost::alloc::string::String,
+    /// The ping key's name (never the key) and the slug, when the check is
+    /// also addressed as /ping/<ping-key>/<slug>; both empty otherwise.
+    #[prost(string, tag = "3")]
+    pub project: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub slug: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub name: ::prost::alloc::string::String,
+    /// Space-separated, as Healthchecks writes them.
+    #[prost(string, tag = "6")]
+    pub tags: ::prost::alloc::string::String,
+    /// Expected every period_s seconds (a period check), or at the times of
+    /// `cron` in zone `tz` (a cron check): exactly one of period_s and cron.
+    #[prost(uint64, tag = "7")]
+    pub period_s: u64,
+    #[prost(string, tag = "8")]
+    pub cron: ::prost::alloc::string::String,
+    /// An IANA zone ("Europe/Paris"); "UTC" when empty.
+    #[prost(string, tag = "9")]
+    pub tz: ::prost::alloc::string::String,
+    /// How late a ping may be before the check is down.
+    #[prost(uint64, tag = "10")]
+    pub grace_s: u64,
+    #[prost(bool, tag = "11")]
+    pub paused: bool,
+    #[prost(bool, tag = "12")]
+    pub deleted: bool,
+    /// Who wrote this version: "api", "config" (checks as code) or "ping"
+    /// (created by a first ping with ?create=1).
+    #[prost(string, tag = "13")]
+    pub source: ::prost::alloc::string::String,
+    /// The API token's name, the config file, or the creating request's address.
+    #[prost(string, tag = "14")]
+    pub actor: ::prost::alloc::string::String,
+}
+/// One ping of one check, as the collector received it.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HeartbeatPing {
+    /// When the collector received it (unix ms).
+    #[prost(uint64, tag = "1")]
+    pub ts_ms: u64,
+    #[prost(string, tag = "2")]
+    pub check_id: ::prost::alloc::string::String,
+    #[prost(enumeration = "PingKind", tag = "3")]
+    pub kind: i32,
+    /// PING_KIND_EXIT: the job's exit status (0-255).
+    #[prost(uint32, tag = "4")]
+    pub exit_status: u32,
+    /// ?rid=<uuid>: pairs a start with its end when runs overlap; empty otherwise.
+    #[prost(string, tag = "5")]
+    pub rid: ::prost::alloc::string::String,
+    /// HEAD, GET or POST.
+    #[prost(string, tag = "6")]
+    pub method: ::prost::alloc::string::String,
+    /// The client's address.
+    #[prost(string, tag = "7")]
+    pub remote: ::prost::alloc::string::String,
+    #[prost(string, tag = "8")]
+    pub user_agent: ::prost::alloc::string::String,
+    /// The request body's first bytes (heartbeats.body_limit), lossily UTF-8:
+    /// the run's log.
+    #[prost(string, tag = "9")]
+    pub body: ::prost::alloc::string::String,
+    /// The body's full size in bytes, so a cut body shows.
+    #[prost(uint64, tag = "10")]
+    pub body_bytes: u64,
+    /// An end ping (success, fail, exit) paired with its start: the run's
+    /// duration; 0 otherwise.
+    #[prost(uint64, tag = "11")]
+    pub duration_ms: u64,
+}
+/// A check's change of status, written by the alerter (which decides
+/// lateness) so BI can ask how often and how long checks were down.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HeartbeatState {
+    /// When the status changed (unix ms).
+    #[prost(uint64, tag = "1")]
+    pub ts_ms: u64,
+    #[prost(string, tag = "2")]
+    pub check_id: ::prost::alloc::string::String,
+    /// The check's name when it changed.
+    #[prost(string, tag = "3")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(enumeration = "HeartbeatStatus", tag = "4")]
+    pub status: i32,
+    #[prost(enumeration = "HeartbeatStatus", tag = "5")]
+    pub previous: i32,
+    /// Why, in one line: "no ping since 2026-12-07T03:00:00Z", "exit status 3".
+    #[prost(string, tag = "6")]
+    pub reason: ::prost::alloc::string::String,
+}
+/// What a ping says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum PingKind {
+    Unspecified = 0,
+    /// /ping/<id>: the job succeeded.
+    Success = 1,
+    /// /ping/<id>/start: the job started.
+    Start = 2,
+    /// /ping/<id>/fail: the job failed.
+    Fail = 3,
+    /// /ping/<id>/log: a message; it changes no state.
+    Log = 4,
+    /// /ping/<id>/<exit-status>: 0 is a success, 1-255 a failure.
+    Exit = 5,
+}
+impl PingKind {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "PING_KIND_UNSPECIFIED",
+            Self::Success => "PING_KIND_SUCCESS",
+            Self::Start => "PING_KIND_START",
+            Self::Fail => "PING_KIND_FAIL",
+            Self::Log => "PING_KIND_LOG",
+            Self::Exit => "PING_KIND_EXIT",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "PING_KIND_UNSPECIFIED" => Some(Self::Unspecified),
+            "PING_KIND_SUCCESS" => Some(Self::Success),
+            "PING_KIND_START" => Some(Self::Start),
+            "PING_KIND_FAIL" => Some(Self::Fail),
+            "PING_KIND_LOG" => Some(Self::Log),
+            "PING_KIND_EXIT" => Some(Self::Exit),
+            _ => None,
+        }
+    }
+}
+/// Where a check stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum HeartbeatStatus {
+    Unspecified = 0,
+    /// Never pinged.
+    New = 1,
+    /// The last ping was a success and the next one is not due yet.
+    Up = 2,
+    /// A run started and its end is not due yet.
+    Started = 3,
+    /// The next ping is late, but within the grace time.
+    Grace = 4,
+    /// Late past the grace time, a run that never ended, or a failure.
+    Down = 5,
+    /// Paused by a person: never late.
+    Paused = 6,
+}
+impl HeartbeatStatus {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "HEARTBEAT_STATUS_UNSPECIFIED",
+            Self::New => "HEARTBEAT_STATUS_NEW",
+            Self::Up => "HEARTBEAT_STATUS_UP",
+            Self::Started => "HEARTBEAT_STATUS_STARTED",
+            Self::Grace => "HEARTBEAT_STATUS_GRACE",
+            Self::Down => "HEARTBEAT_STATUS_DOWN",
+            Self::Paused => "HEARTBEAT_STATUS_PAUSED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "HEARTBEAT_STATUS_UNSPECIFIED" => Some(Self::Unspecified),
+            "HEARTBEAT_STATUS_NEW" => Some(Self::New),
+            "HEARTBEAT_STATUS_UP" => Some(Self::Up),
+            "HEARTBEAT_STATUS_STARTED" => Some(Self::Started),
+            "HEARTBEAT_STATUS_GRACE" => Some(Self::Grace),
+            "HEARTBEAT_STATUS_DOWN" => Some(Self::Down),
+            "HEARTBEAT_STATUS_PAUSED" => Some(Self::Paused),
+            _ => None,
+        }
+    }
+}
+/// One thing the watchdog saw or did, sent by the agent that runs it.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WatchdogEvent {
+    /// When it happened (unix ms).
+    #[prost(uint64, tag = "1")]
+    pub ts_ms: u64,
+    /// The app's configured name.
+    #[prost(string, tag = "2")]
+    pub app: ::prost::alloc::string::String,
+    #[prost(enumeration = "WatchdogEventKind", tag = "3")]
+    pub kind: i32,
+    /// The recovery attempt it belongs to (1 after a healthy spell), 0 for a
+    /// failed check or a re-arm; the number of attempts for EXHAUSTED.
+    #[prost(uint32, tag = "4")]
+    pub attempt: u32,
+    /// Why: the failing check's reason, a step's spawn error.
+    #[prost(string, tag = "5")]
+    pub reason: ::prost::alloc::string::String,
+    /// RECOVERY_STEP: the command run (argv joined by spaces, or the shell line).
+    #[prost(string, tag = "6")]
+    pub command: ::prost::alloc::string::String,
+    #[prost(enumeration = "StepEnd", tag = "7")]
+    pub step_end: i32,
+    /// RECOVERY_STEP: the exit code, or the signal for STEP_END_SIGNALED.
+    #[prost(uint32, tag = "8")]
+    pub exit_status: u32,
+    /// RECOVERY_STEP: how long the step ran.
+    #[prost(uint64, tag = "9")]
+    pub duration_ms: u64,
+    /// RECOVERY_STEP: the last bytes of its output (10 KB at most).
+    #[prost(string, tag = "10")]
+    pub output: ::prost::alloc::string::String,
+}
+/// What the agent's watchdog saw or did about one watched app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum WatchdogEventKind {
+    Unspecified = 0,
+    /// A check failed (reason says which and why).
+    CheckFailed = 1,
+    /// Recovery number `attempt` starts.
+    RecoveryStarted = 2,
+    /// One recovery step ran (command, exit_status, duration_ms, output).
+    RecoveryStep = 3,
+    /// The checks after recovery `attempt` passed: the app was restarted.
+    Recovered = 4,
+    /// The checks after recovery `attempt` failed (reason says why).
+    RecoveryFailed = 5,
+    /// `attempt` recoveries in a row failed: the watchdog waits for a person.
+    Exhausted = 6,
+    /// A person re-armed an exhausted app (API call or config reload).
+    Rearmed = 7,
+}
+impl WatchdogEventKind {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "WATCHDOG_EVENT_KIND_UNSPECIFIED",
+            Self::CheckFailed => "WATCHDOG_EVENT_KIND_CHECK_FAILED",
+            Self::RecoveryStarted => "WATCHDOG_EVENT_KIND_RECOVERY_STARTED",
+            Self::RecoveryStep => "WATCHDOG_EVENT_KIND_RECOVERY_STEP",
+            Self::Recovered => "WATCHDOG_EVENT_KIND_RECOVERED",
+            Self::RecoveryFailed => "WATCHDOG_EVENT_KIND_RECOVERY_FAILED",
+            Self::Exhausted => "WATCHDOG_EVENT_KIND_EXHAUSTED",
+            Self::Rearmed => "WATCHDOG_EVENT_KIND_REARMED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "WATCHDOG_EVENT_KIND_UNSPECIFIED" => Some(Self::Unspecified),
+            "WATCHDOG_EVENT_KIND_CHECK_FAILED" => Some(Self::CheckFailed),
+            "WATCHDOG_EVENT_KIND_RECOVERY_STARTED" => Some(Self::RecoveryStarted),
+            "WATCHDOG_EVENT_KIND_RECOVERY_STEP" => Some(Self::RecoveryStep),
+            "WATCHDOG_EVENT_KIND_RECOVERED" => Some(Self::Recovered),
+            "WATCHDOG_EVENT_KIND_RECOVERY_FAILED" => Some(Self::RecoveryFailed),
+            "WATCHDOG_EVENT_KIND_EXHAUSTED" => Some(Self::Exhausted),
+            "WATCHDOG_EVENT_KIND_REARMED" => Some(Self::Rearmed),
+            _ => None,
+        }
+    }
+}
+/// How a recovery step ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum StepEnd {
+    Unspecified = 0,
+    /// It exited; exit_status says with what (0 is success).
+    Exited = 1,
+    /// A signal ended it; exit_status holds the signal number.
+    Signaled = 2,
+    /// It ran past its timeout and its process group was killed.
+    TimedOut = 3,
+    /// The agent was stopping and killed it.
+    Cancelled = 4,
+    /// It could not be started (reason says why).
+    SpawnFailed = 5,
+}
+impl StepEnd {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "STEP_END_UNSPECIFIED",
+            Self::Exited => "STEP_END_EXITED",
+            Self::Signaled => "STEP_END_SIGNALED",
+            Self::TimedOut => "STEP_END_TIMED_OUT",
+            Self::Cancelled => "STEP_END_CANCELLED",
+            Self::SpawnFailed => "STEP_END_SPAWN_FAILED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "STEP_END_UNSPECIFIED" => Some(Self::Unspecified),
+            "STEP_END_EXITED" => Some(Self::Exited),
+            "STEP_END_SIGNALED" => Some(Self::Signaled),
+            "STEP_END_TIMED_OUT" => Some(Self::TimedOut),
+            "STEP_END_CANCELLED" => Some(Self::Cancelled),
+            "STEP_END_SPAWN_FAILED" => Some(Self::SpawnFailed),
+            _ => None,
+        }
+    }
+}
 /// CPU, memory, load and kernel counters of the whole node.
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
 pub struct NodeSample {
@@ -458,7 +781,10 @@ pub struct ProbeResult {
 /// One observation carried in a batch.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Record {
-    #[prost(oneof = "record::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
+    #[prost(
+        oneof = "record::Kind",
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15"
+    )]
     pub kind: ::core::option::Option<record::Kind>,
 }
 /// Nested message and enum types in `Record`.
@@ -487,6 +813,14 @@ pub mod record {
         Alert(super::AlertEvent),
         #[prost(message, tag = "11")]
         Delivery(super::AlertDelivery),
+        #[prost(message, tag = "12")]
+        Watchdog(super::WatchdogEvent),
+        #[prost(message, tag = "13")]
+        HeartbeatCheck(super::HeartbeatCheck),
+        #[prost(message, tag = "14")]
+        HeartbeatPing(super::HeartbeatPing),
+        #[prost(message, tag = "15")]
+        HeartbeatState(super::HeartbeatState),
     }
 }
 /// Why a probe got no HTTP answer. The zero value means the probe got one.
