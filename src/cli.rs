@@ -53,6 +53,9 @@ pub enum Command {
     Alerter(AlerterArgs),
     /// Write a development CA and collector/agent certificates.
     Certs(CertsArgs),
+    /// Run a command between two heartbeat pings (start, then its exit
+    /// status with its output's tail) and exit with its status.
+    Run(RunArgs),
     /// Run a collector (embedded SQLite store) and an agent in one process, for a laptop.
     #[cfg(feature = "collector")]
     Up(UpArgs),
@@ -386,6 +389,52 @@ impl AlerterArgs {
     }
 }
 
+/// `livehead run --check ID [--url URL] [--ping-key KEY] -- COMMAND...`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The check: its ping id (a UUID), or its slug with --ping-key.
+    #[arg(long)]
+    pub check: String,
+    /// The collector's HTTP base URL (http or https); pings go to URL/ping/...
+    #[arg(long, env = "LIVEHEAD_PING_URL")]
+    pub url: Option<String>,
+    /// The project's ping key, for a check named by its slug.
+    #[arg(long, env = "LIVEHEAD_PING_KEY")]
+    pub ping_key: Option<String>,
+    /// Bytes of the command's output (its last ones) sent with the end ping.
+    #[arg(long, env = "LIVEHEAD_RUN_TAIL_BYTES", default_value_t = livehead_agent::run_check::DEFAULT_TAIL_BYTES)]
+    pub tail_bytes: usize,
+    /// Time limit of one ping attempt.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub ping_timeout: Duration,
+    /// Attempts per ping before giving up on it (the command's status never
+    /// depends on it).
+    #[arg(long, default_value_t = 3)]
+    pub ping_attempts: u32,
+    /// A CA certificate (PEM) trusted for an https URL besides the public roots.
+    #[arg(long, env = "LIVEHEAD_PING_CA")]
+    pub ca: Option<PathBuf>,
+    /// The command and its arguments, after `--` (run without a shell).
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+impl RunArgs {
+    pub fn into_config(self) -> livehead_agent::run_check::RunCheckConfig {
+        let mut c = livehead_agent::run_check::RunCheckConfig::new(
+            self.url.unwrap_or_default(),
+            self.check,
+            self.command,
+        );
+        c.ping_key = self.ping_key;
+        c.tail_bytes = self.tail_bytes;
+        c.ping_timeout = self.ping_timeout;
+        c.ping_attempts = self.ping_attempts;
+        c.ca_file = self.ca;
+        c
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct CertsArgs {
     /// Directory to write into (an existing CA there is reused).
@@ -668,5 +717,36 @@ mod tests {
         };
         let err = format!("{:#}", args.into_config().expect_err("missing key"));
         assert!(err.contains("--tls-key"), "{err}");
+    }
+
+    #[test]
+    fn run_takes_the_command_after_the_double_dash() {
+        let cli = Cli::try_parse_from([
+            "livehead",
+            "run",
+            "--check",
+            "nightly",
+            "--url",
+            "http://c:8080",
+            "--ping-key",
+            "k",
+            "--ping-timeout",
+            "3s",
+            "--",
+            "backup.sh",
+            "--full",
+        ])
+        .expect("parse");
+        let Command::Run(args) = cli.command else {
+            panic!("run")
+        };
+        let c = args.into_config();
+        assert_eq!(c.command, ["backup.sh", "--full"]);
+        assert_eq!(c.check, "nightly");
+        assert_eq!(c.ping_key.as_deref(), Some("k"));
+        assert_eq!(c.ping_timeout, Duration::from_secs(3));
+        assert_eq!(c.tail_bytes, 10 * 1024);
+        assert_eq!(c.ping_attempts, 3);
+        assert!(Cli::try_parse_from(["livehead", "run", "--check", "x"]).is_err());
     }
 }

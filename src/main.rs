@@ -37,6 +37,7 @@ fn main() -> anyhow::Result<()> {
         #[cfg(feature = "collector")]
         Command::Alerter(args) => alerter(args),
         Command::Certs(args) => certs(args),
+        Command::Run(args) => run_check(args),
         #[cfg(feature = "collector")]
         Command::Up(args) => {
             let config = args.into_config();
@@ -126,6 +127,21 @@ async fn reload_on_sighup(reload: std::sync::Arc<tokio::sync::Notify>) {
         tracing::info!("SIGHUP: reloading the rules");
         reload.notify_one();
     }
+}
+
+/// `livehead run`: ends the process with the command's exit status.
+fn run_check(args: livehead::cli::RunArgs) -> anyhow::Result<()> {
+    let config = args.into_config();
+    // One thread: two pings and a child process need no more.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let status = runtime
+        .block_on(livehead_agent::run_check::run(&config))
+        .context("livehead run")?;
+    drop(runtime);
+    std::process::exit(status)
 }
 
 fn certs(args: CertsArgs) -> anyhow::Result<()> {

@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod metrics;
 pub mod probe;
 pub mod rounds;
+pub mod run_check;
 pub mod sample;
 pub mod ship;
 pub mod split;

@@ -736,6 +736,7 @@ mod tests {
         Received {
             method: http::Method::POST,
             path: "/hook".into(),
+            query: String::new(),
             headers: Default::default(),
             raw: serde_json::to_vec(&json).unwrap_or_default().into(),
             json,

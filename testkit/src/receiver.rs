@@ -24,6 +24,8 @@ use tokio::task::JoinHandle;
 pub struct Received {
     pub method: Method,
     pub path: String,
+    /// The query string without `?` (empty when none).
+    pub query: String,
     pub headers: HeaderMap,
     /// The body as sent.
     pub raw: Bytes,
@@ -168,6 +170,7 @@ async fn record(request: Request<Incoming>, shared: &Shared) -> Response<Full<By
         .push(Received {
             method: parts.method,
             path: parts.uri.path().to_owned(),
+            query: parts.uri.query().unwrap_or_default().to_owned(),
             headers: parts.headers,
             json: serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null),
             raw,
