@@ -11,8 +11,9 @@ use livehead_testkit::clickhouse::ClickHouseServer;
 
 use super::clickhouse::ClickHouseStore;
 use super::samples::{
-    AlertDeliveryRow, AlertEventRow, DiskRow, FilesystemRow, History, InterfaceRow, Latest,
-    NodeRow, PodRow, SampleKind, Scope, ServiceRow, SiteDiskRow, SiteProcessRow, StatsQuery,
+    AlertDeliveryRow, AlertEventRow, DiskRow, FilesystemRow, HeartbeatCheckRow, HeartbeatPingRow,
+    HeartbeatStateRow, History, InterfaceRow, Latest, NodeRow, PodRow, SampleKind, Scope,
+    ServiceRow, SiteDiskRow, SiteProcessRow, StatsQuery, WatchdogEventRow,
 };
 use super::sqlite::SqliteStore;
 use super::{BatchWrite, ProbeRow, Rows, StorageConfig, Store, WriteOutcome};
@@ -31,6 +32,7 @@ livehead_testkit::on_both_stores!(
     latest_probes_are_the_newest_of_each_site_with_every_column,
     the_watch_snapshot_reads_the_newest_state,
     the_readme_alert_queries_run_as_written,
+    the_readme_watchdog_and_heartbeat_queries_run_as_written,
 );
 
 enum TestStore {
@@ -280,11 +282,64 @@ fn every_kind(agent: &str, ts: u64) -> Rows {
             http_status: 429,
             error: "rate limited".into(),
         }],
+        watchdog: vec![WatchdogEventRow {
+            node: agent.into(),
+            ts,
+            app: "shop".into(),
+            kind: "recovery_step".into(),
+            attempt: 2,
+            reason: "tcp 127.0.0.1:3000 refused".into(),
+            command: "pm2 restart shop".into(),
+            step_end: "exited".into(),
+            exit_status: 1,
+            duration_ms: 1500,
+            output: "stopping\n\tstarted \u{1b}[32mok\u{1b}[0m\n".into(),
+        }],
+        heartbeat_checks: vec![HeartbeatCheckRow {
+            agent: agent.into(),
+            ts,
+            check_id: "5bf7e3c1-0f5e-4d3a-9c56-7d1b2e3f4a5b".into(),
+            project: "ops".into(),
+            slug: "nightly-backup".into(),
+            name: "Nightly backup".into(),
+            tags: "backup prod".into(),
+            period_s: 0,
+            cron: "30 2 * * *".into(),
+            tz: "Europe/Paris".into(),
+            grace_s: 3600,
+            paused: true,
+            deleted: false,
+            source: "config".into(),
+            actor: "checks.toml".into(),
+        }],
+        heartbeat_pings: vec![HeartbeatPingRow {
+            agent: agent.into(),
+            ts,
+            check_id: "5bf7e3c1-0f5e-4d3a-9c56-7d1b2e3f4a5b".into(),
+            kind: "exit".into(),
+            exit_status: 3,
+            rid: "0e6a1bb8-52a4-4b39-8d8e-3f4b1f0a9c11".into(),
+            method: "POST".into(),
+            remote: "10.0.0.7".into(),
+            user_agent: "curl/8.5".into(),
+            body: "rsync failed\n".into(),
+            body_bytes: 40_000,
+            duration_ms: 61_000,
+        }],
+        heartbeat_states: vec![HeartbeatStateRow {
+            agent: agent.into(),
+            ts,
+            check_id: "5bf7e3c1-0f5e-4d3a-9c56-7d1b2e3f4a5b".into(),
+            name: "Nightly backup".into(),
+            status: "down".into(),
+            previous: "grace".into(),
+            reason: "exit status 3".into(),
+        }],
         probes: Vec::new(),
     }
 }
 
-const KINDS: [SampleKind; 10] = [
+const KINDS: [SampleKind; 14] = [
     SampleKind::Node,
     SampleKind::Filesystem,
     SampleKind::Disk,
@@ -295,6 +350,10 @@ const KINDS: [SampleKind; 10] = [
     SampleKind::Service,
     SampleKind::AlertEvent,
     SampleKind::AlertDelivery,
+    SampleKind::Watchdog,
+    SampleKind::HeartbeatCheck,
+    SampleKind::HeartbeatPing,
+    SampleKind::HeartbeatState,
 ];
 
 /// `rows` with only the rows of `kind`.
@@ -311,6 +370,10 @@ fn of_kind(rows: &Rows, kind: SampleKind) -> Rows {
         SampleKind::Service => out.services = rows.services.clone(),
         SampleKind::AlertEvent => out.alerts = rows.alerts.clone(),
         SampleKind::AlertDelivery => out.deliveries = rows.deliveries.clone(),
+        SampleKind::Watchdog => out.watchdog = rows.watchdog.clone(),
+        SampleKind::HeartbeatCheck => out.heartbeat_checks = rows.heartbeat_checks.clone(),
+        SampleKind::HeartbeatPing => out.heartbeat_pings = rows.heartbeat_pings.clone(),
+        SampleKind::HeartbeatState => out.heartbeat_states = rows.heartbeat_states.clone(),
     }
     out
 }
@@ -509,7 +572,12 @@ async fn retention_expires_old_samples(backend: Backend) {
     store.maintain().await;
     for kind in KINDS {
         let left = store.latest(kind, 0, None).await;
-        assert_eq!(left, of_kind(&recent, kind), "{kind:?}");
+        if kind == SampleKind::HeartbeatCheck {
+            // Definitions never expire: a yearly job's check stays.
+            assert_eq!(left.len(), 2, "{kind:?}");
+        } else {
+            assert_eq!(left, of_kind(&recent, kind), "{kind:?}");
+        }
     }
 }
 
@@ -687,15 +755,73 @@ async fn the_watch_snapshot_reads_the_newest_state(backend: Backend) {
     store.write("edge-1", 1, &older).await;
     store.write("edge-1", 2, &newer).await;
     let snapshot = store.snapshot(now - 60_000).await;
+    let heartbeats = Rows {
+        heartbeat_checks: newer.heartbeat_checks.clone(),
+        heartbeat_pings: newer.heartbeat_pings.clone(),
+        heartbeat_states: newer.heartbeat_states.clone(),
+        ..Rows::default()
+    };
     let expected = Rows {
         nodes: newer.nodes.clone(),
         filesystems: newer.filesystems.clone(),
         services: newer.services.clone(),
+        watchdog: newer.watchdog.clone(),
         probes: newer.probes.clone(),
-        ..Rows::default()
+        ..heartbeats.clone()
     };
     assert_eq!(snapshot, expected);
-    assert!(store.snapshot(now).await.is_empty());
+    // Heartbeats whatever their age: a monthly job's last ping is old.
+    assert_eq!(store.snapshot(now).await, heartbeats);
+}
+
+async fn the_readme_watchdog_and_heartbeat_queries_run_as_written(backend: Backend) {
+    let store = TestStore::open(backend, "heartbeat_sql", 30).await;
+    let now = clock::unix_ms();
+    let rows = every_kind("edge-1", now);
+    let event = |ts, app: &str, kind: &str| WatchdogEventRow {
+        ts,
+        app: app.into(),
+        kind: kind.into(),
+        ..rows.watchdog[0].clone()
+    };
+    let ping = |ts, check_id: &str, duration_ms| HeartbeatPingRow {
+        ts,
+        check_id: check_id.into(),
+        duration_ms,
+        ..rows.heartbeat_pings[0].clone()
+    };
+    let state = |ts, name: &str, status: &str| HeartbeatStateRow {
+        ts,
+        name: name.into(),
+        status: status.into(),
+        ..rows.heartbeat_states[0].clone()
+    };
+    let batch = Rows {
+        watchdog: vec![
+            event(now - 3, "shop", "recovered"),
+            event(now - 2, "shop", "recovered"),
+            event(now - 1, "blog", "recovered"),
+            event(now, "blog", "exhausted"),
+        ],
+        heartbeat_pings: vec![
+            ping(now - 3, "a", 1000),
+            ping(now - 2, "a", 3000),
+            ping(now - 1, "b", 0),
+            ping(now, "b", 500),
+        ],
+        heartbeat_states: vec![
+            state(now - 2, "backup", "down"),
+            state(now - 1, "backup", "up"),
+            state(now, "backup", "down"),
+        ],
+        ..Rows::default()
+    };
+    store.write("edge-1", 1, &batch).await;
+    let statements = livehead_testkit::readme::sql_statements("### Watchdog and heartbeat tables");
+    assert_eq!(statements.len(), 3, "{statements:?}");
+    assert_eq!(store.sql(&statements[0]), "edge-1|shop|2\nedge-1|blog|1\n");
+    assert_eq!(store.sql(&statements[1]), "a|2|3000\nb|1|500\n");
+    assert_eq!(store.sql(&statements[2]), "backup|2\n");
 }
 
 async fn the_readme_alert_queries_run_as_written(backend: Backend) {
