@@ -11,6 +11,7 @@ use livehead_common::tls::TlsFiles;
 use serde::Deserialize;
 
 use crate::access::RoleToken;
+pub use crate::heartbeats::HeartbeatsConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -34,6 +35,8 @@ pub struct AlerterConfig {
     pub external_url: Option<String>,
     pub collectors: CollectorsConfig,
     pub api: ApiConfig,
+    /// Heartbeat checks' alerts (`[heartbeats]`).
+    pub heartbeats: HeartbeatsConfig,
 }
 
 impl Default for AlerterConfig {
@@ -46,6 +49,7 @@ impl Default for AlerterConfig {
             external_url: None,
             collectors: CollectorsConfig::default(),
             api: ApiConfig::default(),
+            heartbeats: HeartbeatsConfig::default(),
         }
     }
 }

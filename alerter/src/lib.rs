@@ -4,6 +4,7 @@ pub mod access;
 pub mod api;
 pub mod config;
 pub mod file;
+pub mod heartbeats;
 pub mod lifecycle;
 pub mod model;
 pub mod receivers;

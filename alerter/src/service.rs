@@ -21,6 +21,7 @@ use crate::access::Access;
 use crate::api::{self, Shared};
 use crate::config::AlerterConfig;
 use crate::file::{FileError, RulesFile};
+use crate::heartbeats::Heartbeats;
 use crate::lifecycle::{Lifecycle, LifecycleError, SavedState, StateError};
 use crate::model::AlertChange;
 use crate::receivers::now_ms;
@@ -99,11 +100,22 @@ pub async fn start(
     create_state_dir(&config)?;
     let state_file = config.state_file();
     let saved = SavedState::load(&state_file)?;
+    let heartbeats = Heartbeats::new(
+        &config.heartbeats,
+        saved
+            .as_ref()
+            .map(|s| s.heartbeats.clone())
+            .unwrap_or_default(),
+    );
     let now = now_ms();
     let lifecycle = Lifecycle::new(&file, saved, now)?;
     let mut engine = Engine::new(&file.rules);
     let mut restored = 0;
-    for (key, condition, since) in lifecycle.active() {
+    // Heartbeat alerts are not the rules': the engine would resolve them.
+    for (key, condition, since) in lifecycle
+        .active()
+        .filter(|(k, ..)| !Heartbeats::is_heartbeat(k))
+    {
         engine.restore(key, condition, since);
         restored += 1;
     }
@@ -169,6 +181,7 @@ pub async fn start(
         config,
         rules_path,
         engine,
+        heartbeats,
         shared,
         receivers: file.receivers,
         dispatcher,
@@ -255,6 +268,7 @@ struct Loop {
     config: AlerterConfig,
     rules_path: PathBuf,
     engine: Engine,
+    heartbeats: Heartbeats,
     shared: Arc<Shared>,
     receivers: Vec<Receiver>,
     dispatcher: Dispatcher,
@@ -280,7 +294,13 @@ impl Loop {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut changes = Vec::new();
         loop {
-            let next_due = self.shared.read(Lifecycle::next_due);
+            let next_due = [
+                self.shared.read(Lifecycle::next_due),
+                self.heartbeats.next_due(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let due_in = next_due.map(|at| at.saturating_sub(now_ms()));
             tokio::select! {
                 input = inputs.recv() => match input {
@@ -324,8 +344,10 @@ impl Loop {
                 }
                 // The alerter's own records come back on the stream too; the
                 // engine ignores them (`series_of`).
+                let now = now_ms();
                 for record in &records {
                     self.engine.observe(&agent, record, changes);
+                    self.heartbeats.observe(record, changes, now);
                 }
             }
             Input::Synced { replica } => {
@@ -345,6 +367,12 @@ impl Loop {
     /// saved outbox; the reverse order would send it twice.
     fn settle(&mut self, changes: &mut Vec<AlertChange>) {
         let now = now_ms();
+        let mut heartbeat_states = Vec::new();
+        // As for the rules: no status decided on a partial snapshot.
+        if self.snapshotting.is_empty() {
+            self.heartbeats.settle(now, changes, &mut heartbeat_states);
+            self.heartbeats.tick(now, changes, &mut heartbeat_states);
+        }
         self.metrics.changes.inc_by(changes.len() as u64);
         let (due, records) = self.shared.update(|l| {
             if !changes.is_empty() {
@@ -357,7 +385,7 @@ impl Loop {
         for (receiver, notification) in due {
             self.notify(receiver, notification, now);
         }
-        for record in records {
+        for record in heartbeat_states.into_iter().chain(records) {
             if self.records.try_send(record).is_err() {
                 self.metrics.records_dropped.inc();
                 tracing::warn!("alert record dropped: the queue to the store is full");
@@ -385,11 +413,18 @@ impl Loop {
         }
     }
 
-    fn save(&self) {
-        let saved = self.shared.read(|l| l.is_dirty().then(|| l.saved()));
-        let Some(saved) = saved else { return };
+    fn save(&mut self) {
+        let dirty = self.heartbeats.is_dirty();
+        let saved = self
+            .shared
+            .read(|l| (dirty || l.is_dirty()).then(|| l.saved()));
+        let Some(mut saved) = saved else { return };
+        saved.heartbeats = self.heartbeats.saved();
         match saved.save(&self.state_file) {
-            Ok(()) => self.shared.update(Lifecycle::mark_saved),
+            Ok(()) => {
+                self.shared.update(Lifecycle::mark_saved);
+                self.heartbeats.mark_saved();
+            }
             Err(error) => {
                 self.metrics.state_save_failures.inc();
                 tracing::error!(%error, path = %self.state_file.display(), "cannot save the alerter's state");

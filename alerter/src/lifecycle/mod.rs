@@ -415,6 +415,8 @@ impl Lifecycle {
             groups: self.groups.values().cloned().collect(),
             silences: self.silences.clone(),
             outbox: self.outbox.clone(),
+            // The service loop adds its heartbeats.
+            heartbeats: Vec::new(),
         }
     }
 

@@ -23,6 +23,9 @@ pub struct SavedState {
     pub(crate) groups: Vec<Group>,
     pub(crate) silences: Vec<Silence>,
     pub(crate) outbox: Vec<Outgoing>,
+    /// Heartbeat checks' trackers (absent in files of older alerters).
+    #[serde(default)]
+    pub(crate) heartbeats: Vec<crate::heartbeats::SavedCheck>,
 }
 
 /// Why the state file could not be read or written.

@@ -52,6 +52,15 @@ pub fn problems(rules: &[RuleSpec], keys: &[Vec<String>]) -> Vec<Problem> {
                 message,
             });
         };
+        if rule.name == crate::heartbeats::RULE {
+            report(
+                Some("name"),
+                format!(
+                    "rule name `{}` is taken by the heartbeat checks' alerts",
+                    rule.name
+                ),
+            );
+        }
         if let Some(first) = names.insert(rule.name.as_str(), index) {
             report(
                 Some("name"),
@@ -356,6 +365,15 @@ statuses = ["5xx", 0, 404]
             4,
         );
         assert!(error.contains("levels"), "{error}");
+    }
+
+    #[test]
+    fn the_heartbeat_rule_name_is_reserved() {
+        let text = format!(
+            "{GOOD}\n[[rules]]\nname = \"heartbeat\"\nkind = \"unreachable\"\nseverity = \"critical\"\n"
+        );
+        let error = error_at(&text, 9);
+        assert!(error.contains("heartbeat checks"), "{error}");
     }
 
     #[test]
