@@ -184,6 +184,7 @@ fn subcommand(cli: &Cli) -> &'static str {
         Command::Alerter(_) => "alerter",
         Command::Certs(_) => "certs",
         Command::Up(_) => "up",
+        Command::Run(_) => "run",
     }
 }
 
@@ -234,7 +235,7 @@ fn effective(cli: Cli, config: Option<(&str, &str)>) -> Result<Effective, String
             args.config = file;
             args.into_config().map(|_| Effective::Other).map_err(err)
         }
-        Command::Certs(_) | Command::Up(_) => Ok(Effective::Other),
+        Command::Certs(_) | Command::Up(_) | Command::Run(_) => Ok(Effective::Other),
     }
 }
 
@@ -684,7 +685,7 @@ fn check_container(
         Command::Agent(a) => a.config.clone(),
         Command::Collector(c) => c.config.clone(),
         Command::Alerter(a) => a.config.clone(),
-        Command::Certs(_) | Command::Up(_) => None,
+        Command::Certs(_) | Command::Up(_) | Command::Run(_) => None,
     };
     let mut config_text: Option<(String, String)> = None;
     if let Some(path) = config_path {
@@ -1158,7 +1159,7 @@ fn check_unit(
         Command::Agent(a) => a.config.clone(),
         Command::Collector(c) => c.config.clone(),
         Command::Alerter(a) => a.config.clone(),
-        Command::Certs(_) | Command::Up(_) => None,
+        Command::Certs(_) | Command::Up(_) | Command::Run(_) => None,
     };
     let mut config_text = None;
     if let Some(path) = config {

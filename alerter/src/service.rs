@@ -190,6 +190,7 @@ pub async fn start(
         records,
         state_file,
         snapshotting: HashSet::new(),
+        heartbeats_synced: false,
         metrics,
     };
     let task = tokio::spawn(async move {
@@ -279,6 +280,10 @@ struct Loop {
     /// Replicas whose snapshot is being read: windows and fleet shares are
     /// not decided on a partial picture.
     snapshotting: HashSet<SocketAddr>,
+    /// A snapshot was read in full since the start: until then the saved
+    /// trackers miss the pings of the time the alerter was down, and a
+    /// check pinged meanwhile would look late.
+    heartbeats_synced: bool,
     metrics: LoopMetrics,
 }
 
@@ -352,6 +357,7 @@ impl Loop {
             }
             Input::Synced { replica } => {
                 self.snapshotting.remove(&replica);
+                self.heartbeats_synced = true;
                 if self.snapshotting.is_empty() {
                     self.engine.tick(now_ms(), changes);
                 }
@@ -369,7 +375,7 @@ impl Loop {
         let now = now_ms();
         let mut heartbeat_states = Vec::new();
         // As for the rules: no status decided on a partial snapshot.
-        if self.snapshotting.is_empty() {
+        if self.heartbeats_synced && self.snapshotting.is_empty() {
             self.heartbeats.settle(now, changes, &mut heartbeat_states);
             self.heartbeats.tick(now, changes, &mut heartbeat_states);
         }
