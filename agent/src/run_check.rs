@@ -384,6 +384,7 @@ pub async fn run_command(argv: &[String], tail_bytes: usize) -> (Outcome, Vec<u8
             Vec::new(),
         );
     };
+    let signals = Signals::catch();
     let mut child = match tokio::process::Command::new(program)
         .args(args)
         .stdin(Stdio::inherit())
@@ -412,7 +413,7 @@ pub async fn run_command(argv: &[String], tail_bytes: usize) -> (Outcome, Vec<u8
             .take()
             .map(|e| tokio::spawn(copy_out(e, tokio::io::stderr(), tail.clone()))),
     ];
-    let status = wait_forwarding_sigterm(&mut child).await;
+    let status = wait_forwarding_sigterm(&mut child, signals).await;
     for mut reader in readers.into_iter().flatten() {
         if timeout(PIPE_GRACE, &mut reader).await.is_err() {
             reader.abort();
@@ -441,20 +442,46 @@ fn not_started(e: &io::Error) -> Outcome {
     }
 }
 
-/// Waits for the child. SIGINT and SIGHUP from a terminal reach the whole
-/// process group, the child included: we only outlive them to report. A
-/// SIGTERM (systemd, timeout(1), kill) reaches us alone: we pass it on.
+/// SIGINT and SIGHUP from a terminal reach the whole process group, the
+/// command included: we only outlive them to report. A SIGTERM (systemd,
+/// timeout(1), kill) reaches us alone: we pass it on. Caught before the
+/// command starts, so none falls between.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    _int: tokio::signal::unix::Signal,
+    _hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn catch() -> Option<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let caught = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        );
+        match caught {
+            (Ok(term), Ok(_int), Ok(_hup)) => Some(Self { term, _int, _hup }),
+            _ => {
+                tracing::warn!("cannot catch signals: SIGTERM is not passed on to the command");
+                None
+            }
+        }
+    }
+}
+
+/// Waits for the child, passing SIGTERM on.
 async fn wait_forwarding_sigterm(
     child: &mut tokio::process::Child,
+    signals: Option<Signals>,
 ) -> io::Result<std::process::ExitStatus> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let _int = signal(SignalKind::interrupt())?;
-    let _hup = signal(SignalKind::hangup())?;
+    let Some(mut signals) = signals else {
+        return child.wait().await;
+    };
     loop {
         tokio::select! {
             status = child.wait() => return status,
-            Some(()) = term.recv() => forward_term(child),
+            Some(()) = signals.term.recv() => forward_term(child),
         }
     }
 }
