@@ -137,6 +137,8 @@ fn is_token(s: &str) -> bool {
 pub struct PingUrls {
     check_path: String,
     rid: String,
+    /// The ping key, kept out of the logs.
+    key: Option<String>,
 }
 
 impl PingUrls {
@@ -146,6 +148,7 @@ impl PingUrls {
             return Err(RunCheckError::NoUrl);
         }
         let check = config.check.trim();
+        let mut secret = None;
         let path = if is_uuid(check) {
             format!("{base}/ping/{}", check.to_ascii_lowercase())
         } else {
@@ -157,11 +160,13 @@ impl PingUrls {
             if !is_token(check) || !is_token(key) {
                 return Err(RunCheckError::BadCheck(check.to_owned()));
             }
+            secret = Some(key.to_owned());
             format!("{base}/ping/{key}/{check}")
         };
         let urls = Self {
             check_path: path,
             rid,
+            key: secret,
         };
         let probe = urls.start();
         let uri: Uri = probe.parse().map_err(|e: http::uri::InvalidUri| {
@@ -182,6 +187,14 @@ impl PingUrls {
 
     pub fn exit(&self, status: i32) -> String {
         format!("{}/{status}?rid={}", self.check_path, self.rid)
+    }
+
+    /// `url` as logs show it: the ping key replaced.
+    pub fn shown(&self, url: &str) -> String {
+        match &self.key {
+            Some(key) => url.replace(&format!("/ping/{key}/"), "/ping/<ping-key>/"),
+            None => url.to_owned(),
+        }
     }
 }
 
@@ -225,7 +238,8 @@ impl Pinger {
 
     /// Sends one ping, retrying what may pass on retry; never longer than
     /// attempts × (timeout + backoff).
-    pub async fn ping(&self, url: &str, body: Bytes) -> Result<(), PingError> {
+    /// `shown` is the URL as logs may show it (no ping key).
+    pub async fn ping(&self, url: &str, shown: &str, body: Bytes) -> Result<(), PingError> {
         let mut backoff = Duration::from_millis(500);
         let mut attempt = 1;
         loop {
@@ -236,7 +250,7 @@ impl Pinger {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_permanent() || attempt >= self.attempts => return Err(e),
                 Err(error) => {
-                    tracing::warn!(url, attempt, %error, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "heartbeat ping failed");
+                    tracing::warn!(url = shown, attempt, %error, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "heartbeat ping failed");
                 }
             }
             tokio::time::sleep(backoff).await;
@@ -536,8 +550,8 @@ pub async fn run(config: &RunCheckConfig) -> Result<i32, RunCheckError> {
     let urls = PingUrls::new(config, new_rid())?;
     let pinger = Pinger::new(config)?;
     let start = urls.start();
-    if let Err(error) = pinger.ping(&start, Bytes::new()).await {
-        tracing::error!(url = %start, %error, "heartbeat start ping not delivered; running the command anyway");
+    if let Err(error) = pinger.ping(&start, &urls.shown(&start), Bytes::new()).await {
+        tracing::error!(url = %urls.shown(&start), %error, "heartbeat start ping not delivered; running the command anyway");
     }
     let (outcome, tail) = run_command(&config.command, config.tail_bytes).await;
     if let Outcome::NotStarted { error, .. } = &outcome {
@@ -545,8 +559,11 @@ pub async fn run(config: &RunCheckConfig) -> Result<i32, RunCheckError> {
     }
     let status = outcome.exit_status();
     let end = urls.exit(status.clamp(0, 255));
-    if let Err(error) = pinger.ping(&end, Bytes::from(tail)).await {
-        tracing::error!(url = %end, %error, "heartbeat end ping not delivered");
+    if let Err(error) = pinger
+        .ping(&end, &urls.shown(&end), Bytes::from(tail))
+        .await
+    {
+        tracing::error!(url = %urls.shown(&end), %error, "heartbeat end ping not delivered");
     }
     Ok(status)
 }

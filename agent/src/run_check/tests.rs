@@ -142,6 +142,10 @@ fn ping_urls_by_uuid_or_slug() {
     c.ping_key = Some("key".into());
     let urls = PingUrls::new(&c, "r".into()).expect("slug");
     assert_eq!(urls.exit(0), "http://c:8080/ping/key/backup/0?rid=r");
+    assert_eq!(
+        urls.shown(&urls.exit(0)),
+        "http://c:8080/ping/<ping-key>/backup/0?rid=r"
+    );
     c.check = "../etc".into();
     assert!(matches!(
         PingUrls::new(&c, "r".into()),
