@@ -535,3 +535,32 @@ fn status_converts_to_and_from_the_wire() {
     assert_eq!(Status::from_proto_i32(99), None);
     assert_eq!(Status::Grace.as_str(), "grace");
 }
+
+/// 1,500 random expressions, zones (Paris, New York, Sydney, Santiago's
+/// midnight changes, Chatham's 45-minute offset...) and last pings around
+/// the 2026 daylight-saving changes, each with cronsim's answer
+/// (`heartbeat/tests/gen_cronsim_cases.py` wrote them).
+#[test]
+fn cron_next_matches_cronsim_on_random_cases() {
+    let text = include_str!("../tests/cronsim_cases.tsv");
+    let mut bad = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let got = match Schedule::cron(f[0], f[1]) {
+            Err(e) => format!("refused: {e}"),
+            Ok(s) => s
+                .next_after(f[2].parse().expect("ms"))
+                .map_or("none".to_owned(), |v| v.to_string()),
+        };
+        if got != f[3] {
+            bad.push(format!("{line}\tgot {got}"));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} mismatches:\n{}",
+        bad.len(),
+        bad[..bad.len().min(30)].join("\n")
+    );
+    assert_eq!(text.lines().count(), 1500);
+}
