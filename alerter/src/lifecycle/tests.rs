@@ -83,6 +83,7 @@ fn change(key: &AlertKey, condition: Condition, at_ms: u64) -> AlertChange {
         summary: format!("{} {:?}", key.rule, key.site),
         description: None,
         labels: BTreeMap::new(),
+        notice: false,
     }
 }
 
