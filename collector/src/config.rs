@@ -84,6 +84,10 @@ pub struct Limits {
     /// Bytes of free text in an alert record: an alert's summary, a failed
     /// delivery's error. Default 2,048.
     pub max_text_bytes: usize,
+    /// Bytes of a log in a record: a watchdog step's output tail, a heartbeat
+    /// ping's body. Any characters (logs hold newlines and escapes). Default
+    /// 10,240 (10 KB, what the agent and `livehead run` keep).
+    pub max_log_bytes: usize,
     /// Latest a timestamp may be ahead of the collector's clock. Default 5m.
     #[serde(with = "humantime_serde")]
     pub max_clock_skew: Duration,
@@ -155,6 +159,7 @@ impl Default for Limits {
             max_target_bytes: 512,
             max_name_bytes: 512,
             max_text_bytes: 2048,
+            max_log_bytes: 10_240,
             max_clock_skew: Duration::from_secs(300),
             max_age: Duration::from_secs(30 * 86_400),
             max_latency: Duration::from_secs(600),

@@ -191,6 +191,34 @@ impl Store for FakeStore {
                     .filter(|r| keep(s, &r.agent, r.ts))
                     .collect()
             }
+            SampleKind::Watchdog => {
+                out.watchdog = all
+                    .watchdog
+                    .into_iter()
+                    .filter(|r| keep(s, &r.node, r.ts))
+                    .collect()
+            }
+            SampleKind::HeartbeatCheck => {
+                out.heartbeat_checks = all
+                    .heartbeat_checks
+                    .into_iter()
+                    .filter(|r| keep(s, &r.agent, r.ts))
+                    .collect()
+            }
+            SampleKind::HeartbeatPing => {
+                out.heartbeat_pings = all
+                    .heartbeat_pings
+                    .into_iter()
+                    .filter(|r| keep(s, &r.agent, r.ts))
+                    .collect()
+            }
+            SampleKind::HeartbeatState => {
+                out.heartbeat_states = all
+                    .heartbeat_states
+                    .into_iter()
+                    .filter(|r| keep(s, &r.agent, r.ts))
+                    .collect()
+            }
         }
         Ok(out)
     }

@@ -227,7 +227,7 @@ impl<S: Store> StatsState<S> {
                 .map_err(|e| ApiError::storage(&e))?;
         let mut rows = Rows::default();
         for answer in answers {
-            view::absorb(&mut rows, answer);
+            rows.append(answer);
         }
         Ok(rows)
     }

@@ -45,35 +45,6 @@ pub struct Totals {
     pub services_failed: usize,
 }
 
-/// Every kind's rows of `from` appended to `into`. Exhaustive, so a new kind
-/// cannot be forgotten here.
-pub fn absorb(into: &mut Rows, from: Rows) {
-    let Rows {
-        nodes,
-        filesystems,
-        disks,
-        interfaces,
-        pods,
-        site_disks,
-        site_processes,
-        services,
-        alerts,
-        deliveries,
-        probes,
-    } = from;
-    into.nodes.extend(nodes);
-    into.filesystems.extend(filesystems);
-    into.disks.extend(disks);
-    into.interfaces.extend(interfaces);
-    into.pods.extend(pods);
-    into.site_disks.extend(site_disks);
-    into.site_processes.extend(site_processes);
-    into.services.extend(services);
-    into.alerts.extend(alerts);
-    into.deliveries.extend(deliveries);
-    into.probes.extend(probes);
-}
-
 /// The node-level rows grouped by node, in node order.
 pub fn nodes(rows: Rows) -> Vec<NodeView> {
     let mut by_node: BTreeMap<String, NodeView> = BTreeMap::new();

@@ -9,8 +9,9 @@
 
 use super::ProbeRow;
 use super::samples::{
-    AlertDeliveryRow, AlertEventRow, DiskRow, FilesystemRow, InterfaceRow, KindRow, NodeRow,
-    PodRow, ServiceRow, SiteDiskRow, SiteProcessRow,
+    AlertDeliveryRow, AlertEventRow, DiskRow, FilesystemRow, HeartbeatCheckRow, HeartbeatPingRow,
+    HeartbeatStateRow, InterfaceRow, KindRow, NodeRow, PodRow, ServiceRow, SiteDiskRow,
+    SiteProcessRow, WatchdogEventRow,
 };
 
 macro_rules! row_sets {
@@ -48,6 +49,11 @@ macro_rules! row_sets {
 
             pub fn is_empty(&self) -> bool {
                 self.len() == 0
+            }
+
+            /// Moves every row of `other` to the end of its kind's rows.
+            pub fn append(&mut self, other: Rows) {
+                $(self.$field.extend(other.$field);)*
             }
 
             /// Appends copies of `rows`.
@@ -138,6 +144,10 @@ row_sets! {
     // kinds must be written in this order (see the module's doc).
     AlertEvent => alerts: AlertEventRow,
     AlertDelivery => deliveries: AlertDeliveryRow,
+    Watchdog => watchdog: WatchdogEventRow,
+    HeartbeatCheck => heartbeat_checks: HeartbeatCheckRow,
+    HeartbeatPing => heartbeat_pings: HeartbeatPingRow,
+    HeartbeatState => heartbeat_states: HeartbeatStateRow,
     Probe => probes: ProbeRow,
 }
 
@@ -184,6 +194,10 @@ impl From<super::samples::SampleKind> for RowKind {
             S::Service => Self::Service,
             S::AlertEvent => Self::AlertEvent,
             S::AlertDelivery => Self::AlertDelivery,
+            S::Watchdog => Self::Watchdog,
+            S::HeartbeatCheck => Self::HeartbeatCheck,
+            S::HeartbeatPing => Self::HeartbeatPing,
+            S::HeartbeatState => Self::HeartbeatState,
         }
     }
 }

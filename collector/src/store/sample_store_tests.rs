@@ -11,8 +11,9 @@ use livehead_testkit::clickhouse::ClickHouseServer;
 
 use super::clickhouse::ClickHouseStore;
 use super::samples::{
-    AlertDeliveryRow, AlertEventRow, DiskRow, FilesystemRow, History, InterfaceRow, Latest,
-    NodeRow, PodRow, SampleKind, Scope, ServiceRow, SiteDiskRow, SiteProcessRow, StatsQuery,
+    AlertDeliveryRow, AlertEventRow, DiskRow, FilesystemRow, HeartbeatCheckRow, HeartbeatPingRow,
+    HeartbeatStateRow, History, InterfaceRow, Latest, NodeRow, PodRow, SampleKind, Scope,
+    ServiceRow, SiteDiskRow, SiteProcessRow, StatsQuery, WatchdogEventRow,
 };
 use super::sqlite::SqliteStore;
 use super::{BatchWrite, ProbeRow, Rows, StorageConfig, Store, WriteOutcome};
@@ -280,11 +281,64 @@ fn every_kind(agent: &str, ts: u64) -> Rows {
             http_status: 429,
             error: "rate limited".into(),
         }],
+        watchdog: vec![WatchdogEventRow {
+            node: agent.into(),
+            ts,
+            app: "shop".into(),
+            kind: "recovery_step".into(),
+            attempt: 2,
+            reason: "tcp 127.0.0.1:3000 refused".into(),
+            command: "pm2 restart shop".into(),
+            step_end: "exited".into(),
+            exit_status: 1,
+            duration_ms: 1500,
+            output: "stopping\n\tstarted \u{1b}[32mok\u{1b}[0m\n".into(),
+        }],
+        heartbeat_checks: vec![HeartbeatCheckRow {
+            agent: agent.into(),
+            ts,
+            check_id: "5bf7e3c1-0f5e-4d3a-9c56-7d1b2e3f4a5b".into(),
+            project: "ops".into(),
+            slug: "nightly-backup".into(),
+            name: "Nightly backup".into(),
+            tags: "backup prod".into(),
+            period_s: 0,
+            cron: "30 2 * * *".into(),
+            tz: "Europe/Paris".into(),
+            grace_s: 3600,
+            paused: true,
+            deleted: false,
+            source: "config".into(),
+            actor: "checks.toml".into(),
+        }],
+        heartbeat_pings: vec![HeartbeatPingRow {
+            agent: agent.into(),
+            ts,
+            check_id: "5bf7e3c1-0f5e-4d3a-9c56-7d1b2e3f4a5b".into(),
+            kind: "exit".into(),
+            exit_status: 3,
+            rid: "0e6a1bb8-52a4-4b39-8d8e-3f4b1f0a9c11".into(),
+            method: "POST".into(),
+            remote: "10.0.0.7".into(),
+            user_agent: "curl/8.5".into(),
+            body: "rsync failed\n".into(),
+            body_bytes: 40_000,
+            duration_ms: 61_000,
+        }],
+        heartbeat_states: vec![HeartbeatStateRow {
+            agent: agent.into(),
+            ts,
+            check_id: "5bf7e3c1-0f5e-4d3a-9c56-7d1b2e3f4a5b".into(),
+            name: "Nightly backup".into(),
+            status: "down".into(),
+            previous: "grace".into(),
+            reason: "exit status 3".into(),
+        }],
         probes: Vec::new(),
     }
 }
 
-const KINDS: [SampleKind; 10] = [
+const KINDS: [SampleKind; 14] = [
     SampleKind::Node,
     SampleKind::Filesystem,
     SampleKind::Disk,
@@ -295,6 +349,10 @@ const KINDS: [SampleKind; 10] = [
     SampleKind::Service,
     SampleKind::AlertEvent,
     SampleKind::AlertDelivery,
+    SampleKind::Watchdog,
+    SampleKind::HeartbeatCheck,
+    SampleKind::HeartbeatPing,
+    SampleKind::HeartbeatState,
 ];
 
 /// `rows` with only the rows of `kind`.
@@ -311,6 +369,10 @@ fn of_kind(rows: &Rows, kind: SampleKind) -> Rows {
         SampleKind::Service => out.services = rows.services.clone(),
         SampleKind::AlertEvent => out.alerts = rows.alerts.clone(),
         SampleKind::AlertDelivery => out.deliveries = rows.deliveries.clone(),
+        SampleKind::Watchdog => out.watchdog = rows.watchdog.clone(),
+        SampleKind::HeartbeatCheck => out.heartbeat_checks = rows.heartbeat_checks.clone(),
+        SampleKind::HeartbeatPing => out.heartbeat_pings = rows.heartbeat_pings.clone(),
+        SampleKind::HeartbeatState => out.heartbeat_states = rows.heartbeat_states.clone(),
     }
     out
 }
@@ -509,7 +571,12 @@ async fn retention_expires_old_samples(backend: Backend) {
     store.maintain().await;
     for kind in KINDS {
         let left = store.latest(kind, 0, None).await;
-        assert_eq!(left, of_kind(&recent, kind), "{kind:?}");
+        if kind == SampleKind::HeartbeatCheck {
+            // Definitions never expire: a yearly job's check stays.
+            assert_eq!(left.len(), 2, "{kind:?}");
+        } else {
+            assert_eq!(left, of_kind(&recent, kind), "{kind:?}");
+        }
     }
 }
 
@@ -687,15 +754,23 @@ async fn the_watch_snapshot_reads_the_newest_state(backend: Backend) {
     store.write("edge-1", 1, &older).await;
     store.write("edge-1", 2, &newer).await;
     let snapshot = store.snapshot(now - 60_000).await;
+    let heartbeats = Rows {
+        heartbeat_checks: newer.heartbeat_checks.clone(),
+        heartbeat_pings: newer.heartbeat_pings.clone(),
+        heartbeat_states: newer.heartbeat_states.clone(),
+        ..Rows::default()
+    };
     let expected = Rows {
         nodes: newer.nodes.clone(),
         filesystems: newer.filesystems.clone(),
         services: newer.services.clone(),
+        watchdog: newer.watchdog.clone(),
         probes: newer.probes.clone(),
-        ..Rows::default()
+        ..heartbeats.clone()
     };
     assert_eq!(snapshot, expected);
-    assert!(store.snapshot(now).await.is_empty());
+    // Heartbeats whatever their age: a monthly job's last ping is old.
+    assert_eq!(store.snapshot(now).await, heartbeats);
 }
 
 async fn the_readme_alert_queries_run_as_written(backend: Backend) {

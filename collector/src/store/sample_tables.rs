@@ -14,6 +14,15 @@
 //! alerter through the ingest path like any agent's records) are listed here
 //! too: they are appended and marked exactly as samples are. They are sorted
 //! by sender and time only (no "thing"), and `/stats` does not serve them.
+//!
+//! So are the watchdog's events (`watchdog_events`, sent by agents) and the
+//! heartbeat tables: `heartbeat_checks` (one row per version of a check's
+//! definition; the newest per `check_id` is the check, and it never expires),
+//! `heartbeat_pings` (written by the collector's ping endpoints) and
+//! `heartbeat_states` (status changes, written by the alerter). The
+//! collector writes its heartbeat rows under the identity
+//! [`HEARTBEAT_WRITER`], the same on every replica, so "the newest row per
+//! thing" means the same thing whichever replica wrote it.
 
 use super::samples::{History, SampleKind};
 
@@ -91,10 +100,40 @@ macro_rules! sample_tables {
                 ts: u64, notification_id: String, receiver: String, state: String,
                 attempt: u32, outcome: String, http_status: u32, error: String
             };
+            watchdog: WatchdogEventRow = Watchdog, "watchdog_events", by node, since 6, only node,
+            things [app], digest "duration_ms", {
+                ts: u64, app: String, kind: String, attempt: u32, reason: String,
+                command: String, step_end: String, exit_status: u32, duration_ms: u64,
+                output: String
+            };
+            heartbeat_checks: HeartbeatCheckRow = HeartbeatCheck, "heartbeat_checks", by agent,
+            since 6, only agent, things [check_id], digest "grace_s", {
+                ts: u64, check_id: String, project: String, slug: String, name: String,
+                tags: String, period_s: u64, cron: String, tz: String, grace_s: u64,
+                paused: bool, deleted: bool, source: String, actor: String
+            };
+            heartbeat_pings: HeartbeatPingRow = HeartbeatPing, "heartbeat_pings", by agent,
+            since 6, only agent, things [check_id, kind], digest "body_bytes", {
+                ts: u64, check_id: String, kind: String, exit_status: u32, rid: String,
+                method: String, remote: String, user_agent: String, body: String,
+                body_bytes: u64, duration_ms: u64
+            };
+            heartbeat_states: HeartbeatStateRow = HeartbeatState, "heartbeat_states", by agent,
+            since 6, only agent, things [check_id], digest "length(reason)", {
+                ts: u64, check_id: String, name: String, status: String, previous: String,
+                reason: String
+            };
         }
     };
 }
 pub(crate) use sample_tables;
+
+/// The identity (`agent` column) of the heartbeat rows the collector writes
+/// itself: checks and pings.
+pub const HEARTBEAT_WRITER: &str = "heartbeats";
+
+/// Tables retention never expires: definitions, not observations.
+const KEPT: &[&str] = &["heartbeat_checks"];
 
 /// A column's type, which each store maps to its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +204,12 @@ impl TableSpec {
         }
         key.push("ts");
         key
+    }
+
+    /// Whether `retention_days` expires its rows (false for definitions:
+    /// a check pinged once a year must not vanish).
+    pub fn expires(&self) -> bool {
+        !KEPT.contains(&self.table)
     }
 
     /// Column names, in insert order (`seq` last).
@@ -238,7 +283,11 @@ mod tests {
                 SiteProcess,
                 Service,
                 AlertEvent,
-                AlertDelivery
+                AlertDelivery,
+                Watchdog,
+                HeartbeatCheck,
+                HeartbeatPing,
+                HeartbeatState
             ]
         );
         for table in TABLES {
@@ -266,6 +315,16 @@ mod tests {
         // Alert records: appended, ordered by time (per sender).
         assert_eq!(spec(SampleKind::AlertEvent).sort_key(), ["agent", "ts"]);
         assert_eq!(spec(SampleKind::AlertDelivery).sort_key(), ["agent", "ts"]);
+        assert_eq!(
+            spec(SampleKind::HeartbeatPing).sort_key(),
+            ["agent", "check_id", "kind", "ts"]
+        );
+        let kept: Vec<&str> = TABLES
+            .iter()
+            .filter(|t| !t.expires())
+            .map(|t| t.table)
+            .collect();
+        assert_eq!(kept, ["heartbeat_checks"]);
     }
 
     #[test]

@@ -181,6 +181,76 @@ pub struct AlertDeliveryRow {
     pub error: String,
 }
 
+/// One thing an agent's watchdog saw or did (`WatchdogEvent` of
+/// `livehead/v1/watchdog.proto`). Enums are stored as their lowercase names
+/// (`recovery_step`, `timed_out`); `step_end` is empty except for steps.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct WatchdogEventRow {
+    pub node: String,
+    pub ts: u64,
+    pub app: String,
+    pub kind: String,
+    pub attempt: u32,
+    pub reason: String,
+    pub command: String,
+    pub step_end: String,
+    pub exit_status: u32,
+    pub duration_ms: u64,
+    pub output: String,
+}
+
+/// One version of a heartbeat check's definition (`HeartbeatCheck` of
+/// `livehead/v1/heartbeats.proto`); the newest per `check_id` is the check.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct HeartbeatCheckRow {
+    pub agent: String,
+    pub ts: u64,
+    pub check_id: String,
+    pub project: String,
+    pub slug: String,
+    pub name: String,
+    pub tags: String,
+    pub period_s: u64,
+    pub cron: String,
+    pub tz: String,
+    pub grace_s: u64,
+    pub paused: bool,
+    pub deleted: bool,
+    pub source: String,
+    pub actor: String,
+}
+
+/// One ping of a check (`HeartbeatPing`); `kind` is the lowercase name
+/// (`success`, `start`, `fail`, `log`, `exit`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct HeartbeatPingRow {
+    pub agent: String,
+    pub ts: u64,
+    pub check_id: String,
+    pub kind: String,
+    pub exit_status: u32,
+    pub rid: String,
+    pub method: String,
+    pub remote: String,
+    pub user_agent: String,
+    pub body: String,
+    pub body_bytes: u64,
+    pub duration_ms: u64,
+}
+
+/// A check's change of status (`HeartbeatState`), written by the alerter;
+/// statuses are lowercase names (`up`, `down`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct HeartbeatStateRow {
+    pub agent: String,
+    pub ts: u64,
+    pub check_id: String,
+    pub name: String,
+    pub status: String,
+    pub previous: String,
+    pub reason: String,
+}
+
 /// The digest key of each kind: the `UInt64` column hashed with `ts`.
 /// Strings count by their length in bytes (ClickHouse's `length`).
 macro_rules! kind_row {
@@ -231,6 +301,29 @@ kind_row!(
     [agent, notification_id, receiver, state, outcome, error]
 );
 
+kind_row!(
+    WatchdogEventRow,
+    |r| r.duration_ms,
+    [node, app, kind, reason, command, step_end, output]
+);
+kind_row!(
+    HeartbeatCheckRow,
+    |r| r.grace_s,
+    [
+        agent, check_id, project, slug, name, tags, cron, tz, source, actor
+    ]
+);
+kind_row!(
+    HeartbeatPingRow,
+    |r| r.body_bytes,
+    [agent, check_id, kind, rid, method, remote, user_agent, body]
+);
+kind_row!(
+    HeartbeatStateRow,
+    |r| r.reason.len() as u64,
+    [agent, check_id, name, status, previous, reason]
+);
+
 /// The scope of a "latest" read: rows newer than `since_ms` (older ones are
 /// things that went away: an unmounted filesystem, a deleted pod), of one
 /// node or site when set.
@@ -275,6 +368,14 @@ pub enum SampleKind {
     AlertEvent,
     /// `alert_deliveries` (not served by `/stats`).
     AlertDelivery,
+    /// `watchdog_events`.
+    Watchdog,
+    /// `heartbeat_checks` (not served by `/stats`; see `heartbeats`).
+    HeartbeatCheck,
+    /// `heartbeat_pings` (not served by `/stats`).
+    HeartbeatPing,
+    /// `heartbeat_states` (not served by `/stats`).
+    HeartbeatState,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@
 use livehead_proto::v1::{AlertDelivery, AlertEvent, AlertSeverity, AlertState, DeliveryOutcome};
 
 use super::samples::Ctx;
-use super::{Invalid, check_text, invalid};
+use super::{Invalid, check_text, invalid, label};
 use crate::store::samples::{AlertDeliveryRow, AlertEventRow};
 
 /// Hex digits of an `alert_id`.
@@ -53,26 +53,13 @@ pub fn outcome_label(outcome: DeliveryOutcome) -> Option<&'static str> {
     })
 }
 
-/// An enum's wire value to its stored name: known and not UNSPECIFIED.
-fn label<E: TryFrom<i32>>(
-    field: &'static str,
-    value: i32,
-    name: fn(E) -> Option<&'static str>,
-) -> Result<String, Invalid> {
-    E::try_from(value)
-        .ok()
-        .and_then(name)
-        .map(str::to_owned)
-        .ok_or_else(|| invalid(field, format!("{value} is not a known value")))
-}
-
 /// A name that may be empty (the alert is not about a node, a service).
-fn opt_name(ctx: &Ctx<'_>, field: &'static str, value: &str) -> Result<String, Invalid> {
+pub(super) fn opt_name(ctx: &Ctx<'_>, field: &'static str, value: &str) -> Result<String, Invalid> {
     check_text(field, value, ctx.limits.max_name_bytes)?;
     Ok(value.to_owned())
 }
 
-fn text(ctx: &Ctx<'_>, field: &'static str, value: &str) -> Result<String, Invalid> {
+pub(super) fn text(ctx: &Ctx<'_>, field: &'static str, value: &str) -> Result<String, Invalid> {
     check_text(field, value, ctx.limits.max_text_bytes)?;
     Ok(value.to_owned())
 }

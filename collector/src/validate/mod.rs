@@ -11,7 +11,9 @@ use crate::config::Limits;
 use crate::store::{ProbeRow, Rows};
 
 pub mod alerts;
+pub mod heartbeats;
 pub mod samples;
+pub mod watchdog;
 
 /// A refused record's field and reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +197,31 @@ pub fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), In
         return Err(invalid(field, "contains control characters"));
     }
     Ok(())
+}
+
+/// Text kept as it is but for its length: logs hold newlines, tabs and
+/// terminal escapes.
+pub fn check_log(field: &'static str, value: &str, max: usize) -> Result<(), Invalid> {
+    if value.len() > max {
+        return Err(invalid(
+            field,
+            format!("{} bytes, over the {max}-byte limit", value.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// An enum's wire value to its stored name: known and not UNSPECIFIED.
+fn label<E: TryFrom<i32>>(
+    field: &'static str,
+    value: i32,
+    name: fn(E) -> Option<&'static str>,
+) -> Result<String, Invalid> {
+    E::try_from(value)
+        .ok()
+        .and_then(name)
+        .map(str::to_owned)
+        .ok_or_else(|| invalid(field, format!("{value} is not a known value")))
 }
 
 #[cfg(test)]

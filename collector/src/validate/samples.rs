@@ -25,7 +25,7 @@ use crate::store::samples::{
 /// Highest CPU % of a pod or of a site's processes: 4,096 cores busy.
 pub const MAX_CPU_PCT: f64 = 100.0 * 4096.0;
 
-/// Checks a sample or alert record and pushes its row to `rows`: `Ok(true)`.
+/// Checks a sample, alert, watchdog or heartbeat record and pushes its row to `rows`: `Ok(true)`.
 /// `Ok(false)` for a probe, which is not a sample (see `check_probe`).
 pub fn check_sample(
     kind: &Kind,
@@ -53,12 +53,18 @@ pub fn check_sample(
         Kind::Delivery(d) => rows
             .deliveries
             .push(super::alerts::check_delivery(d, &ctx)?),
-        Kind::Watchdog(_)
-        | Kind::HeartbeatCheck(_)
-        | Kind::HeartbeatPing(_)
-        | Kind::HeartbeatState(_) => {
-            return Err(invalid("record", "this record kind is not accepted yet"));
-        }
+        Kind::Watchdog(w) => rows
+            .watchdog
+            .push(super::watchdog::check_watchdog(w, &ctx)?),
+        Kind::HeartbeatCheck(c) => rows
+            .heartbeat_checks
+            .push(super::heartbeats::check_check(c, &ctx)?),
+        Kind::HeartbeatPing(p) => rows
+            .heartbeat_pings
+            .push(super::heartbeats::check_ping(p, &ctx)?),
+        Kind::HeartbeatState(s) => rows
+            .heartbeat_states
+            .push(super::heartbeats::check_state(s, &ctx)?),
     }
     Ok(true)
 }

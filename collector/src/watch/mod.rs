@@ -5,8 +5,9 @@
 //! both gRPC and `/push` batches pass) before it reads the store, so no batch
 //! falls between the snapshot and the live part. It then sends the snapshot
 //! (unless `skip_snapshot`): the newest probe of every site and the newest
-//! node, filesystem and service samples ([`SNAPSHOT_KINDS`]) newer than
-//! `watch.snapshot_max_age`, in [`SnapshotChunk`]s of at most
+//! node, filesystem, service and watchdog rows ([`SNAPSHOT_KINDS`]) newer than
+//! `watch.snapshot_max_age`, and the heartbeat checks with their newest pings
+//! and statuses whatever their age ([`SNAPSHOT_HEARTBEAT_KINDS`]), in [`SnapshotChunk`]s of at most
 //! `watch.snapshot_chunk_records` records, one agent per chunk; then one
 //! [`Synced`] (also sent with `skip_snapshot`, so a subscriber knows it is
 //! subscribed); then every accepted batch. Batches written while the snapshot
@@ -44,11 +45,23 @@ use crate::metrics::CollectorMetrics;
 use crate::store::samples::{Latest, SampleKind, Scope, StatsQuery};
 use crate::store::{Rows, Store, StoreError};
 
-/// The sample kinds of the snapshot: what the alerter's node rules read.
-pub const SNAPSHOT_KINDS: [SampleKind; 3] = [
+/// The sample kinds of the snapshot, newer than `watch.snapshot_max_age`:
+/// what the alerter's node rules and watchdog alerts read.
+pub const SNAPSHOT_KINDS: [SampleKind; 4] = [
     SampleKind::Node,
     SampleKind::Filesystem,
     SampleKind::Service,
+    SampleKind::Watchdog,
+];
+
+/// The heartbeat kinds of the snapshot, whatever their age (a monthly job's
+/// last ping is weeks old and still says when the next one is due): the
+/// newest version of every check, the newest ping of every (check, kind), the
+/// newest status of every check.
+pub const SNAPSHOT_HEARTBEAT_KINDS: [SampleKind; 3] = [
+    SampleKind::HeartbeatCheck,
+    SampleKind::HeartbeatPing,
+    SampleKind::HeartbeatState,
 ];
 
 /// Messages of one stream waiting for the subscriber to read them. When it
@@ -188,13 +201,18 @@ pub struct Snapshot<S> {
 }
 
 /// The rows of the snapshot: the newest probe per site and the newest
-/// [`SNAPSHOT_KINDS`] rows per thing, with `ts >= since_ms`.
+/// [`SNAPSHOT_KINDS`] rows per thing, with `ts >= since_ms`, and the newest
+/// [`SNAPSHOT_HEARTBEAT_KINDS`] rows per thing.
 pub async fn read_snapshot<S: Store>(store: &S, since_ms: u64) -> Result<Rows, StoreError> {
     let mut rows = Rows {
         probes: store.latest_probes(since_ms).await?,
         ..Rows::default()
     };
-    for kind in SNAPSHOT_KINDS {
+    let kinds = SNAPSHOT_KINDS
+        .map(|kind| (kind, since_ms))
+        .into_iter()
+        .chain(SNAPSHOT_HEARTBEAT_KINDS.map(|kind| (kind, 0)));
+    for (kind, since_ms) in kinds {
         let query = StatsQuery {
             kind,
             scope: Scope::Latest(Latest {
@@ -202,7 +220,7 @@ pub async fn read_snapshot<S: Store>(store: &S, since_ms: u64) -> Result<Rows, S
                 only: None,
             }),
         };
-        rows.extend(store.stats(&query).await?.as_ref());
+        rows.append(store.stats(&query).await?);
     }
     Ok(rows)
 }

@@ -8,16 +8,20 @@ use std::collections::BTreeMap;
 use livehead_proto::v1::record::Kind;
 use livehead_proto::v1::{
     AlertDelivery, AlertEvent, AlertSeverity, AlertState, DeliveryOutcome, DiskSample,
-    FilesystemSample, InterfaceSample, NodeSample, PodSample, ProbeError, ProbeMethod, ProbeResult,
-    Record, ServiceState, SiteDiskSample, SiteProcessSample,
+    FilesystemSample, HeartbeatCheck, HeartbeatPing, HeartbeatState, HeartbeatStatus,
+    InterfaceSample, NodeSample, PingKind, PodSample, ProbeError, ProbeMethod, ProbeResult, Record,
+    ServiceState, SiteDiskSample, SiteProcessSample, StepEnd, WatchdogEvent, WatchdogEventKind,
 };
 
 use crate::store::samples::{
-    AlertDeliveryRow, AlertEventRow, DiskRow, FilesystemRow, InterfaceRow, NodeRow, PodRow,
-    ServiceRow, SiteDiskRow, SiteProcessRow,
+    AlertDeliveryRow, AlertEventRow, DiskRow, FilesystemRow, HeartbeatCheckRow, HeartbeatPingRow,
+    HeartbeatStateRow, InterfaceRow, NodeRow, PodRow, ServiceRow, SiteDiskRow, SiteProcessRow,
+    WatchdogEventRow,
 };
 use crate::store::{ProbeRow, Rows};
 use crate::validate::alerts::{outcome_label, severity_label, state_label};
+use crate::validate::heartbeats::{ping_kind_label, status_label};
+use crate::validate::watchdog::{kind_label, step_end_label};
 
 /// `$row` to `Kind::$variant($msg)`: `ts` becomes `ts_ms`, the listed fields
 /// are copied, the row's identity column is left out.
@@ -112,6 +116,75 @@ fn delivery(r: &AlertDeliveryRow) -> Kind {
     })
 }
 
+fn watchdog(r: &WatchdogEventRow) -> Kind {
+    use StepEnd as E;
+    use WatchdogEventKind as K;
+    let kinds = [
+        K::CheckFailed,
+        K::RecoveryStarted,
+        K::RecoveryStep,
+        K::Recovered,
+        K::RecoveryFailed,
+        K::Exhausted,
+        K::Rearmed,
+    ];
+    let ends = [
+        E::Exited,
+        E::Signaled,
+        E::TimedOut,
+        E::Cancelled,
+        E::SpawnFailed,
+    ];
+    Kind::Watchdog(WatchdogEvent {
+        ts_ms: r.ts,
+        app: r.app.clone(),
+        kind: from_label(&kinds, kind_label, &r.kind) as i32,
+        attempt: r.attempt,
+        reason: r.reason.clone(),
+        command: r.command.clone(),
+        step_end: from_label(&ends, step_end_label, &r.step_end) as i32,
+        exit_status: r.exit_status,
+        duration_ms: r.duration_ms,
+        output: r.output.clone(),
+    })
+}
+
+record_of!(heartbeat_check: HeartbeatCheckRow => HeartbeatCheck(HeartbeatCheck) {
+    check_id, project, slug, name, tags, period_s, cron, tz, grace_s, paused, deleted, source,
+    actor,
+});
+
+fn heartbeat_ping(r: &HeartbeatPingRow) -> Kind {
+    use PingKind as P;
+    let kinds = [P::Success, P::Start, P::Fail, P::Log, P::Exit];
+    Kind::HeartbeatPing(HeartbeatPing {
+        ts_ms: r.ts,
+        check_id: r.check_id.clone(),
+        kind: from_label(&kinds, ping_kind_label, &r.kind) as i32,
+        exit_status: r.exit_status,
+        rid: r.rid.clone(),
+        method: r.method.clone(),
+        remote: r.remote.clone(),
+        user_agent: r.user_agent.clone(),
+        body: r.body.clone(),
+        body_bytes: r.body_bytes,
+        duration_ms: r.duration_ms,
+    })
+}
+
+fn heartbeat_state(r: &HeartbeatStateRow) -> Kind {
+    use HeartbeatStatus as S;
+    let statuses = [S::New, S::Up, S::Started, S::Grace, S::Down, S::Paused];
+    Kind::HeartbeatState(HeartbeatState {
+        ts_ms: r.ts,
+        check_id: r.check_id.clone(),
+        name: r.name.clone(),
+        status: from_label(&statuses, status_label, &r.status) as i32,
+        previous: from_label(&statuses, status_label, &r.previous) as i32,
+        reason: r.reason.clone(),
+    })
+}
+
 /// The enum whose stored label is `label`; UNSPECIFIED for a label no value
 /// has (only rows written by hand can hold one).
 fn from_label<E: Copy + Default>(
@@ -176,6 +249,10 @@ fn for_each(rows: &Rows, mut each: impl FnMut(&str, Kind)) {
         services,
         alerts,
         deliveries,
+        watchdog: watchdog_events,
+        heartbeat_checks,
+        heartbeat_pings,
+        heartbeat_states,
         probes,
     } = rows;
     nodes.iter().for_each(|r| each(&r.node, node(r)));
@@ -192,6 +269,18 @@ fn for_each(rows: &Rows, mut each: impl FnMut(&str, Kind)) {
     services.iter().for_each(|r| each(&r.node, service(r)));
     alerts.iter().for_each(|r| each(&r.agent, alert(r)));
     deliveries.iter().for_each(|r| each(&r.agent, delivery(r)));
+    watchdog_events
+        .iter()
+        .for_each(|r| each(&r.node, watchdog(r)));
+    heartbeat_checks
+        .iter()
+        .for_each(|r| each(&r.agent, heartbeat_check(r)));
+    heartbeat_pings
+        .iter()
+        .for_each(|r| each(&r.agent, heartbeat_ping(r)));
+    heartbeat_states
+        .iter()
+        .for_each(|r| each(&r.agent, heartbeat_state(r)));
     probes.iter().for_each(|r| each(&r.agent, probe(r)));
 }
 
@@ -358,6 +447,55 @@ mod tests {
                 outcome: DeliveryOutcome::Failed as i32,
                 http_status: 400,
                 error: "bad request".into(),
+            }),
+            Kind::Watchdog(WatchdogEvent {
+                ts_ms,
+                app: "shop".into(),
+                kind: WatchdogEventKind::RecoveryStep as i32,
+                attempt: 2,
+                reason: "tcp 127.0.0.1:3000 refused".into(),
+                command: "pm2 restart shop".into(),
+                step_end: StepEnd::Signaled as i32,
+                exit_status: 9,
+                duration_ms: 1500,
+                output: "stopping\nstarted\n".into(),
+            }),
+            Kind::HeartbeatCheck(HeartbeatCheck {
+                ts_ms,
+                check_id: "5bf7e3c1-0f5e-4d3a-9c56-7d1b2e3f4a5b".into(),
+                project: "ops".into(),
+                slug: "nightly-backup".into(),
+                name: "Nightly backup".into(),
+                tags: "backup prod".into(),
+                period_s: 0,
+                cron: "30 2 * * *".into(),
+                tz: "Europe/Paris".into(),
+                grace_s: 3600,
+                paused: true,
+                deleted: true,
+                source: "api".into(),
+                actor: "ops-token".into(),
+            }),
+            Kind::HeartbeatPing(HeartbeatPing {
+                ts_ms,
+                check_id: "5bf7e3c1-0f5e-4d3a-9c56-7d1b2e3f4a5b".into(),
+                kind: PingKind::Exit as i32,
+                exit_status: 3,
+                rid: "0e6a1bb8-52a4-4b39-8d8e-3f4b1f0a9c11".into(),
+                method: "POST".into(),
+                remote: "10.0.0.7".into(),
+                user_agent: "curl/8.5".into(),
+                body: "rsync failed\n".into(),
+                body_bytes: 13,
+                duration_ms: 61_000,
+            }),
+            Kind::HeartbeatState(HeartbeatState {
+                ts_ms,
+                check_id: "5bf7e3c1-0f5e-4d3a-9c56-7d1b2e3f4a5b".into(),
+                name: "Nightly backup".into(),
+                status: HeartbeatStatus::Down as i32,
+                previous: HeartbeatStatus::Grace as i32,
+                reason: "exit status 3".into(),
             }),
             Kind::Probe(ProbeResult {
                 site: "a.example".into(),

@@ -41,6 +41,10 @@ impl MarkedTable {
             RowKind::Service => sample(SampleKind::Service),
             RowKind::AlertEvent => sample(SampleKind::AlertEvent),
             RowKind::AlertDelivery => sample(SampleKind::AlertDelivery),
+            RowKind::Watchdog => sample(SampleKind::Watchdog),
+            RowKind::HeartbeatCheck => sample(SampleKind::HeartbeatCheck),
+            RowKind::HeartbeatPing => sample(SampleKind::HeartbeatPing),
+            RowKind::HeartbeatState => sample(SampleKind::HeartbeatState),
             RowKind::Probe => MarkedTable {
                 table: "health_history",
                 agent: "agent",
@@ -105,7 +109,13 @@ mod tests {
             RowKind::SiteProcess,
             RowKind::Service,
         ];
-        let by_agent = [RowKind::AlertEvent, RowKind::AlertDelivery];
+        let by_agent = [
+            RowKind::AlertEvent,
+            RowKind::AlertDelivery,
+            RowKind::HeartbeatCheck,
+            RowKind::HeartbeatPing,
+            RowKind::HeartbeatState,
+        ];
         for &kind in RowKind::ALL {
             let expected = if by_site.contains(&kind) {
                 "site"

@@ -19,8 +19,9 @@ use crate::store::RowsRef;
 use crate::store::StoreError;
 use crate::store::sample_tables::{ColType, TableSpec, bucket_width, sample_tables, spec};
 use crate::store::samples::{
-    AlertDeliveryRow, AlertEventRow, DiskRow, FilesystemRow, InterfaceRow, NodeRow, PodRow,
-    SampleKind, Scope, ServiceRow, SiteDiskRow, SiteProcessRow, StatsQuery,
+    AlertDeliveryRow, AlertEventRow, DiskRow, FilesystemRow, HeartbeatCheckRow, HeartbeatPingRow,
+    HeartbeatStateRow, InterfaceRow, NodeRow, PodRow, SampleKind, Scope, ServiceRow, SiteDiskRow,
+    SiteProcessRow, StatsQuery, WatchdogEventRow,
 };
 
 macro_rules! clickhouse_rows {

@@ -270,6 +270,11 @@ pub fn migrations(flavour: Flavour) -> Vec<Migration> {
             name: "alert tables",
             statements: sample_tables(flavour, 5),
         },
+        Migration {
+            version: 6,
+            name: "watchdog and heartbeat tables",
+            statements: sample_tables(flavour, 6),
+        },
     ]
 }
 
@@ -396,15 +401,20 @@ pub fn table_ttls(config: &StorageConfig) -> Vec<TableTtl> {
     ];
     ttls.extend(SAMPLE_TABLES.iter().map(|spec| TableTtl {
         table: spec.table,
-        expression: history.clone(),
+        expression: history.clone().filter(|_| spec.expires()),
     }));
     ttls
 }
 
 /// The tables whose day partitions Legacy retention drops after
-/// `retention_days`: `health_history` and the sample tables.
+/// `retention_days`: `health_history` and the sample tables that expire.
 pub fn retained_tables() -> impl Iterator<Item = &'static str> {
-    std::iter::once(HISTORY_TABLE).chain(SAMPLE_TABLES.iter().map(|spec| spec.table))
+    std::iter::once(HISTORY_TABLE).chain(
+        SAMPLE_TABLES
+            .iter()
+            .filter(|spec| spec.expires())
+            .map(|spec| spec.table),
+    )
 }
 
 /// The `ALTER` that brings `ttl.table` to the wanted TTL, given the table's current
@@ -514,7 +524,7 @@ mod tests {
         for flavour in [Flavour::Legacy, Flavour::Modern] {
             let all = migrations(flavour);
             let versions: Vec<u32> = all.iter().map(|m| m.version).collect();
-            assert_eq!(versions, [1, 2, 3, 4, 5]);
+            assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
             for statement in all.iter().flat_map(|m| &m.statements) {
                 let guarded = statement.contains(" IF NOT EXISTS ")
                     || statement.contains(" IF EXISTS ")

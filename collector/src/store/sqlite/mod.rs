@@ -96,6 +96,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "alert tables",
         sql: || samples::migration_sql(5).into(),
     },
+    Migration {
+        version: 6,
+        name: "watchdog and heartbeat tables",
+        sql: || samples::migration_sql(6).into(),
+    },
 ];
 
 const BOOTSTRAP_SQL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -391,7 +396,8 @@ impl Store for SqliteStore {
             if rows > 0 {
                 tracing::info!(rows, "sqlite history rows deleted (retention)");
             }
-            for (sql, table) in samples::EXPIRE.iter().zip(TABLES) {
+            let expiring = TABLES.iter().filter(|t| t.expires());
+            for (sql, table) in samples::EXPIRE.iter().zip(expiring) {
                 let rows = self.delete_in_chunks(sql, cutoff).await?;
                 if rows > 0 {
                     tracing::info!(
@@ -709,7 +715,7 @@ mod tests {
     #[test]
     fn migrations_are_ordered_and_idempotent() {
         let versions: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
         // CREATEs are idempotent; an ALTER runs once, in the transaction that
         // records its version.
         for migration in MIGRATIONS {

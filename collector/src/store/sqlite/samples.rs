@@ -15,8 +15,9 @@ use deadpool_sqlite::rusqlite::{self, Connection, Row, params_from_iter};
 use super::{get_u64, saturate};
 use crate::store::sample_tables::{ColType, TABLES, TableSpec, bucket_width, sample_tables, spec};
 use crate::store::samples::{
-    AlertDeliveryRow, AlertEventRow, DiskRow, FilesystemRow, InterfaceRow, NodeRow, PodRow,
-    SampleKind, Scope, ServiceRow, SiteDiskRow, SiteProcessRow, StatsQuery,
+    AlertDeliveryRow, AlertEventRow, DiskRow, FilesystemRow, HeartbeatCheckRow, HeartbeatPingRow,
+    HeartbeatStateRow, InterfaceRow, NodeRow, PodRow, SampleKind, Scope, ServiceRow, SiteDiskRow,
+    SiteProcessRow, StatsQuery, WatchdogEventRow,
 };
 use crate::store::{Rows, RowsRef};
 
@@ -190,10 +191,12 @@ fn insert_sql(kind: SampleKind) -> &'static str {
     &INSERTS[index]
 }
 
-/// Retention: deletes of each table's rows with `ts < ?1`, `?2` at a time.
+/// Retention: deletes of each expiring table's rows with `ts < ?1`, `?2`
+/// at a time, in the order of the tables that [`TableSpec::expires`].
 pub(super) static EXPIRE: LazyLock<Vec<String>> = LazyLock::new(|| {
     TABLES
         .iter()
+        .filter(|t| t.expires())
         .map(|t| {
             format!(
                 "DELETE FROM {name} WHERE rowid IN \
