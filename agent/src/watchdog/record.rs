@@ -7,9 +7,8 @@ use livehead_proto::v1::record::Kind;
 use super::run::{EventKind, WatchdogEvent};
 use super::step::{OUTPUT_TAIL_BYTES, StepOutcome};
 
-/// Longest `reason` and `command` sent (their start is kept): a check's
-/// reason or a spawn error is a line, and a command is what the config
-/// says, so more is a mistake not worth storing.
+/// Longest `reason` and `command` sent (their start is kept): the
+/// collector's default `limits.max_text_bytes`, which refuses longer ones.
 pub const MAX_TEXT_BYTES: usize = 2048;
 
 /// The record of `event`.
@@ -89,13 +88,19 @@ fn step_end(outcome: &StepOutcome) -> (pb::StepEnd, u32, String) {
     }
 }
 
-/// The first `max` bytes of `text`, cut at a character boundary.
+/// The first `max` bytes of `text` as one line, cut at a character
+/// boundary: the collector refuses control characters in free text (a
+/// multi-line shell step, an error with a newline) and would drop the
+/// whole record.
 fn head(text: &str, max: usize) -> String {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    text[..end].to_owned()
+    text[..end]
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// The last `max` bytes of `text`, cut at a character boundary.
@@ -230,5 +235,13 @@ mod tests {
         let reason = "é".repeat(MAX_TEXT_BYTES);
         let e = event(EventKind::CheckFailed { reason });
         assert!(e.reason.len() <= MAX_TEXT_BYTES && e.reason.starts_with('é'));
+        // One line: the collector refuses control characters in text.
+        let e = event(step(
+            &["if true; then\n\tpm2 restart web\nfi"],
+            StepOutcome::Exited(0),
+            "a\nb\n",
+        ));
+        assert_eq!(e.command, "if true; then  pm2 restart web fi");
+        assert_eq!(e.output, "a\nb\n", "the output is a log: kept as it is");
     }
 }
