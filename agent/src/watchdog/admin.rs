@@ -58,8 +58,8 @@ pub fn router(admin: Admin) -> Router {
 
 async fn list(State(admin): State<Admin>, headers: HeaderMap) -> Response {
     let current = admin.current();
-    if let Err(refused) = authenticate(&current.tokens, &headers, false) {
-        return refused;
+    if let Err((status, message)) = authenticate(&current.tokens, &headers, false) {
+        return error(status, message);
     }
     let apps = current
         .control
@@ -76,7 +76,7 @@ async fn rearm(
     let current = admin.current();
     let caller = match authenticate(&current.tokens, &headers, true) {
         Ok(caller) => caller,
-        Err(refused) => return refused,
+        Err((status, message)) => return error(status, message),
     };
     let Some(control) = current.control else {
         return error(StatusCode::NOT_FOUND, format!("no watched app {name:?}"));
@@ -103,18 +103,22 @@ async fn rearm(
 /// The caller's token name, or the refusal: 403 without tokens (naming
 /// the key to set) or without the admin role when `admin`, 401 for a
 /// missing or wrong token.
-fn authenticate(tokens: &RoleTokens, headers: &HeaderMap, admin: bool) -> Result<String, Response> {
+fn authenticate(
+    tokens: &RoleTokens,
+    headers: &HeaderMap,
+    admin: bool,
+) -> Result<String, (StatusCode, String)> {
     if tokens.is_empty() {
-        return Err(error(
+        return Err((
             StatusCode::FORBIDDEN,
             format!("the watchdog admin API is disabled: set {TOKENS_KEY} in the agent's config"),
         ));
     }
     let caller: Caller<'_> = tokens
         .authenticate(headers)
-        .map_err(|refusal| error(refusal.status(), refusal.message().to_owned()))?;
+        .map_err(|refusal| (refusal.status(), refusal.message().to_owned()))?;
     if admin && !caller.is_admin() {
-        return Err(error(
+        return Err((
             StatusCode::FORBIDDEN,
             format!("token {:?} is not an admin token", caller.name),
         ));
