@@ -333,9 +333,10 @@ impl Loop {
                 }
                 // The alerter's own records come back on the stream too; the
                 // engine ignores them (`series_of`).
+                let now = now_ms();
                 for record in &records {
                     self.engine.observe(&agent, record, changes);
-                    self.watchdogs.observe(&agent, record, changes);
+                    self.watchdogs.observe(&agent, record, now, changes);
                 }
             }
             Input::Synced { replica } => {

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use livehead_proto::v1::record::Kind;
 use livehead_proto::v1::{Record, StepEnd, WatchdogEvent, WatchdogEventKind};
 
-use crate::lifecycle::{AlertView, State};
+use crate::lifecycle::{AlertView, KEEP_RESOLVED_MS, State};
 use crate::model::{AlertChange, AlertKey, Condition, Severity};
 
 /// The alert of an app the watchdog gave up on.
@@ -83,8 +83,17 @@ impl Watchdogs {
         }
     }
 
-    /// One record from `agent`; watchdog events may change alerts.
-    pub fn observe(&mut self, agent: &str, record: &Record, out: &mut Vec<AlertChange>) {
+    /// One record from `agent` at `now_ms`; watchdog events may change
+    /// alerts. A restart older than [`KEEP_RESOLVED_MS`] (a snapshot kept
+    /// longer than that) is not noticed: the lifecycle no longer lists the
+    /// notice that told it, so it cannot tell whether it was sent.
+    pub fn observe(
+        &mut self,
+        agent: &str,
+        record: &Record,
+        now_ms: u64,
+        out: &mut Vec<AlertChange>,
+    ) {
         let Some(Kind::Watchdog(event)) = &record.kind else {
             return;
         };
@@ -114,7 +123,8 @@ impl Watchdogs {
             }
             WatchdogEventKind::Recovered => {
                 resolve_exhausted(app, agent, event, "recovered", out);
-                if event.ts_ms > app.restarted_ms {
+                let recent = event.ts_ms.saturating_add(KEEP_RESOLVED_MS) > now_ms;
+                if event.ts_ms > app.restarted_ms && recent {
                     app.restarted_ms = event.ts_ms;
                     app.notice_open = true;
                     out.push(restarted(agent, event, &app.steps));

@@ -68,8 +68,9 @@ impl Run {
             kind: Some(record::Kind::Watchdog(event)),
         };
         let mut changes = Vec::new();
-        self.watchdogs.observe("n1", &record, &mut changes);
         self.now = self.now.max(ts);
+        self.watchdogs
+            .observe("n1", &record, self.now, &mut changes);
         self.lifecycle.apply(&changes, self.now);
         changes.len()
     }
@@ -238,6 +239,15 @@ fn after_a_restart_the_snapshot_replay_notifies_nothing_again() {
         statuses(&run.due(71_000)),
         [pair("pager", Status::Resolved)]
     );
+}
+
+#[test]
+fn a_restart_older_than_the_listed_alerts_is_not_noticed() {
+    let mut run = Run::new();
+    run.now = 2 * crate::lifecycle::KEEP_RESOLVED_MS;
+    assert_eq!(run.event(5_000, K::Recovered, |e| e.attempt = 1), 0);
+    // An old exhaustion still holds: the app waits for a person.
+    assert_eq!(run.event(6_000, K::Exhausted, |e| e.attempt = 3), 1);
 }
 
 #[test]
