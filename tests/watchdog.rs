@@ -17,7 +17,7 @@ use livehead_testkit::receiver::{FakeReceiver, Received};
 use livehead_testkit::sites::FakeSites;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::{Proc, certs, http_get, http_request, loopback, tls_args, wait_for};
+use support::{Proc, certs, http_get, http_request, loopback, metric_sum, tls_args, wait_for};
 
 const ADMIN_TOKEN: &str = "agent-watchdog-admin";
 const ROUTING_KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -523,4 +523,17 @@ async fn the_watchdog_restarts_the_app_pages_when_exhausted_and_resumes_when_rea
     .await;
     let rows = stack.rows_until("recovered", 3).await;
     assert_eq!(count(&rows, "rearmed"), 2, "{rows:#?}");
+
+    // Every event counted on the agent's /metrics, none refused.
+    let (_, metrics) = http_get(loopback(stack.admin), "/metrics").expect("metrics");
+    let counted = metric_sum(&metrics, "livehead_agent_watchdog_events_total");
+    assert!(counted >= rows.len() as f64, "{counted} < {}", rows.len());
+    assert_eq!(
+        metric_sum(&metrics, "livehead_agent_records_rejected_total"),
+        0.0
+    );
+    assert_eq!(
+        metric_sum(&metrics, "livehead_agent_watchdog_reloads_refused_total"),
+        0.0
+    );
 }
