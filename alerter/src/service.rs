@@ -26,6 +26,7 @@ use crate::model::AlertChange;
 use crate::receivers::now_ms;
 use crate::rules::Engine;
 use crate::watch::{self, Input, WatchMetrics};
+use crate::watchdog::{self, Watchdogs};
 use crate::{DeliveryMetrics, DeliveryReport, Dispatcher, Notification, Receiver};
 
 #[derive(Debug, thiserror::Error)]
@@ -103,10 +104,15 @@ pub async fn start(
     let lifecycle = Lifecycle::new(&file, saved, now)?;
     let mut engine = Engine::new(&file.rules);
     let mut restored = 0;
+    // The watchdog's alerts are built in: no rule of the engine makes them.
     for (key, condition, since) in lifecycle.active() {
-        engine.restore(key, condition, since);
+        if !watchdog::is_builtin(&key.rule) {
+            engine.restore(key, condition, since);
+        }
         restored += 1;
     }
+    let mut watchdogs = Watchdogs::default();
+    watchdogs.restore(&lifecycle.alerts(now));
     let registry = livehead_common::metrics::registry("livehead_alerter");
     let shared = Shared::new(
         lifecycle,
@@ -169,6 +175,7 @@ pub async fn start(
         config,
         rules_path,
         engine,
+        watchdogs,
         shared,
         receivers: file.receivers,
         dispatcher,
@@ -255,6 +262,8 @@ struct Loop {
     config: AlerterConfig,
     rules_path: PathBuf,
     engine: Engine,
+    /// The agents' watchdog records as alerts (built in).
+    watchdogs: Watchdogs,
     shared: Arc<Shared>,
     receivers: Vec<Receiver>,
     dispatcher: Dispatcher,
@@ -324,8 +333,10 @@ impl Loop {
                 }
                 // The alerter's own records come back on the stream too; the
                 // engine ignores them (`series_of`).
+                let now = now_ms();
                 for record in &records {
                     self.engine.observe(&agent, record, changes);
+                    self.watchdogs.observe(&agent, record, now, changes);
                 }
             }
             Input::Synced { replica } => {
