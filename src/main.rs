@@ -19,8 +19,12 @@ fn main() -> anyhow::Result<()> {
             // The agent sizes its own runtime (few threads), to stay small.
             let runtime =
                 livehead_agent::runtime(&config.runtime).context("starting the async runtime")?;
+            let reload = std::sync::Arc::new(tokio::sync::Notify::new());
             let result = runtime.block_on(with_signals(|shutdown| async move {
-                livehead_agent::run(config, shutdown).await.context("agent")
+                tokio::spawn(reload_on_sighup(reload.clone(), "the watchdog's config"));
+                livehead_agent::run_with_reload(config, shutdown, reload)
+                    .await
+                    .context("agent")
             }));
             runtime.shutdown_timeout(BLOCKING_GRACE);
             result
@@ -45,7 +49,7 @@ fn main() -> anyhow::Result<()> {
             let runtime = default_runtime()?;
             let reload = std::sync::Arc::new(tokio::sync::Notify::new());
             let result = runtime.block_on(with_signals(|shutdown| async move {
-                tokio::spawn(reload_on_sighup(reload.clone()));
+                tokio::spawn(reload_on_sighup(reload.clone(), "the rules"));
                 livehead_up::run(config, shutdown, reload)
                     .await
                     .with_context(|| format!("livehead up (state in {state})"))
@@ -103,7 +107,7 @@ fn alerter(args: livehead::cli::AlerterArgs) -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()
                 .context("starting the async runtime")?
                 .block_on(with_signals(|shutdown| async move {
-                    tokio::spawn(reload_on_sighup(reload.clone()));
+                    tokio::spawn(reload_on_sighup(reload.clone(), "the rules"));
                     livehead_alerter::run(config, shutdown, reload)
                         .await
                         .context("alerter")
@@ -112,19 +116,19 @@ fn alerter(args: livehead::cli::AlerterArgs) -> anyhow::Result<()> {
     }
 }
 
-/// SIGHUP re-reads the alerter's rules file.
-#[cfg(feature = "collector")]
-async fn reload_on_sighup(reload: std::sync::Arc<tokio::sync::Notify>) {
+/// SIGHUP re-reads `what`: the alerter's rules file, the agent's
+/// `[watchdog]`.
+async fn reload_on_sighup(reload: std::sync::Arc<tokio::sync::Notify>, what: &'static str) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(hangups) => hangups,
         Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGHUP: rules reload disabled");
+            tracing::error!(%error, what, "cannot listen for SIGHUP: reload disabled");
             return;
         }
     };
     while hangups.recv().await.is_some() {
-        tracing::info!("SIGHUP: reloading the rules");
+        tracing::info!(what, "SIGHUP: reloading");
         reload.notify_one();
     }
 }

@@ -14,10 +14,12 @@ pub mod spool;
 pub mod transport;
 pub mod watchdog;
 
+use std::sync::Arc;
+
 use livehead_common::Shutdown;
 use livehead_proto::v1::Record;
 use regex::Regex;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 pub use config::AgentConfig;
 
@@ -52,6 +54,8 @@ pub enum AgentError {
     WatchdogConfig(#[from] watchdog::WatchdogConfigError),
     #[error(transparent)]
     WatchdogPermissions(#[from] watchdog::PermissionError),
+    #[error(transparent)]
+    WatchdogTokens(#[from] livehead_common::roles::AccessError),
     #[error("cannot serve metrics on {addr}")]
     Metrics {
         addr: std::net::SocketAddr,
@@ -64,12 +68,24 @@ pub enum AgentError {
 /// to `collector.drain_timeout`. With `rounds.once`, results left
 /// unacknowledged are an error, so a cron job sees them.
 pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentError> {
+    run_with_reload(config, shutdown, Arc::new(Notify::new())).await
+}
+
+/// [`run`], with the watchdog's `[watchdog]` re-read from the config file
+/// at each `reload` notification (the binary's SIGHUP).
+pub async fn run_with_reload(
+    config: AgentConfig,
+    shutdown: Shutdown,
+    reload: Arc<Notify>,
+) -> Result<(), AgentError> {
     let discovery = discovery(&config)?;
     let sample_config = sample_config(&config)?;
     let watchdog = watchdog_config(&config)?;
+    let tokens = watchdog::supervise::admin_tokens(&config.watchdog)?;
     let metrics = AgentMetrics::new();
+    let admin = watchdog::Admin::default();
     if let Some(addr) = config.metrics_listen {
-        serve_metrics(addr, &metrics, shutdown.clone()).await?;
+        serve_metrics(addr, &metrics, &admin, shutdown.clone()).await?;
     }
     let (records_tx, records_rx) = records_channel(&config.batch);
     let shipper = Shipper::start(
@@ -101,7 +117,23 @@ pub async fn run(config: AgentConfig, shutdown: Shutdown) -> Result<(), AgentErr
             shutdown.clone(),
         ))
     });
-    let watchdog = watchdog.map(|w| tokio::spawn(run_watchdog(w, shutdown.clone())));
+    // A one-shot run has no watchdog, and nothing to reload.
+    let watchdog = (!config.rounds.once).then(|| {
+        let supervised = watchdog::Supervised {
+            config_file: config.config_file.clone(),
+            records: records_tx.clone(),
+            metrics: metrics.watchdog.clone(),
+            admin,
+            reload,
+        };
+        let config = watchdog.unwrap_or_default();
+        tokio::spawn(watchdog::supervise(
+            config,
+            tokens,
+            supervised,
+            shutdown.clone(),
+        ))
+    });
     let mut rounds = tokio::spawn(rounds::run(
         schedule,
         discovery,
@@ -255,27 +287,18 @@ fn watchdog_config(config: &AgentConfig) -> Result<Option<watchdog::WatchdogConf
     Ok(Some(config.watchdog.clone()))
 }
 
-/// Runs the watchdog. Its events are only logged for now (by
-/// `watchdog::run` itself): they become records sent to the collector
-/// once the record kind exists (issue 12, second part).
-async fn run_watchdog(config: watchdog::WatchdogConfig, shutdown: Shutdown) {
-    let (events_tx, mut events_rx) = mpsc::channel(64);
-    let drain = tokio::spawn(async move { while events_rx.recv().await.is_some() {} });
-    if let Err(error) = watchdog::run(config, events_tx, shutdown).await {
-        tracing::error!(%error, "watchdog stopped");
-    }
-    let _ = drain.await;
-}
-
+/// `/metrics` and the watchdog's admin API, on `metrics_listen`.
 async fn serve_metrics(
     addr: std::net::SocketAddr,
     metrics: &AgentMetrics,
+    admin: &watchdog::Admin,
     shutdown: Shutdown,
 ) -> Result<(), AgentError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| AgentError::Metrics { addr, source })?;
-    let router = livehead_common::metrics::router(metrics.registry.clone());
+    let router = livehead_common::metrics::router(metrics.registry.clone())
+        .merge(watchdog::admin::router(admin.clone()));
     tokio::spawn(async move {
         if let Err(error) = livehead_common::metrics::serve(listener, router, shutdown).await {
             tracing::error!(%error, "metrics endpoint stopped");

@@ -36,6 +36,8 @@ pub struct AgentMetrics {
     /// holds another batch under theirs.
     pub batches_renumbered: IntCounter,
     pub reconnects: IntCounter,
+    /// The watchdog's events by kind, reloads refused, events dropped.
+    pub watchdog: crate::watchdog::WatchdogMetrics,
 }
 
 impl AgentMetrics {
@@ -119,6 +121,27 @@ impl AgentMetrics {
                 "Batches resent under a new sequence number (another process used theirs)",
             ),
             reconnects: counter("reconnects_total", "Collector connections lost or refused"),
+            watchdog: crate::watchdog::WatchdogMetrics {
+                events: register(
+                    &r,
+                    IntCounterVec::new(
+                        Opts::new(
+                            "watchdog_events_total",
+                            "Watchdog events (failed checks, recoveries and their steps, exhaustions, re-arms), by kind",
+                        ),
+                        &["kind"],
+                    )
+                    .expect("static metric"),
+                ),
+                reloads_refused: counter(
+                    "watchdog_reloads_refused_total",
+                    "Config reloads (SIGHUP) whose [watchdog] was refused; the running watchdog stayed",
+                ),
+                events_dropped: counter(
+                    "watchdog_events_dropped_total",
+                    "Watchdog events not sent to the collector because the agent was stopping",
+                ),
+            },
             registry: r.clone(),
         }
     }

@@ -46,7 +46,10 @@ fn start(app: AppConfig) -> (mpsc::Receiver<WatchdogEvent>, Shutdown, Rearm) {
     let (tx, rx) = mpsc::channel(256);
     let shutdown = Shutdown::new();
     let rearm = Rearm::default();
-    let config = WatchdogConfig { apps: vec![app] };
+    let config = WatchdogConfig {
+        apps: vec![app],
+        ..WatchdogConfig::default()
+    };
     let (r, s) = (rearm.clone(), shutdown.clone());
     tokio::spawn(async move { watchdog::run_with_rearm(config, tx, &r, s).await });
     (rx, shutdown, rearm)
@@ -148,7 +151,7 @@ async fn a_killed_app_is_restarted_by_its_recovery_script_and_verified() {
         &kinds[started_at..],
         ["recovery_started", "recovery_step", "recovered"]
     );
-    let EventKind::RecoveryStep(report) = &events[started_at + 1].kind else {
+    let EventKind::RecoveryStep { report, .. } = &events[started_at + 1].kind else {
         unreachable!()
     };
     assert_eq!(report.outcome, StepOutcome::Exited(0));
@@ -207,7 +210,10 @@ async fn recoveries_respect_the_cooldown_and_stop_at_the_attempt_limit() {
     assert!(reason.contains("never.pid"), "{reason}");
     assert_eq!(
         events.last().map(|e| &e.kind),
-        Some(&EventKind::Exhausted { attempts: 2 })
+        Some(&EventKind::Exhausted {
+            attempts: 2,
+            reason: reason.clone()
+        })
     );
 
     // Exhausted: nothing more is checked or run, well past a cooldown,
@@ -259,7 +265,7 @@ async fn a_hanging_recovery_step_and_its_children_are_killed_at_its_timeout() {
     let steps: Vec<_> = events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::RecoveryStep(r) => Some(r),
+            EventKind::RecoveryStep { report, .. } => Some(report),
             _ => None,
         })
         .collect();

@@ -11,6 +11,7 @@ pub mod receivers;
 pub mod rules;
 pub mod service;
 pub mod watch;
+pub mod watchdog;
 
 pub use file::{FileError, RulesFile};
 pub use lifecycle::{Lifecycle, LifecycleError, SavedState};

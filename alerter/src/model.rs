@@ -92,6 +92,11 @@ pub struct AlertChange {
     pub description: Option<String>,
     /// The rule's own labels (`team = "web"`), merged under the key's.
     pub labels: BTreeMap<String, String>,
+    /// An event rather than a condition (the watchdog's "app restarted"):
+    /// notified once as firing, then resolved quietly by the lifecycle as
+    /// soon as that notification is handed out, with no "resolved"
+    /// notification. False for every rule's alert.
+    pub notice: bool,
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use crate::model::AlertChange;
 use crate::receivers::now_ms;
 use crate::rules::Engine;
 use crate::watch::{self, Input, WatchMetrics};
+use crate::watchdog::{self, Watchdogs};
 use crate::{DeliveryMetrics, DeliveryReport, Dispatcher, Notification, Receiver};
 
 #[derive(Debug, thiserror::Error)]
@@ -111,14 +112,16 @@ pub async fn start(
     let lifecycle = Lifecycle::new(&file, saved, now)?;
     let mut engine = Engine::new(&file.rules);
     let mut restored = 0;
-    // Heartbeat alerts are not the rules': the engine would resolve them.
-    for (key, condition, since) in lifecycle
-        .active()
-        .filter(|(k, ..)| !Heartbeats::is_heartbeat(k))
-    {
-        engine.restore(key, condition, since);
+    // The watchdog's and the heartbeat checks' alerts are built in: no
+    // rule of the engine makes them (it would resolve them).
+    for (key, condition, since) in lifecycle.active() {
+        if !watchdog::is_builtin(&key.rule) && !Heartbeats::is_heartbeat(key) {
+            engine.restore(key, condition, since);
+        }
         restored += 1;
     }
+    let mut watchdogs = Watchdogs::default();
+    watchdogs.restore(&lifecycle.alerts(now));
     let registry = livehead_common::metrics::registry("livehead_alerter");
     let shared = Shared::new(
         lifecycle,
@@ -182,6 +185,7 @@ pub async fn start(
         rules_path,
         engine,
         heartbeats,
+        watchdogs,
         shared,
         receivers: file.receivers,
         dispatcher,
@@ -270,6 +274,8 @@ struct Loop {
     rules_path: PathBuf,
     engine: Engine,
     heartbeats: Heartbeats,
+    /// The agents' watchdog records as alerts (built in).
+    watchdogs: Watchdogs,
     shared: Arc<Shared>,
     receivers: Vec<Receiver>,
     dispatcher: Dispatcher,
@@ -353,6 +359,7 @@ impl Loop {
                 for record in &records {
                     self.engine.observe(&agent, record, changes);
                     self.heartbeats.observe(record, changes, now);
+                    self.watchdogs.observe(&agent, record, now, changes);
                 }
             }
             Input::Synced { replica } => {

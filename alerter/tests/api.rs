@@ -80,6 +80,7 @@ impl Server {
             at_ms: 500_000,
             description: None,
             labels: BTreeMap::new(),
+            notice: false,
         })
         .collect();
         lifecycle.apply(&changes, 500_000);

@@ -19,6 +19,12 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 pub struct WatchdogConfig {
     /// The watched apps (`[[watchdog.apps]]`). Default none.
     pub apps: Vec<AppConfig>,
+    /// Tokens of the watchdog's admin API on the agent's HTTP listener
+    /// (`metrics_listen`): `GET /watchdog/apps` takes any of them,
+    /// `POST /watchdog/apps/<name>/rearm` an `admin` one. Same format as
+    /// the collector's and alerter's `api.tokens`
+    /// (`{ name, sha256, role, sites }`). Default none: both answer 403.
+    pub admin_tokens: Vec<livehead_common::roles::RoleToken>,
 }
 
 /// One watched app: its checks (all must pass), and the ordered recovery

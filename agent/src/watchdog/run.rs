@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::check::check_app;
 use super::config::{AppConfig, WatchdogConfig, WatchdogConfigError};
 use super::state::{AppState, Decision, Limits};
+use super::status::Statuses;
 use super::step::{StepOutcome, StepReport, run_step};
 
 /// Something the watchdog saw or did.
@@ -30,15 +31,16 @@ pub enum EventKind {
     CheckFailed { reason: String },
     /// Recovery number `attempt` (1 after a success) starts.
     RecoveryStarted { attempt: u32 },
-    /// One recovery step ran.
-    RecoveryStep(StepReport),
+    /// One recovery step of recovery number `attempt` ran.
+    RecoveryStep { attempt: u32, report: StepReport },
     /// The check after `settle` passed.
     Recovered { attempt: u32 },
     /// The check after `settle` failed.
     RecoveryFailed { attempt: u32, reason: String },
     /// `attempts` recoveries in a row failed: the watchdog leaves the app
     /// alone until re-armed ([`Rearm::app`], or the agent's restart).
-    Exhausted { attempts: u32 },
+    /// `reason` is the last failed check's.
+    Exhausted { attempts: u32, reason: String },
     /// A person re-armed the exhausted app: checks and recoveries resume.
     Rearmed,
 }
@@ -49,7 +51,7 @@ impl EventKind {
         match self {
             Self::CheckFailed { .. } => "check_failed",
             Self::RecoveryStarted { .. } => "recovery_started",
-            Self::RecoveryStep(_) => "recovery_step",
+            Self::RecoveryStep { .. } => "recovery_step",
             Self::Recovered { .. } => "recovered",
             Self::RecoveryFailed { .. } => "recovery_failed",
             Self::Exhausted { .. } => "exhausted",
@@ -75,6 +77,11 @@ impl Rearm {
     pub fn app(&self, name: &str) -> bool {
         self.0.send(name.to_owned()).is_ok()
     }
+
+    /// The requests, as an app's task receives them.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.0.subscribe()
+    }
 }
 
 /// Watches every app of `config` until `shutdown` fires. Events go to
@@ -96,12 +103,44 @@ pub async fn run_with_rearm(
     rearm: &Rearm,
     shutdown: Shutdown,
 ) -> Result<(), WatchdogConfigError> {
+    let control = Control {
+        rearm: rearm.clone(),
+        statuses: Statuses::default(),
+        stop: shutdown.clone(),
+    };
+    run_controlled(config, events, control, shutdown).await
+}
+
+/// How the agent steers a running watchdog: re-arms, the apps' statuses
+/// for the admin API, and `stop`, which ends it between checks (a config
+/// reload) without interrupting a recovery that runs: only `shutdown`
+/// (the agent stopping) kills a running step.
+#[derive(Debug, Clone)]
+pub struct Control {
+    pub rearm: Rearm,
+    pub statuses: Statuses,
+    pub stop: Shutdown,
+}
+
+/// [`run_with_rearm`], steered by `control`.
+pub async fn run_controlled(
+    config: WatchdogConfig,
+    events: mpsc::Sender<WatchdogEvent>,
+    control: Control,
+    shutdown: Shutdown,
+) -> Result<(), WatchdogConfigError> {
     config.validate()?;
     let mut tasks = tokio::task::JoinSet::new();
     for app in config.apps {
         tracing::info!(app = %app.name, interval = ?app.interval, steps = app.recovery.len(), "watchdog: watching");
-        let rearmed = rearm.0.subscribe();
-        tasks.spawn(watch_app(app, events.clone(), rearmed, shutdown.clone()));
+        let task = AppTask {
+            rearm: control.rearm.subscribe(),
+            statuses: control.statuses.clone(),
+            stop: control.stop.clone(),
+            shutdown: shutdown.clone(),
+        };
+        control.statuses.publish(&app.name, |_| {});
+        tasks.spawn(watch_app(app, events.clone(), task));
     }
     drop(events);
     while let Some(done) = tasks.join_next().await {
@@ -112,12 +151,15 @@ pub async fn run_with_rearm(
     Ok(())
 }
 
-async fn watch_app(
-    app: AppConfig,
-    events: mpsc::Sender<WatchdogEvent>,
-    mut rearm: broadcast::Receiver<String>,
+/// What one app's task listens to besides its config.
+struct AppTask {
+    rearm: broadcast::Receiver<String>,
+    statuses: Statuses,
+    stop: Shutdown,
     shutdown: Shutdown,
-) {
+}
+
+async fn watch_app(app: AppConfig, events: mpsc::Sender<WatchdogEvent>, mut task: AppTask) {
     let emit = Emitter {
         app: &app.name,
         events: &events,
@@ -125,15 +167,17 @@ async fn watch_app(
     let mut state = AppState::new(Limits::from(&app));
     let mut next = Instant::now();
     loop {
+        task.statuses.set_state(&app.name, &state);
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = task.stop.cancelled() => return,
             () = tokio::time::sleep_until(next.into()) => {}
         }
         let outcome = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = task.stop.cancelled() => return,
             outcome = check_app(&app, Path::new("/proc")) => outcome,
         };
         let now = Instant::now();
+        task.statuses.checked(&app.name, outcome.as_ref().err());
         if let Err(reason) = &outcome {
             emit.send(EventKind::CheckFailed {
                 reason: reason.clone(),
@@ -143,22 +187,28 @@ async fn watch_app(
         next = now + app.interval;
         match state.on_check(now, outcome.is_ok()) {
             Decision::Recover { attempt } => {
+                task.statuses.set_state(&app.name, &state);
+                task.statuses.publish(&app.name, |s| s.recoveries += 1);
                 emit.send(EventKind::RecoveryStarted { attempt }).await;
-                if !recover(&app, &emit, &shutdown).await {
+                if !recover(&app, attempt, &emit, &task.shutdown).await {
                     return;
                 }
                 if let Decision::Verify { at } = state.recovery_finished(Instant::now()) {
                     next = at;
                 }
             }
-            Decision::Recovered { attempt } => emit.send(EventKind::Recovered { attempt }).await,
+            Decision::Recovered { attempt } => {
+                task.statuses.publish(&app.name, |s| s.recovered += 1);
+                emit.send(EventKind::Recovered { attempt }).await;
+            }
             Decision::RecoveryFailed { attempt } => {
                 let reason = outcome.err().unwrap_or_default();
                 emit.send(EventKind::RecoveryFailed { attempt, reason })
                     .await;
             }
             Decision::Exhausted { attempts } => {
-                if !exhausted(attempts, &emit, &mut rearm, &shutdown).await {
+                let reason = outcome.err().unwrap_or_default();
+                if !exhausted(attempts, reason, &emit, &state, &mut task).await {
                     return;
                 }
                 state.rearm();
@@ -170,38 +220,40 @@ async fn watch_app(
 }
 
 /// Reports the exhaustion and waits until the app is re-armed (true) or
-/// the agent stops (false).
+/// the watchdog stops (false).
 async fn exhausted(
     attempts: u32,
+    reason: String,
     emit: &Emitter<'_>,
-    rearm: &mut broadcast::Receiver<String>,
-    shutdown: &Shutdown,
+    state: &AppState,
+    task: &mut AppTask,
 ) -> bool {
     // Requests sent before this exhaustion are not for it; one sent once
-    // the event is out is.
+    // the status says exhausted is.
     while !matches!(
-        rearm.try_recv(),
+        task.rearm.try_recv(),
         Err(TryRecvError::Empty | TryRecvError::Closed)
     ) {}
-    emit.send(EventKind::Exhausted { attempts }).await;
-    let rearmed = rearmed(emit.app, rearm, shutdown).await;
+    task.statuses.set_state(emit.app, state);
+    emit.send(EventKind::Exhausted { attempts, reason }).await;
+    let rearmed = rearmed(emit.app, &mut task.rearm, &task.stop).await;
     if rearmed {
         emit.send(EventKind::Rearmed).await;
     }
     rearmed
 }
 
-/// Waits until `name` is re-armed (true) or the agent stops (false).
-async fn rearmed(name: &str, rearm: &mut broadcast::Receiver<String>, shutdown: &Shutdown) -> bool {
+/// Waits until `name` is re-armed (true) or the watchdog stops (false).
+async fn rearmed(name: &str, rearm: &mut broadcast::Receiver<String>, stop: &Shutdown) -> bool {
     use broadcast::error::RecvError;
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => return false,
+            () = stop.cancelled() => return false,
             request = rearm.recv() => match request {
                 Ok(app) if app == name => return true,
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => {
-                    shutdown.cancelled().await;
+                    stop.cancelled().await;
                     return false;
                 }
             },
@@ -211,14 +263,14 @@ async fn rearmed(name: &str, rearm: &mut broadcast::Receiver<String>, shutdown: 
 
 /// Runs the steps in order, stopping at the first that does not succeed;
 /// false when the agent is stopping.
-async fn recover(app: &AppConfig, emit: &Emitter<'_>, shutdown: &Shutdown) -> bool {
+async fn recover(app: &AppConfig, attempt: u32, emit: &Emitter<'_>, shutdown: &Shutdown) -> bool {
     for step in &app.recovery {
         let report = run_step(step, shutdown).await;
         let (ok, cancelled) = (
             report.outcome.succeeded(),
             report.outcome == StepOutcome::Cancelled,
         );
-        emit.send(EventKind::RecoveryStep(report)).await;
+        emit.send(EventKind::RecoveryStep { attempt, report }).await;
         if cancelled {
             return false;
         }
@@ -259,7 +311,7 @@ fn log(app: &str, kind: &EventKind) {
         EventKind::RecoveryStarted { attempt } => {
             tracing::warn!(app, event, attempt, "watchdog: recovery started")
         }
-        EventKind::RecoveryStep(r) => {
+        EventKind::RecoveryStep { report: r, .. } => {
             let outcome = format!("{:?}", r.outcome);
             let tail = r.output_tail.lines().last().unwrap_or_default();
             if r.outcome.succeeded() {
@@ -274,11 +326,12 @@ fn log(app: &str, kind: &EventKind) {
         EventKind::RecoveryFailed { attempt, reason } => {
             tracing::warn!(app, event, attempt, %reason, "watchdog: recovery did not bring the app back");
         }
-        EventKind::Exhausted { attempts } => {
+        EventKind::Exhausted { attempts, reason } => {
             tracing::error!(
                 app,
                 event,
                 attempts,
+                %reason,
                 "watchdog: recovery exhausted; leaving the app alone until re-armed"
             );
         }

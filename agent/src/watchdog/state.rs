@@ -36,6 +36,17 @@ enum Phase {
     Exhausted,
 }
 
+/// An app's phase as the admin API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppPhase {
+    Watching,
+    /// Steps running, or waiting for `settle` before the verifying check.
+    Recovering,
+    Cooldown,
+    Exhausted,
+}
+
 /// The loop-protection parameters of one app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -82,6 +93,36 @@ impl AppState {
     /// True once exhausted, until [`Self::rearm`].
     pub fn is_exhausted(&self) -> bool {
         self.phase == Phase::Exhausted
+    }
+
+    /// Where the app stands at `now`, for the admin API. `Cooldown`: a
+    /// check failed (or a recovery did not work) and the next recovery
+    /// waits for the cooldown since the last one.
+    pub fn phase(&self, now: Instant) -> AppPhase {
+        match self.phase {
+            Phase::Exhausted => AppPhase::Exhausted,
+            Phase::Recovering | Phase::Settling { .. } => AppPhase::Recovering,
+            Phase::Watching => {
+                let cooling = self
+                    .last_recovery
+                    .is_some_and(|at| now.saturating_duration_since(at) < self.limits.cooldown);
+                if cooling && self.consecutive_failures > 0 {
+                    AppPhase::Cooldown
+                } else {
+                    AppPhase::Watching
+                }
+            }
+        }
+    }
+
+    /// Failed checks in a row.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+
+    /// Recoveries in a row that did not bring the app back.
+    pub fn failed_recoveries(&self) -> u32 {
+        self.failed_recoveries
     }
 
     /// A check finished at `now`.
@@ -279,6 +320,25 @@ mod tests {
         for pair in recoveries.windows(2) {
             assert!(pair[1] - pair[0] >= 300, "{recoveries:?}");
         }
+    }
+
+    #[test]
+    fn the_phase_tells_cooldown_and_exhaustion_apart() {
+        let t0 = Instant::now();
+        let mut s = AppState::new(limits());
+        assert_eq!(s.phase(t0), AppPhase::Watching);
+        s.on_check(secs(t0, 0), false);
+        s.on_check(secs(t0, 60), false);
+        assert_eq!(s.phase(secs(t0, 60)), AppPhase::Recovering);
+        recover(&mut s, t0, 61, false);
+        assert_eq!(s.phase(secs(t0, 100)), AppPhase::Cooldown);
+        assert_eq!((s.failed_recoveries(), s.consecutive_failures()), (1, 2));
+        // Past the cooldown the next failed check recovers: watching again.
+        assert_eq!(s.phase(secs(t0, 400)), AppPhase::Watching);
+        s.on_check(secs(t0, 400), true);
+        assert_eq!(s.phase(secs(t0, 401)), AppPhase::Watching);
+        s.phase = Phase::Exhausted;
+        assert_eq!(s.phase(secs(t0, 402)), AppPhase::Exhausted);
     }
 
     #[test]

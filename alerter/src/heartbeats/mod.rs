@@ -216,6 +216,7 @@ impl Heartbeats {
                 summary: format!("heartbeat {name}: check deleted"),
                 description: None,
                 labels: BTreeMap::new(),
+                notice: false,
             });
         }
     }
@@ -433,6 +434,7 @@ fn alert_change(
         summary,
         description: text.last.and_then(log_tail),
         labels,
+        notice: false,
     }
 }
 

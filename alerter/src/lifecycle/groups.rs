@@ -223,7 +223,10 @@ impl Lifecycle {
                     }
                 }
                 State::Resolved => {
-                    if !(route.send_resolved && group.notified.contains_key(&alert.id)) {
+                    // A notice ends quietly: its one notification was it.
+                    if alert.notice
+                        || !(route.send_resolved && group.notified.contains_key(&alert.id))
+                    {
                         continue;
                     }
                     Status::Resolved
@@ -269,7 +272,14 @@ impl Lifecycle {
             return;
         };
         self.dirty = true;
+        let mut notices = Vec::new();
         if let Some(notification) = flush.notification {
+            notices = flush
+                .visible
+                .iter()
+                .filter(|(_, s)| **s == Status::Firing)
+                .map(|(id, _)| id.clone())
+                .collect();
             group.notification_id = Some(notification.id.clone());
             group.notified = flush
                 .visible
@@ -298,6 +308,36 @@ impl Lifecycle {
         if group.members.is_empty() {
             self.groups.remove(key);
         }
+        for id in notices {
+            self.end_notice(&id, now_ms);
+        }
+    }
+
+    /// Resolves alert `id` if it is a firing notice, now that its
+    /// notification is out; [`Self::flush`] never notifies that.
+    fn end_notice(&mut self, id: &str, now_ms: u64) {
+        let Some(alert) = self.alerts.get_mut(id) else {
+            return;
+        };
+        if !alert.notice || alert.state != State::Firing {
+            return;
+        }
+        // Routed to several receivers: it ends once each one was told.
+        let told_everywhere = self
+            .groups
+            .values()
+            .filter(|g| g.members.contains(id))
+            .all(|g| g.notified.get(id) == Some(&Status::Firing));
+        if !told_everywhere {
+            return;
+        }
+        let Some(alert) = self.alerts.get_mut(id) else {
+            return;
+        };
+        alert.state = State::Resolved;
+        alert.ended_ms = Some(now_ms);
+        alert.changed_ms = now_ms;
+        self.transition(id, "", now_ms);
     }
 
     /// The group's notification for the alerts in `visible`.

@@ -95,6 +95,9 @@ pub(crate) struct Alert {
     pub labels: BTreeMap<String, String>,
     pub acknowledged_by: Option<String>,
     pub resolved_by: Option<String>,
+    /// See [`AlertChange::notice`]; absent from states saved before it.
+    #[serde(default)]
+    pub notice: bool,
 }
 
 /// What the API lists about an alert.
@@ -254,8 +257,10 @@ impl Lifecycle {
             labels: BTreeMap::new(),
             acknowledged_by: None,
             resolved_by: None,
+            notice: change.notice,
         });
         refresh(alert, change);
+        alert.notice = change.notice;
         alert.labels = labels;
         alert.changed_ms = change.at_ms;
         match next {

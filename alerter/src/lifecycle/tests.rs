@@ -83,6 +83,7 @@ fn change(key: &AlertKey, condition: Condition, at_ms: u64) -> AlertChange {
         summary: format!("{} {:?}", key.rule, key.site),
         description: None,
         labels: BTreeMap::new(),
+        notice: false,
     }
 }
 
@@ -723,4 +724,41 @@ fn the_readme_example_parses_and_routes() {
             ("pagerduty".to_owned(), k.id(), Status::Firing),
         ]
     );
+}
+
+#[test]
+fn a_notice_reaches_each_of_its_receivers_once_and_ends_without_a_resolve() {
+    let mut l = Lifecycle::new(
+        &RulesFile::parse(&format!(
+            r#"{RECEIVERS}
+[route]
+receiver = "discord-warn"
+
+[[route.routes]]
+matchers = ["severity=info"]
+receiver = "discord-warn"
+group_wait = "100ms"
+continue = true
+
+[[route.routes]]
+matchers = ["severity=info"]
+receiver = "discord-crit"
+group_wait = "2s"
+"#
+        ))
+        .unwrap(),
+        None,
+        0,
+    )
+    .unwrap();
+    let k = key("watchdog_restarted", Severity::Info, "n1", None);
+    let mut notice = change(&k, Condition::Firing, 1000);
+    notice.notice = true;
+    l.apply(&[notice], 1000);
+    assert_eq!(due(&mut l, 1100), one("discord-warn", &k, Status::Firing));
+    // Still firing: the second receiver has not been told yet.
+    assert_eq!(l.alert(&k.id(), 1100).unwrap().state, State::Firing);
+    assert_eq!(due(&mut l, 3000), one("discord-crit", &k, Status::Firing));
+    assert_eq!(l.alert(&k.id(), 3000).unwrap().state, State::Resolved);
+    assert!(due(&mut l, 10_000_000).is_empty());
 }

@@ -266,6 +266,7 @@ impl Rule {
             at_ms,
             description,
             labels: self.spec.labels.clone(),
+            notice: false,
         }
     }
 
@@ -359,6 +360,7 @@ impl Engine {
                 summary: format!("{}: rule removed or changed", key.rule),
                 description: None,
                 labels: Default::default(),
+                notice: false,
             };
             self.queued.push(change);
         }
