@@ -10,8 +10,10 @@ use livehead_proto::v1::HeartbeatCheck;
 
 use crate::cron::{Cron, CronError};
 
-/// Shortest period and grace time accepted (Healthchecks' bounds).
-pub const MIN_PERIOD: Duration = Duration::from_secs(60);
+/// Shortest period and grace time accepted: one second, for tight loops and
+/// tests (Healthchecks' own minimum is 60 s; the ping rate limit, not this
+/// bound, protects the collector).
+pub const MIN_PERIOD: Duration = Duration::from_secs(1);
 /// Longest period and grace time accepted (Healthchecks' bounds): 365 days.
 pub const MAX_PERIOD: Duration = Duration::from_secs(365 * 24 * 3600);
 
