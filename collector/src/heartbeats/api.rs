@@ -346,6 +346,9 @@ impl<S: Store> HeartbeatsState<S> {
         now: u64,
     ) -> Result<HeartbeatCheckRow, ApiError> {
         let row = validate_check(record, &self.ctx(now)).map_err(|e| bad(e.to_string()))?;
+        if row.period_s != 0 && !row.tz.is_empty() {
+            return Err(bad("tz: only with a cron (a period has no zone)"));
+        }
         if !row.project.is_empty() && !self.inner.keys.has_project(&row.project) {
             return Err(bad(format!(
                 "project: {:?} has no ping key (heartbeats.ping_keys)",

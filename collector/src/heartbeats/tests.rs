@@ -582,6 +582,10 @@ async fn the_api_refuses_by_role_and_duplicate_names(backend: Backend) {
         ),
         (json!({ "name": "x", "period_s": 10 }), "period_s: "),
         (
+            json!({ "name": "x", "period_s": 3600, "tz": "UTC" }),
+            "tz: only with a cron",
+        ),
+        (
             json!({ "name": "x", "period_s": 3600, "project": "billing", "slug": "x" }),
             "project: ",
         ),
