@@ -315,7 +315,11 @@ fn steps() -> Vec<Value> {
             ),
         );
     }
-    s.expect("applied versions", APPLIED_VERSIONS_SQL, "1\n2\n3\n4\n5\n");
+    s.expect(
+        "applied versions",
+        APPLIED_VERSIONS_SQL,
+        "1\n2\n3\n4\n5\n6\n",
+    );
 
     // Table TTLs at start: set, unchanged, changed, removed, set again.
     s.apply_ttl(30, "");

@@ -12,9 +12,11 @@
 //! | `GET /stats/site/{site}/history?hours=&points=` | admin, or assigned |
 //! | `GET /stats/services` | admin |
 //! | `GET /stats/services/{site}` | admin, or assigned |
+//! | `GET /stats/watchdog[?node=]` | admin |
 //!
 //! "Latest" means rows newer than `api.stats_fresh` (site disk usage:
-//! `api.stats_site_disk_fresh`). Answers are `{"ok":true,...}` with the row
+//! `api.stats_site_disk_fresh`; the watchdog: any age, since an app
+//! exhausted days ago still waits for a person). Answers are `{"ok":true,...}` with the row
 //! structs serialized as they are; errors the API's
 //! `{"ok":false,"error":..}`: 400 (a parameter, named), 401, 403 (an
 //! admin-only route), 404 (a site unknown or not the caller's: the same
@@ -112,6 +114,7 @@ pub fn router<S: Store>(state: StatsState<S>) -> Router {
         .route("/stats/site/{site}/history", get(site_history::<S>))
         .route("/stats/services", get(services::<S>))
         .route("/stats/services/{site}", get(site_services::<S>))
+        .route("/stats/watchdog", get(watchdog::<S>))
         .with_state(state)
 }
 
@@ -158,6 +161,10 @@ async fn site_services<S: Store>(
     site: RawSite,
 ) -> Response {
     s.finish("stats_services_site", s.site_services(&h, site).await)
+}
+
+async fn watchdog<S: Store>(State(s): State<StatsState<S>>, h: HeaderMap, q: RawQuery) -> Response {
+    s.finish("stats_watchdog", s.watchdog(&h, q).await)
 }
 
 fn ok(body: serde_json::Value) -> Answer {
@@ -248,6 +255,26 @@ impl<S: Store> StatsState<S> {
             ));
         }
         ok(json!({ "ok": true, "nodes": nodes }))
+    }
+
+    /// The newest watchdog event of every (node, app): where each watched
+    /// app stands (`exhausted` waits for a person).
+    async fn watchdog(&self, headers: &HeaderMap, query: RawQuery) -> Answer {
+        self.admin(headers)?;
+        let pairs = params::pairs(query)?;
+        let node = params::node(&pairs, false)?;
+        let scope = Scope::Latest(Latest {
+            since_ms: 0,
+            only: node.as_deref(),
+        });
+        let rows = self.read(vec![(SampleKind::Watchdog, scope)]).await?;
+        if let (Some(node), true) = (&node, rows.watchdog.is_empty()) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("node {node} has no watched app"),
+            ));
+        }
+        ok(json!({ "ok": true, "apps": rows.watchdog }))
     }
 
     async fn server_history(&self, headers: &HeaderMap, query: RawQuery) -> Answer {

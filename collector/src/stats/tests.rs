@@ -13,7 +13,9 @@ use super::*;
 use crate::api::{self, ApiState, Tokens};
 use crate::config::{Limits, PushToken, RoleToken};
 use crate::store::ProbeRow;
-use crate::store::samples::{FilesystemRow, NodeRow, ServiceRow, SiteDiskRow, SiteProcessRow};
+use crate::store::samples::{
+    FilesystemRow, NodeRow, ServiceRow, SiteDiskRow, SiteProcessRow, WatchdogEventRow,
+};
 
 const PUSH: &str = "push-secret";
 const MINUTE: u64 = 60_000;
@@ -111,6 +113,15 @@ fn rows(now: u64) -> Rows {
             mountpoint: "/".into(),
             used_pct: 40.0,
             ..FilesystemRow::default()
+        }],
+        // Days old, and still where the app stands.
+        watchdog: vec![WatchdogEventRow {
+            node: "node-1".into(),
+            ts: now - 3 * 24 * 60 * MINUTE,
+            app: "shop".into(),
+            kind: "exhausted".into(),
+            attempt: 3,
+            ..WatchdogEventRow::default()
         }],
         site_disks: sites
             .iter()
@@ -302,6 +313,9 @@ const READS: &[(&str, [u16; 5])] = &[
         [200, 404, 404, 401, 401],
     ),
     ("/stats/services", [200, 403, 403, 401, 401]),
+    ("/stats/watchdog", [200, 403, 403, 401, 401]),
+    ("/stats/watchdog?node=node-1", [200, 403, 403, 401, 401]),
+    ("/stats/watchdog?node=node-2", [404, 403, 403, 401, 401]),
     ("/stats/services/eu.shop.example", [200, 200, 404, 401, 401]),
     ("/stats/services/blog.example", [200, 404, 200, 401, 401]),
     ("/stats/services/secret.example", [200, 404, 404, 401, 401]),
@@ -349,6 +363,21 @@ async fn every_role_against_every_stats_route_on_clickhouse() {
     let (store, _dir) = real_store(true).await;
     for open_reads in [true, false] {
         check(&serve(store.clone(), config(open_reads)).await, READS).await;
+    }
+}
+
+#[tokio::test]
+async fn the_watchdog_route_shows_where_each_app_stands_whatever_its_age() {
+    for clickhouse in [false, true] {
+        let (store, _dir) = real_store(clickhouse).await;
+        let s = serve(store, config(false)).await;
+        let (status, body) = s.get(Who::Admin, "/stats/watchdog").await;
+        assert_eq!(status, 200, "{body}");
+        let apps = body["apps"].as_array().expect("apps");
+        assert_eq!(apps.len(), 1, "{body}");
+        assert_eq!(apps[0]["app"], "shop");
+        assert_eq!(apps[0]["kind"], "exhausted");
+        assert_eq!(apps[0]["node"], "node-1");
     }
 }
 

@@ -32,6 +32,7 @@ livehead_testkit::on_both_stores!(
     latest_probes_are_the_newest_of_each_site_with_every_column,
     the_watch_snapshot_reads_the_newest_state,
     the_readme_alert_queries_run_as_written,
+    the_readme_watchdog_and_heartbeat_queries_run_as_written,
     newest_rows_of_one_thing_come_newest_first,
 );
 
@@ -772,6 +773,56 @@ async fn the_watch_snapshot_reads_the_newest_state(backend: Backend) {
     assert_eq!(snapshot, expected);
     // Heartbeats whatever their age: a monthly job's last ping is old.
     assert_eq!(store.snapshot(now).await, heartbeats);
+}
+
+async fn the_readme_watchdog_and_heartbeat_queries_run_as_written(backend: Backend) {
+    let store = TestStore::open(backend, "heartbeat_sql", 30).await;
+    let now = clock::unix_ms();
+    let rows = every_kind("edge-1", now);
+    let event = |ts, app: &str, kind: &str| WatchdogEventRow {
+        ts,
+        app: app.into(),
+        kind: kind.into(),
+        ..rows.watchdog[0].clone()
+    };
+    let ping = |ts, check_id: &str, duration_ms| HeartbeatPingRow {
+        ts,
+        check_id: check_id.into(),
+        duration_ms,
+        ..rows.heartbeat_pings[0].clone()
+    };
+    let state = |ts, name: &str, status: &str| HeartbeatStateRow {
+        ts,
+        name: name.into(),
+        status: status.into(),
+        ..rows.heartbeat_states[0].clone()
+    };
+    let batch = Rows {
+        watchdog: vec![
+            event(now - 3, "shop", "recovered"),
+            event(now - 2, "shop", "recovered"),
+            event(now - 1, "blog", "recovered"),
+            event(now, "blog", "exhausted"),
+        ],
+        heartbeat_pings: vec![
+            ping(now - 3, "a", 1000),
+            ping(now - 2, "a", 3000),
+            ping(now - 1, "b", 0),
+            ping(now, "b", 500),
+        ],
+        heartbeat_states: vec![
+            state(now - 2, "backup", "down"),
+            state(now - 1, "backup", "up"),
+            state(now, "backup", "down"),
+        ],
+        ..Rows::default()
+    };
+    store.write("edge-1", 1, &batch).await;
+    let statements = livehead_testkit::readme::sql_statements("### Watchdog and heartbeat tables");
+    assert_eq!(statements.len(), 3, "{statements:?}");
+    assert_eq!(store.sql(&statements[0]), "edge-1|shop|2\nedge-1|blog|1\n");
+    assert_eq!(store.sql(&statements[1]), "a|2|3000\nb|1|500\n");
+    assert_eq!(store.sql(&statements[2]), "backup|2\n");
 }
 
 async fn the_readme_alert_queries_run_as_written(backend: Backend) {
