@@ -130,6 +130,25 @@ async fn handle<S: Store>(State(state): State<HeartbeatsState<S>>, request: Requ
     response
 }
 
+/// The check a ping is for.
+struct Resolved<'a> {
+    check: HeartbeatCheckRow,
+    /// Made by `?create=1`: written with the ping.
+    created: Option<HeartbeatCheckRow>,
+    /// Held until then.
+    _creating: Option<tokio::sync::MutexGuard<'a, ()>>,
+}
+
+impl Resolved<'_> {
+    fn found(check: HeartbeatCheckRow) -> Self {
+        Self {
+            check,
+            created: None,
+            _creating: None,
+        }
+    }
+}
+
 /// What a ping needs from its request besides the body.
 struct Meta {
     method: String,
@@ -152,7 +171,11 @@ impl<S: Store> HeartbeatsState<S> {
             .unwrap_or_default();
         let query = path::parse_query(&pairs).map_err(path_refusal)?;
         let meta = self.meta(&request);
-        let (check, created) = self.resolve(&parsed, &query, &meta).await?;
+        let Resolved {
+            check,
+            created,
+            _creating,
+        } = self.resolve(&parsed, &query, &meta).await?;
         if !self.inner.limiter.allow(&check.check_id) {
             tracing::debug!(check_id = check.check_id, "ping rate-limited");
             return Err(refused(StatusCode::TOO_MANY_REQUESTS, "rate limited"));
@@ -189,7 +212,7 @@ impl<S: Store> HeartbeatsState<S> {
         parsed: &PingPath,
         query: &PingQuery,
         meta: &Meta,
-    ) -> Result<(HeartbeatCheckRow, Option<HeartbeatCheckRow>), Refused> {
+    ) -> Result<Resolved<'_>, Refused> {
         let store = &*self.inner.store;
         let directory = &self.inner.directory;
         let lookup = match &parsed.target {
@@ -198,18 +221,27 @@ impl<S: Store> HeartbeatsState<S> {
                 let Some(project) = self.inner.keys.project_of(key) else {
                     return Err(not_found());
                 };
-                let found = directory
-                    .find(store, |c| c.project == project && &c.slug == slug)
-                    .await;
+                let named = |c: &HeartbeatCheckRow| c.project == project && &c.slug == slug;
+                let found = directory.find(store, named).await;
                 if let (Ok(None), true) = (&found, query.create) {
+                    // One creation at a time on this replica, until the new
+                    // check is written: a burst of first pings makes one check.
+                    let guard = self.inner.writing.lock().await;
+                    if let Ok(Some(check)) = directory.find(store, named).await {
+                        return Ok(Resolved::found(check));
+                    }
                     let created = self.created_check(project, slug, meta).await?;
-                    return Ok((created.clone(), Some(created)));
+                    return Ok(Resolved {
+                        check: created.clone(),
+                        created: Some(created),
+                        _creating: Some(guard),
+                    });
                 }
                 found
             }
         };
         match lookup {
-            Ok(Some(check)) => Ok((check, None)),
+            Ok(Some(check)) => Ok(Resolved::found(check)),
             Ok(None) => Err(not_found()),
             Err(error) => {
                 tracing::error!(%error, "heartbeat check lookup failed");

@@ -400,6 +400,18 @@ async fn create_1_makes_a_check_under_a_known_key_only(backend: Backend) {
     );
     let id = check["id"].as_str().expect("id");
     assert_eq!(s.pings(id).await.len(), 2);
+    // A burst of first pings makes one check.
+    let burst = format!("/ping/{KEY}/burst?create=1");
+    let answers = futures::future::join_all((0..5).map(|_| s.ping("GET", &burst))).await;
+    let created = answers.iter().filter(|(code, _)| *code == 201).count();
+    assert_eq!(created, 1, "{answers:?}");
+    assert!(
+        answers.iter().all(|(code, _)| *code == 200 || *code == 201),
+        "{answers:?}"
+    );
+    let (_, list) = s.api("GET", "/api/v1/checks", Some(ADMIN), None).await;
+    assert_eq!(list["checks"].as_array().map(Vec::len), Some(2), "{list}");
+
     assert_eq!(s.ping("GET", "/ping/not-a-key/other?create=1").await.0, 404);
     assert_eq!(s.ping("GET", &format!("/ping/{KEY}/other")).await.0, 404);
     assert_eq!(
@@ -407,7 +419,7 @@ async fn create_1_makes_a_check_under_a_known_key_only(backend: Backend) {
             .await
             .heartbeat_checks
             .len(),
-        1
+        2
     );
 }
 
