@@ -100,6 +100,11 @@ impl Steps {
             ..StorageConfig::default()
         };
         for ttl in schema::table_ttls(&config) {
+            // A table that never expires (heartbeat_checks) never had a TTL.
+            let kept = SAMPLE_TABLES
+                .iter()
+                .any(|t| t.table == ttl.table && !t.expires());
+            let engine_full = if kept { "" } else { engine_full };
             if let Some(statement) = schema::ttl_statement(&ttl, engine_full) {
                 self.run(
                     &format!("ttl {} ({retention_days} days)", ttl.table),
