@@ -244,6 +244,17 @@ pub struct CollectorArgs {
         value_parser = parse_push_token
     )]
     pub push_tokens: Vec<PushToken>,
+    /// A heartbeat ping key, as PROJECT=SHA256 (the key's SHA-256 in hex:
+    /// `printf %s "$KEY" | sha256sum`); repeat the flag, or separate with
+    /// commas in the variable. Replaces the config file's heartbeats.ping_keys.
+    #[arg(
+        long = "ping-key",
+        env = "LIVEHEAD_PING_KEYS",
+        value_name = "PROJECT=SHA256",
+        value_delimiter = ',',
+        value_parser = parse_push_token
+    )]
+    pub ping_keys: Vec<PushToken>,
     /// Largest /push body in bytes.
     #[arg(long, env = "LIVEHEAD_MAX_PUSH_BYTES")]
     pub max_push_bytes: Option<usize>,
@@ -304,6 +315,13 @@ impl CollectorArgs {
         set(&mut c.storage.retention_days, self.retention_days);
         if !self.push_tokens.is_empty() {
             c.api.push_tokens = self.push_tokens;
+        }
+        if !self.ping_keys.is_empty() {
+            c.heartbeats.ping_keys = self
+                .ping_keys
+                .into_iter()
+                .map(|key| (key.name, key.sha256))
+                .collect();
         }
         set(&mut c.api.max_push_bytes, self.max_push_bytes);
         c.api.read_requires_token |= self.read_requires_token;
@@ -641,6 +659,28 @@ mod tests {
         );
         assert_eq!(c.api.max_push_bytes, 1024);
         assert!(c.api.read_requires_token);
+    }
+
+    #[test]
+    fn ping_key_flags_replace_the_files_keys() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, format!("[heartbeats.ping_keys]\nold = \"{SHA}\"\n")).expect("write");
+        let path = file.to_str().expect("utf8");
+        let c = collector(&["--config", path])
+            .expect("parse")
+            .into_config()
+            .expect("config");
+        assert_eq!(c.heartbeats.ping_keys.keys().collect::<Vec<_>>(), ["old"]);
+        let c = collector(&["--config", path, "--ping-key", &format!("ops={SHA}")])
+            .expect("parse")
+            .into_config()
+            .expect("config");
+        assert_eq!(
+            c.heartbeats.ping_keys.get("ops").map(String::as_str),
+            Some(SHA.to_lowercase().as_str())
+        );
+        assert_eq!(c.heartbeats.ping_keys.len(), 1);
     }
 
     #[test]

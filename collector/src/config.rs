@@ -1,7 +1,9 @@
 //! The collector's configuration: a TOML file, overridden by flags and
 //! environment (see the binary). Every field has a documented default.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use livehead_common::roles::RoleToken;
@@ -32,6 +34,8 @@ pub struct CollectorConfig {
     pub api: ApiConfig,
     /// Who may subscribe to `WatchService` (the alerter), and its limits.
     pub watch: WatchConfig,
+    /// Heartbeat checks: ping endpoints, ping keys, checks as code.
+    pub heartbeats: HeartbeatsConfig,
     /// How often store upkeep (retention) runs. Default 10m.
     #[serde(with = "humantime_serde")]
     pub maintenance_interval: Duration,
@@ -52,6 +56,7 @@ impl Default for CollectorConfig {
             limits: Limits::default(),
             api: ApiConfig::default(),
             watch: WatchConfig::default(),
+            heartbeats: HeartbeatsConfig::default(),
             maintenance_interval: Duration::from_secs(600),
             ready_interval: Duration::from_secs(5),
         }
@@ -282,4 +287,59 @@ pub struct PushToken {
     pub name: String,
     /// SHA-256 of the token, 64 hex digits (`printf %s "$TOKEN" | sha256sum`).
     pub sha256: String,
+}
+
+/// Heartbeat checks (`crate::heartbeats`): the `/ping/...` endpoints, the
+/// management API's limits, ping keys and checks declared as code.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatsConfig {
+    /// Bytes of a ping's body kept as the run's log (lossily UTF-8); the
+    /// rest is counted in `body_bytes` only. Default 10,240; at most
+    /// `limits.max_log_bytes`.
+    pub body_limit: usize,
+    /// Bytes of a ping's body read at all; a longer body is cut there (the
+    /// ping is stored, `body_bytes` then says this many) and the connection
+    /// is not read further. Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Pings one check may send per minute, replenished evenly; over it a
+    /// ping is answered 429 and counted (`heartbeat_pings_total{outcome =
+    /// "limited"}`). Default 60.
+    pub max_pings_per_check: u32,
+    /// Pings one check may send at once above that rate. Default 10.
+    pub ping_burst: u32,
+    /// Longest a replica's cache of checks (what a ping looks its check up
+    /// in) goes without reading the store; a ping for a check the cache does
+    /// not hold reads the store at most once a second. Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// Ping keys: project name → SHA-256 (hex) of its key, which
+    /// `/ping/<ping-key>/<slug>` carries (`printf %s "$KEY" | sha256sum`).
+    /// Default none.
+    pub ping_keys: BTreeMap<String, String>,
+    /// A file of more ping keys, one `project=sha256` a line, `#` comments.
+    /// Default unset.
+    pub ping_keys_file: Option<PathBuf>,
+    /// Checks declared as code (TOML `[[checks]]`), applied at start.
+    /// Default unset.
+    pub checks_file: Option<PathBuf>,
+    /// Most pings `GET /api/v1/checks/<uuid>/pings` answers (its `limit`).
+    /// Default 1,000.
+    pub max_list_pings: u32,
+}
+
+impl Default for HeartbeatsConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: 10_240,
+            max_body_bytes: 1 << 20,
+            max_pings_per_check: 60,
+            ping_burst: 10,
+            cache_ttl: Duration::from_secs(5),
+            ping_keys: BTreeMap::new(),
+            ping_keys_file: None,
+            checks_file: None,
+            max_list_pings: 1000,
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! The collector's HTTP side: `/health` (liveness, the old worker's answer),
 //! `/ready` (readiness, see [`crate::ready`]), `/metrics`, the old worker's
 //! API (`/push`, `/last`, `/dump_last`, see [`crate::api`]) and the routes
-//! the other modules contribute (`/stats/*`, see [`crate::stats`]).
+//! the other modules contribute (`/stats/*`, see [`crate::stats`]; `/ping/*`
+//! and `/api/v1/checks*`, see [`crate::heartbeats`]).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -26,13 +27,13 @@ pub fn router(metrics: &CollectorMetrics, readiness: &Readiness, api: Router) ->
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "no such endpoint (/health, /ready, /push, /last, /dump_last, /stats/..., /metrics)",
+                "no such endpoint (/health, /ready, /push, /last, /dump_last, /stats/..., /ping/..., /api/v1/checks..., /metrics)",
             )
         })
         .method_not_allowed_fallback(|| async {
             error(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed (POST /push; GET for the others)",
+                "method not allowed (POST /push; HEAD, GET or POST /ping/...; GET, POST, PATCH or DELETE /api/v1/checks...; GET for the others)",
             )
         })
 }

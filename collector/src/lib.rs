@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod group_commit;
 pub mod grpc;
+pub mod heartbeats;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
@@ -59,6 +60,10 @@ pub enum CollectorError {
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    #[error(transparent)]
+    PingKeys(#[from] heartbeats::KeysError),
+    #[error("heartbeats.checks_file {0}")]
+    ChecksFile(#[from] heartbeats::CodeError),
 }
 
 /// A started collector: where it listens, and its server task.
@@ -96,6 +101,7 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
         tracing::warn!("no api.push_tokens configured: POST /push refuses every request");
     }
     let access = Arc::new(access::Access::from_config(&config.api)?);
+    let ping_keys = heartbeats::PingKeys::from_config(&config.heartbeats)?;
     if access.is_empty() {
         tracing::warn!("no api.tokens configured: /stats refuses every request");
         if !access.open_reads() && !config.api.read_requires_token {
@@ -171,6 +177,17 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
         shutdown.clone(),
         config.limits.shutdown_grace,
     );
+    let heartbeats = heartbeats::HeartbeatsState::new(heartbeats::Parts {
+        store: store.clone(),
+        writer: writer.clone(),
+        access: access.clone(),
+        metrics: metrics.clone(),
+        limits: config.limits.clone(),
+        config: config.heartbeats.clone(),
+        keys: ping_keys,
+        clock: heartbeats::wall_clock(),
+    });
+    heartbeats::apply_checks_file(&heartbeats).await?;
     let api = api::router(api::ApiState::new(
         store.clone(),
         writer,
@@ -185,7 +202,8 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
         access,
         metrics.clone(),
         &config.api,
-    )));
+    )))
+    .merge(heartbeats::router(heartbeats));
     let limits = HttpLimits {
         max_connections: config.limits.max_connections,
         header_timeout: config.limits.header_timeout,

@@ -51,6 +51,9 @@ pub struct CollectorMetrics {
     pub watch_events: IntCounterVec,
     /// Watch streams ended with ABORTED because the subscriber fell behind.
     pub watch_lagged: IntCounter,
+    /// Heartbeat pings, by outcome: stored, not_found, limited (over
+    /// `heartbeats.max_pings_per_check`), invalid, failed (the store).
+    pub heartbeat_pings: IntCounterVec,
 }
 
 impl CollectorMetrics {
@@ -64,6 +67,11 @@ impl CollectorMetrics {
         };
         Self {
             batches: by("batches_total", "Batches received, by outcome", "outcome"),
+            heartbeat_pings: by(
+                "heartbeat_pings_total",
+                "Heartbeat pings, by outcome",
+                "outcome",
+            ),
             rows: register(
                 &r,
                 IntCounter::new("rows_total", "Rows written").expect("static metric"),

@@ -100,13 +100,11 @@ impl Steps {
             ..StorageConfig::default()
         };
         for ttl in schema::table_ttls(&config) {
-            // A table that never expires (heartbeat checks) never had a TTL
-            // to change, whatever `engine_full` the other tables pretend.
-            let engine_full = if never_expires(ttl.table) {
-                ""
-            } else {
-                engine_full
-            };
+            // A table that never expires (heartbeat_checks) never had a TTL.
+            let kept = SAMPLE_TABLES
+                .iter()
+                .any(|t| t.table == ttl.table && !t.expires());
+            let engine_full = if kept { "" } else { engine_full };
             if let Some(statement) = schema::ttl_statement(&ttl, engine_full) {
                 self.run(
                     &format!("ttl {} ({retention_days} days)", ttl.table),
@@ -123,17 +121,6 @@ impl Steps {
             }
         }
     }
-}
-
-/// Whether retention leaves `table` alone (no TTL whatever `retention_days`).
-fn never_expires(table: &str) -> bool {
-    let config = StorageConfig {
-        retention_days: 30,
-        ..StorageConfig::default()
-    };
-    schema::table_ttls(&config)
-        .iter()
-        .any(|ttl| ttl.table == table && ttl.expression.is_none())
 }
 
 /// `engine_full` of a table that has some other TTL than the wanted one.

@@ -136,7 +136,7 @@ async fn migrations_create_the_tables_and_rerun_idempotently() {
     assert_eq!(
         versions,
         "1\tprobe tables\t1\n2\tbatch markers\t1\n3\tbatch digests\t1\n4\tsample tables\t1\n\
-         5\talert tables\t1\n"
+         5\talert tables\t1\n6\twatchdog and heartbeat tables\t1\n"
     );
     let partition_keys = q(
         &config,

@@ -209,7 +209,7 @@ async fn open_creates_the_directory_tables_and_migrations() {
              FROM schema_migrations ORDER BY version"
         ),
         "1|probe tables|1\n2|batch markers|1\n3|batch digests|1\n4|sample tables|1\n\
-         5|alert tables|1\n"
+         5|alert tables|1\n6|watchdog and heartbeat tables|1\n"
     );
 }
 

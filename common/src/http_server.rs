@@ -22,6 +22,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 use crate::listener::{ListenerMetrics, limited};
 
@@ -70,7 +71,19 @@ pub async fn serve(
                 () = shutdown.cancelled() => break,
             };
             let Some(Ok(conn)) = conn else { break };
-            let service = TowerToHyperService::new(router.clone());
+            // The client's address, for handlers that record it (heartbeat
+            // pings): axum's `ConnectInfo` extractor reads this extension.
+            let peer = conn.get_ref().peer_addr().ok();
+            let service = TowerToHyperService::new(router.clone().map_request(
+                move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                    if let Some(peer) = peer {
+                        request
+                            .extensions_mut()
+                            .insert(axum::extract::ConnectInfo(peer));
+                    }
+                    request
+                },
+            ));
             let conn = builder.serve_connection(TokioIo::new(JsonRefusals::new(conn)), service);
             let served = graceful.watch(conn);
             tokio::spawn(async move {

@@ -12,7 +12,7 @@ use livehead_testkit::clickhouse::ClickHouseServer;
 use super::clickhouse::ClickHouseStore;
 use super::samples::{
     AlertDeliveryRow, AlertEventRow, DiskRow, FilesystemRow, HeartbeatCheckRow, HeartbeatPingRow,
-    HeartbeatStateRow, History, InterfaceRow, Latest, NodeRow, PodRow, SampleKind, Scope,
+    HeartbeatStateRow, History, InterfaceRow, Latest, Newest, NodeRow, PodRow, SampleKind, Scope,
     ServiceRow, SiteDiskRow, SiteProcessRow, StatsQuery, WatchdogEventRow,
 };
 use super::sqlite::SqliteStore;
@@ -33,6 +33,7 @@ livehead_testkit::on_both_stores!(
     the_watch_snapshot_reads_the_newest_state,
     the_readme_alert_queries_run_as_written,
     the_readme_watchdog_and_heartbeat_queries_run_as_written,
+    newest_rows_of_one_thing_come_newest_first,
 );
 
 enum TestStore {
@@ -863,4 +864,71 @@ async fn the_readme_alert_queries_run_as_written(backend: Backend) {
         "site-down|critical|2|2\ncert-expiry|critical|1|1\n"
     );
     assert_eq!(store.sql(&statements[1]), "slack|2\n");
+}
+
+fn ping(check_id: &str, ts: u64, kind: &str, rid: &str) -> HeartbeatPingRow {
+    HeartbeatPingRow {
+        agent: "heartbeats".into(),
+        ts,
+        check_id: check_id.into(),
+        kind: kind.into(),
+        rid: rid.into(),
+        method: "GET".into(),
+        ..HeartbeatPingRow::default()
+    }
+}
+
+/// The read behind a check's ping list and a run's duration at ping time.
+async fn newest_rows_of_one_thing_come_newest_first(backend: Backend) {
+    let store = TestStore::open(backend, "newest_rows_of_one_thing", 0).await;
+    let now = clock::unix_ms();
+    let (a, b) = (
+        "a0000000-0000-4000-8000-000000000000",
+        "b0000000-0000-4000-8000-000000000000",
+    );
+    let rows = Rows {
+        heartbeat_pings: vec![
+            ping(a, now - 4000, "start", "r1"),
+            ping(a, now - 3000, "success", "r1"),
+            ping(b, now - 2500, "start", ""),
+            ping(a, now - 2000, "start", "r2"),
+            ping(a, now - 1000, "log", ""),
+        ],
+        ..Rows::default()
+    };
+    store.write("heartbeats", 1, &rows).await;
+    let newest = |of: &'static [&'static str], limit| {
+        let store = &store;
+        async move {
+            let rows = store
+                .stats(
+                    SampleKind::HeartbeatPing,
+                    Scope::Newest(Newest { of, limit }),
+                )
+                .await;
+            rows.heartbeat_pings
+                .iter()
+                .map(|p| (p.ts, p.kind.clone()))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        newest(&["a0000000-0000-4000-8000-000000000000"], 3).await,
+        [
+            (now - 1000, "log".to_owned()),
+            (now - 2000, "start".to_owned()),
+            (now - 3000, "success".to_owned())
+        ]
+    );
+    assert_eq!(
+        newest(&["a0000000-0000-4000-8000-000000000000", "start"], 10).await,
+        [
+            (now - 2000, "start".to_owned()),
+            (now - 4000, "start".to_owned())
+        ]
+    );
+    assert_eq!(
+        newest(&["c0000000-0000-4000-8000-000000000000"], 10).await,
+        []
+    );
 }

@@ -385,4 +385,15 @@ pub enum Scope<'a> {
     Latest(Latest<'a>),
     /// Bucketed averages over time.
     History(History<'a>),
+    /// The newest rows of one thing, newest first.
+    Newest(Newest<'a>),
+}
+
+/// The scope of a "newest rows" read: rows whose first thing columns equal
+/// `of` (a check's pings: `[check_id]`; its starts: `[check_id, "start"]`),
+/// newest first, at most `limit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Newest<'a> {
+    pub of: &'a [&'a str],
+    pub limit: u32,
 }

@@ -26,11 +26,10 @@ use super::samples::Ctx;
 use super::{Invalid, check_log, invalid, label};
 use crate::store::samples::{HeartbeatCheckRow, HeartbeatPingRow, HeartbeatStateRow};
 
-/// Shortest period and grace time: one second (tests and tight loops; a
-/// real check is minutes or more).
-pub const MIN_SECONDS: u64 = 1;
-/// Longest period and grace time: 365 days.
-pub const MAX_SECONDS: u64 = 365 * 86_400;
+/// Shortest and longest period and grace time, in seconds: the heartbeat
+/// crate's bounds (1 s to 365 days).
+pub const MIN_SECONDS: u64 = livehead_heartbeat::MIN_PERIOD.as_secs();
+pub const MAX_SECONDS: u64 = livehead_heartbeat::MAX_PERIOD.as_secs();
 /// Longest cron expression and zone name.
 pub const MAX_CRON_BYTES: usize = 256;
 /// Where a check's version comes from.

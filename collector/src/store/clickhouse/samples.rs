@@ -165,7 +165,34 @@ fn bound(
                 .bind(history.since_ms)
                 .bind(history.until_ms)
         }
+        Scope::Newest(newest) => {
+            let of = &newest.of[..newest.of.len().min(table.things.len())];
+            let q = client.query(&newest_sql(table, of.len()));
+            of.iter()
+                .fold(q, |q, value| q.bind(*value))
+                .bind(newest.limit)
+        }
     })
+}
+
+/// The newest rows whose first `of` thing columns equal the bound values,
+/// newest first; binds those values, then the limit.
+pub fn newest_sql(table: &TableSpec, of: usize) -> String {
+    let columns: Vec<&str> = table.columns.iter().map(|(name, _)| *name).collect();
+    let filter: Vec<String> = table.things[..of]
+        .iter()
+        .map(|name| format!("{name} = ?"))
+        .collect();
+    let filter = if filter.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", filter.join(" AND "))
+    };
+    format!(
+        "SELECT {} FROM {}{filter} ORDER BY ts DESC LIMIT ?",
+        columns.join(", "),
+        table.table,
+    )
 }
 
 /// The newest row of each thing with `ts >= ?` (and `only = ?` when

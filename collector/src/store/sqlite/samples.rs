@@ -226,7 +226,35 @@ pub(super) fn stats_sql(query: &StatsQuery<'_>) -> Option<(String, Vec<Value>)> 
             ];
             (history_sql(table), values)
         }
+        Scope::Newest(newest) => {
+            let of = &newest.of[..newest.of.len().min(table.things.len())];
+            let mut values: Vec<Value> = of.iter().map(|v| Value::Text((*v).to_owned())).collect();
+            values.push(Value::Integer(i64::from(newest.limit)));
+            (newest_sql(table, of.len()), values)
+        }
     })
+}
+
+/// Binds: the first `of` thing columns' values, then the limit. Ties in
+/// `ts` go to the row written last.
+fn newest_sql(table: &TableSpec, of: usize) -> String {
+    let columns: Vec<&str> = table.columns.iter().map(|(name, _)| *name).collect();
+    let filter: Vec<String> = table.things[..of]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| format!("{name} = ?{}", i + 1))
+        .collect();
+    let filter = if filter.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", filter.join(" AND "))
+    };
+    format!(
+        "SELECT {} FROM {}{filter} ORDER BY ts DESC, rowid DESC LIMIT ?{}",
+        columns.join(", "),
+        table.table,
+        of + 1
+    )
 }
 
 /// Binds: since, then the node or site when `only`.
