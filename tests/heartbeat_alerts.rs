@@ -1,9 +1,10 @@
 //! End to end, real processes: heartbeat records stored by a collector
 //! reach the alerter through its watch stream, and a check that is late or
 //! reports a failure is one Slack message (with the failure's log), its
-//! next success one resolved message. The records are pushed over gRPC as
-//! an agent would, so this does not depend on the collector's `/ping`
-//! endpoints.
+//! next success one resolved message. The first test pushes the records over
+//! gRPC as an agent would (the alerter's side alone); the second goes
+//! through the collector's `/ping` endpoints, a checks file, and `livehead
+//! run` around a failing command.
 
 mod support;
 
@@ -57,6 +58,10 @@ group_interval = "1s"
 }
 
 fn start_collector(dir: &Path, grpc: u16, http: u16) -> Proc {
+    start_collector_with(dir, grpc, http, &[])
+}
+
+fn start_collector_with(dir: &Path, grpc: u16, http: u16, extra: &[String]) -> Proc {
     let mut args: Vec<String> = vec![
         "collector".into(),
         "--grpc-listen".into(),
@@ -69,6 +74,7 @@ fn start_collector(dir: &Path, grpc: u16, http: u16) -> Proc {
         dir.join("livehead.db").display().to_string(),
     ];
     args.extend(tls_args(&dir.join("certs"), "collector"));
+    args.extend_from_slice(extra);
     Proc::spawn("collector", &args, dir)
 }
 
@@ -268,4 +274,138 @@ async fn a_late_or_failing_check_is_one_slack_message_and_its_success_resolves_i
     assert_eq!(texts().len(), 3, "{:#?}", texts());
     drop(records);
     shipper.finish().await;
+}
+
+const LATE_ID: &str = "0e6a1bb8-52a4-4b39-8d8e-3f4b1f0a9c11";
+const JOB_ID: &str = "7c3e5f0e-8d1b-4a57-9a8e-2f0b1c9d4e6a";
+
+/// Two checks as code: one pinged every 4 s (1 s of grace), one hourly job.
+fn checks_file() -> String {
+    format!(
+        r#"
+[[checks]]
+id = "{LATE_ID}"
+name = "token-refresh"
+period = "4s"
+grace = "1s"
+
+[[checks]]
+id = "{JOB_ID}"
+name = "nightly-backup"
+period = "1h"
+grace = "1h"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_ping_and_a_failing_livehead_run_reach_slack_through_the_ping_endpoints() {
+    livehead_common::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(&dir.path().join("certs"), &["alerter"]);
+    let slack = FakeReceiver::start().await;
+    std::fs::write(dir.path().join("rules.toml"), rules(&slack)).expect("rules");
+    let checks = dir.path().join("checks.toml");
+    std::fs::write(&checks, checks_file()).expect("checks file");
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[heartbeats]\nchecks_file = {:?}\n",
+            checks.display().to_string()
+        ),
+    )
+    .expect("collector config");
+    let (grpc, http, api) = (free_port(), free_port(), free_port());
+    let extra = ["--config".to_owned(), config.display().to_string()];
+    let collector = start_collector_with(dir.path(), grpc, http, &extra);
+    wait_http(&collector, http).await;
+    let alerter = start_alerter(dir.path(), grpc, api);
+    wait_http(&alerter, api).await;
+    let logs = || {
+        format!(
+            "--- alerter\n{}\n--- collector\n{}",
+            alerter.log(),
+            collector.log()
+        )
+    };
+    let texts = || -> Vec<String> {
+        slack
+            .received()
+            .iter()
+            .map(|r| r.json["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let wait_text = |what: &'static str| {
+        wait_for(
+            what,
+            ARRIVES,
+            move || format!("got {:#?}\n{}", texts(), logs()),
+            move || texts().into_iter().position(|t| t.contains(what)),
+        )
+    };
+    let ping = |path: &str| {
+        let (status, body) = http_get(loopback(http), path).expect("ping answered");
+        assert_eq!(status, 200, "{path}: {body}");
+    };
+
+    // Pinged once, then silent past its period and grace: one message.
+    ping(&format!("/ping/{LATE_ID}"));
+    wait_text("heartbeat token-refresh is down").await;
+    // The next ping resolves it.
+    ping(&format!("/ping/{LATE_ID}"));
+    wait_text("token-refresh is up again").await;
+    let downs = texts()
+        .iter()
+        .filter(|t| t.contains("token-refresh is down"))
+        .count();
+    assert_eq!(downs, 1, "{:#?}", texts());
+
+    // An unknown id is a 404 and stores nothing.
+    let unknown = "11111111-2222-4333-8444-555555555555";
+    let (status, _) = http_get(loopback(http), &format!("/ping/{unknown}")).expect("answer");
+    assert_eq!(status, 404);
+
+    // `livehead run` around a failing command: its status is the command's,
+    // and the failure alert carries the command's output.
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_livehead"))
+        .args(["run", "--check", JOB_ID, "--url"])
+        .arg(format!("http://127.0.0.1:{http}"))
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo copying; echo 'ERROR: disk full' >&2; exit 3",
+        ])
+        .output()
+        .await
+        .expect("livehead run");
+    assert_eq!(run.status.code(), Some(3), "{run:?}");
+    let at = wait_text("nightly-backup is down").await;
+    let text = &texts()[at];
+    assert!(text.contains("exit status 3"), "{text}");
+    let blocks = slack.received()[at].json["blocks"].to_string();
+    assert!(blocks.contains("ERROR: disk full"), "{blocks}");
+
+    // Both pings of the run are stored, the end with the output and the
+    // run's duration paired by its rid.
+    let db = dir.path().join("livehead.db");
+    let pings = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(format!(
+            "SELECT kind || ':' || exit_status || ':' || (rid != '') || ':' || (body LIKE '%disk full%') \
+             FROM heartbeat_pings WHERE check_id = '{JOB_ID}' ORDER BY ts"
+        ))
+        .output()
+        .expect("sqlite3");
+    let pings = String::from_utf8_lossy(&pings.stdout);
+    assert_eq!(pings.trim(), "start:0:1:0\nexit:3:1:1", "{pings}");
+    let unknown_rows = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(format!(
+            "SELECT count(*) FROM heartbeat_pings WHERE check_id = '{unknown}'"
+        ))
+        .output()
+        .expect("sqlite3");
+    assert_eq!(String::from_utf8_lossy(&unknown_rows.stdout).trim(), "0");
 }
