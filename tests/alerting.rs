@@ -16,7 +16,10 @@ use livehead_testkit::receiver::{FakeReceiver, Received};
 use livehead_testkit::sites::FakeSites;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::{Proc, certs, http_get, http_request, loopback, tls_args, wait_for};
+use support::{
+    Proc, certs, http_request, loopback, start_alerter, start_collector, tls_args, wait_for,
+    wait_healthy,
+};
 
 const ADMIN_TOKEN: &str = "alerter-admin-token";
 const ROUTING_KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -124,12 +127,12 @@ impl Stack {
         let slack = FakeReceiver::start().await;
         let pagerduty = FakeReceiver::start().await;
         let (grpc, http, api) = (free_port(), free_port(), free_port());
-        let collector = start_collector(dir.path(), &store, grpc, http);
-        wait_http(&collector, http).await;
+        let collector = start_collector("collector", dir.path(), grpc, http, &store.args());
+        wait_healthy(&collector, http).await;
         let agent = start_agent(dir.path(), grpc, &sites, site_count);
         std::fs::write(dir.path().join("rules.toml"), rules(&slack, &pagerduty)).expect("rules");
-        let alerter = start_alerter(dir.path(), grpc, api);
-        wait_http(&alerter, api).await;
+        let alerter = start_alerter(dir.path(), &[grpc], api, &admin_token());
+        wait_healthy(&alerter, api).await;
         Self {
             dir,
             store,
@@ -146,11 +149,17 @@ impl Stack {
     }
 
     fn restart_alerter(&mut self) {
-        self.alerter = start_alerter(self.dir.path(), self.grpc, self.api);
+        self.alerter = start_alerter(self.dir.path(), &[self.grpc], self.api, &admin_token());
     }
 
     fn restart_collector(&mut self) {
-        self.collector = start_collector(self.dir.path(), &self.store, self.grpc, self.http);
+        self.collector = start_collector(
+            "collector",
+            self.dir.path(),
+            self.grpc,
+            self.http,
+            &self.store.args(),
+        );
     }
 
     fn logs(&self) -> String {
@@ -202,33 +211,10 @@ fn slack_text(r: &Received) -> String {
     r.json["text"].as_str().unwrap_or_default().to_owned()
 }
 
-async fn wait_http(proc: &Proc, port: u16) {
-    wait_for(
-        "/health",
-        Duration::from_secs(30),
-        || proc.log(),
-        || http_get(loopback(port), "/health").filter(|(s, _)| *s == 200),
-    )
-    .await;
-}
-
-fn start_collector(dir: &Path, store: &Store, grpc: u16, http: u16) -> Proc {
-    start_collector_named("collector", dir, store, grpc, http)
-}
-
-fn start_collector_named(name: &str, dir: &Path, store: &Store, grpc: u16, http: u16) -> Proc {
-    let mut args: Vec<String> = vec![
-        "collector".into(),
-        "--grpc-listen".into(),
-        format!("127.0.0.1:{grpc}"),
-        "--http-listen".into(),
-        format!("127.0.0.1:{http}"),
-        "--watch-allow".into(),
-        "alerter".into(),
-    ];
-    args.extend(store.args());
-    args.extend(tls_args(&dir.join("certs"), "collector"));
-    Proc::spawn(name, &args, dir)
+/// The alerter's API token of these tests, an admin.
+fn admin_token() -> String {
+    let sha = hex::encode(Sha256::digest(ADMIN_TOKEN.as_bytes()));
+    format!("[[api.tokens]]\nname = \"ops\"\nsha256 = \"{sha}\"\nrole = \"admin\"\n")
 }
 
 /// Probes `count` sites `siteNNN.pod.test` every 300 ms, sending at once.
@@ -280,43 +266,6 @@ fn start_agent_named(
     .to_vec();
     args.extend(tls_args(&dir.join("certs"), &format!("agent-{node}")));
     Proc::spawn(&format!("agent-{node}"), &args, dir)
-}
-
-fn start_alerter(dir: &Path, grpc: u16, api: u16) -> Proc {
-    start_alerter_watching(dir, &[grpc], api)
-}
-
-fn start_alerter_watching(dir: &Path, grpcs: &[u16], api: u16) -> Proc {
-    let sha = hex::encode(Sha256::digest(ADMIN_TOKEN.as_bytes()));
-    let config = dir.join("alerter.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = {state:?}\nexternal_url = \"https://livehead.test\"\n\
-             [collectors]\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\n\
-             [api]\nlisten = \"127.0.0.1:{api}\"\n\
-             [[api.tokens]]\nname = \"ops\"\nsha256 = \"{sha}\"\nrole = \"admin\"\n",
-            state = dir.join("alerter-state").display().to_string(),
-        ),
-    )
-    .expect("alerter config");
-    let mut args: Vec<String> = vec![
-        "alerter".into(),
-        "--config".into(),
-        config.display().to_string(),
-        "--rules".into(),
-        dir.join("rules.toml").display().to_string(),
-        "--server-name".into(),
-        "localhost".into(),
-    ];
-    for grpc in grpcs {
-        args.extend([
-            "--collector-url".into(),
-            format!("https://127.0.0.1:{grpc}"),
-        ]);
-    }
-    args.extend(tls_args(&dir.join("certs"), "agent-alerter"));
-    Proc::spawn("alerter", &args, dir)
 }
 
 /// One site flips to 500: one Slack message naming it, one PagerDuty
@@ -484,7 +433,7 @@ async fn an_alerter_killed_mid_incident_neither_repeats_nor_forgets() {
     .await;
     stack.alerter.kill9();
     stack.restart_alerter();
-    wait_http(&stack.alerter, stack.api).await;
+    wait_healthy(&stack.alerter, stack.api).await;
     // Rounds go on failing while it resynchronises: no new trigger.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
@@ -574,15 +523,15 @@ async fn the_alerter_watches_every_collector_replica() {
         free_port(),
         free_port(),
     );
-    let a = start_collector_named("collector-a", dir.path(), &store, grpc_a, http_a);
-    wait_http(&a, http_a).await;
-    let b = start_collector_named("collector-b", dir.path(), &store, grpc_b, http_b);
-    wait_http(&b, http_b).await;
+    let a = start_collector("collector-a", dir.path(), grpc_a, http_a, &store.args());
+    wait_healthy(&a, http_a).await;
+    let b = start_collector("collector-b", dir.path(), grpc_b, http_b, &store.args());
+    wait_healthy(&b, http_b).await;
     let _one = start_agent_named("node-1", "a", dir.path(), grpc_a, &sites, 10);
     let _two = start_agent_named("node-2", "b", dir.path(), grpc_b, &sites, 10);
     std::fs::write(dir.path().join("rules.toml"), rules(&slack, &pagerduty)).expect("rules");
-    let alerter = start_alerter_watching(dir.path(), &[grpc_a, grpc_b], api);
-    wait_http(&alerter, api).await;
+    let alerter = start_alerter(dir.path(), &[grpc_a, grpc_b], api, &admin_token());
+    wait_healthy(&alerter, api).await;
 
     sites.set_status("a004.pod.test", 500);
     sites.set_status("b006.pod.test", 500);

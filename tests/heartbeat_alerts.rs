@@ -19,7 +19,7 @@ use livehead_proto::v1::record::Kind;
 use livehead_proto::v1::{HeartbeatCheck, HeartbeatPing, PingKind, Record};
 use livehead_testkit::free_port;
 use livehead_testkit::receiver::FakeReceiver;
-use support::{Proc, certs, http_get, loopback, tls_args, wait_for};
+use support::{certs, http_get, loopback, start_alerter, start_collector, wait_for, wait_healthy};
 use tokio::sync::mpsc;
 
 const CHECK_ID: &str = "5bf7e3c1-0f5e-4d3a-9c56-7d1b2e3f4a5b";
@@ -29,14 +29,15 @@ fn now_ms() -> u64 {
     livehead_common::clock::unix_ms()
 }
 
-async fn wait_http(proc: &Proc, port: u16) {
-    wait_for(
-        "/health",
-        ARRIVES,
-        || proc.log(),
-        || http_get(loopback(port), "/health").filter(|(s, _)| *s == 200),
-    )
-    .await;
+/// Heartbeat alerts page in these tests.
+const HEARTBEAT_SETTINGS: &str = "[heartbeats]\nseverity = \"critical\"\n";
+
+/// The collector's store: `<dir>/livehead.db`.
+fn sqlite(dir: &Path) -> Vec<String> {
+    vec![
+        "--sqlite-path".into(),
+        dir.join("livehead.db").display().to_string(),
+    ]
 }
 
 fn rules(slack: &FakeReceiver) -> String {
@@ -55,53 +56,6 @@ group_interval = "1s"
 "#,
         slack = slack.url("/slack"),
     )
-}
-
-fn start_collector(dir: &Path, grpc: u16, http: u16) -> Proc {
-    start_collector_with(dir, grpc, http, &[])
-}
-
-fn start_collector_with(dir: &Path, grpc: u16, http: u16, extra: &[String]) -> Proc {
-    let mut args: Vec<String> = vec![
-        "collector".into(),
-        "--grpc-listen".into(),
-        format!("127.0.0.1:{grpc}"),
-        "--http-listen".into(),
-        format!("127.0.0.1:{http}"),
-        "--watch-allow".into(),
-        "alerter".into(),
-        "--sqlite-path".into(),
-        dir.join("livehead.db").display().to_string(),
-    ];
-    args.extend(tls_args(&dir.join("certs"), "collector"));
-    args.extend_from_slice(extra);
-    Proc::spawn("collector", &args, dir)
-}
-
-fn start_alerter(dir: &Path, grpc: u16, api: u16) -> Proc {
-    let config = dir.join("alerter.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = {state:?}\n[collectors]\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\n\
-             [api]\nlisten = \"127.0.0.1:{api}\"\n[heartbeats]\nseverity = \"critical\"\n",
-            state = dir.join("alerter-state").display().to_string(),
-        ),
-    )
-    .expect("alerter config");
-    let mut args: Vec<String> = vec![
-        "alerter".into(),
-        "--config".into(),
-        config.display().to_string(),
-        "--rules".into(),
-        dir.join("rules.toml").display().to_string(),
-        "--server-name".into(),
-        "localhost".into(),
-        "--collector-url".into(),
-        format!("https://127.0.0.1:{grpc}"),
-    ];
-    args.extend(tls_args(&dir.join("certs"), "agent-alerter"));
-    Proc::spawn("alerter", &args, dir)
 }
 
 /// Ships records to the collector as agent `jobs` would.
@@ -175,10 +129,10 @@ async fn a_late_or_failing_check_is_one_slack_message_and_its_success_resolves_i
     let slack = FakeReceiver::start().await;
     std::fs::write(dir.path().join("rules.toml"), rules(&slack)).expect("rules");
     let (grpc, http, api) = (free_port(), free_port(), free_port());
-    let collector = start_collector(dir.path(), grpc, http);
-    wait_http(&collector, http).await;
-    let alerter = start_alerter(dir.path(), grpc, api);
-    wait_http(&alerter, api).await;
+    let collector = start_collector("collector", dir.path(), grpc, http, &sqlite(dir.path()));
+    wait_healthy(&collector, http).await;
+    let alerter = start_alerter(dir.path(), &[grpc], api, HEARTBEAT_SETTINGS);
+    wait_healthy(&alerter, api).await;
     let logs = || {
         format!(
             "--- alerter\n{}\n--- collector\n{}",
@@ -317,11 +271,12 @@ async fn a_missed_ping_and_a_failing_livehead_run_reach_slack_through_the_ping_e
     )
     .expect("collector config");
     let (grpc, http, api) = (free_port(), free_port(), free_port());
-    let extra = ["--config".to_owned(), config.display().to_string()];
-    let collector = start_collector_with(dir.path(), grpc, http, &extra);
-    wait_http(&collector, http).await;
-    let alerter = start_alerter(dir.path(), grpc, api);
-    wait_http(&alerter, api).await;
+    let mut flags = sqlite(dir.path());
+    flags.extend(["--config".to_owned(), config.display().to_string()]);
+    let collector = start_collector("collector", dir.path(), grpc, http, &flags);
+    wait_healthy(&collector, http).await;
+    let alerter = start_alerter(dir.path(), &[grpc], api, HEARTBEAT_SETTINGS);
+    wait_healthy(&alerter, api).await;
     let logs = || {
         format!(
             "--- alerter\n{}\n--- collector\n{}",

@@ -17,7 +17,10 @@ use livehead_testkit::receiver::{FakeReceiver, Received};
 use livehead_testkit::sites::FakeSites;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::{Proc, certs, http_get, http_request, loopback, metric_sum, tls_args, wait_for};
+use support::{
+    Proc, certs, http_get, http_request, loopback, metric_sum, start_alerter, start_collector,
+    tls_args, wait_for, wait_healthy,
+};
 
 const ADMIN_TOKEN: &str = "agent-watchdog-admin";
 const ROUTING_KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -170,22 +173,6 @@ receiver = "pagerduty"
     )
 }
 
-fn start_collector(dir: &Path, db: &Path, grpc: u16, http: u16) -> Proc {
-    let mut args: Vec<String> = vec![
-        "collector".into(),
-        "--grpc-listen".into(),
-        format!("127.0.0.1:{grpc}"),
-        "--http-listen".into(),
-        format!("127.0.0.1:{http}"),
-        "--watch-allow".into(),
-        "alerter".into(),
-        "--sqlite-path".into(),
-        db.display().to_string(),
-    ];
-    args.extend(tls_args(&dir.join("certs"), "collector"));
-    Proc::spawn("collector", &args, dir)
-}
-
 fn start_agent(dir: &Path, app: &App, grpc: u16, sites: &FakeSites, admin: u16) -> Proc {
     use std::os::unix::fs::PermissionsExt;
     let list = dir.join("sites.txt");
@@ -216,42 +203,6 @@ fn start_agent(dir: &Path, app: &App, grpc: u16, sites: &FakeSites, admin: u16) 
     .to_vec();
     args.extend(tls_args(&dir.join("certs"), "agent-node-1"));
     Proc::spawn("agent-node-1", &args, dir)
-}
-
-fn start_alerter(dir: &Path, grpc: u16, api: u16) -> Proc {
-    let config = dir.join("alerter.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = {state:?}\n[collectors]\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\n\
-             [api]\nlisten = \"127.0.0.1:{api}\"\n",
-            state = dir.join("alerter-state").display().to_string(),
-        ),
-    )
-    .expect("alerter config");
-    let mut args: Vec<String> = vec![
-        "alerter".into(),
-        "--config".into(),
-        config.display().to_string(),
-        "--rules".into(),
-        dir.join("rules.toml").display().to_string(),
-        "--server-name".into(),
-        "localhost".into(),
-        "--collector-url".into(),
-        format!("https://127.0.0.1:{grpc}"),
-    ];
-    args.extend(tls_args(&dir.join("certs"), "agent-alerter"));
-    Proc::spawn("alerter", &args, dir)
-}
-
-async fn wait_http(proc: &Proc, port: u16) {
-    wait_for(
-        "/health",
-        ARRIVES,
-        || proc.log(),
-        || http_get(loopback(port), "/health").filter(|(s, _)| *s == 200),
-    )
-    .await;
 }
 
 fn tail(log: &str) -> String {
@@ -364,12 +315,18 @@ async fn the_watchdog_restarts_the_app_pages_when_exhausted_and_resumes_when_rea
     let pagerduty = FakeReceiver::start().await;
     let (grpc, http, api, admin) = (free_port(), free_port(), free_port(), free_port());
     let db = dir.path().join("livehead.db");
-    let collector = start_collector(dir.path(), &db, grpc, http);
-    wait_http(&collector, http).await;
+    let collector = start_collector(
+        "collector",
+        dir.path(),
+        grpc,
+        http,
+        &["--sqlite-path".into(), db.display().to_string()],
+    );
+    wait_healthy(&collector, http).await;
     let agent = start_agent(dir.path(), &app, grpc, &sites, admin);
     std::fs::write(dir.path().join("rules.toml"), rules(&slack, &pagerduty)).expect("rules");
-    let alerter = start_alerter(dir.path(), grpc, api);
-    wait_http(&alerter, api).await;
+    let alerter = start_alerter(dir.path(), &[grpc], api, "");
+    wait_healthy(&alerter, api).await;
     let stack = Stack {
         _dir: dir,
         db,

@@ -236,3 +236,68 @@ pub fn metric_sum(body: &str, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Waits for `GET /health` on `port` to answer 200, showing `proc`'s log if
+/// it never does.
+pub async fn wait_healthy(proc: &Proc, port: u16) {
+    wait_for(
+        "/health",
+        Duration::from_secs(30),
+        || proc.log(),
+        || http_get(loopback(port), "/health").filter(|(s, _)| *s == 200),
+    )
+    .await;
+}
+
+/// `livehead collector` named `name` on loopback ports, with the dev PKI
+/// of `<dir>/certs`, letting the `alerter` identity watch; `flags` add to
+/// them (the store's, `--config`).
+pub fn start_collector(name: &str, dir: &Path, grpc: u16, http: u16, flags: &[String]) -> Proc {
+    let mut args: Vec<String> = vec![
+        "collector".into(),
+        "--grpc-listen".into(),
+        format!("127.0.0.1:{grpc}"),
+        "--http-listen".into(),
+        format!("127.0.0.1:{http}"),
+        "--watch-allow".into(),
+        "alerter".into(),
+    ];
+    args.extend_from_slice(flags);
+    args.extend(tls_args(&dir.join("certs"), "collector"));
+    Proc::spawn(name, &args, dir)
+}
+
+/// `livehead alerter` watching the collectors on `grpcs` with the rules of
+/// `<dir>/rules.toml`, its state in `<dir>/alerter-state`, its API on `api`;
+/// `settings` is appended to its config file (TOML after the top-level keys
+/// and `[collectors]`, `[api]`: e.g. `[[api.tokens]]`, `[heartbeats]`).
+pub fn start_alerter(dir: &Path, grpcs: &[u16], api: u16, settings: &str) -> Proc {
+    let config = dir.join("alerter.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {state:?}\nexternal_url = \"https://livehead.test\"\n\
+             [collectors]\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\n\
+             [api]\nlisten = \"127.0.0.1:{api}\"\n{settings}",
+            state = dir.join("alerter-state").display().to_string(),
+        ),
+    )
+    .expect("alerter config");
+    let mut args: Vec<String> = vec![
+        "alerter".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--rules".into(),
+        dir.join("rules.toml").display().to_string(),
+        "--server-name".into(),
+        "localhost".into(),
+    ];
+    for grpc in grpcs {
+        args.extend([
+            "--collector-url".into(),
+            format!("https://127.0.0.1:{grpc}"),
+        ]);
+    }
+    args.extend(tls_args(&dir.join("certs"), "agent-alerter"));
+    Proc::spawn("alerter", &args, dir)
+}
