@@ -122,6 +122,8 @@ impl Prober {
             ts_ms,
             cert_expiry_ms: attempt.cert_expiry_ms,
             target: target_label,
+            // Trust and content checks (issue 16) are not made yet.
+            ..ProbeResult::default()
         }
     }
 

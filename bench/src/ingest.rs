@@ -221,6 +221,7 @@ fn record(i: usize, now_ms: u64, rounds: u64) -> Record {
         ts_ms: now_ms - (rounds - 1 - round) * ROUND_MS - spread,
         cert_expiry_ms: 0,
         target: "127.0.0.1:8080".into(),
+        ..ProbeResult::default()
     };
     Record {
         kind: Some(Kind::Probe(probe)),

@@ -84,6 +84,8 @@ fn probe(r: &ProbeRow) -> Kind {
         ts_ms: r.ts,
         cert_expiry_ms: r.cert_expiry,
         target: r.target.clone(),
+        // Not stored yet (issue 16).
+        ..ProbeResult::default()
     })
 }
 
@@ -511,6 +513,7 @@ mod tests {
                 ts_ms,
                 cert_expiry_ms: NOW + 86_400_000,
                 target: "10.0.0.7:443".into(),
+                ..ProbeResult::default()
             }),
         ];
         kinds

@@ -777,6 +777,22 @@ pub struct ProbeResult {
     /// Address probed ("10.0.0.7:8080" or a URL for direct probes).
     #[prost(string, tag = "13")]
     pub target: ::prost::alloc::string::String,
+    /// Direct https probes: whether the certificate is trusted.
+    #[prost(enumeration = "CertTrust", tag = "14")]
+    pub cert_trust: i32,
+    /// Why it is not trusted, one line; empty when trusted or not checked.
+    #[prost(string, tag = "15")]
+    pub cert_error: ::prost::alloc::string::String,
+    /// A content check's outcome; UNSPECIFIED when none ran in this probe.
+    #[prost(enumeration = "ContentOutcome", tag = "16")]
+    pub content: i32,
+    /// The assertion that failed, as configured ("contains "There has been a
+    /// critical error"", "at least 512 bytes"); empty otherwise.
+    #[prost(string, tag = "17")]
+    pub content_failure: ::prost::alloc::string::String,
+    /// A short excerpt of the body around what failed (at most 200 bytes).
+    #[prost(string, tag = "18")]
+    pub content_excerpt: ::prost::alloc::string::String,
 }
 /// One observation carried in a batch.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -899,6 +915,88 @@ impl ProbeMethod {
             "PROBE_METHOD_UNSPECIFIED" => Some(Self::Unspecified),
             "PROBE_METHOD_HEAD" => Some(Self::Head),
             "PROBE_METHOD_GET" => Some(Self::Get),
+            _ => None,
+        }
+    }
+}
+/// Whether a direct https probe's certificate is one a browser would trust.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum CertTrust {
+    /// Not checked: plain http, no answer, or an agent that does not check.
+    Unspecified = 0,
+    /// The chain verifies against the trusted roots and names the site.
+    Trusted = 1,
+    /// The certificate (or one of its chain) is expired or not yet valid.
+    Expired = 2,
+    /// The chain does not lead to a trusted root.
+    UnknownIssuer = 3,
+    /// The certificate does not name the site.
+    NameMismatch = 4,
+    /// The certificate signed itself.
+    SelfSigned = 5,
+    /// Anything else (revoked, bad signature, unsupported).
+    Invalid = 6,
+}
+impl CertTrust {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "CERT_TRUST_UNSPECIFIED",
+            Self::Trusted => "CERT_TRUST_TRUSTED",
+            Self::Expired => "CERT_TRUST_EXPIRED",
+            Self::UnknownIssuer => "CERT_TRUST_UNKNOWN_ISSUER",
+            Self::NameMismatch => "CERT_TRUST_NAME_MISMATCH",
+            Self::SelfSigned => "CERT_TRUST_SELF_SIGNED",
+            Self::Invalid => "CERT_TRUST_INVALID",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "CERT_TRUST_UNSPECIFIED" => Some(Self::Unspecified),
+            "CERT_TRUST_TRUSTED" => Some(Self::Trusted),
+            "CERT_TRUST_EXPIRED" => Some(Self::Expired),
+            "CERT_TRUST_UNKNOWN_ISSUER" => Some(Self::UnknownIssuer),
+            "CERT_TRUST_NAME_MISMATCH" => Some(Self::NameMismatch),
+            "CERT_TRUST_SELF_SIGNED" => Some(Self::SelfSigned),
+            "CERT_TRUST_INVALID" => Some(Self::Invalid),
+            _ => None,
+        }
+    }
+}
+/// What a content check of the answer found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ContentOutcome {
+    /// Not checked in this probe (content checks run on their own cadence).
+    Unspecified = 0,
+    /// Every assertion held.
+    Ok = 1,
+    /// An assertion failed (content_failure says which).
+    Failed = 2,
+}
+impl ContentOutcome {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "CONTENT_OUTCOME_UNSPECIFIED",
+            Self::Ok => "CONTENT_OUTCOME_OK",
+            Self::Failed => "CONTENT_OUTCOME_FAILED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "CONTENT_OUTCOME_UNSPECIFIED" => Some(Self::Unspecified),
+            "CONTENT_OUTCOME_OK" => Some(Self::Ok),
+            "CONTENT_OUTCOME_FAILED" => Some(Self::Failed),
             _ => None,
         }
     }
