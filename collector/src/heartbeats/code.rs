@@ -423,7 +423,7 @@ mod tests {
                 "checks.toml: check \"Nightly backup\": name: declared twice",
             ),
             (
-                FILE.replace("period = \"15m\"", "period = \"10s\""),
+                FILE.replace("period = \"15m\"", "period = \"400d\""),
                 "checks.toml: check \"Token refresh\": period_s: ",
             ),
         ];
