@@ -123,6 +123,16 @@ async fn a_certificate_from_a_configured_ca_is_trusted() {
     assert_answered(&result, 200, &sites);
     assert_eq!(result.cert_trust(), CertTrust::Trusted);
     assert_eq!(result.cert_error, "");
+    // The next probe of the site may resume the TLS session: the chain is
+    // still known and judged.
+    let target = Target::Fixed {
+        host: "127.0.0.1".into(),
+        port: sites.port(),
+        tls: true,
+    };
+    let again = prober.probe(OK_SITE, &target).await;
+    assert_answered(&again, 200, &sites);
+    assert_eq!(again.cert_trust(), CertTrust::Trusted);
 }
 
 #[tokio::test]
