@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod batch;
+pub mod cert_trust;
 pub mod config;
 pub mod discovery;
 pub mod metrics;
@@ -48,6 +49,8 @@ pub enum AgentError {
     },
     #[error("cannot open the disk spool: {0}")]
     Spool(#[from] DiskError),
+    #[error(transparent)]
+    Trust(#[from] cert_trust::TrustError),
     #[error(transparent)]
     Sample(#[from] sample::SampleConfigError),
     #[error(transparent)]
@@ -107,7 +110,7 @@ pub async fn run_with_reload(
             config.rounds.concurrency,
         )
     };
-    let prober = probe::Prober::new(config.probe.clone());
+    let prober = probe::Prober::new(config.probe.clone())?;
     // A one-shot run (`--once`, from cron) probes only: rates need two samples.
     let sampler = (!config.rounds.once).then(|| {
         tokio::spawn(sample::run(

@@ -7,6 +7,7 @@
 
 use std::error::Error as StdError;
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,10 +27,12 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsConnector;
 
-pub use livehead_proto::v1::{ProbeError, ProbeMethod, ProbeResult};
+pub use livehead_proto::v1::{CertTrust, ProbeError, ProbeMethod, ProbeResult};
 
 use livehead_common::clock::unix_ms;
 use livehead_common::domain::is_cross_domain;
+
+use crate::cert_trust::{CertChecker, TrustError, Verdict};
 
 const USER_AGENT_VALUE: HeaderValue =
     HeaderValue::from_static(concat!("livehead/", env!("CARGO_PKG_VERSION")));
@@ -57,6 +60,10 @@ pub struct ProbeConfig {
     pub timeout: Duration,
     /// Most body bytes read from a GET answer before the probe stops reading (default 64 KiB).
     pub max_body_bytes: usize,
+    /// PEM files of CAs that https probes trust besides the system's roots
+    /// (an internal CA); default none. Read at start: a missing file, or one
+    /// without a usable certificate, stops the agent.
+    pub extra_ca_files: Vec<PathBuf>,
 }
 
 impl Default for ProbeConfig {
@@ -65,6 +72,7 @@ impl Default for ProbeConfig {
             connect_timeout: Duration::from_secs(3),
             timeout: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
+            extra_ca_files: Vec::new(),
         }
     }
 }
@@ -78,6 +86,7 @@ pub struct Prober {
 struct Inner {
     config: ProbeConfig,
     tls: TlsConnector,
+    trust: CertChecker,
 }
 
 impl std::fmt::Debug for Prober {
@@ -89,13 +98,16 @@ impl std::fmt::Debug for Prober {
 }
 
 impl Prober {
-    pub fn new(config: ProbeConfig) -> Self {
-        Self {
+    /// Reads the trusted roots (the system's and `extra_ca_files`).
+    pub fn new(config: ProbeConfig) -> Result<Self, TrustError> {
+        let trust = CertChecker::load(&config.extra_ca_files)?;
+        Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 tls: TlsConnector::from(Arc::new(tls_config())),
+                trust,
             }),
-        }
+        })
     }
 
     /// Probes one site; never fails: errors become status 0 + error kind.
@@ -122,7 +134,9 @@ impl Prober {
             ts_ms,
             cert_expiry_ms: attempt.cert_expiry_ms,
             target: target_label,
-            // Trust and content checks (issue 16) are not made yet.
+            cert_trust: attempt.cert.trust as i32,
+            cert_error: attempt.cert.error,
+            // Content checks (issue 16) are not made yet.
             ..ProbeResult::default()
         }
     }
@@ -169,6 +183,7 @@ impl Prober {
         }
         let tls = self.tls_handshake(tcp, endpoint, clock).await?;
         out.cert_expiry_ms = peer_cert_expiry_ms(&tls);
+        out.cert = self.cert_verdict(&tls, endpoint);
         self.http(tls, endpoint, method, clock, out).await
     }
 
@@ -185,6 +200,22 @@ impl Prober {
             // A handshake that fails for any reason (alert, bad record, peer hanging up
             // mid-handshake, plain http on the port) means https does not work there.
             .map_err(|_| ProbeError::Tls)
+    }
+
+    /// Whether the certificate the server presented is trusted for the name
+    /// asked (the SNI: the site, or the URL's host).
+    fn cert_verdict(
+        &self,
+        tls: &tokio_rustls::client::TlsStream<TcpStream>,
+        endpoint: &Endpoint<'_>,
+    ) -> Verdict {
+        let (_, connection) = tls.get_ref();
+        let chain = connection.peer_certificates().unwrap_or_default();
+        // The handshake used this name already, so it parses.
+        let Ok(name) = ServerName::try_from(endpoint.sni) else {
+            return Verdict::default();
+        };
+        self.inner.trust.verdict(chain, &name, UnixTime::now())
     }
 
     /// One request on a fresh connection; fills status, location and first byte.
@@ -312,6 +343,8 @@ struct Attempt {
     first_byte_us: u64,
     location: Option<String>,
     cert_expiry_ms: u64,
+    /// UNSPECIFIED unless a TLS handshake completed.
+    cert: Verdict,
 }
 
 impl Attempt {
@@ -500,8 +533,9 @@ fn tls_config() -> rustls::ClientConfig {
 /// Accepts every certificate chain. A monitor must reach sites whose
 /// certificate is self-signed, expired or for another name and report their
 /// status and expiry; refusing the handshake would hide exactly those sites.
+/// The chain is judged after the handshake ([`crate::cert_trust`]).
 /// Handshake signatures are still checked, so the peer holds the key of the
-/// certificate whose expiry is recorded.
+/// certificate whose expiry and trust are recorded.
 #[derive(Debug)]
 struct AcceptAnyCert {
     algorithms: WebPkiSupportedAlgorithms,

@@ -11,7 +11,7 @@ use livehead_testkit::sites::{
 };
 
 fn prober() -> Prober {
-    Prober::new(ProbeConfig::default())
+    Prober::new(ProbeConfig::default()).expect("prober")
 }
 
 fn fast_prober() -> Prober {
@@ -20,6 +20,7 @@ fn fast_prober() -> Prober {
         timeout: Duration::from_millis(300),
         ..ProbeConfig::default()
     })
+    .expect("prober")
 }
 
 fn fixed(port: u16) -> Target {

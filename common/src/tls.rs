@@ -189,6 +189,14 @@ pub fn not_after_ms(der: &[u8]) -> Result<i64, TlsError> {
     Ok(cert.validity().not_after.timestamp() * 1000)
 }
 
+/// Whether a DER certificate names itself as its issuer (issuer ==
+/// subject): a self-signed certificate, or a root.
+pub fn is_self_issued(der: &[u8]) -> Result<bool, TlsError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| TlsError::BadPeerCert(e.to_string()))?;
+    Ok(cert.issuer().as_raw() == cert.subject().as_raw())
+}
+
 /// Selects ring as rustls' process-wide provider; called once by the binary
 /// before any TLS is set up. Calling it again is harmless.
 pub fn install_crypto_provider() {

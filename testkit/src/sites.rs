@@ -75,14 +75,24 @@ impl FakeSites {
             .expect("fake sites certificate");
         let cert = CertificateDer::from_pem_slice(pem.cert.as_bytes()).expect("certificate PEM");
         let key = PrivateKeyDer::from_pem_slice(pem.key.as_bytes()).expect("key PEM");
-        let not_after = livehead_common::tls::not_after_ms(&cert).expect("certificate expiry");
+        Self::start_tls_with(vec![cert], key).await
+    }
+
+    /// https on 127.0.0.1 presenting `chain` (leaf first) with the leaf's
+    /// `key`: a certificate made by the test (expired, for another name…).
+    pub async fn start_tls_with(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Self {
+        let leaf = chain.first().expect("a certificate");
+        let not_after = livehead_common::tls::not_after_ms(leaf).expect("certificate expiry");
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
         .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
+        .with_single_cert(chain, key)
         .expect("server certificate");
         let acceptor = TlsAcceptor::from(Arc::new(config));
         Self::serve(Some(acceptor), Some(not_after)).await

@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use livehead_proto::v1::{ProbeResult, Record, record::Kind};
+use livehead_proto::v1::{CertTrust, ProbeResult, Record, record::Kind};
 
 use super::noise::{Noise, Params, millis};
 use super::spec::{
@@ -144,6 +144,10 @@ struct Facts {
     location: String,
     previous_location: String,
     days: i64,
+    /// Why the certificate is not trusted, in words ("" when it is, or
+    /// was not checked).
+    reason: &'static str,
+    cert_error: String,
 }
 
 #[derive(Debug)]
@@ -282,6 +286,7 @@ pub fn default_summary(kind: RuleKind) -> &'static str {
         RuleKind::Status => "{site} answers {status}",
         RuleKind::Latency => "{site} answered in {latency}",
         RuleKind::CertExpiry => "the certificate of {site} expires in {days} days",
+        RuleKind::CertUntrusted => "the certificate of {site} is not trusted: {reason}",
         RuleKind::RedirectChanged => "{site} now redirects to {location} (was {previous_location})",
         RuleKind::CrossDomain => "{site} redirects to another domain: {location}",
         RuleKind::ErrorRate => "{value} % of probes failing on {group} over {window}",
@@ -502,6 +507,10 @@ fn site_holds(spec: &RuleSpec, probe: &ProbeResult, previous: Option<&str>) -> O
             (probe.cert_expiry_ms != 0)
                 .then(|| probe.cert_expiry_ms < probe.ts_ms.saturating_add(days * DAY_MS))
         }
+        RuleKind::CertUntrusted => match probe.cert_trust() {
+            CertTrust::Unspecified => None,
+            trust => Some(trust != CertTrust::Trusted),
+        },
         RuleKind::RedirectChanged => {
             answered.then(|| previous.is_some_and(|previous| previous != probe.location))
         }
@@ -519,6 +528,20 @@ fn facts(probe: &ProbeResult, previous: Option<&str>) -> Facts {
         location: probe.location.clone(),
         previous_location: previous.unwrap_or_default().to_owned(),
         days: i64::try_from(days).unwrap_or_default(),
+        reason: untrusted_reason(probe.cert_trust()),
+        cert_error: probe.cert_error.clone(),
+    }
+}
+
+/// A certificate verdict in a summary's words.
+fn untrusted_reason(trust: CertTrust) -> &'static str {
+    match trust {
+        CertTrust::Unspecified | CertTrust::Trusted => "",
+        CertTrust::Expired => "expired",
+        CertTrust::UnknownIssuer => "unknown issuer",
+        CertTrust::NameMismatch => "name mismatch",
+        CertTrust::SelfSigned => "self-signed",
+        CertTrust::Invalid => "invalid",
     }
 }
 
@@ -535,6 +558,8 @@ fn site_vars(facts: &Facts) -> Vec<(&'static str, String)> {
         ("location", facts.location.clone()),
         ("previous_location", facts.previous_location.clone()),
         ("days", facts.days.to_string()),
+        ("reason", facts.reason.to_owned()),
+        ("cert_error", facts.cert_error.clone()),
     ]
 }
 
@@ -607,7 +632,11 @@ fn observe_site(rule: &mut Rule, agent: &str, probe: &ProbeResult, out: &mut Vec
     }
     for (node, condition, facts) in changes {
         let key = rule.key(rule.severity(), Some(&node), Some(&probe.site), None);
-        out.push(rule.change(key, condition, probe.ts_ms, site_vars(&facts), None));
+        // The verifier's own words, for whoever renews the certificate.
+        let description = (rule.spec.kind == RuleKind::CertUntrusted
+            && !facts.cert_error.is_empty())
+        .then(|| facts.cert_error.clone());
+        out.push(rule.change(key, condition, probe.ts_ms, site_vars(&facts), description));
     }
 }
 

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use livehead_proto::v1::{
-    FilesystemSample, NodeSample, ProbeError, ProbeResult, Record, ServiceState, record::Kind,
+    CertTrust, FilesystemSample, NodeSample, ProbeError, ProbeResult, Record, ServiceState,
+    record::Kind,
 };
 
 use super::*;
@@ -244,6 +245,65 @@ fn certificate_expiry_within_days_and_plain_http_says_nothing() {
         conditions(&run.feed("n1", &[cert(T0 + 3 * S, 90)])),
         [Resolved]
     );
+}
+
+#[test]
+fn cert_untrusted_names_the_reason_and_unchecked_probes_say_nothing() {
+    let mut run = Run::new(&[rule("Trust", RuleKind::CertUntrusted)]);
+    let verdict = |ts: u64, trust: CertTrust, error: &str| {
+        let error = error.to_owned();
+        probe_with("a.example", ts, move |p| {
+            p.cert_trust = trust as i32;
+            p.cert_error = error;
+        })
+    };
+    assert!(
+        run.feed("n1", &[verdict(T0, CertTrust::Trusted, "")])
+            .is_empty()
+    );
+    let changes = run.feed(
+        "n1",
+        &[verdict(
+            T0 + S,
+            CertTrust::NameMismatch,
+            "certificate not valid for name \"a.example\"",
+        )],
+    );
+    assert_eq!(conditions(&changes), [Firing]);
+    assert_eq!(
+        changes[0].summary,
+        "the certificate of a.example is not trusted: name mismatch"
+    );
+    assert_eq!(
+        changes[0].description.as_deref(),
+        Some("certificate not valid for name \"a.example\"")
+    );
+    // Plain http, or no handshake: not checked, so no change either way.
+    assert!(
+        run.feed("n1", &[probe("a.example", 200, T0 + 2 * S)])
+            .is_empty()
+    );
+    assert!(
+        run.feed("n1", &[probe("a.example", 0, T0 + 3 * S)])
+            .is_empty()
+    );
+    assert_eq!(
+        conditions(&run.feed("n1", &[verdict(T0 + 4 * S, CertTrust::Trusted, "")])),
+        [Resolved]
+    );
+    for (trust, reason) in [
+        (CertTrust::Expired, "expired"),
+        (CertTrust::UnknownIssuer, "unknown issuer"),
+        (CertTrust::SelfSigned, "self-signed"),
+        (CertTrust::Invalid, "invalid"),
+    ] {
+        let mut run = Run::new(&[rule("Trust", RuleKind::CertUntrusted)]);
+        let changes = run.feed("n1", &[verdict(T0, trust, "why")]);
+        assert_eq!(
+            changes[0].summary,
+            format!("the certificate of a.example is not trusted: {reason}")
+        );
+    }
 }
 
 #[test]

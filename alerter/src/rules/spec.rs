@@ -24,6 +24,9 @@ pub enum RuleKind {
     Latency,
     /// A site's certificate expires within `days`.
     CertExpiry,
+    /// A site's certificate is not trusted (expired, unknown issuer, name
+    /// mismatch, self-signed, invalid).
+    CertUntrusted,
     /// A site's redirect target differs from its previous answer's.
     RedirectChanged,
     /// A site redirects to another registrable domain.
@@ -55,6 +58,7 @@ impl RuleKind {
             RuleKind::Status => "status",
             RuleKind::Latency => "latency",
             RuleKind::CertExpiry => "cert_expiry",
+            RuleKind::CertUntrusted => "cert_untrusted",
             RuleKind::RedirectChanged => "redirect_changed",
             RuleKind::CrossDomain => "cross_domain",
             RuleKind::ErrorRate => "error_rate",
@@ -96,7 +100,10 @@ impl RuleKind {
     /// The keys a rule of this kind may set besides the common ones.
     pub fn keys(self) -> &'static [&'static str] {
         match self {
-            RuleKind::Unreachable | RuleKind::CrossDomain | RuleKind::RedirectChanged => &["sites"],
+            RuleKind::Unreachable
+            | RuleKind::CrossDomain
+            | RuleKind::RedirectChanged
+            | RuleKind::CertUntrusted => &["sites"],
             RuleKind::Status => &["sites", "statuses"],
             RuleKind::Latency => &["sites", "latency"],
             RuleKind::CertExpiry => &["sites", "days"],

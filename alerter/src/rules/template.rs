@@ -16,6 +16,8 @@ pub const PLACEHOLDERS: &[&str] = &[
     "location",
     "previous_location",
     "days",
+    "reason",
+    "cert_error",
     "value",
     "level",
     "group",

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use livehead_proto::v1::{
-    FilesystemSample, NodeSample, ProbeError, ProbeMethod, ProbeResult, Record, ServiceState,
-    record::Kind,
+    CertTrust, FilesystemSample, NodeSample, ProbeError, ProbeMethod, ProbeResult, Record,
+    ServiceState, record::Kind,
 };
 use serde::Deserialize;
 
@@ -81,6 +81,11 @@ struct SiteSeries {
     /// Days the certificate has left at each probe. Default: plain http.
     #[serde(default)]
     cert_days: Option<String>,
+    /// The certificate's verdict at each probe (`trusted`, `expired`,
+    /// `unknown_issuer`, `name_mismatch`, `self_signed`, `invalid`; `_` for
+    /// not checked). Default: not checked.
+    #[serde(default)]
+    cert_trust: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -459,6 +464,9 @@ fn records(test: &TestSpec, interval: u64) -> Result<Steps, String> {
         let cert = parse_all(s.cert_days.as_deref(), "number of days", |t| {
             t.parse::<u64>().ok()
         })?;
+        let trust = parse_all(s.cert_trust.as_deref(), "certificate verdict", |t| {
+            CertTrust::CHECKED.into_iter().find(|v| v.as_label() == t)
+        })?;
         let location = s
             .location
             .as_deref()
@@ -491,6 +499,7 @@ fn records(test: &TestSpec, interval: u64) -> Result<Steps, String> {
                     .copied()
                     .flatten()
                     .map_or(0, |d| ts + d * DAY_MS),
+                cert_trust: trust.get(i).copied().flatten().unwrap_or_default() as i32,
                 ..ProbeResult::default()
             };
             push(i, &s.node, Kind::Probe(probe));
