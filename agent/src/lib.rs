@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod content;
 pub mod discovery;
 pub mod metrics;
 pub mod probe;
@@ -51,6 +52,8 @@ pub enum AgentError {
     #[error(transparent)]
     Sample(#[from] sample::SampleConfigError),
     #[error(transparent)]
+    Content(#[from] content::ContentConfigError),
+    #[error(transparent)]
     WatchdogConfig(#[from] watchdog::WatchdogConfigError),
     #[error(transparent)]
     WatchdogPermissions(#[from] watchdog::PermissionError),
@@ -79,6 +82,7 @@ pub async fn run_with_reload(
     reload: Arc<Notify>,
 ) -> Result<(), AgentError> {
     let discovery = discovery(&config)?;
+    let content = content::ContentChecks::new(&config.content)?;
     let sample_config = sample_config(&config)?;
     let watchdog = watchdog_config(&config)?;
     let tokens = watchdog::supervise::admin_tokens(&config.watchdog)?;
@@ -106,7 +110,8 @@ pub async fn run_with_reload(
             config.rounds.spread,
             config.rounds.concurrency,
         )
-    };
+    }
+    .with_content(content, config.rounds.interval);
     let prober = probe::Prober::new(config.probe.clone());
     // A one-shot run (`--once`, from cron) probes only: rates need two samples.
     let sampler = (!config.rounds.once).then(|| {
