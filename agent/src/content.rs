@@ -304,7 +304,8 @@ fn compile(
     if !rule.enabled.unwrap_or(true) {
         return Ok(None);
     }
-    let pick = |own: &Option<Vec<String>>, global: &Vec<String>| own.as_ref().unwrap_or(global).clone();
+    let pick =
+        |own: &Option<Vec<String>>, global: &Vec<String>| own.as_ref().unwrap_or(global).clone();
     let mut not_contains = pick(&rule.not_contains, &global.not_contains);
     if rule.wordpress_defaults.unwrap_or(global.wordpress_defaults) {
         not_contains.extend(WORDPRESS_FAILURES.iter().map(|s| (*s).to_owned()));
@@ -322,7 +323,10 @@ fn compile(
             .collect()
     };
     Ok(Some(Assertions {
-        statuses: rule.statuses.clone().unwrap_or_else(|| global.statuses.clone()),
+        statuses: rule
+            .statuses
+            .clone()
+            .unwrap_or_else(|| global.statuses.clone()),
         contains: pick(&rule.contains, &global.contains),
         not_contains,
         matches: regexes(pick(&rule.matches, &global.matches))?,
@@ -363,7 +367,10 @@ mod tests {
             "not_contains = \"There has been a critical error on this website\""
         );
         assert!(excerpt.contains("critical error"), "{excerpt}");
-        let (what, _) = failure(site.judge(503, b"Briefly unavailable for scheduled maintenance. Check back in a minute."));
+        let (what, _) = failure(site.judge(
+            503,
+            b"Briefly unavailable for scheduled maintenance. Check back in a minute.",
+        ));
         assert!(what.contains("Briefly unavailable"), "{what}");
         // Redirects carry no page to judge.
         assert_eq!(site.judge(301, b""), Verdict::Ok);
@@ -373,7 +380,10 @@ mod tests {
     fn the_wordpress_defaults_can_be_turned_off() {
         let checks = checks("wordpress_defaults = false\nmin_body_bytes = 0\n");
         let site = checks.for_site("blog.example").expect("checked");
-        assert_eq!(site.judge(200, b"Error establishing a database connection"), Verdict::Ok);
+        assert_eq!(
+            site.judge(200, b"Error establishing a database connection"),
+            Verdict::Ok
+        );
         assert_eq!(site.judge(200, b""), Verdict::Ok);
         let off: ContentConfig = toml::from_str("enabled = false").expect("valid");
         assert!(ContentChecks::new(&off).expect("compiles").is_none());
@@ -399,7 +409,8 @@ mod tests {
         let (what, _) = failure(shop.judge(404, b"<html>Add to cart</html>"));
         assert_eq!(what, "statuses = [200] (got 404)");
         // Keys the rule leaves out keep the global value: the WordPress pages.
-        let (what, _) = failure(shop.judge(200, b"Add to cart Error establishing a database connection"));
+        let (what, _) =
+            failure(shop.judge(200, b"Add to cart Error establishing a database connection"));
         assert!(what.starts_with("not_contains"), "{what}");
         let other = checks.for_site("blog.example").expect("checked");
         assert_eq!(other.judge(200, b"<html>Add to cart"), Verdict::Ok);
@@ -410,7 +421,8 @@ mod tests {
     fn regexes_are_compiled_at_load_and_a_bad_one_names_its_rule() {
         let checks = checks("not_matches = ['Fatal error: .* in /']\nmatches = ['(?i)</html>']\n");
         let site = checks.for_site("a.example").expect("checked");
-        let (what, excerpt) = failure(site.judge(200, b"<b>Fatal error: boom in /var/www</b></HTML>"));
+        let (what, excerpt) =
+            failure(site.judge(200, b"<b>Fatal error: boom in /var/www</b></HTML>"));
         assert_eq!(what, "not_matches = \"Fatal error: .* in /\"");
         assert!(excerpt.starts_with("<b>Fatal"), "{excerpt}");
         let (what, _) = failure(site.judge(200, b"<html>cut"));
@@ -419,7 +431,10 @@ mod tests {
             toml::from_str("[[sites]]\nsites = [\"x.example\"]\nmatches = [\"(unclosed\"]\n")
                 .expect("valid toml");
         let err = ContentChecks::new(&bad).expect_err("refused").to_string();
-        assert!(err.contains("content.sites[0]") && err.contains("(unclosed"), "{err}");
+        assert!(
+            err.contains("content.sites[0]") && err.contains("(unclosed"),
+            "{err}"
+        );
     }
 
     #[test]

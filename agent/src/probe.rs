@@ -154,23 +154,23 @@ fn result(
 ) -> ProbeResult {
     let (target_label, port) = describe(target);
     let location = attempt.location.unwrap_or_default();
-        ProbeResult {
-            site: site.to_owned(),
-            status: attempt.status.into(),
-            error: attempt.error as i32,
-            method: method as i32,
-            latency_us: attempt.latency_us,
-            connect_us: attempt.connect_us,
-            first_byte_us: attempt.first_byte_us,
-            port: port.into(),
-            cross_domain: !location.is_empty() && is_cross_domain(site, &location),
-            location,
-            ts_ms,
-            cert_expiry_ms: attempt.cert_expiry_ms,
-            target: target_label,
+    ProbeResult {
+        site: site.to_owned(),
+        status: attempt.status.into(),
+        error: attempt.error as i32,
+        method: method as i32,
+        latency_us: attempt.latency_us,
+        connect_us: attempt.connect_us,
+        first_byte_us: attempt.first_byte_us,
+        port: port.into(),
+        cross_domain: !location.is_empty() && is_cross_domain(site, &location),
+        location,
+        ts_ms,
+        cert_expiry_ms: attempt.cert_expiry_ms,
+        target: target_label,
         // Trust is not checked yet; a content check fills its fields in `probe_content`.
-            ..ProbeResult::default()
-        }
+        ..ProbeResult::default()
+    }
 }
 
 impl Prober {
@@ -181,7 +181,10 @@ impl Prober {
         if !retry {
             return (ProbeMethod::Head, head);
         }
-        (ProbeMethod::Get, self.attempt(endpoint, Fetch::RangeGet).await)
+        (
+            ProbeMethod::Get,
+            self.attempt(endpoint, Fetch::RangeGet).await,
+        )
     }
 
     async fn attempt(&self, endpoint: &Endpoint<'_>, method: Fetch) -> Attempt {
@@ -269,7 +272,11 @@ impl Prober {
             Fetch::Body { limit } => {
                 // A body cut short or too slow is judged on what arrived in time.
                 let mut body = Vec::new();
-                let _ = timeout_at(clock.deadline, read_body(response.into_body(), limit, &mut body)).await;
+                let _ = timeout_at(
+                    clock.deadline,
+                    read_body(response.into_body(), limit, &mut body),
+                )
+                .await;
                 out.body = Some(body);
             }
         }

@@ -236,6 +236,16 @@ mod tests {
     }
 
     #[test]
+    fn round_numbers_count_periods_so_one_shot_runs_take_turns() {
+        let period = Duration::from_secs(1800);
+        assert_eq!(round_number(0, period), 0);
+        assert_eq!(round_number(1_800_000, period), 1);
+        assert_eq!(round_number(5_399_999, period), 2);
+        // A zero period (no interval) does not divide by zero.
+        assert_eq!(round_number(42, Duration::ZERO), 42);
+    }
+
+    #[test]
     fn a_single_round_is_not_spread() {
         let s = Schedule::once(0);
         assert!(s.once);
