@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use livehead_proto::v1::{ProbeResult, Record, record::Kind};
+use livehead_proto::v1::{ContentOutcome, ProbeResult, Record, record::Kind};
 
 use super::noise::{Noise, Params, millis};
 use super::spec::{
@@ -144,6 +144,8 @@ struct Facts {
     location: String,
     previous_location: String,
     days: i64,
+    content_failure: String,
+    excerpt: String,
 }
 
 #[derive(Debug)]
@@ -284,6 +286,7 @@ pub fn default_summary(kind: RuleKind) -> &'static str {
         RuleKind::CertExpiry => "the certificate of {site} expires in {days} days",
         RuleKind::RedirectChanged => "{site} now redirects to {location} (was {previous_location})",
         RuleKind::CrossDomain => "{site} redirects to another domain: {location}",
+        RuleKind::Content => "{site} fails its content check ({content_failure}): {excerpt}",
         RuleKind::ErrorRate => "{value} % of probes failing on {group} over {window}",
         RuleKind::LatencyQuantile => {
             "latency above {latency} on {group}: {value} % of probes slower over {window}"
@@ -506,6 +509,13 @@ fn site_holds(spec: &RuleSpec, probe: &ProbeResult, previous: Option<&str>) -> O
             answered.then(|| previous.is_some_and(|previous| previous != probe.location))
         }
         RuleKind::CrossDomain => answered.then_some(probe.cross_domain),
+        // Probes without a content check (most of them: it has its own
+        // cadence) say nothing either way.
+        RuleKind::Content => match probe.content() {
+            ContentOutcome::Failed => Some(true),
+            ContentOutcome::Ok => Some(false),
+            ContentOutcome::Unspecified => None,
+        },
         _ => None,
     }
 }
@@ -519,6 +529,8 @@ fn facts(probe: &ProbeResult, previous: Option<&str>) -> Facts {
         location: probe.location.clone(),
         previous_location: previous.unwrap_or_default().to_owned(),
         days: i64::try_from(days).unwrap_or_default(),
+        content_failure: probe.content_failure.clone(),
+        excerpt: probe.content_excerpt.clone(),
     }
 }
 
@@ -535,6 +547,8 @@ fn site_vars(facts: &Facts) -> Vec<(&'static str, String)> {
         ("location", facts.location.clone()),
         ("previous_location", facts.previous_location.clone()),
         ("days", facts.days.to_string()),
+        ("content_failure", facts.content_failure.clone()),
+        ("excerpt", facts.excerpt.clone()),
     ]
 }
 

@@ -28,6 +28,8 @@ pub enum RuleKind {
     RedirectChanged,
     /// A site redirects to another registrable domain.
     CrossDomain,
+    /// A site's content check failed (the agent's `[content]` assertions).
+    Content,
     /// Share of failing probes over a `window`, per `group`.
     ErrorRate,
     /// Latency quantile over a `window`, per `group`.
@@ -57,6 +59,7 @@ impl RuleKind {
             RuleKind::CertExpiry => "cert_expiry",
             RuleKind::RedirectChanged => "redirect_changed",
             RuleKind::CrossDomain => "cross_domain",
+            RuleKind::Content => "content",
             RuleKind::ErrorRate => "error_rate",
             RuleKind::LatencyQuantile => "latency_quantile",
             RuleKind::Cpu => "cpu",
@@ -96,7 +99,10 @@ impl RuleKind {
     /// The keys a rule of this kind may set besides the common ones.
     pub fn keys(self) -> &'static [&'static str] {
         match self {
-            RuleKind::Unreachable | RuleKind::CrossDomain | RuleKind::RedirectChanged => &["sites"],
+            RuleKind::Unreachable
+            | RuleKind::CrossDomain
+            | RuleKind::RedirectChanged
+            | RuleKind::Content => &["sites"],
             RuleKind::Status => &["sites", "statuses"],
             RuleKind::Latency => &["sites", "latency"],
             RuleKind::CertExpiry => &["sites", "days"],
