@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use livehead_proto::v1::{
-    FilesystemSample, NodeSample, ProbeError, ProbeMethod, ProbeResult, Record, ServiceState,
-    record::Kind,
+    ContentOutcome, FilesystemSample, NodeSample, ProbeError, ProbeMethod, ProbeResult, Record,
+    ServiceState, record::Kind,
 };
 use serde::Deserialize;
 
@@ -81,6 +81,10 @@ struct SiteSeries {
     /// Days the certificate has left at each probe. Default: plain http.
     #[serde(default)]
     cert_days: Option<String>,
+    /// Content check of each probe: `ok`, `fail`, `_` for none (the
+    /// default: HEAD probes between content checks).
+    #[serde(default)]
+    content: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -437,6 +441,20 @@ fn parse_all<T>(
         .collect()
 }
 
+/// A test probe with a content check of `outcome` (`None`: no check).
+fn with_content(mut probe: ProbeResult, outcome: Option<ContentOutcome>) -> ProbeResult {
+    let Some(outcome) = outcome else {
+        return probe;
+    };
+    probe.method = ProbeMethod::Get as i32;
+    probe.content = outcome as i32;
+    if outcome == ContentOutcome::Failed {
+        probe.content_failure = "contains = \"test\"".to_owned();
+        probe.content_excerpt = "test page".to_owned();
+    }
+    probe
+}
+
 fn records(test: &TestSpec, interval: u64) -> Result<Steps, String> {
     let mut steps = Steps::new();
     let mut push = |i: usize, agent: &str, kind: Kind| {
@@ -458,6 +476,11 @@ fn records(test: &TestSpec, interval: u64) -> Result<Steps, String> {
         })?;
         let cert = parse_all(s.cert_days.as_deref(), "number of days", |t| {
             t.parse::<u64>().ok()
+        })?;
+        let content = parse_all(s.content.as_deref(), "content (ok/fail/_)", |t| match t {
+            "ok" => Some(ContentOutcome::Ok),
+            "fail" => Some(ContentOutcome::Failed),
+            _ => None,
         })?;
         let location = s
             .location
@@ -493,6 +516,7 @@ fn records(test: &TestSpec, interval: u64) -> Result<Steps, String> {
                     .map_or(0, |d| ts + d * DAY_MS),
                 ..ProbeResult::default()
             };
+            let probe = with_content(probe, content.get(i).copied().flatten());
             push(i, &s.node, Kind::Probe(probe));
         }
     }
