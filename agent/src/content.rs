@@ -26,6 +26,10 @@ pub const WORDPRESS_FAILURES: &[&str] = &[
 /// Longest excerpt recorded, in bytes (the record's documented bound).
 pub const MAX_EXCERPT_BYTES: usize = 200;
 
+/// Longest `content_failure`, in bytes: a long configured string or regex is
+/// cut (with `…`) so the record stays far below the collector's text limit.
+pub const MAX_FAILURE_BYTES: usize = 512;
+
 /// Bytes of context kept before what failed, so the excerpt shows where it sits.
 const EXCERPT_LEAD_BYTES: usize = 60;
 
@@ -202,7 +206,15 @@ impl Assertions {
     }
 }
 
-fn failed(failure: String, body: &[u8], at: usize) -> Verdict {
+fn failed(mut failure: String, body: &[u8], at: usize) -> Verdict {
+    if failure.len() > MAX_FAILURE_BYTES {
+        let mut cut = MAX_FAILURE_BYTES - '…'.len_utf8();
+        while !failure.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        failure.truncate(cut);
+        failure.push('…');
+    }
     Verdict::Failed {
         failure,
         excerpt: excerpt(body, at),
@@ -448,6 +460,14 @@ mod tests {
         assert!(!text.chars().any(char::is_control), "{text}");
         let multibyte = "é".repeat(300);
         assert!(excerpt(multibyte.as_bytes(), 0).len() <= MAX_EXCERPT_BYTES);
+        let long = "é".repeat(1000);
+        let checks = checks(&format!("contains = [{long:?}]"));
+        let site = checks.for_site("a.example").expect("checked");
+        let (what, _) = failure(site.judge(200, b"page"));
+        assert!(
+            what.len() <= MAX_FAILURE_BYTES && what.ends_with('…'),
+            "{what}"
+        );
     }
 
     #[test]
