@@ -157,19 +157,19 @@ pub struct Assertions {
 impl Assertions {
     /// Judges an answer of `status` whose body starts with `body` (cut at the
     /// byte limit). Statuses first; a body is judged only on answers that
-    /// carry one (not 1xx, 204, 3xx: a redirect is judged by the redirect rules).
-    pub fn judge(&self, status: u16, body: &[u8]) -> Verdict {
+    /// carry one (not 1xx, 204, 3xx: a redirect is judged by the redirect
+    /// rules). `None`: nothing was asserted (a redirect and no `statuses`).
+    pub fn judge(&self, status: u16, body: &[u8]) -> Option<Verdict> {
+        let has_page = !(status < 200 || status == 204 || (300..400).contains(&status));
         if !self.statuses.is_empty() && !self.statuses.contains(&status) {
-            return failed(
-                format!("statuses = {:?} (got {status})", self.statuses),
-                body,
-                0,
-            );
+            let failure = format!("statuses = {:?} (got {status})", self.statuses);
+            return Some(failed(failure, body, 0));
         }
-        if status < 200 || status == 204 || (300..400).contains(&status) {
-            return Verdict::Ok;
+        if has_page {
+            Some(self.judge_body(body))
+        } else {
+            (!self.statuses.is_empty()).then_some(Verdict::Ok)
         }
-        self.judge_body(body)
     }
 
     fn judge_body(&self, body: &[u8]) -> Verdict {
@@ -358,18 +358,18 @@ mod tests {
             .expect("enabled")
     }
 
-    fn failure(verdict: Verdict) -> (String, String) {
+    fn failure(verdict: Option<Verdict>) -> (String, String) {
         match verdict {
-            Verdict::Failed { failure, excerpt } => (failure, excerpt),
-            Verdict::Ok => panic!("expected a failure"),
+            Some(Verdict::Failed { failure, excerpt }) => (failure, excerpt),
+            other => panic!("expected a failure, got {other:?}"),
         }
     }
 
     #[test]
     fn the_defaults_catch_the_white_screen_and_wordpress_failure_pages() {
-        let checks = checks("");
-        let site = checks.for_site("blog.example").expect("checked");
-        assert_eq!(site.judge(200, b"<html>fine</html>"), Verdict::Ok);
+        let defaults = checks("");
+        let site = defaults.for_site("blog.example").expect("checked");
+        assert_eq!(site.judge(200, b"<html>fine</html>"), Some(Verdict::Ok));
         let (what, _) = failure(site.judge(200, b""));
         assert_eq!(what, "min_body_bytes = 1 (got 0)");
         let page = b"<html><body><p>There has been a critical error on this website.</p>";
@@ -385,7 +385,10 @@ mod tests {
         ));
         assert!(what.contains("Briefly unavailable"), "{what}");
         // Redirects carry no page to judge.
-        assert_eq!(site.judge(301, b""), Verdict::Ok);
+        assert_eq!(site.judge(301, b""), None);
+        let strict = checks("statuses = [200, 301]");
+        let site = strict.for_site("blog.example").expect("checked");
+        assert_eq!(site.judge(301, b""), Some(Verdict::Ok));
     }
 
     #[test]
@@ -394,9 +397,9 @@ mod tests {
         let site = checks.for_site("blog.example").expect("checked");
         assert_eq!(
             site.judge(200, b"Error establishing a database connection"),
-            Verdict::Ok
+            Some(Verdict::Ok)
         );
-        assert_eq!(site.judge(200, b""), Verdict::Ok);
+        assert_eq!(site.judge(200, b""), Some(Verdict::Ok));
         let off: ContentConfig = toml::from_str("enabled = false").expect("valid");
         assert!(ContentChecks::new(&off).expect("compiles").is_none());
     }
@@ -425,7 +428,7 @@ mod tests {
             failure(shop.judge(200, b"Add to cart Error establishing a database connection"));
         assert!(what.starts_with("not_contains"), "{what}");
         let other = checks.for_site("blog.example").expect("checked");
-        assert_eq!(other.judge(200, b"<html>Add to cart"), Verdict::Ok);
+        assert_eq!(other.judge(200, b"<html>Add to cart"), Some(Verdict::Ok));
         assert!(checks.for_site("legacy.example").is_none());
     }
 

@@ -133,14 +133,19 @@ impl Prober {
         let mut out = result(site, target, ts_ms, method, attempt);
         if let (Some(body), 1..) = (body, out.status) {
             let status = u16::try_from(out.status).unwrap_or(0);
-            let verdict = assertions.judge(status, &body);
-            out.content = verdict.outcome() as i32;
-            if let Verdict::Failed { failure, excerpt } = verdict {
-                out.content_failure = failure;
-                out.content_excerpt = excerpt;
-            }
+            record_verdict(&mut out, assertions.judge(status, &body));
         }
         out
+    }
+}
+
+/// Fills the content fields of `out`; `None` (nothing asserted) leaves them unset.
+fn record_verdict(out: &mut ProbeResult, verdict: Option<Verdict>) {
+    let Some(verdict) = verdict else { return };
+    out.content = verdict.outcome() as i32;
+    if let Verdict::Failed { failure, excerpt } = verdict {
+        out.content_failure = failure;
+        out.content_excerpt = excerpt;
     }
 }
 

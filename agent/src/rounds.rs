@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use livehead_common::Shutdown;
-use livehead_proto::v1::{ProbeError, ProbeResult, Record, record::Kind};
+use livehead_proto::v1::{ContentOutcome, ProbeError, ProbeResult, Record, record::Kind};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -165,9 +165,12 @@ pub async fn run_round(
             .clone()
             .filter(|checks| checks.due(&site.name, round));
         tasks.spawn(async move {
-            let result = probe(&prober, &site, content.as_deref()).await;
+            let (result, checked) = probe(&prober, &site, content.as_deref()).await;
             drop(permit);
             record(&metrics, &result);
+            if checked {
+                record_content(&metrics, &result);
+            }
             // A closed channel means the agent is stopping; the result is moot.
             let record = Record {
                 kind: Some(Kind::Probe(result)),
@@ -181,17 +184,31 @@ pub async fn run_round(
 }
 
 /// A content check when one is due and the site has assertions, else the
-/// HEAD-first probe.
-async fn probe(prober: &Prober, site: &Site, content: Option<&ContentChecks>) -> ProbeResult {
+/// HEAD-first probe; true for a content check.
+async fn probe(
+    prober: &Prober,
+    site: &Site,
+    content: Option<&ContentChecks>,
+) -> (ProbeResult, bool) {
     let checked = content.and_then(|c| Some((c.for_site(&site.name)?, c.max_body_bytes())));
     match checked {
         Some((assertions, limit)) => {
-            prober
+            let result = prober
                 .probe_content(&site.name, &site.target, assertions, limit)
-                .await
+                .await;
+            (result, true)
         }
-        None => prober.probe(&site.name, &site.target).await,
+        None => (prober.probe(&site.name, &site.target).await, false),
     }
+}
+
+fn record_content(metrics: &AgentMetrics, result: &ProbeResult) {
+    let outcome = match result.content() {
+        ContentOutcome::Ok => "ok",
+        ContentOutcome::Failed => "failed",
+        ContentOutcome::Unspecified => "unchecked",
+    };
+    metrics.content_checks.with_label_values(&[outcome]).inc();
 }
 
 fn record(metrics: &AgentMetrics, result: &ProbeResult) {
