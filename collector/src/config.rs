@@ -86,8 +86,9 @@ pub struct Limits {
     /// Names are never empty (sites follow the probe sites' rule instead).
     /// Default 512.
     pub max_name_bytes: usize,
-    /// Bytes of free text in an alert record: an alert's summary, a failed
-    /// delivery's error. Default 2,048.
+    /// Bytes of free text in a record: an alert's summary, a failed
+    /// delivery's error, a probe's `cert_error` and `content_failure`.
+    /// Default 2,048.
     pub max_text_bytes: usize,
     /// Bytes of a log in a record: a watchdog step's output tail, a heartbeat
     /// ping's body. Any characters (logs hold newlines and escapes). Default

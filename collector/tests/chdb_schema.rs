@@ -127,6 +127,17 @@ impl Steps {
 const OTHER_TTL: &str =
     "MergeTree ORDER BY site TTL toDateTime(0) SETTINGS index_granularity = 8192";
 
+/// The certificate trust and content check of every probe row.
+const TRUST_AND_CONTENT: [&str; 5] = [
+    "self_signed",
+    "self-signed",
+    "failed",
+    "at least 512 bytes",
+    "<p>",
+];
+/// [`TRUST_AND_CONTENT`] as a server prints them after a row's other columns.
+const CHECKS_OUT: &str = "\tself_signed\tself-signed\tfailed\tat least 512 bytes\t<p>";
+
 fn probe_values(site: &str, status: u16, ts: u64, agent: &str, seq: Option<u64>) -> String {
     let mut values = vec![
         string(site),
@@ -148,6 +159,8 @@ fn probe_values(site: &str, status: u16, ts: u64, agent: &str, seq: Option<u64>)
     if let Some(seq) = seq {
         values.push(seq.to_string());
     }
+    // Added by migration 7, after `seq`.
+    values.extend(TRUST_AND_CONTENT.iter().map(|v| string(v)));
     format!("({})", values.join(", "))
 }
 
@@ -323,7 +336,7 @@ fn steps() -> Vec<Value> {
     s.expect(
         "applied versions",
         APPLIED_VERSIONS_SQL,
-        "1\n2\n3\n4\n5\n6\n",
+        "1\n2\n3\n4\n5\n6\n7\n",
     );
 
     // Table TTLs at start: set, unchanged, changed, removed, set again.
@@ -385,7 +398,7 @@ fn steps() -> Vec<Value> {
     s.expect(
         "last",
         render(schema::LAST_SQL, &[&string("a.example")]),
-        &format!("a.example\t200\t123\t443\thttps://www.a.example/\t1\t{t2}\n"),
+        &format!("a.example\t200\t123\t443\thttps://www.a.example/\t1\t{t2}{CHECKS_OUT}\n"),
     );
     let dump = |conditions: &str, literals: &[&str]| {
         let sql = schema::dump_last_sql(conditions, Order::Desc.order_by());
@@ -395,8 +408,8 @@ fn steps() -> Vec<Value> {
         "dump_last, no filter",
         dump("1", &["0", "1000"]),
         &format!(
-            "a.example\t200\t123\t443\thttps://www.a.example/\t1\t{t2}\n\
-             b.example\t200\t123\t443\thttps://www.b.example/\t1\t{t1}\n"
+            "a.example\t200\t123\t443\thttps://www.a.example/\t1\t{t2}{CHECKS_OUT}\n\
+             b.example\t200\t123\t443\thttps://www.b.example/\t1\t{t1}{CHECKS_OUT}\n"
         ),
     );
     // The watch snapshot's probes: every column of the newest row per site.
@@ -404,8 +417,8 @@ fn steps() -> Vec<Value> {
         "latest probes",
         render(schema::LATEST_PROBES_SQL, &["0"]),
         &format!(
-            "a.example\t200\t123\t443\thttps://www.a.example/\t1\t{t2}\t123456\t2345\t98765\t\tGET\thttps://a.example/\t1900000000000\tedge-1\n\
-             b.example\t200\t123\t443\thttps://www.b.example/\t1\t{t1}\t123456\t2345\t98765\t\tGET\thttps://b.example/\t1900000000000\tedge-1\n"
+            "a.example\t200\t123\t443\thttps://www.a.example/\t1\t{t2}\t123456\t2345\t98765\t\tGET\thttps://a.example/\t1900000000000\tedge-1{CHECKS_OUT}\n\
+             b.example\t200\t123\t443\thttps://www.b.example/\t1\t{t1}\t123456\t2345\t98765\t\tGET\thttps://b.example/\t1900000000000\tedge-1{CHECKS_OUT}\n"
         ),
     );
     s.expect(

@@ -50,6 +50,40 @@ fn probe(site: &str, ts: u64) -> ProbeRow {
         target: format!("https://{site}:8443/"),
         cert_expiry: 1_900_000_000_000,
         agent: "ignored: the batch's agent is stored".to_owned(),
+        cert_trust: CHECKS.cert_trust.to_owned(),
+        cert_error: CHECKS.cert_error.to_owned(),
+        content: CHECKS.content.to_owned(),
+        content_failure: CHECKS.content_failure.to_owned(),
+        content_excerpt: CHECKS.content_excerpt.to_owned(),
+    }
+}
+
+/// The certificate trust and content check every [`probe`] carries.
+struct Checks {
+    cert_trust: &'static str,
+    cert_error: &'static str,
+    content: &'static str,
+    content_failure: &'static str,
+    content_excerpt: &'static str,
+}
+
+const CHECKS: Checks = Checks {
+    cert_trust: "name_mismatch",
+    cert_error: "certificate not valid for name \"x\"",
+    content: "failed",
+    content_failure: "at least 512 bytes",
+    content_excerpt: "<html><body></body></html>",
+};
+
+/// The [`CHECKS`] as the API reads them, the other fields empty.
+fn checks() -> LastState {
+    LastState {
+        cert_trust: CHECKS.cert_trust.into(),
+        cert_error: CHECKS.cert_error.into(),
+        content: CHECKS.content.into(),
+        content_failure: CHECKS.content_failure.into(),
+        content_excerpt: CHECKS.content_excerpt.into(),
+        ..LastState::default()
     }
 }
 
@@ -73,7 +107,8 @@ fn count(config: &StorageConfig, table: &str) -> u64 {
 }
 
 const PROBE_COLUMNS: &str = "site, status, ms, port, location, `cross`, ts, latency_us, \
-                             connect_us, first_byte_us, error, method, target, cert_expiry, agent";
+                             connect_us, first_byte_us, error, method, target, cert_expiry, agent, \
+                             cert_trust, cert_error, content, content_failure, content_excerpt";
 
 #[tokio::test]
 async fn migrations_create_the_tables_and_rerun_idempotently() {
@@ -136,7 +171,7 @@ async fn migrations_create_the_tables_and_rerun_idempotently() {
     assert_eq!(
         versions,
         "1\tprobe tables\t1\n2\tbatch markers\t1\n3\tbatch digests\t1\n4\tsample tables\t1\n\
-         5\talert tables\t1\n6\twatchdog and heartbeat tables\t1\n"
+         5\talert tables\t1\n6\twatchdog and heartbeat tables\t1\n7\tprobe trust and content\t1\n"
     );
     let partition_keys = q(
         &config,
@@ -176,9 +211,11 @@ async fn write_batch_writes_every_column() {
 
     let expected_last = format!(
         "a.example\t301\t123\t8443\thttps://www.a.example/\t1\t{ts}\t123456\t2345\t98765\t\
-         timeout\tGET\thttps://a.example:8443/\t1900000000000\tedge-1\n\
+         timeout\tGET\thttps://a.example:8443/\t1900000000000\tedge-1\t\
+         name_mismatch\tcertificate not valid for name \"x\"\tfailed\tat least 512 bytes\t<html><body></body></html>\n\
          o\\'brien.example\t301\t123\t8443\t\t0\t{}\t123456\t2345\t98765\t\
-         \tHEAD\thttps://o\\'brien.example:8443/\t1900000000000\tedge-1\n",
+         \tHEAD\thttps://o\\'brien.example:8443/\t1900000000000\tedge-1\t\
+         name_mismatch\tcertificate not valid for name \"x\"\tfailed\tat least 512 bytes\t<html><body></body></html>\n",
         ts + 1
     );
     let last = q(
@@ -697,6 +734,7 @@ async fn last_answers_the_newest_probe_of_a_site() {
             location: "https://elsewhere.example/".into(),
             cross: 1,
             ts,
+            ..checks()
         })
     );
     assert_eq!(store.last("unknown.example").await.expect("last"), None);

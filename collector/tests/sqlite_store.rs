@@ -55,6 +55,40 @@ fn probe(site: &str, ts: u64) -> ProbeRow {
         target: format!("https://{site}:8443/"),
         cert_expiry: 1_900_000_000_000,
         agent: "ignored: the batch's agent is stored".to_owned(),
+        cert_trust: CHECKS.cert_trust.to_owned(),
+        cert_error: CHECKS.cert_error.to_owned(),
+        content: CHECKS.content.to_owned(),
+        content_failure: CHECKS.content_failure.to_owned(),
+        content_excerpt: CHECKS.content_excerpt.to_owned(),
+    }
+}
+
+/// The certificate trust and content check every [`probe`] carries.
+struct Checks {
+    cert_trust: &'static str,
+    cert_error: &'static str,
+    content: &'static str,
+    content_failure: &'static str,
+    content_excerpt: &'static str,
+}
+
+const CHECKS: Checks = Checks {
+    cert_trust: "name_mismatch",
+    cert_error: "certificate not valid for name \"x\"",
+    content: "failed",
+    content_failure: "at least 512 bytes",
+    content_excerpt: "<html><body></body></html>",
+};
+
+/// The [`CHECKS`] as the API reads them, the other fields empty.
+fn checks() -> LastState {
+    LastState {
+        cert_trust: CHECKS.cert_trust.into(),
+        cert_error: CHECKS.cert_error.into(),
+        content: CHECKS.content.into(),
+        content_failure: CHECKS.content_failure.into(),
+        content_excerpt: CHECKS.content_excerpt.into(),
+        ..LastState::default()
     }
 }
 
@@ -125,7 +159,8 @@ fn unix_seconds() -> u64 {
 }
 
 const PROBE_COLUMNS: &str = "site, status, ms, port, location, \"cross\", ts, latency_us, \
-                             connect_us, first_byte_us, error, method, target, cert_expiry, agent";
+                             connect_us, first_byte_us, error, method, target, cert_expiry, agent, \
+                             cert_trust, cert_error, content, content_failure, content_excerpt";
 
 #[tokio::test]
 async fn open_creates_the_directory_tables_and_migrations() {
@@ -209,7 +244,7 @@ async fn open_creates_the_directory_tables_and_migrations() {
              FROM schema_migrations ORDER BY version"
         ),
         "1|probe tables|1\n2|batch markers|1\n3|batch digests|1\n4|sample tables|1\n\
-         5|alert tables|1\n6|watchdog and heartbeat tables|1\n"
+         5|alert tables|1\n6|watchdog and heartbeat tables|1\n7|probe trust and content|1\n"
     );
 }
 
@@ -298,9 +333,11 @@ async fn write_batch_writes_every_column() {
 
     let expected_last = format!(
         "a.example|301|123|8443|https://www.a.example/|1|{ts}|123456|2345|98765|\
-         timeout|GET|https://a.example:8443/|1900000000000|edge-1\n\
+         timeout|GET|https://a.example:8443/|1900000000000|edge-1|\
+         name_mismatch|certificate not valid for name \"x\"|failed|at least 512 bytes|<html><body></body></html>\n\
          o'brien.example|301|123|8443||0|{}|123456|2345|98765|\
-         |HEAD|https://o'brien.example:8443/|1900000000000|edge-1\n",
+         |HEAD|https://o'brien.example:8443/|1900000000000|edge-1|\
+         name_mismatch|certificate not valid for name \"x\"|failed|at least 512 bytes|<html><body></body></html>\n",
         ts + 1
     );
     let last = q(
@@ -643,6 +680,7 @@ async fn last_answers_known_and_unknown_sites() {
             location: "https://www.a.example/".into(),
             cross: 1,
             ts,
+            ..checks()
         })
     );
     assert_eq!(
@@ -655,6 +693,7 @@ async fn last_answers_known_and_unknown_sites() {
             location: String::new(),
             cross: 0,
             ts: ts + 5,
+            ..checks()
         })
     );
     assert_eq!(store.last("unknown.example").await.expect("last"), None);
@@ -866,6 +905,7 @@ async fn dump_last_filters_orders_and_pages() {
             location: "https://x.other/".into(),
             cross: 1,
             ts: T + 10,
+            ..checks()
         }]
     );
 }

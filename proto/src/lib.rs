@@ -25,6 +25,44 @@ impl v1::ProbeError {
     }
 }
 
+impl v1::CertTrust {
+    /// Short lowercase name stored in tables and shown by the API and the
+    /// alerts ("" when not checked).
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Unspecified => "",
+            Self::Trusted => "trusted",
+            Self::Expired => "expired",
+            Self::UnknownIssuer => "unknown_issuer",
+            Self::NameMismatch => "name_mismatch",
+            Self::SelfSigned => "self_signed",
+            Self::Invalid => "invalid",
+        }
+    }
+
+    /// Every value but UNSPECIFIED.
+    pub const CHECKED: [Self; 6] = [
+        Self::Trusted,
+        Self::Expired,
+        Self::UnknownIssuer,
+        Self::NameMismatch,
+        Self::SelfSigned,
+        Self::Invalid,
+    ];
+}
+
+impl v1::ContentOutcome {
+    /// Short lowercase name stored in tables and shown by the API ("" when
+    /// no content check ran).
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Unspecified => "",
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 impl v1::ProbeMethod {
     /// Method name stored in tables.
     pub fn as_label(self) -> &'static str {

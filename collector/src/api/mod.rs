@@ -535,7 +535,10 @@ impl<S: Store> ApiState<S> {
 /// reads of [`MAX_DUMP_LIMIT`]).
 pub const MAX_RESTRICTED_SCAN: u64 = 100_000;
 
-/// One site's newest probe in the old worker's short names.
+/// One site's newest probe in the old worker's short names, then the
+/// certificate trust and content check under their column names, each only
+/// when set: a plain probe answers exactly the old worker's shape, which
+/// its clients may compare key for key.
 #[derive(Serialize)]
 struct StateJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -546,6 +549,16 @@ struct StateJson<'a> {
     l: Option<&'a str>,
     x: u8,
     t: u64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    cert_trust: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    cert_error: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    content: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    content_failure: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    content_excerpt: &'a str,
 }
 
 impl<'a> StateJson<'a> {
@@ -558,6 +571,11 @@ impl<'a> StateJson<'a> {
             l: (!state.location.is_empty()).then_some(state.location.as_str()),
             x: state.cross,
             t: state.ts,
+            cert_trust: &state.cert_trust,
+            cert_error: &state.cert_error,
+            content: &state.content,
+            content_failure: &state.content_failure,
+            content_excerpt: &state.content_excerpt,
         }
     }
 }
@@ -700,15 +718,7 @@ mod tests {
                 .iter()
                 .rev()
                 .find(|(_, r)| r.site == site)
-                .map(|(_, r)| LastState {
-                    site: r.site.clone(),
-                    status: r.status,
-                    ms: r.ms,
-                    port: r.port,
-                    location: r.location.clone(),
-                    cross: r.cross,
-                    ts: r.ts,
-                }))
+                .map(|(_, r)| state_of(r)))
         }
 
         async fn dump_last(&self, filter: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
@@ -716,15 +726,7 @@ mod tests {
             let mut out = Vec::new();
             for (_, row) in self.rows.lock().expect("not poisoned").iter() {
                 if filter.statuses.is_empty() || filter.statuses.contains(&row.status) {
-                    out.push(LastState {
-                        site: row.site.clone(),
-                        status: row.status,
-                        ms: row.ms,
-                        port: row.port,
-                        location: row.location.clone(),
-                        cross: row.cross,
-                        ts: row.ts,
-                    });
+                    out.push(state_of(row));
                 }
             }
             Ok(out)
@@ -898,6 +900,100 @@ mod tests {
             answer,
             json!({"ok": true, "site": "b.com",
                    "data": {"s": 0, "ms": 7, "p": 8080, "l": null, "x": 0, "t": t}})
+        );
+    }
+
+    /// A row's state as the stores read it back.
+    fn state_of(r: &ProbeRow) -> LastState {
+        LastState {
+            site: r.site.clone(),
+            status: r.status,
+            ms: r.ms,
+            port: r.port,
+            location: r.location.clone(),
+            cross: r.cross,
+            ts: r.ts,
+            cert_trust: r.cert_trust.clone(),
+            cert_error: r.cert_error.clone(),
+            content: r.content.clone(),
+            content_failure: r.content_failure.clone(),
+            content_excerpt: r.content_excerpt.clone(),
+        }
+    }
+
+    #[tokio::test]
+    async fn trust_and_content_keys_appear_only_when_set() {
+        let row = |site: &str| ProbeRow {
+            site: site.into(),
+            status: 200,
+            ms: 5,
+            port: 443,
+            ts: 1_800_000_000_000,
+            ..ProbeRow::default()
+        };
+        let checked = ProbeRow {
+            cert_trust: "self_signed".into(),
+            cert_error: "self-signed certificate".into(),
+            content: "failed".into(),
+            content_failure: "contains \"Error establishing a database connection\"".into(),
+            content_excerpt: "<h1>Error establishing a database connection</h1>".into(),
+            ..row("b.com")
+        };
+        let trusted = ProbeRow {
+            cert_trust: "trusted".into(),
+            content: "ok".into(),
+            ..row("c.com")
+        };
+        let store = MemStore::default();
+        *store.rows.lock().expect("not poisoned") = vec![
+            ("e".into(), row("a.com")),
+            ("e".into(), checked),
+            ("e".into(), trusted),
+        ];
+        let s = serve(store, config()).await;
+        let old_shape =
+            json!({"s": 200, "ms": 5, "p": 443, "l": null, "x": 0, "t": 1_800_000_000_000u64});
+        let (_, answer) = s.get("/last?site=a.com").await;
+        assert_eq!(answer["data"], old_shape);
+        let (_, answer) = s.get("/last?site=b.com").await;
+        let mut expected = old_shape.clone();
+        for (key, value) in [
+            ("cert_trust", "self_signed"),
+            ("cert_error", "self-signed certificate"),
+            ("content", "failed"),
+            (
+                "content_failure",
+                "contains \"Error establishing a database connection\"",
+            ),
+            (
+                "content_excerpt",
+                "<h1>Error establishing a database connection</h1>",
+            ),
+        ] {
+            expected[key] = json!(value);
+        }
+        assert_eq!(answer["data"], expected);
+        let (_, answer) = s.get("/dump_last").await;
+        let data = answer["data"].as_array().expect("rows");
+        let keys = |i: usize| -> Vec<&str> {
+            let object = data[i].as_object().expect("object");
+            object.keys().map(String::as_str).collect()
+        };
+        assert_eq!(keys(0), ["site", "s", "ms", "p", "l", "x", "t"]);
+        assert_eq!(data[1]["content_excerpt"], expected["content_excerpt"]);
+        assert_eq!(
+            keys(2),
+            [
+                "site",
+                "s",
+                "ms",
+                "p",
+                "l",
+                "x",
+                "t",
+                "cert_trust",
+                "content"
+            ]
         );
     }
 

@@ -41,6 +41,7 @@ impl FakeStore {
                 location: row.location,
                 cross: row.cross,
                 ts: row.ts,
+                ..LastState::default()
             };
             newest.insert(row.site, state);
         }

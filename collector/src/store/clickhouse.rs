@@ -688,6 +688,11 @@ struct HistoryRow<'a> {
     cert_expiry: u64,
     agent: &'a str,
     seq: u64,
+    cert_trust: &'a str,
+    cert_error: &'a str,
+    content: &'a str,
+    content_failure: &'a str,
+    content_excerpt: &'a str,
 }
 
 impl<'a> HistoryRow<'a> {
@@ -709,6 +714,11 @@ impl<'a> HistoryRow<'a> {
             cert_expiry: p.cert_expiry,
             agent,
             seq,
+            cert_trust: &p.cert_trust,
+            cert_error: &p.cert_error,
+            content: &p.content,
+            content_failure: &p.content_failure,
+            content_excerpt: &p.content_excerpt,
         }
     }
 }
@@ -731,6 +741,11 @@ struct LastRow<'a> {
     target: &'a str,
     cert_expiry: u64,
     agent: &'a str,
+    cert_trust: &'a str,
+    cert_error: &'a str,
+    content: &'a str,
+    content_failure: &'a str,
+    content_excerpt: &'a str,
 }
 
 impl<'a> LastRow<'a> {
@@ -751,6 +766,11 @@ impl<'a> LastRow<'a> {
             target: &p.target,
             cert_expiry: p.cert_expiry,
             agent,
+            cert_trust: &p.cert_trust,
+            cert_error: &p.cert_error,
+            content: &p.content,
+            content_failure: &p.content_failure,
+            content_excerpt: &p.content_excerpt,
         }
     }
 }
@@ -773,6 +793,11 @@ struct ProbeRead {
     target: String,
     cert_expiry: u64,
     agent: String,
+    cert_trust: String,
+    cert_error: String,
+    content: String,
+    content_failure: String,
+    content_excerpt: String,
 }
 
 impl From<ProbeRead> for ProbeRow {
@@ -793,6 +818,11 @@ impl From<ProbeRead> for ProbeRow {
             target: r.target,
             cert_expiry: r.cert_expiry,
             agent: r.agent,
+            cert_trust: r.cert_trust,
+            cert_error: r.cert_error,
+            content: r.content,
+            content_failure: r.content_failure,
+            content_excerpt: r.content_excerpt,
         }
     }
 }

@@ -109,6 +109,17 @@ pub struct ProbeRow {
     pub cert_expiry: u64,
     /// Agent that sent the row (its certificate name).
     pub agent: String,
+    /// Direct https probes: `trusted`, `expired`, `unknown_issuer`,
+    /// `name_mismatch`, `self_signed` or `invalid`; empty when not checked.
+    pub cert_trust: String,
+    /// Why the certificate is not trusted (one line); empty otherwise.
+    pub cert_error: String,
+    /// A content check's outcome: `ok` or `failed`; empty when none ran.
+    pub content: String,
+    /// The assertion that failed, as configured; empty otherwise.
+    pub content_failure: String,
+    /// A short excerpt of the body around what failed (at most 200 bytes).
+    pub content_excerpt: String,
 }
 
 impl ProbeRow {
@@ -122,6 +133,11 @@ impl ProbeRow {
             + self.method.len()
             + self.target.len()
             + self.agent.len()
+            + self.cert_trust.len()
+            + self.cert_error.len()
+            + self.content.len()
+            + self.content_failure.len()
+            + self.content_excerpt.len()
     }
 }
 

@@ -9,8 +9,10 @@ pub const MAX_DUMP_LIMIT: u32 = 5000;
 pub const DEFAULT_DUMP_LIMIT: u32 = 1000;
 
 /// The newest probe of one site, in the old worker's terms. Also the row the
-/// ClickHouse store reads it as (fields in the queries' column order).
-#[derive(Debug, Clone, PartialEq, Eq, ::clickhouse::Row, serde::Deserialize)]
+/// ClickHouse store reads it as (fields in the queries' column order). The
+/// fields after `ts` came with issue 16 (certificate trust, content checks):
+/// empty when not checked, as on every row written before them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, ::clickhouse::Row, serde::Deserialize)]
 pub struct LastState {
     pub site: String,
     pub status: u16,
@@ -22,6 +24,12 @@ pub struct LastState {
     pub cross: u8,
     /// Unix milliseconds.
     pub ts: u64,
+    /// See [`ProbeRow`](super::ProbeRow)'s fields of the same names.
+    pub cert_trust: String,
+    pub cert_error: String,
+    pub content: String,
+    pub content_failure: String,
+    pub content_excerpt: String,
 }
 
 /// Sort order of `/dump_last` by `ts`.

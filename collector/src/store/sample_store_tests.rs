@@ -10,13 +10,16 @@ use livehead_testkit::Backend;
 use livehead_testkit::clickhouse::ClickHouseServer;
 
 use super::clickhouse::ClickHouseStore;
+use super::clickhouse::schema;
 use super::samples::{
     AlertDeliveryRow, AlertEventRow, DiskRow, FilesystemRow, HeartbeatCheckRow, HeartbeatPingRow,
     HeartbeatStateRow, History, InterfaceRow, Latest, Newest, NodeRow, PodRow, SampleKind, Scope,
     ServiceRow, SiteDiskRow, SiteProcessRow, StatsQuery, WatchdogEventRow,
 };
 use super::sqlite::SqliteStore;
-use super::{BatchWrite, ProbeRow, Rows, StorageConfig, Store, WriteOutcome};
+use super::{
+    BatchWrite, DumpFilter, LastState, ProbeRow, Rows, StorageConfig, Store, WriteOutcome,
+};
 
 /// One ClickHouse server for the collector's unit tests (each test its own database).
 pub(crate) static SERVER: LazyLock<ClickHouseServer> = LazyLock::new(ClickHouseServer::start);
@@ -34,6 +37,8 @@ livehead_testkit::on_both_stores!(
     the_readme_alert_queries_run_as_written,
     the_readme_watchdog_and_heartbeat_queries_run_as_written,
     newest_rows_of_one_thing_come_newest_first,
+    probe_trust_and_content_read_back_on_every_path,
+    migration_7_adds_trust_and_content_to_existing_probe_tables,
 );
 
 enum TestStore {
@@ -697,6 +702,11 @@ fn probe(agent: &str, site: &str, ts: u64, status: u16) -> ProbeRow {
         target: "10.0.0.7:443".into(),
         cert_expiry: 1_900_000_000_000,
         agent: agent.into(),
+        cert_trust: "expired".into(),
+        cert_error: "invalid peer certificate: Expired".into(),
+        content: "failed".into(),
+        content_failure: "contains \"critical error\"".into(),
+        content_excerpt: "<p>There has been a critical error on this website.</p>".into(),
     }
 }
 
@@ -931,4 +941,197 @@ async fn newest_rows_of_one_thing_come_newest_first(backend: Backend) {
         newest(&["c0000000-0000-4000-8000-000000000000"], 10).await,
         []
     );
+}
+
+// ---- Probe trust and content (migration 7) --------------------------------
+
+impl TestStore {
+    async fn last(&self, site: &str) -> Option<LastState> {
+        match self {
+            Self::Sqlite(store, _) => store.last(site).await,
+            Self::ClickHouse(store, _) => store.last(site).await,
+        }
+        .expect("last")
+    }
+
+    async fn dump_last(&self) -> Vec<LastState> {
+        let filter = DumpFilter::default();
+        match self {
+            Self::Sqlite(store, _) => store.dump_last(&filter).await,
+            Self::ClickHouse(store, _) => store.dump_last(&filter).await,
+        }
+        .expect("dump_last")
+    }
+
+    /// The same file or database opened again, as a restarted collector.
+    async fn reopen(self) -> Self {
+        match self {
+            Self::Sqlite(store, dir) => {
+                drop(store);
+                let config = StorageConfig {
+                    sqlite_path: dir.path().join("livehead.db"),
+                    ..StorageConfig::default()
+                };
+                Self::Sqlite(SqliteStore::open(&config).await.expect("reopen"), dir)
+            }
+            Self::ClickHouse(store, database) => {
+                drop(store);
+                let config = StorageConfig {
+                    clickhouse_url: Some(SERVER.http_url()),
+                    database: database.clone(),
+                    ..StorageConfig::default()
+                };
+                let store = ClickHouseStore::connect(&config).await.expect("reconnect");
+                Self::ClickHouse(Box::new(store), database)
+            }
+        }
+    }
+
+    /// A probe table's column names, in order.
+    fn columns(&self, table: &str) -> String {
+        let sql = match self {
+            Self::Sqlite(..) => {
+                format!("SELECT group_concat(name, ',') FROM pragma_table_info('{table}')")
+            }
+            Self::ClickHouse(..) => format!(
+                "SELECT arrayStringConcat(groupArray(name), ',') FROM system.columns \
+                 WHERE database = currentDatabase() AND table = '{table}'"
+            ),
+        };
+        self.sql(&sql).trim().to_owned()
+    }
+}
+
+/// The newest state `probe` leaves, as the API reads it.
+fn state_of(p: &ProbeRow) -> LastState {
+    LastState {
+        site: p.site.clone(),
+        status: p.status,
+        ms: p.ms,
+        port: p.port,
+        location: p.location.clone(),
+        cross: p.cross,
+        ts: p.ts,
+        cert_trust: p.cert_trust.clone(),
+        cert_error: p.cert_error.clone(),
+        content: p.content.clone(),
+        content_failure: p.content_failure.clone(),
+        content_excerpt: p.content_excerpt.clone(),
+    }
+}
+
+/// A probe that checked neither its certificate nor its content.
+fn unchecked(agent: &str, site: &str, ts: u64) -> ProbeRow {
+    ProbeRow {
+        cert_trust: String::new(),
+        cert_error: String::new(),
+        content: String::new(),
+        content_failure: String::new(),
+        content_excerpt: String::new(),
+        ..probe(agent, site, ts, 200)
+    }
+}
+
+async fn probe_trust_and_content_read_back_on_every_path(backend: Backend) {
+    let store = TestStore::open(backend, "probe_checks", 30).await;
+    let now = clock::unix_ms();
+    let checked = probe("edge-1", "a.example", now - 1000, 200);
+    let plain = unchecked("edge-1", "b.example", now - 2000);
+    // A newer plain probe replaces a checked state entirely.
+    let older = probe("edge-1", "c.example", now - 5000, 200);
+    let newer = unchecked("edge-1", "c.example", now - 3000);
+    let rows = Rows::from(vec![checked.clone(), plain.clone(), older]);
+    store.write("edge-1", 1, &rows).await;
+    store
+        .write("edge-1", 2, &Rows::from(vec![newer.clone()]))
+        .await;
+
+    assert_eq!(store.last("a.example").await, Some(state_of(&checked)));
+    assert_eq!(store.last("b.example").await, Some(state_of(&plain)));
+    assert_eq!(
+        store.dump_last().await,
+        [state_of(&checked), state_of(&plain), state_of(&newer)]
+    );
+    assert_eq!(
+        store.latest_probes(0).await,
+        [checked.clone(), plain, newer]
+    );
+    // History keeps every probe's fields (BI reads them there).
+    let history = store.sql(
+        "SELECT site, cert_trust, cert_error, content, content_failure, content_excerpt \
+         FROM health_history WHERE cert_trust != '' ORDER BY site",
+    );
+    let expected: String = ["a.example", "c.example"]
+        .iter()
+        .map(|site| {
+            format!(
+                "{site}|{}|{}|{}|{}|{}\n",
+                checked.cert_trust,
+                checked.cert_error,
+                checked.content,
+                checked.content_failure,
+                checked.content_excerpt
+            )
+        })
+        .collect();
+    assert_eq!(history, expected);
+    // The README's query of untrusted certificates.
+    let last = match store {
+        TestStore::Sqlite(..) => "health_last",
+        TestStore::ClickHouse(..) => "health_last FINAL",
+    };
+    let untrusted = store.sql(&format!(
+        "SELECT site, cert_trust, cert_error FROM {last} \
+         WHERE cert_trust NOT IN ('', 'trusted') ORDER BY site"
+    ));
+    assert_eq!(
+        untrusted,
+        format!("a.example|{}|{}\n", checked.cert_trust, checked.cert_error)
+    );
+}
+
+/// A store whose probe tables predate migration 7 (rows in them) gets the
+/// columns last, as a fresh one has them, and its old rows read as "not
+/// checked".
+async fn migration_7_adds_trust_and_content_to_existing_probe_tables(backend: Backend) {
+    let store = TestStore::open(backend, "migration_7", 30).await;
+    let now = clock::unix_ms();
+    for table in ["health_history", "health_last"] {
+        for column in [
+            "cert_trust",
+            "cert_error",
+            "content",
+            "content_failure",
+            "content_excerpt",
+        ] {
+            store.sql(&format!("ALTER TABLE {table} DROP COLUMN {column}"));
+        }
+        store.sql(&format!(
+            "INSERT INTO {table} (site, status, ms, ts) VALUES ('old.example', 200, 5, {now})"
+        ));
+    }
+    match &store {
+        TestStore::Sqlite(..) => store.sql("DELETE FROM schema_migrations WHERE version = 7"),
+        // Every migration runs again: each is idempotent.
+        TestStore::ClickHouse(..) => store.sql("DROP TABLE schema_migrations"),
+    };
+    let store = store.reopen().await;
+    assert_eq!(
+        store.columns("health_history"),
+        schema::history_columns().join(",")
+    );
+    assert_eq!(
+        store.columns("health_last"),
+        schema::last_columns().join(",")
+    );
+    let old = store.last("old.example").await.expect("the old row");
+    assert_eq!(
+        (old.status, old.cert_trust.as_str(), old.content.as_str()),
+        (200, "", "")
+    );
+    let checked = probe("edge-1", "old.example", now + 1, 200);
+    store
+        .write("edge-1", 1, &Rows::from(vec![checked.clone()]))
+        .await;
+    assert_eq!(store.last("old.example").await, Some(state_of(&checked)));
 }

@@ -2,7 +2,8 @@
 //! refusal naming the field and the reason.
 
 use livehead_proto::v1::{
-    ProbeError, ProbeMethod, ProbeResult, PushRequest, RecordRejection, record::Kind,
+    CertTrust, ContentOutcome, ProbeError, ProbeMethod, ProbeResult, PushRequest, RecordRejection,
+    record::Kind,
 };
 
 use livehead_common::host::check_host_name;
@@ -105,6 +106,7 @@ pub fn check_probe(
             format!("{} is after the year 9999", p.cert_expiry_ms),
         ));
     }
+    let checks = check_trust_and_content(p, limits)?;
     Ok(ProbeRow {
         site: p.site.to_ascii_lowercase(),
         status,
@@ -121,6 +123,53 @@ pub fn check_probe(
         target: p.target.clone(),
         cert_expiry: p.cert_expiry_ms,
         agent: agent.into(),
+        cert_trust: checks.cert_trust.into(),
+        cert_error: p.cert_error.clone(),
+        content: checks.content.into(),
+        content_failure: p.content_failure.clone(),
+        content_excerpt: p.content_excerpt.clone(),
+    })
+}
+
+/// Most bytes of a probe's `content_excerpt` (what the proto promises).
+pub const MAX_CONTENT_EXCERPT_BYTES: usize = 200;
+
+/// The stored labels of a probe's certificate trust and content outcome.
+struct Checks {
+    cert_trust: &'static str,
+    content: &'static str,
+}
+
+/// A probe's trust and content fields: known enums (UNSPECIFIED, "not
+/// checked", included), one-line texts within their limits. Texts are not
+/// tied to their verdict: a probe is never refused for an extra word.
+fn check_trust_and_content(p: &ProbeResult, limits: &Limits) -> Result<Checks, Invalid> {
+    let cert_trust = CertTrust::try_from(p.cert_trust).map_err(|_| {
+        invalid(
+            "probe.cert_trust",
+            format!("unknown certificate trust {}", p.cert_trust),
+        )
+    })?;
+    let content = ContentOutcome::try_from(p.content).map_err(|_| {
+        invalid(
+            "probe.content",
+            format!("unknown content outcome {}", p.content),
+        )
+    })?;
+    check_text("probe.cert_error", &p.cert_error, limits.max_text_bytes)?;
+    check_text(
+        "probe.content_failure",
+        &p.content_failure,
+        limits.max_text_bytes,
+    )?;
+    check_text(
+        "probe.content_excerpt",
+        &p.content_excerpt,
+        MAX_CONTENT_EXCERPT_BYTES,
+    )?;
+    Ok(Checks {
+        cert_trust: cert_trust.as_label(),
+        content: content.as_label(),
     })
 }
 
@@ -280,6 +329,26 @@ mod tests {
             (|p| p.ts_ms = 5, "probe.ts_ms"),
             (|p| p.location = "x".repeat(5000), "probe.location"),
             (|p| p.location = "a\nb".into(), "probe.location"),
+            (|p| p.cert_trust = 7, "probe.cert_trust"),
+            (|p| p.cert_error = "x".repeat(2049), "probe.cert_error"),
+            (|p| p.cert_error = "bad\r\nchain".into(), "probe.cert_error"),
+            (|p| p.content = 3, "probe.content"),
+            (
+                |p| p.content_failure = "x".repeat(2049),
+                "probe.content_failure",
+            ),
+            (
+                |p| p.content_failure = "tab\there".into(),
+                "probe.content_failure",
+            ),
+            (
+                |p| p.content_excerpt = "x".repeat(201),
+                "probe.content_excerpt",
+            ),
+            (
+                |p| p.content_excerpt = "<p>\n".into(),
+                "probe.content_excerpt",
+            ),
         ];
         for (mutate, field) in cases {
             let mut p = good();
@@ -287,6 +356,34 @@ mod tests {
             let err = check_probe(&p, "a", NOW, &limits).expect_err(field);
             assert_eq!(err.field, field, "{err:?}");
         }
+    }
+
+    #[test]
+    fn trust_and_content_are_stored_by_name() {
+        let limits = Limits::default();
+        let row = check_probe(&good(), "a", NOW, &limits).expect("valid");
+        let empty = [
+            &row.cert_trust,
+            &row.cert_error,
+            &row.content,
+            &row.content_failure,
+            &row.content_excerpt,
+        ];
+        assert!(empty.iter().all(|f| f.is_empty()), "{row:?}");
+        let mut p = good();
+        p.cert_trust = CertTrust::UnknownIssuer as i32;
+        p.cert_error = "invalid peer certificate: UnknownIssuer".into();
+        p.content = ContentOutcome::Failed as i32;
+        p.content_failure = "contains \"critical error\"".into();
+        p.content_excerpt = "é".repeat(100);
+        let row = check_probe(&p, "a", NOW, &limits).expect("valid");
+        assert_eq!(
+            (row.cert_trust.as_str(), row.content.as_str()),
+            ("unknown_issuer", "failed")
+        );
+        assert_eq!(row.cert_error, p.cert_error);
+        assert_eq!(row.content_failure, p.content_failure);
+        assert_eq!(row.content_excerpt.len(), MAX_CONTENT_EXCERPT_BYTES);
     }
 
     #[test]

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 
 use livehead_proto::v1::record::Kind;
 use livehead_proto::v1::{
-    AlertDelivery, AlertEvent, AlertSeverity, AlertState, DeliveryOutcome, DiskSample,
-    FilesystemSample, HeartbeatCheck, HeartbeatPing, HeartbeatState, HeartbeatStatus,
-    InterfaceSample, NodeSample, PingKind, PodSample, ProbeError, ProbeMethod, ProbeResult, Record,
-    ServiceState, SiteDiskSample, SiteProcessSample, StepEnd, WatchdogEvent, WatchdogEventKind,
+    AlertDelivery, AlertEvent, AlertSeverity, AlertState, CertTrust, ContentOutcome,
+    DeliveryOutcome, DiskSample, FilesystemSample, HeartbeatCheck, HeartbeatPing, HeartbeatState,
+    HeartbeatStatus, InterfaceSample, NodeSample, PingKind, PodSample, ProbeError, ProbeMethod,
+    ProbeResult, Record, ServiceState, SiteDiskSample, SiteProcessSample, StepEnd, WatchdogEvent,
+    WatchdogEventKind,
 };
 
 use crate::store::samples::{
@@ -84,9 +85,20 @@ fn probe(r: &ProbeRow) -> Kind {
         ts_ms: r.ts,
         cert_expiry_ms: r.cert_expiry,
         target: r.target.clone(),
-        // Not stored yet (issue 16).
-        ..ProbeResult::default()
+        cert_trust: from_label(&CertTrust::CHECKED, |t| Some(t.as_label()), &r.cert_trust) as i32,
+        cert_error: r.cert_error.clone(),
+        content: content_outcome(&r.content) as i32,
+        content_failure: r.content_failure.clone(),
+        content_excerpt: r.content_excerpt.clone(),
     })
+}
+
+fn content_outcome(stored: &str) -> ContentOutcome {
+    from_label(
+        &[ContentOutcome::Ok, ContentOutcome::Failed],
+        |c| Some(c.as_label()),
+        stored,
+    )
 }
 
 fn alert(r: &AlertEventRow) -> Kind {
@@ -513,7 +525,11 @@ mod tests {
                 ts_ms,
                 cert_expiry_ms: NOW + 86_400_000,
                 target: "10.0.0.7:443".into(),
-                ..ProbeResult::default()
+                cert_trust: CertTrust::NameMismatch as i32,
+                cert_error: "certificate not valid for name \"a.example\"".into(),
+                content: ContentOutcome::Failed as i32,
+                content_failure: "does not contain \"There has been a critical error\"".into(),
+                content_excerpt: "<p>There has been a critical error on this website.</p>".into(),
             }),
         ];
         kinds
@@ -563,6 +579,49 @@ mod tests {
             ts_ms: NOW,
             ..ProbeResult::default()
         }));
+        // Every certificate verdict, then every content outcome, on https
+        // answers (UNSPECIFIED, "not checked", is the probe above).
+        for trust in CertTrust::CHECKED {
+            let untrusted = trust != CertTrust::Trusted;
+            sent.push(Kind::Probe(ProbeResult {
+                site: format!("{}.example", trust.as_label().replace('_', "-")),
+                status: 200,
+                method: ProbeMethod::Get as i32,
+                port: 443,
+                ts_ms: NOW,
+                cert_trust: trust as i32,
+                cert_error: if untrusted {
+                    "why".into()
+                } else {
+                    String::new()
+                },
+                cert_expiry_ms: NOW + 1000,
+                ..ProbeResult::default()
+            }));
+        }
+        for content in [ContentOutcome::Ok, ContentOutcome::Failed] {
+            let failed = content == ContentOutcome::Failed;
+            sent.push(Kind::Probe(ProbeResult {
+                site: format!("content-{}.example", content.as_label()),
+                status: 200,
+                method: ProbeMethod::Get as i32,
+                port: 80,
+                ts_ms: NOW,
+                content: content as i32,
+                content_failure: if failed {
+                    "at least 512 bytes".into()
+                } else {
+                    String::new()
+                },
+                content_excerpt: if failed {
+                    "<html></html>".into()
+                } else {
+                    String::new()
+                },
+                ..ProbeResult::default()
+            }));
+        }
+        let probes = sent.len();
         for (i, severity) in [
             AlertSeverity::Critical,
             AlertSeverity::Error,
@@ -608,8 +667,8 @@ mod tests {
         let checked = check_batch(&batch, "a", NOW, &limits);
         assert!(checked.rejected.is_empty(), "{:?}", checked.rejected);
         // The batch order puts alerts and deliveries before probes.
-        let mut expected = sent[4..].to_vec();
-        expected.extend_from_slice(&sent[..4]);
+        let mut expected = sent[probes..].to_vec();
+        expected.extend_from_slice(&sent[..probes]);
         assert_eq!(records(&checked.rows), expected);
     }
 

@@ -118,7 +118,8 @@ const LC: &str = "LowCardinality(String)";
 const US: &str = "UInt64 CODEC(T64, ZSTD)";
 
 /// `health_history`'s columns; `health_last` has all but `seq`. The first seven keep
-/// the old worker's names (`ts` is unix milliseconds).
+/// the old worker's names (`ts` is unix milliseconds). Those after `seq` were
+/// added by migration 7 ([`TRUST_AND_CONTENT`]), so they come last.
 const PROBE_COLUMNS: &[Column] = &[
     col("site", "String", LC),
     col("status", "UInt16", "UInt16"),
@@ -136,6 +137,22 @@ const PROBE_COLUMNS: &[Column] = &[
     col("cert_expiry", "UInt64", "UInt64 CODEC(ZSTD)"),
     col("agent", "String", LC),
     col("seq", "UInt64", "UInt64 CODEC(Delta, ZSTD)"),
+    col("cert_trust", "String", LC),
+    col("cert_error", "String", LC),
+    col("content", "String", LC),
+    col("content_failure", "String", LC),
+    // Text cut from bodies: too varied for a dictionary.
+    col("content_excerpt", "String", "String CODEC(ZSTD)"),
+];
+
+/// The probe columns migration 7 adds to both probe tables: a probe's
+/// certificate trust and content check (issue 16).
+const TRUST_AND_CONTENT: &[&str] = &[
+    "cert_trust",
+    "cert_error",
+    "content",
+    "content_failure",
+    "content_excerpt",
 ];
 
 const BATCH_COLUMNS: &[Column] = &[
@@ -205,7 +222,7 @@ pub fn migrations(flavour: Flavour) -> Vec<Migration> {
     let history = format!(
         "CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (\n{}\n) ENGINE = MergeTree \
          PARTITION BY {PROBE_DAY} ORDER BY (site, ts){}",
-        column_list(flavour, PROBE_COLUMNS, &[]),
+        column_list(flavour, PROBE_COLUMNS, TRUST_AND_CONTENT),
         ttl_settings(flavour)
     );
     // ReplacingMergeTree(ts): the newest probe per site wins, so a replayed older
@@ -213,7 +230,11 @@ pub fn migrations(flavour: Flavour) -> Vec<Migration> {
     let last = format!(
         "CREATE TABLE IF NOT EXISTS {LAST_TABLE} (\n{}\n) ENGINE = ReplacingMergeTree(ts) \
          ORDER BY site",
-        column_list(flavour, PROBE_COLUMNS, &["seq"])
+        column_list(
+            flavour,
+            PROBE_COLUMNS,
+            &[&["seq"][..], TRUST_AND_CONTENT].concat()
+        )
     );
     let batches = format!(
         "CREATE TABLE IF NOT EXISTS {BATCHES_TABLE} (\n{}\n) ENGINE = MergeTree \
@@ -275,7 +296,35 @@ pub fn migrations(flavour: Flavour) -> Vec<Migration> {
             name: "watchdog and heartbeat tables",
             statements: sample_tables(flavour, 6),
         },
+        Migration {
+            version: 7,
+            name: "probe trust and content",
+            statements: trust_and_content(flavour),
+        },
     ]
+}
+
+/// Migration 7: [`TRUST_AND_CONTENT`] appended to both probe tables; rows
+/// written before read `''`, a String column's default (no `DEFAULT`
+/// clause: it would have to precede a codec). Each `ADD COLUMN` is skipped when its column
+/// exists, as migration 3's (see [`added_column`]). No view reads these
+/// columns, so nothing else changes.
+fn trust_and_content(flavour: Flavour) -> Vec<String> {
+    [HISTORY_TABLE, LAST_TABLE]
+        .iter()
+        .flat_map(|table| {
+            PROBE_COLUMNS
+                .iter()
+                .filter(|c| TRUST_AND_CONTENT.contains(&c.name))
+                .map(move |c| {
+                    let ty = match flavour {
+                        Flavour::Legacy => c.legacy,
+                        Flavour::Modern => c.modern,
+                    };
+                    format!("ALTER TABLE {table} ADD COLUMN {} {ty}", c.name)
+                })
+        })
+        .collect()
 }
 
 /// The tables of [`crate::store::sample_tables`] that schema `version`
@@ -459,7 +508,8 @@ pub const DROP_PARTITION_SQL: &str = "ALTER TABLE ? DROP PARTITION ID ?";
 
 /// Binds a site; answers its newest probe. The sort key is `site`, so this reads
 /// one granule; `ORDER BY ts` picks the newest of rows not merged yet.
-pub const LAST_SQL: &str = "SELECT site, status, ms, port, location, `cross`, ts \
+pub const LAST_SQL: &str = "SELECT site, status, ms, port, location, `cross`, ts, \
+     cert_trust, cert_error, content, content_failure, content_excerpt \
      FROM health_last WHERE site = ? ORDER BY ts DESC LIMIT 1";
 
 /// Binds `since`; answers the newest probe of every site probed since then,
@@ -470,9 +520,13 @@ pub const LATEST_PROBES_SQL: &str = "SELECT site, tupleElement(v, 1) AS status, 
      tupleElement(v, 5) AS `cross`, last_ts AS ts, tupleElement(v, 6) AS latency_us, \
      tupleElement(v, 7) AS connect_us, tupleElement(v, 8) AS first_byte_us, \
      tupleElement(v, 9) AS error, tupleElement(v, 10) AS method, tupleElement(v, 11) AS target, \
-     tupleElement(v, 12) AS cert_expiry, tupleElement(v, 13) AS agent FROM (\
+     tupleElement(v, 12) AS cert_expiry, tupleElement(v, 13) AS agent, \
+     tupleElement(v, 14) AS cert_trust, tupleElement(v, 15) AS cert_error, \
+     tupleElement(v, 16) AS content, tupleElement(v, 17) AS content_failure, \
+     tupleElement(v, 18) AS content_excerpt FROM (\
      SELECT site, max(ts) AS last_ts, argMax(tuple(status, ms, port, location, `cross`, \
-     latency_us, connect_us, first_byte_us, error, method, target, cert_expiry, agent), ts) AS v \
+     latency_us, connect_us, first_byte_us, error, method, target, cert_expiry, agent, \
+     cert_trust, cert_error, content, content_failure, content_excerpt), ts) AS v \
      FROM health_last GROUP BY site HAVING last_ts >= ?) ORDER BY agent, site";
 
 /// `/dump_last`: the newest probe per site, then the filter, order and page.
@@ -486,10 +540,17 @@ pub const LATEST_PROBES_SQL: &str = "SELECT site, tupleElement(v, 1) AS status, 
 pub fn dump_last_sql(conditions: &str, order_by: &str) -> String {
     format!(
         "SELECT site, last_status AS status, last_ms AS ms, last_port AS port, \
-         last_location AS location, last_cross AS `cross`, last_ts AS ts FROM (\
+         last_location AS location, last_cross AS `cross`, last_ts AS ts, \
+         last_cert_trust AS cert_trust, last_cert_error AS cert_error, \
+         last_content AS content, last_content_failure AS content_failure, \
+         last_content_excerpt AS content_excerpt FROM (\
          SELECT site, argMax(status, ts) AS last_status, argMax(ms, ts) AS last_ms, \
          argMax(port, ts) AS last_port, argMax(location, ts) AS last_location, \
-         argMax(`cross`, ts) AS last_cross, max(ts) AS last_ts \
+         argMax(`cross`, ts) AS last_cross, max(ts) AS last_ts, \
+         argMax(cert_trust, ts) AS last_cert_trust, argMax(cert_error, ts) AS last_cert_error, \
+         argMax(content, ts) AS last_content, \
+         argMax(content_failure, ts) AS last_content_failure, \
+         argMax(content_excerpt, ts) AS last_content_excerpt \
          FROM health_last GROUP BY site) \
          WHERE {conditions} ORDER BY {order_by} LIMIT ?, ?"
     )
@@ -524,7 +585,7 @@ mod tests {
         for flavour in [Flavour::Legacy, Flavour::Modern] {
             let all = migrations(flavour);
             let versions: Vec<u32> = all.iter().map(|m| m.version).collect();
-            assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+            assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
             for statement in all.iter().flat_map(|m| &m.statements) {
                 let guarded = statement.contains(" IF NOT EXISTS ")
                     || statement.contains(" IF EXISTS ")
@@ -540,6 +601,10 @@ mod tests {
         assert_eq!(
             added_column("ALTER TABLE ingest_batches ADD COLUMN digest UInt64 DEFAULT 0"),
             Some(("ingest_batches", "digest"))
+        );
+        assert_eq!(
+            added_column("ALTER TABLE health_last ADD COLUMN cert_trust String"),
+            Some(("health_last", "cert_trust"))
         );
         assert_eq!(added_column("ALTER TABLE t MODIFY TTL x"), None);
         assert_eq!(added_column("DROP TABLE IF EXISTS v"), None);

@@ -101,6 +101,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "watchdog and heartbeat tables",
         sql: || samples::migration_sql(6).into(),
     },
+    Migration {
+        version: 7,
+        name: "probe trust and content",
+        sql: || TRUST_AND_CONTENT_SQL.into(),
+    },
 ];
 
 const BOOTSTRAP_SQL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -172,6 +177,22 @@ CREATE INDEX IF NOT EXISTS ingest_batches_written_at ON ingest_batches (written_
 const BATCH_DIGESTS_SQL: &str =
     "ALTER TABLE ingest_batches ADD COLUMN digest INTEGER NOT NULL DEFAULT 0;";
 
+/// A probe's certificate trust and content check (issue 16), appended to
+/// both probe tables as in ClickHouse; `''` in the rows written before.
+/// Applied once: its transaction records the version.
+const TRUST_AND_CONTENT_SQL: &str = "
+ALTER TABLE health_history ADD COLUMN cert_trust TEXT NOT NULL DEFAULT '';
+ALTER TABLE health_history ADD COLUMN cert_error TEXT NOT NULL DEFAULT '';
+ALTER TABLE health_history ADD COLUMN content TEXT NOT NULL DEFAULT '';
+ALTER TABLE health_history ADD COLUMN content_failure TEXT NOT NULL DEFAULT '';
+ALTER TABLE health_history ADD COLUMN content_excerpt TEXT NOT NULL DEFAULT '';
+ALTER TABLE health_last ADD COLUMN cert_trust TEXT NOT NULL DEFAULT '';
+ALTER TABLE health_last ADD COLUMN cert_error TEXT NOT NULL DEFAULT '';
+ALTER TABLE health_last ADD COLUMN content TEXT NOT NULL DEFAULT '';
+ALTER TABLE health_last ADD COLUMN content_failure TEXT NOT NULL DEFAULT '';
+ALTER TABLE health_last ADD COLUMN content_excerpt TEXT NOT NULL DEFAULT '';
+";
+
 const APPLIED_VERSIONS_SQL: &str = "SELECT version FROM schema_migrations";
 const RECORD_MIGRATION_SQL: &str =
     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)";
@@ -185,7 +206,8 @@ const MARKER_SQL: &str = "SELECT records, digest FROM ingest_batches WHERE agent
 macro_rules! probe_columns {
     () => {
         "site, status, ms, port, location, \"cross\", ts, latency_us, connect_us, \
-         first_byte_us, error, method, target, cert_expiry, agent"
+         first_byte_us, error, method, target, cert_expiry, agent, cert_trust, cert_error, \
+         content, content_failure, content_excerpt"
     };
 }
 
@@ -195,34 +217,42 @@ macro_rules! probe_columns {
 const UPSERT_LAST_SQL: &str = concat!(
     "INSERT INTO health_last (",
     probe_columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
+     ?16, ?17, ?18, ?19, ?20) \
      ON CONFLICT (site) DO UPDATE SET status = excluded.status, ms = excluded.ms, \
      port = excluded.port, location = excluded.location, \"cross\" = excluded.\"cross\", \
      ts = excluded.ts, latency_us = excluded.latency_us, connect_us = excluded.connect_us, \
      first_byte_us = excluded.first_byte_us, error = excluded.error, \
      method = excluded.method, target = excluded.target, \
-     cert_expiry = excluded.cert_expiry, agent = excluded.agent \
+     cert_expiry = excluded.cert_expiry, agent = excluded.agent, \
+     cert_trust = excluded.cert_trust, cert_error = excluded.cert_error, \
+     content = excluded.content, content_failure = excluded.content_failure, \
+     content_excerpt = excluded.content_excerpt \
      WHERE excluded.ts >= health_last.ts"
 );
 
 const INSERT_HISTORY_SQL: &str = concat!(
     "INSERT INTO health_history (",
     probe_columns!(),
-    ", seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    ", seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
+     ?16, ?17, ?18, ?19, ?20, ?21)"
 );
 
 macro_rules! state_select {
     () => {
-        "SELECT site, status, ms, port, location, \"cross\", ts FROM health_last"
+        "SELECT site, status, ms, port, location, \"cross\", ts, cert_trust, cert_error, \
+         content, content_failure, content_excerpt FROM health_last"
     };
 }
 
 const LAST_SQL: &str = concat!(state_select!(), " WHERE site = ?1");
 
 /// Binds `since`; every column of `health_last` in [`ProbeRow`]'s order.
-const LATEST_PROBES_SQL: &str = "SELECT site, status, ms, port, location, \"cross\", ts, \
-     latency_us, connect_us, first_byte_us, error, method, target, cert_expiry, agent \
-     FROM health_last WHERE ts >= ?1 ORDER BY agent, site";
+const LATEST_PROBES_SQL: &str = concat!(
+    "SELECT ",
+    probe_columns!(),
+    " FROM health_last WHERE ts >= ?1 ORDER BY agent, site"
+);
 
 /// Chunked through `rowid` because this SQLite has no `DELETE ... LIMIT`.
 const EXPIRE_HISTORY_SQL: &str = "DELETE FROM health_history WHERE rowid IN \
@@ -619,7 +649,7 @@ fn write_rows(
 }
 
 /// The values of [`probe_columns!`], in order.
-fn probe_values(p: &ProbeRow, agent: &str) -> [Value; 15] {
+fn probe_values(p: &ProbeRow, agent: &str) -> [Value; 20] {
     [
         Value::Text(p.site.clone()),
         Value::Integer(p.status.into()),
@@ -636,6 +666,11 @@ fn probe_values(p: &ProbeRow, agent: &str) -> [Value; 15] {
         Value::Text(p.target.clone()),
         Value::Integer(saturate(p.cert_expiry)),
         Value::Text(agent.to_owned()),
+        Value::Text(p.cert_trust.clone()),
+        Value::Text(p.cert_error.clone()),
+        Value::Text(p.content.clone()),
+        Value::Text(p.content_failure.clone()),
+        Value::Text(p.content_excerpt.clone()),
     ]
 }
 
@@ -667,6 +702,11 @@ fn probe_row(row: &Row<'_>) -> rusqlite::Result<ProbeRow> {
         target: row.get(12)?,
         cert_expiry: get_u64(row, 13)?,
         agent: row.get(14)?,
+        cert_trust: row.get(15)?,
+        cert_error: row.get(16)?,
+        content: row.get(17)?,
+        content_failure: row.get(18)?,
+        content_excerpt: row.get(19)?,
     })
 }
 
@@ -680,6 +720,11 @@ fn last_state(row: &Row<'_>) -> rusqlite::Result<LastState> {
         location: row.get(4)?,
         cross: row.get(5)?,
         ts: get_u64(row, 6)?,
+        cert_trust: row.get(7)?,
+        cert_error: row.get(8)?,
+        content: row.get(9)?,
+        content_failure: row.get(10)?,
+        content_excerpt: row.get(11)?,
     })
 }
 
@@ -715,7 +760,7 @@ mod tests {
     #[test]
     fn migrations_are_ordered_and_idempotent() {
         let versions: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
         // CREATEs are idempotent; an ALTER runs once, in the transaction that
         // records its version.
         for migration in MIGRATIONS {
