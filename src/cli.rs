@@ -157,6 +157,9 @@ pub struct AgentArgs {
     /// Probe only: no sampling of the node, its pods, sites and services.
     #[arg(long, env = "LIVEHEAD_NO_SAMPLE")]
     pub no_sample: bool,
+    /// HEAD-first probes only: no content checks.
+    #[arg(long, env = "LIVEHEAD_NO_CONTENT")]
+    pub no_content: bool,
     /// Time between two samples of the node (5s to 5m; default 10s).
     #[arg(long, env = "LIVEHEAD_SAMPLE_INTERVAL", value_parser = humantime::parse_duration)]
     pub sample_interval: Option<Duration>,
@@ -184,6 +187,7 @@ impl AgentArgs {
         set(&mut c.collector.compression, self.compression);
         set(&mut c.runtime.worker_threads, self.worker_threads);
         c.sample.enabled &= !self.no_sample;
+        c.content.enabled &= !self.no_content;
         set(&mut c.sample.interval, self.sample_interval);
         if !(0.0..=1.0).contains(&c.rounds.spread) {
             bail!(

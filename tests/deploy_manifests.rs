@@ -191,8 +191,8 @@ fn subcommand(cli: &Cli) -> &'static str {
 /// A service's effective configuration, built like the binary does (the file,
 /// then flags and environment over it), with the file's text given here.
 enum Effective {
-    Agent(AgentConfig),
-    Collector(CollectorConfig),
+    Agent(Box<AgentConfig>),
+    Collector(Box<CollectorConfig>),
     Other,
 }
 
@@ -222,11 +222,15 @@ fn effective(cli: Cli, config: Option<(&str, &str)>) -> Result<Effective, String
     match cli.command {
         Command::Agent(mut args) => {
             args.config = file;
-            args.into_config().map(Effective::Agent).map_err(err)
+            args.into_config()
+                .map(|c| Effective::Agent(Box::new(c)))
+                .map_err(err)
         }
         Command::Collector(mut args) => {
             args.config = file;
-            args.into_config().map(Effective::Collector).map_err(err)
+            args.into_config()
+                .map(|c| Effective::Collector(Box::new(c)))
+                .map_err(err)
         }
         // The alerter's flags and keys are checked by loading them; the
         // checks against the manifest around it are the agent's and the

@@ -100,6 +100,9 @@ fn agent_named(
         "0",
         "--metrics-listen",
         &format!("127.0.0.1:{metrics}"),
+        // These tests count HEAD requests and check HEAD-first fields; the
+        // content checks' GETs have their own test (content_checks.rs).
+        "--no-content",
     ]
     .map(String::from)
     .to_vec();

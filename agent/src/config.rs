@@ -28,6 +28,10 @@ pub struct AgentConfig {
     pub target: Option<String>,
     /// Probe time-outs and limits.
     pub probe: ProbeConfig,
+    /// Content checks: assertions on a `GET` of each site, on their own
+    /// cadence (`[content]`; see `content::ContentConfig`). Default on, with
+    /// the WordPress failure pages.
+    pub content: crate::content::ContentConfig,
     /// Round scheduling.
     pub rounds: RoundsConfig,
     /// How results are grouped into batches.
@@ -59,6 +63,7 @@ impl Default for AgentConfig {
             sites: SitesConfig::default(),
             target: None,
             probe: ProbeConfig::default(),
+            content: crate::content::ContentConfig::default(),
             rounds: RoundsConfig::default(),
             batch: BatchConfig::default(),
             spool: SpoolConfig::default(),

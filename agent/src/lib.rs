@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod cert_trust;
 pub mod config;
+pub mod content;
 pub mod discovery;
 pub mod metrics;
 pub mod probe;
@@ -54,6 +55,8 @@ pub enum AgentError {
     #[error(transparent)]
     Sample(#[from] sample::SampleConfigError),
     #[error(transparent)]
+    Content(#[from] content::ContentConfigError),
+    #[error(transparent)]
     WatchdogConfig(#[from] watchdog::WatchdogConfigError),
     #[error(transparent)]
     WatchdogPermissions(#[from] watchdog::PermissionError),
@@ -82,6 +85,7 @@ pub async fn run_with_reload(
     reload: Arc<Notify>,
 ) -> Result<(), AgentError> {
     let discovery = discovery(&config)?;
+    let content = content::ContentChecks::new(&config.content)?;
     let sample_config = sample_config(&config)?;
     let watchdog = watchdog_config(&config)?;
     let tokens = watchdog::supervise::admin_tokens(&config.watchdog)?;
@@ -109,7 +113,8 @@ pub async fn run_with_reload(
             config.rounds.spread,
             config.rounds.concurrency,
         )
-    };
+    }
+    .with_content(content, config.rounds.interval);
     let prober = probe::Prober::new(config.probe.clone())?;
     // A one-shot run (`--once`, from cron) probes only: rates need two samples.
     let sampler = (!config.rounds.once).then(|| {

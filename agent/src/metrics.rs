@@ -12,6 +12,9 @@ pub struct AgentMetrics {
     /// Probes done, by outcome: 2xx, 3xx, 4xx, 5xx, or the error kind.
     pub probes: IntCounterVec,
     pub probe_seconds: Histogram,
+    /// Content checks done, by outcome: `ok`, `failed`, `unchecked` (no
+    /// answer, or a redirect without `statuses`).
+    pub content_checks: IntCounterVec,
     pub rounds: IntCounter,
     pub round_seconds: Gauge,
     pub sites: IntGauge,
@@ -64,6 +67,14 @@ impl AgentMetrics {
                     HistogramOpts::new("probe_seconds", "Probe latency").buckets(vec![
                         0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                     ]),
+                )
+                .expect("static metric"),
+            ),
+            content_checks: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("content_checks_total", "Content checks done, by outcome"),
+                    &["outcome"],
                 )
                 .expect("static metric"),
             ),

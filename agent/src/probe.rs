@@ -33,6 +33,7 @@ use livehead_common::clock::unix_ms;
 use livehead_common::domain::is_cross_domain;
 
 use crate::cert_trust::{CertChecker, TrustError, Verdict};
+use crate::content::{Assertions, Verdict as ContentVerdict};
 
 const USER_AGENT_VALUE: HeaderValue =
     HeaderValue::from_static(concat!("livehead/", env!("CARGO_PKG_VERSION")));
@@ -113,45 +114,98 @@ impl Prober {
     /// Probes one site; never fails: errors become status 0 + error kind.
     pub async fn probe(&self, site: &str, target: &Target) -> ProbeResult {
         let ts_ms = unix_ms();
-        let (target_label, port) = describe(target);
         let (method, attempt) = match Endpoint::new(site, target) {
             Ok(endpoint) => self.head_then_get(&endpoint).await,
             // Nothing was sent, so no method produced this result.
             Err(kind) => (ProbeMethod::Unspecified, Attempt::failed(kind)),
         };
-        let location = attempt.location.unwrap_or_default();
-        ProbeResult {
-            site: site.to_owned(),
-            status: attempt.status.into(),
-            error: attempt.error as i32,
-            method: method as i32,
-            latency_us: attempt.latency_us,
-            connect_us: attempt.connect_us,
-            first_byte_us: attempt.first_byte_us,
-            port: port.into(),
-            cross_domain: !location.is_empty() && is_cross_domain(site, &location),
-            location,
-            ts_ms,
-            cert_expiry_ms: attempt.cert_expiry_ms,
-            target: target_label,
-            cert_trust: attempt.cert.trust as i32,
-            cert_error: attempt.cert.error,
-            // Content checks (issue 16) are not made yet.
-            ..ProbeResult::default()
-        }
+        result(site, target, ts_ms, method, attempt)
     }
 
+    /// Probes one site with a content check: one plain `GET` (no HEAD first,
+    /// no Range) reading at most `max_body_bytes` of the body, which is then
+    /// judged by `assertions`. A probe without an answer checks nothing.
+    pub async fn probe_content(
+        &self,
+        site: &str,
+        target: &Target,
+        assertions: &Assertions,
+        max_body_bytes: usize,
+    ) -> ProbeResult {
+        let ts_ms = unix_ms();
+        let fetch = Fetch::Body {
+            limit: max_body_bytes,
+        };
+        let (method, mut attempt) = match Endpoint::new(site, target) {
+            Ok(endpoint) => (ProbeMethod::Get, self.attempt(&endpoint, fetch).await),
+            Err(kind) => (ProbeMethod::Unspecified, Attempt::failed(kind)),
+        };
+        let body = attempt.body.take();
+        let mut out = result(site, target, ts_ms, method, attempt);
+        if let (Some(body), 1..) = (body, out.status) {
+            let status = u16::try_from(out.status).unwrap_or(0);
+            record_verdict(&mut out, assertions.judge(status, &body));
+        }
+        out
+    }
+}
+
+/// Fills the content fields of `out`; `None` (nothing asserted) leaves them unset.
+fn record_verdict(out: &mut ProbeResult, verdict: Option<ContentVerdict>) {
+    let Some(verdict) = verdict else { return };
+    out.content = verdict.outcome() as i32;
+    if let ContentVerdict::Failed { failure, excerpt } = verdict {
+        out.content_failure = failure;
+        out.content_excerpt = excerpt;
+    }
+}
+
+/// The record of a probe from its last attempt.
+fn result(
+    site: &str,
+    target: &Target,
+    ts_ms: u64,
+    method: ProbeMethod,
+    attempt: Attempt,
+) -> ProbeResult {
+    let (target_label, port) = describe(target);
+    let location = attempt.location.unwrap_or_default();
+    ProbeResult {
+        site: site.to_owned(),
+        status: attempt.status.into(),
+        error: attempt.error as i32,
+        method: method as i32,
+        latency_us: attempt.latency_us,
+        connect_us: attempt.connect_us,
+        first_byte_us: attempt.first_byte_us,
+        port: port.into(),
+        cross_domain: !location.is_empty() && is_cross_domain(site, &location),
+        location,
+        ts_ms,
+        cert_expiry_ms: attempt.cert_expiry_ms,
+        target: target_label,
+        cert_trust: attempt.cert.trust as i32,
+        cert_error: attempt.cert.error,
+        // A content check fills its fields in `probe_content`.
+        ..ProbeResult::default()
+    }
+}
+
+impl Prober {
     async fn head_then_get(&self, endpoint: &Endpoint<'_>) -> (ProbeMethod, Attempt) {
-        let head = self.attempt(endpoint, Method::HEAD).await;
+        let head = self.attempt(endpoint, Fetch::Head).await;
         // Servers that reject HEAD (or whose HEAD path is broken) may still serve GET.
         let retry = matches!(head.status, 0 | 400 | 405);
         if !retry {
             return (ProbeMethod::Head, head);
         }
-        (ProbeMethod::Get, self.attempt(endpoint, Method::GET).await)
+        (
+            ProbeMethod::Get,
+            self.attempt(endpoint, Fetch::RangeGet).await,
+        )
     }
 
-    async fn attempt(&self, endpoint: &Endpoint<'_>, method: Method) -> Attempt {
+    async fn attempt(&self, endpoint: &Endpoint<'_>, method: Fetch) -> Attempt {
         let config = &self.inner.config;
         let start = Instant::now();
         let deadline = start + config.timeout;
@@ -172,7 +226,7 @@ impl Prober {
     async fn exchange(
         &self,
         endpoint: &Endpoint<'_>,
-        method: Method,
+        method: Fetch,
         clock: &Clock,
         out: &mut Attempt,
     ) -> Result<(), ProbeError> {
@@ -223,7 +277,7 @@ impl Prober {
         &self,
         stream: S,
         endpoint: &Endpoint<'_>,
-        method: Method,
+        method: Fetch,
         clock: &Clock,
         out: &mut Attempt,
     ) -> Result<(), ProbeError>
@@ -235,7 +289,6 @@ impl Prober {
             .map_err(|e| classify_hyper(&e))?;
         // Aborting closes the socket at once instead of leaving it to the server.
         let _conn = AbortOnDrop(tokio::spawn(conn));
-        let is_get = method == Method::GET;
         let request = endpoint.request(method);
         let response = timeout_at(clock.deadline, sender.send_request(request))
             .await
@@ -244,10 +297,23 @@ impl Prober {
         out.first_byte_us = micros(clock.start.elapsed());
         out.status = response.status().as_u16();
         out.location = redirect_location(&response);
-        if is_get {
-            // The status is the answer; a body cut short or too slow does not undo it.
-            let limit = self.inner.config.max_body_bytes;
-            let _ = timeout_at(clock.deadline, drain(response.into_body(), limit)).await;
+        match method {
+            Fetch::Head => {}
+            Fetch::RangeGet => {
+                // The status is the answer; a body cut short or too slow does not undo it.
+                let limit = self.inner.config.max_body_bytes;
+                let _ = timeout_at(clock.deadline, drain(response.into_body(), limit)).await;
+            }
+            Fetch::Body { limit } => {
+                // A body cut short or too slow is judged on what arrived in time.
+                let mut body = Vec::new();
+                let _ = timeout_at(
+                    clock.deadline,
+                    read_body(response.into_body(), limit, &mut body),
+                )
+                .await;
+                out.body = Some(body);
+            }
         }
         Ok(())
     }
@@ -307,10 +373,12 @@ impl<'a> Endpoint<'a> {
         })
     }
 
-    fn request(&self, method: Method) -> Request<Empty<Bytes>> {
-        let is_get = method == Method::GET;
+    fn request(&self, fetch: Fetch) -> Request<Empty<Bytes>> {
         let mut request = Request::new(Empty::new());
-        *request.method_mut() = method;
+        *request.method_mut() = match fetch {
+            Fetch::Head => Method::HEAD,
+            Fetch::RangeGet | Fetch::Body { .. } => Method::GET,
+        };
         *request.uri_mut() = self.path.clone();
         let headers = request.headers_mut();
         headers.insert(HOST, self.host_header.clone());
@@ -319,11 +387,22 @@ impl<'a> Endpoint<'a> {
         if self.forwarded_https {
             headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         }
-        if is_get {
+        if fetch == Fetch::RangeGet {
             headers.insert(RANGE, HeaderValue::from_static("bytes=0-0"));
         }
         request
     }
+}
+
+/// What one attempt asks for and reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fetch {
+    /// The head only.
+    Head,
+    /// `GET` with `Range: bytes=0-0` (the HEAD fallback), body drained and dropped.
+    RangeGet,
+    /// A plain `GET` whose body's first `limit` bytes are kept (content checks).
+    Body { limit: usize },
 }
 
 /// Deadlines of one attempt.
@@ -345,6 +424,8 @@ struct Attempt {
     cert_expiry_ms: u64,
     /// UNSPECIFIED unless a TLS handshake completed.
     cert: Verdict,
+    /// The body read by [`Fetch::Body`], at most its limit.
+    body: Option<Vec<u8>>,
 }
 
 impl Attempt {
@@ -446,6 +527,22 @@ async fn drain(mut body: Incoming, limit: usize) {
     while read < limit {
         match body.frame().await {
             Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+            _ => break,
+        }
+    }
+}
+
+/// Keeps the first `limit` body bytes; once there, stops reading (the
+/// connection is then closed, so the rest is never transferred).
+async fn read_body(mut body: Incoming, limit: usize, out: &mut Vec<u8>) {
+    while out.len() < limit {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let room = limit - out.len();
+                    out.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
             _ => break,
         }
     }

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use livehead_common::Shutdown;
-use livehead_proto::v1::{ProbeError, ProbeResult, Record, record::Kind};
+use livehead_proto::v1::{ContentOutcome, ProbeError, ProbeResult, Record, record::Kind};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::content::ContentChecks;
 use crate::discovery::{Discovery, Site};
 use crate::metrics::AgentMetrics;
 use crate::probe::Prober;
@@ -32,6 +33,12 @@ pub struct Schedule {
     pub concurrency: usize,
     /// One round, then [`run`] returns.
     pub once: bool,
+    /// Content checks and their cadence; `None`: HEAD-first probes only.
+    pub content: Option<Arc<ContentChecks>>,
+    /// Length of a round for the content cadence: `rounds.interval`, also
+    /// for one-shot runs (whose `interval` is zero), which cron starts
+    /// every interval.
+    pub content_period: Duration,
 }
 
 impl Schedule {
@@ -41,6 +48,8 @@ impl Schedule {
             spread_window: interval.mul_f64(spread.clamp(0.0, 1.0)),
             concurrency: concurrency.max(1),
             once: false,
+            content: None,
+            content_period: interval,
         }
     }
 
@@ -52,8 +61,26 @@ impl Schedule {
             spread_window: Duration::ZERO,
             concurrency: concurrency.max(1),
             once: true,
+            content: None,
+            content_period: Duration::ZERO,
         }
     }
+
+    /// The same schedule, with content checks on their cadence, rounds
+    /// being `period` long.
+    pub fn with_content(mut self, content: Option<ContentChecks>, period: Duration) -> Self {
+        self.content = content.map(Arc::new);
+        self.content_period = period;
+        self
+    }
+}
+
+/// The number of the round starting at `now_ms`: the count of `period`s
+/// since the epoch, from the clock rather than a counter so that one-shot
+/// runs started by cron take their turns too.
+pub fn round_number(now_ms: u64, period: Duration) -> u64 {
+    let period_ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
+    now_ms / period_ms
 }
 
 /// Runs rounds until `shutdown` (or after one round with [`Schedule::once`]);
@@ -68,9 +95,10 @@ pub async fn run(
 ) {
     loop {
         let started = Instant::now();
+        let round = round_number(livehead_common::clock::unix_ms(), schedule.content_period);
         let sites = discover(&discovery, &metrics);
         tokio::select! {
-            () = run_round(&schedule, sites, &prober, &records, &metrics) => {}
+            () = run_round(&schedule, round, sites, &prober, &records, &metrics) => {}
             () = shutdown.cancelled() => return,
         }
         let took = started.elapsed();
@@ -111,9 +139,11 @@ fn discover(discovery: &Discovery, metrics: &AgentMetrics) -> Vec<Site> {
     found.sites
 }
 
-/// Probes every site once. Returns when all probes have finished.
+/// Probes every site once (round number `round`, counted from 0, decides
+/// which sites get a content check). Returns when all probes have finished.
 pub async fn run_round(
     schedule: &Schedule,
+    round: u64,
     sites: Vec<Site>,
     prober: &Prober,
     records: &mpsc::Sender<Record>,
@@ -130,10 +160,17 @@ pub async fn run_round(
             break;
         };
         let (prober, records, metrics) = (prober.clone(), records.clone(), metrics.clone());
+        let content = schedule
+            .content
+            .clone()
+            .filter(|checks| checks.due(&site.name, round));
         tasks.spawn(async move {
-            let result = prober.probe(&site.name, &site.target).await;
+            let (result, checked) = probe(&prober, &site, content.as_deref()).await;
             drop(permit);
             record(&metrics, &result);
+            if checked {
+                record_content(&metrics, &result);
+            }
             // A closed channel means the agent is stopping; the result is moot.
             let record = Record {
                 kind: Some(Kind::Probe(result)),
@@ -144,6 +181,34 @@ pub async fn run_round(
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// A content check when one is due and the site has assertions, else the
+/// HEAD-first probe; true for a content check.
+async fn probe(
+    prober: &Prober,
+    site: &Site,
+    content: Option<&ContentChecks>,
+) -> (ProbeResult, bool) {
+    let checked = content.and_then(|c| Some((c.for_site(&site.name)?, c.max_body_bytes())));
+    match checked {
+        Some((assertions, limit)) => {
+            let result = prober
+                .probe_content(&site.name, &site.target, assertions, limit)
+                .await;
+            (result, true)
+        }
+        None => (prober.probe(&site.name, &site.target).await, false),
+    }
+}
+
+fn record_content(metrics: &AgentMetrics, result: &ProbeResult) {
+    let outcome = match result.content() {
+        ContentOutcome::Ok => "ok",
+        ContentOutcome::Failed => "failed",
+        ContentOutcome::Unspecified => "unchecked",
+    };
+    metrics.content_checks.with_label_values(&[outcome]).inc();
 }
 
 fn record(metrics: &AgentMetrics, result: &ProbeResult) {
@@ -185,6 +250,16 @@ mod tests {
             Schedule::new(Duration::from_secs(60), 7.0, 1).spread_window,
             Duration::from_secs(60)
         );
+    }
+
+    #[test]
+    fn round_numbers_count_periods_so_one_shot_runs_take_turns() {
+        let period = Duration::from_secs(1800);
+        assert_eq!(round_number(0, period), 0);
+        assert_eq!(round_number(1_800_000, period), 1);
+        assert_eq!(round_number(5_399_999, period), 2);
+        // A zero period (no interval) does not divide by zero.
+        assert_eq!(round_number(42, Duration::ZERO), 42);
     }
 
     #[test]

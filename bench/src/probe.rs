@@ -60,8 +60,17 @@ pub fn run(env: &Env, args: &Args) -> anyhow::Result<Vec<Table>> {
     );
     for &sites in &args.sizes {
         let root = nginx::web_root(&env.dir, sites)?;
-        let agent = agent_round(env, &pki, &collector, &nginx, &root, args)?;
+        let agent = agent_round(env, &pki, &collector, &nginx, &root, args, None)?;
         check_stored(&collector, sites)?;
+        let content = agent_round(
+            env,
+            &pki,
+            &collector,
+            &nginx,
+            &root,
+            args,
+            Some(&content_config(env)?),
+        )?;
         let script = (sites <= args.script_max)
             .then(|| script_round(env, &collector, &nginx, &root))
             .transpose()?;
@@ -69,6 +78,23 @@ pub fn run(env: &Env, args: &Args) -> anyhow::Result<Vec<Table>> {
             table.row(cells(sites, "live_head.sh (bash+curl)", script));
         }
         table.row(cells(sites, "livehead agent --once", &agent));
+        table.row(cells(
+            sites,
+            "livehead agent --once, content check of every site",
+            &content,
+        ));
+        table.row(vec![
+            sites.to_string(),
+            "**content ÷ HEAD**".into(),
+            ratio(
+                content.usage.wall.as_secs_f64(),
+                agent.usage.wall.as_secs_f64(),
+            ),
+            String::new(),
+            ratio(content.usage.cpu_seconds, agent.usage.cpu_seconds),
+            ratio(content.usage.max_rss_mib(), agent.usage.max_rss_mib()),
+            String::new(),
+        ]);
         if let Some(script) = &script {
             let per_probe = |u: &Usage| u.cpu_seconds / sites as f64;
             table.row(vec![
@@ -97,7 +123,20 @@ pub fn run(env: &Env, args: &Args) -> anyhow::Result<Vec<Table>> {
          processes; its RSS is the largest single process).",
         args.concurrency, args.agent_runs
     ));
+    table.note(
+        "Content check row: the same round with `[content] every_rounds = 1`, so every \
+         site gets one plain GET whose body (nginx's few-byte pages) is read and held \
+         against the default assertions, instead of HEAD; by default only one round in \
+         `every_rounds` (4) does so for a given site.",
+    );
     Ok(vec![table])
+}
+
+/// An agent config that content-checks every site in every round.
+fn content_config(env: &Env) -> anyhow::Result<std::path::PathBuf> {
+    let path = env.path("agent-content.toml");
+    std::fs::write(&path, "[content]\nevery_rounds = 1\n")?;
+    Ok(path)
 }
 
 /// GNU time counts CPU in 10 ms steps: below one step, say so.
@@ -128,10 +167,14 @@ fn agent_round(
     nginx: &Nginx,
     root: &Path,
     args: &Args,
+    config: Option<&Path>,
 ) -> anyhow::Result<Run> {
     let mut runs = Vec::new();
     for i in 0..args.agent_runs.max(1) {
         let mut command = agent_command(env, pki, AGENT, collector);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
         command
             .arg("--web-root")
             .arg(root)
@@ -140,7 +183,8 @@ fn agent_round(
             .arg("--concurrency")
             .arg(args.concurrency.to_string())
             .arg("--once");
-        let log = env.path(&format!("agent-{}-{i}.log", root_size(root)));
+        let kind = if config.is_some() { "content-" } else { "" };
+        let log = env.path(&format!("agent-{kind}{}-{i}.log", root_size(root)));
         let (usage, status) = measure(&mut command, &log)?;
         anyhow::ensure!(
             status.success(),

@@ -35,6 +35,21 @@ pub const NOHEAD_SITE: &str = "nohead.test";
 /// Answers 400 to HEAD and 200 to GET.
 pub const BADHEAD_SITE: &str = "badhead.test";
 
+/// Answers 200 with an empty body (the white screen).
+pub const EMPTY_SITE: &str = "empty.test";
+/// Answers 200 with WordPress' fatal error page.
+pub const WP_ERROR_SITE: &str = "wperror.test";
+/// Answers 503 with WordPress' maintenance page.
+pub const MAINTENANCE_SITE: &str = "maintenance.test";
+/// Answers 200 with a page of [`BIG_PAGE_BYTES`] ending with [`BIG_PAGE_END`].
+pub const BIG_SITE: &str = "big.test";
+pub const BIG_PAGE_BYTES: usize = 1 << 20;
+pub const BIG_PAGE_END: &str = "END-OF-BIG-PAGE";
+/// The body of [`WP_ERROR_SITE`].
+pub const WP_ERROR_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>WordPress &rsaquo; Error</title></head>\n<body id=\"error-page\">\n<div class=\"wp-die-message\"><p>There has been a critical error on this website.</p><p><a href=\"https://wordpress.org/documentation/article/faq-troubleshooting/\">Learn more about troubleshooting WordPress.</a></p></div></body></html>\n";
+/// The body of [`MAINTENANCE_SITE`].
+pub const MAINTENANCE_PAGE: &str = "<!DOCTYPE html><html><body>Briefly unavailable for scheduled maintenance. Check back in a minute.</body></html>";
+
 /// One request as the fake sites saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedRequest {
@@ -250,6 +265,11 @@ fn answer(
         Some(status) => (status, None),
         None => route(host_name(&host), is_head),
     };
+    let body = if forced.is_some() {
+        Bytes::from_static(b"fake site\n")
+    } else {
+        page(host_name(&host))
+    };
     log.lock()
         .unwrap_or_else(PoisonError::into_inner)
         .push(RecordedRequest {
@@ -261,7 +281,7 @@ fn answer(
             user_agent: header_string(headers, header::USER_AGENT.as_str()),
             tls,
         });
-    let mut response = Response::new(Full::new(Bytes::from_static(b"fake site\n")));
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     if let Some(location) = location {
         response
@@ -278,7 +298,23 @@ fn route(host: &str, is_head: bool) -> (StatusCode, Option<&'static str>) {
         ERROR_SITE => (StatusCode::INTERNAL_SERVER_ERROR, None),
         NOHEAD_SITE if is_head => (StatusCode::METHOD_NOT_ALLOWED, None),
         BADHEAD_SITE if is_head => (StatusCode::BAD_REQUEST, None),
+        MAINTENANCE_SITE => (StatusCode::SERVICE_UNAVAILABLE, None),
         _ => (StatusCode::OK, None),
+    }
+}
+
+/// The body a site answers with (HEAD answers drop it).
+fn page(host: &str) -> Bytes {
+    match host {
+        EMPTY_SITE => Bytes::new(),
+        WP_ERROR_SITE => Bytes::from_static(WP_ERROR_PAGE.as_bytes()),
+        MAINTENANCE_SITE => Bytes::from_static(MAINTENANCE_PAGE.as_bytes()),
+        BIG_SITE => {
+            let mut page = vec![b'x'; BIG_PAGE_BYTES - BIG_PAGE_END.len()];
+            page.extend_from_slice(BIG_PAGE_END.as_bytes());
+            Bytes::from(page)
+        }
+        _ => Bytes::from_static(b"fake site\n"),
     }
 }
 

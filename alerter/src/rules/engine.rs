@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use livehead_proto::v1::{CertTrust, ProbeResult, Record, record::Kind};
+use livehead_proto::v1::{CertTrust, ContentOutcome, ProbeResult, Record, record::Kind};
 
 use super::noise::{Noise, Params, millis};
 use super::spec::{
@@ -148,6 +148,8 @@ struct Facts {
     /// was not checked).
     reason: &'static str,
     cert_error: String,
+    content_failure: String,
+    excerpt: String,
 }
 
 #[derive(Debug)]
@@ -289,6 +291,7 @@ pub fn default_summary(kind: RuleKind) -> &'static str {
         RuleKind::CertUntrusted => "the certificate of {site} is not trusted: {reason}",
         RuleKind::RedirectChanged => "{site} now redirects to {location} (was {previous_location})",
         RuleKind::CrossDomain => "{site} redirects to another domain: {location}",
+        RuleKind::Content => "{site} fails its content check ({content_failure}): {excerpt}",
         RuleKind::ErrorRate => "{value} % of probes failing on {group} over {window}",
         RuleKind::LatencyQuantile => {
             "latency above {latency} on {group}: {value} % of probes slower over {window}"
@@ -515,6 +518,13 @@ fn site_holds(spec: &RuleSpec, probe: &ProbeResult, previous: Option<&str>) -> O
             answered.then(|| previous.is_some_and(|previous| previous != probe.location))
         }
         RuleKind::CrossDomain => answered.then_some(probe.cross_domain),
+        // Probes without a content check (most of them: it has its own
+        // cadence) say nothing either way.
+        RuleKind::Content => match probe.content() {
+            ContentOutcome::Failed => Some(true),
+            ContentOutcome::Ok => Some(false),
+            ContentOutcome::Unspecified => None,
+        },
         _ => None,
     }
 }
@@ -528,6 +538,8 @@ fn facts(probe: &ProbeResult, previous: Option<&str>) -> Facts {
         location: probe.location.clone(),
         previous_location: previous.unwrap_or_default().to_owned(),
         days: i64::try_from(days).unwrap_or_default(),
+        content_failure: probe.content_failure.clone(),
+        excerpt: probe.content_excerpt.clone(),
         reason: untrusted_reason(probe.cert_trust()),
         cert_error: probe.cert_error.clone(),
     }
@@ -560,6 +572,8 @@ fn site_vars(facts: &Facts) -> Vec<(&'static str, String)> {
         ("days", facts.days.to_string()),
         ("reason", facts.reason.to_owned()),
         ("cert_error", facts.cert_error.clone()),
+        ("content_failure", facts.content_failure.clone()),
+        ("excerpt", facts.excerpt.clone()),
     ]
 }
 

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use livehead_proto::v1::{
-    CertTrust, FilesystemSample, NodeSample, ProbeError, ProbeResult, Record, ServiceState,
-    record::Kind,
+    CertTrust, ContentOutcome, FilesystemSample, NodeSample, ProbeError, ProbeResult, Record,
+    ServiceState, record::Kind,
 };
 
 use super::*;
@@ -360,6 +360,46 @@ fn cross_domain_holds_while_the_redirect_leaves_the_domain() {
     assert!(run.feed("n1", &[cross(T0 + 2 * S, true)]).is_empty());
     assert_eq!(
         conditions(&run.feed("n1", &[cross(T0 + 3 * S, false)])),
+        [Resolved]
+    );
+}
+
+#[test]
+fn content_holds_on_a_failed_check_and_probes_without_one_say_nothing() {
+    let spec = RuleSpec {
+        failure_threshold: 2,
+        ..rule("Content", RuleKind::Content)
+    };
+    let mut run = Run::new(&[spec]);
+    let failed = |ts| {
+        probe_with("blog.example", ts, |p| {
+            p.content = ContentOutcome::Failed as i32;
+            p.content_failure =
+                "not_contains = \"There has been a critical error on this website\"".to_owned();
+            p.content_excerpt =
+                "<p>There has been a critical error on this website.</p>".to_owned();
+        })
+    };
+    let checked_ok = |ts| {
+        probe_with("blog.example", ts, |p| {
+            p.content = ContentOutcome::Ok as i32;
+        })
+    };
+    assert_eq!(conditions(&run.feed("n1", &[failed(T0)])), [Pending]);
+    // HEAD probes between content checks neither count nor resolve.
+    let plain = probe("blog.example", 200, T0 + S);
+    assert!(run.feed("n1", &[plain]).is_empty());
+    let changes = run.feed("n1", &[failed(T0 + 2 * S)]);
+    assert_eq!(conditions(&changes), [Firing]);
+    assert_eq!(
+        changes[0].summary,
+        "blog.example fails its content check (not_contains = \"There has been a critical error \
+         on this website\"): <p>There has been a critical error on this website.</p>"
+    );
+    let plain = probe("blog.example", 200, T0 + 3 * S);
+    assert!(run.feed("n1", &[plain]).is_empty());
+    assert_eq!(
+        conditions(&run.feed("n1", &[checked_ok(T0 + 4 * S)])),
         [Resolved]
     );
 }

@@ -31,6 +31,8 @@ pub enum RuleKind {
     RedirectChanged,
     /// A site redirects to another registrable domain.
     CrossDomain,
+    /// A site's content check failed (the agent's `[content]` assertions).
+    Content,
     /// Share of failing probes over a `window`, per `group`.
     ErrorRate,
     /// Latency quantile over a `window`, per `group`.
@@ -61,6 +63,7 @@ impl RuleKind {
             RuleKind::CertUntrusted => "cert_untrusted",
             RuleKind::RedirectChanged => "redirect_changed",
             RuleKind::CrossDomain => "cross_domain",
+            RuleKind::Content => "content",
             RuleKind::ErrorRate => "error_rate",
             RuleKind::LatencyQuantile => "latency_quantile",
             RuleKind::Cpu => "cpu",
@@ -103,7 +106,8 @@ impl RuleKind {
             RuleKind::Unreachable
             | RuleKind::CrossDomain
             | RuleKind::RedirectChanged
-            | RuleKind::CertUntrusted => &["sites"],
+            | RuleKind::CertUntrusted
+            | RuleKind::Content => &["sites"],
             RuleKind::Status => &["sites", "statuses"],
             RuleKind::Latency => &["sites", "latency"],
             RuleKind::CertExpiry => &["sites", "days"],

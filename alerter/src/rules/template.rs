@@ -26,6 +26,8 @@ pub const PLACEHOLDERS: &[&str] = &[
     "total",
     "mountpoints",
     "silence",
+    "content_failure",
+    "excerpt",
 ];
 
 /// The `{word}`s of `template`, in order.

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use livehead_proto::v1::{
-    CertTrust, FilesystemSample, NodeSample, ProbeError, ProbeMethod, ProbeResult, Record,
-    ServiceState, record::Kind,
+    CertTrust, ContentOutcome, FilesystemSample, NodeSample, ProbeError, ProbeMethod, ProbeResult,
+    Record, ServiceState, record::Kind,
 };
 use serde::Deserialize;
 
@@ -86,6 +86,10 @@ struct SiteSeries {
     /// not checked). Default: not checked.
     #[serde(default)]
     cert_trust: Option<String>,
+    /// Content check of each probe: `ok`, `fail`, `_` for none (the
+    /// default: HEAD probes between content checks).
+    #[serde(default)]
+    content: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -442,6 +446,20 @@ fn parse_all<T>(
         .collect()
 }
 
+/// A test probe with a content check of `outcome` (`None`: no check).
+fn with_content(mut probe: ProbeResult, outcome: Option<ContentOutcome>) -> ProbeResult {
+    let Some(outcome) = outcome else {
+        return probe;
+    };
+    probe.method = ProbeMethod::Get as i32;
+    probe.content = outcome as i32;
+    if outcome == ContentOutcome::Failed {
+        probe.content_failure = "contains = \"test\"".to_owned();
+        probe.content_excerpt = "test page".to_owned();
+    }
+    probe
+}
+
 fn records(test: &TestSpec, interval: u64) -> Result<Steps, String> {
     let mut steps = Steps::new();
     let mut push = |i: usize, agent: &str, kind: Kind| {
@@ -466,6 +484,11 @@ fn records(test: &TestSpec, interval: u64) -> Result<Steps, String> {
         })?;
         let trust = parse_all(s.cert_trust.as_deref(), "certificate verdict", |t| {
             CertTrust::CHECKED.into_iter().find(|v| v.as_label() == t)
+        })?;
+        let content = parse_all(s.content.as_deref(), "content (ok/fail/_)", |t| match t {
+            "ok" => Some(ContentOutcome::Ok),
+            "fail" => Some(ContentOutcome::Failed),
+            _ => None,
         })?;
         let location = s
             .location
@@ -502,6 +525,7 @@ fn records(test: &TestSpec, interval: u64) -> Result<Steps, String> {
                 cert_trust: trust.get(i).copied().flatten().unwrap_or_default() as i32,
                 ..ProbeResult::default()
             };
+            let probe = with_content(probe, content.get(i).copied().flatten());
             push(i, &s.node, Kind::Probe(probe));
         }
     }

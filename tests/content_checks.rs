@@ -1,0 +1,98 @@
+//! End to end with the real binary: an agent's failing content check
+//! (a WordPress error page answered with 200) reaches a collector on
+//! SQLite with its failure and excerpt; a passing one is stored as OK.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use livehead_testkit::free_port;
+use livehead_testkit::sites::{FakeSites, OK_SITE, WP_ERROR_SITE};
+use support::{Proc, certs, start_collector, tls_args, wait_for, wait_healthy};
+
+fn sqlite(path: &Path, sql: &str) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .args(["-separator", "\t"])
+        .arg(path)
+        .arg(sql)
+        .output()
+        .expect("sqlite3 (apt install sqlite3)");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_content_check_is_stored_with_its_failure_and_excerpt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(&dir.path().join("certs"), &["node-1"]);
+    let db = dir.path().join("livehead.db");
+    let sites = FakeSites::start().await;
+    let (grpc, http) = (free_port(), free_port());
+    let collector = start_collector(
+        "collector",
+        dir.path(),
+        grpc,
+        http,
+        &["--sqlite-path".into(), db.display().to_string()],
+    );
+    wait_healthy(&collector, http).await;
+
+    let list = dir.path().join("sites.txt");
+    std::fs::write(&list, format!("{OK_SITE}\n{WP_ERROR_SITE}\n")).expect("sites");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "[content]\nevery_rounds = 1\n").expect("agent config");
+    let mut args: Vec<String> = [
+        "agent",
+        "--collector-url",
+        &format!("https://127.0.0.1:{grpc}"),
+        "--server-name",
+        "localhost",
+        "--sites-file",
+        &list.display().to_string(),
+        "--target",
+        &format!("127.0.0.1:{}", sites.port()),
+        "--config",
+        &config.display().to_string(),
+        "--metrics-listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--no-sample",
+        "--once",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(tls_args(&dir.path().join("certs"), "agent-node-1"));
+    let mut agent = Proc::spawn("agent", &args, dir.path());
+    let status = agent.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "agent: {}", agent.log());
+
+    let query = "SELECT site, status, method, content, content_failure, content_excerpt \
+                 FROM health_history ORDER BY site";
+    let rows = wait_for(
+        "two probes in the store",
+        Duration::from_secs(30),
+        || collector.log(),
+        || {
+            let rows = sqlite(&db, query);
+            (rows.lines().count() == 2).then_some(rows)
+        },
+    )
+    .await;
+    let rows: Vec<Vec<&str>> = rows.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows[0][..5], [OK_SITE, "200", "GET", "ok", ""], "{rows:?}");
+    assert_eq!(
+        rows[1][..5],
+        [
+            WP_ERROR_SITE,
+            "200",
+            "GET",
+            "failed",
+            "not_contains = \"There has been a critical error on this website\""
+        ],
+        "{rows:?}"
+    );
+    assert!(
+        rows[1][5].contains("There has been a critical error on this website"),
+        "{rows:?}"
+    );
+    assert!(rows[1][5].len() <= 200, "{rows:?}");
+}
