@@ -1,6 +1,8 @@
 //! The ClickHouse store against a real server: Debian's `clickhouse-server` 18.16
 //! started by the testkit (one server for this binary, one database per test).
 
+mod support;
+
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::LazyLock;
@@ -12,6 +14,7 @@ use livehead_collector::store::{
     BatchWrite, ProbeRow, RowsRef, StorageConfig, Store, StoreError, WriteOutcome,
 };
 use livehead_testkit::clickhouse::ClickHouseServer;
+use support::{CHECKS, checks};
 
 static SERVER: LazyLock<ClickHouseServer> = LazyLock::new(ClickHouseServer::start);
 
@@ -55,35 +58,6 @@ fn probe(site: &str, ts: u64) -> ProbeRow {
         content: CHECKS.content.to_owned(),
         content_failure: CHECKS.content_failure.to_owned(),
         content_excerpt: CHECKS.content_excerpt.to_owned(),
-    }
-}
-
-/// The certificate trust and content check every [`probe`] carries.
-struct Checks {
-    cert_trust: &'static str,
-    cert_error: &'static str,
-    content: &'static str,
-    content_failure: &'static str,
-    content_excerpt: &'static str,
-}
-
-const CHECKS: Checks = Checks {
-    cert_trust: "name_mismatch",
-    cert_error: "certificate not valid for name \"x\"",
-    content: "failed",
-    content_failure: "at least 512 bytes",
-    content_excerpt: "<html><body></body></html>",
-};
-
-/// The [`CHECKS`] as the API reads them, the other fields empty.
-fn checks() -> LastState {
-    LastState {
-        cert_trust: CHECKS.cert_trust.into(),
-        cert_error: CHECKS.cert_error.into(),
-        content: CHECKS.content.into(),
-        content_failure: CHECKS.content_failure.into(),
-        content_excerpt: CHECKS.content_excerpt.into(),
-        ..LastState::default()
     }
 }
 

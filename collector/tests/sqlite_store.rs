@@ -2,6 +2,8 @@
 //! Tables are read back with rusqlite directly, and the old D1 queries with the
 //! `sqlite3` shell (Debian package `sqlite3`).
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,6 +17,7 @@ use livehead_collector::store::{
     BatchWrite, DumpFilter, LastState, Order, ProbeRow, RowsRef, StorageConfig, Store, StoreError,
     WriteOutcome,
 };
+use support::{CHECKS, checks};
 use tempfile::TempDir;
 
 const DAY_MS: u64 = 86_400_000;
@@ -60,35 +63,6 @@ fn probe(site: &str, ts: u64) -> ProbeRow {
         content: CHECKS.content.to_owned(),
         content_failure: CHECKS.content_failure.to_owned(),
         content_excerpt: CHECKS.content_excerpt.to_owned(),
-    }
-}
-
-/// The certificate trust and content check every [`probe`] carries.
-struct Checks {
-    cert_trust: &'static str,
-    cert_error: &'static str,
-    content: &'static str,
-    content_failure: &'static str,
-    content_excerpt: &'static str,
-}
-
-const CHECKS: Checks = Checks {
-    cert_trust: "name_mismatch",
-    cert_error: "certificate not valid for name \"x\"",
-    content: "failed",
-    content_failure: "at least 512 bytes",
-    content_excerpt: "<html><body></body></html>",
-};
-
-/// The [`CHECKS`] as the API reads them, the other fields empty.
-fn checks() -> LastState {
-    LastState {
-        cert_trust: CHECKS.cert_trust.into(),
-        cert_error: CHECKS.cert_error.into(),
-        content: CHECKS.content.into(),
-        content_failure: CHECKS.content_failure.into(),
-        content_excerpt: CHECKS.content_excerpt.into(),
-        ..LastState::default()
     }
 }
 
