@@ -19,7 +19,9 @@ use livehead_proto::v1::record::Kind;
 use livehead_proto::v1::{HeartbeatCheck, HeartbeatPing, PingKind, Record};
 use livehead_testkit::free_port;
 use livehead_testkit::receiver::FakeReceiver;
-use support::{certs, http_get, loopback, start_alerter, start_collector, wait_for, wait_healthy};
+use support::{
+    Proc, certs, http_get, loopback, start_alerter, start_collector, wait_for, wait_healthy,
+};
 use tokio::sync::mpsc;
 
 const CHECK_ID: &str = "5bf7e3c1-0f5e-4d3a-9c56-7d1b2e3f4a5b";
@@ -38,6 +40,24 @@ fn sqlite(dir: &Path) -> Vec<String> {
         "--sqlite-path".into(),
         dir.join("livehead.db").display().to_string(),
     ]
+}
+
+/// The `text` of every message Slack received, in order.
+fn slack_texts(slack: &FakeReceiver) -> Vec<String> {
+    slack
+        .received()
+        .iter()
+        .map(|r| r.json["text"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// What a failed wait shows: both processes' logs.
+fn both_logs(alerter: &Proc, collector: &Proc) -> String {
+    format!(
+        "--- alerter\n{}\n--- collector\n{}",
+        alerter.log(),
+        collector.log()
+    )
 }
 
 fn rules(slack: &FakeReceiver) -> String {
@@ -133,20 +153,8 @@ async fn a_late_or_failing_check_is_one_slack_message_and_its_success_resolves_i
     wait_healthy(&collector, http).await;
     let alerter = start_alerter(dir.path(), &[grpc], api, HEARTBEAT_SETTINGS);
     wait_healthy(&alerter, api).await;
-    let logs = || {
-        format!(
-            "--- alerter\n{}\n--- collector\n{}",
-            alerter.log(),
-            collector.log()
-        )
-    };
-    let texts = || -> Vec<String> {
-        slack
-            .received()
-            .iter()
-            .map(|r| r.json["text"].as_str().unwrap_or_default().to_owned())
-            .collect()
-    };
+    let logs = || both_logs(&alerter, &collector);
+    let texts = || slack_texts(&slack);
     let wait_messages = |n: usize| {
         wait_for(
             "Slack messages",
@@ -277,20 +285,8 @@ async fn a_missed_ping_and_a_failing_livehead_run_reach_slack_through_the_ping_e
     wait_healthy(&collector, http).await;
     let alerter = start_alerter(dir.path(), &[grpc], api, HEARTBEAT_SETTINGS);
     wait_healthy(&alerter, api).await;
-    let logs = || {
-        format!(
-            "--- alerter\n{}\n--- collector\n{}",
-            alerter.log(),
-            collector.log()
-        )
-    };
-    let texts = || -> Vec<String> {
-        slack
-            .received()
-            .iter()
-            .map(|r| r.json["text"].as_str().unwrap_or_default().to_owned())
-            .collect()
-    };
+    let logs = || both_logs(&alerter, &collector);
+    let texts = || slack_texts(&slack);
     let wait_text = |what: &'static str| {
         wait_for(
             what,
