@@ -77,7 +77,11 @@ pub fn run(env: &Env, args: &Args) -> anyhow::Result<Vec<Table>> {
         if let Some(script) = &script {
             table.row(cells(sites, "live_head.sh (bash+curl)", script));
         }
-        table.row(cells(sites, "livehead agent --once", &agent));
+        table.row(cells(
+            sites,
+            "livehead agent --once --no-content (HEAD)",
+            &agent,
+        ));
         table.row(cells(
             sites,
             "livehead agent --once, content check of every site",
@@ -172,9 +176,12 @@ fn agent_round(
     let mut runs = Vec::new();
     for i in 0..args.agent_runs.max(1) {
         let mut command = agent_command(env, pki, AGENT, collector);
-        if let Some(config) = config {
-            command.arg("--config").arg(config);
-        }
+        match config {
+            Some(config) => command.arg("--config").arg(config),
+            // The HEAD round the ratio compares with: by default a quarter of
+            // the sites would get their content check in it.
+            None => command.arg("--no-content"),
+        };
         command
             .arg("--web-root")
             .arg(root)
