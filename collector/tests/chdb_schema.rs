@@ -4,6 +4,8 @@
 //! chdb (`collector/tests/chdb_check.py`). Never skips: without python3 or chdb it
 //! fails and says how to install them.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -520,11 +522,11 @@ fn steps() -> Vec<Value> {
     s.0
 }
 
-#[test]
-fn modern_schema_and_queries_run_on_chdb() {
+/// Runs `steps` on chdb and returns what the script printed; fails the
+/// test on any failed step.
+fn run_on_chdb(steps: Vec<Value>) -> String {
     let dir = tempfile::tempdir().expect("temporary directory");
     let file = dir.path().join("steps.json");
-    let steps = steps();
     let count = steps.len();
     std::fs::write(&file, json!({ "steps": steps }).to_string()).expect("write steps");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/chdb_check.py");
@@ -536,7 +538,7 @@ fn modern_schema_and_queries_run_on_chdb() {
         .unwrap_or_else(|err| {
             panic!("cannot run python3 ({err}): install python3, then {INSTALL}")
         });
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
@@ -547,7 +549,12 @@ fn modern_schema_and_queries_run_on_chdb() {
         stdout.contains(&format!("ok: {count} steps")),
         "{stdout}\n{stderr}"
     );
+    stdout
+}
 
+#[test]
+fn modern_schema_and_queries_run_on_chdb() {
+    let stdout = run_on_chdb(steps());
     let version = stdout
         .lines()
         .find_map(|l| l.strip_prefix("version: "))
@@ -557,4 +564,27 @@ fn modern_schema_and_queries_run_on_chdb() {
         Some(Flavour::Modern),
         "chdb {version} should get the Modern flavour"
     );
+}
+
+/// Every Grafana panel's SQL runs on a current ClickHouse and finds the rows
+/// it shows (`clickhouse_store.rs` does the same on 18.16).
+#[test]
+fn grafana_dashboards_run_on_chdb() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64;
+    let mut s = Steps(Vec::new());
+    s.create_schema(Flavour::Modern, "livehead");
+    for (i, insert) in support::grafana::seed(now).into_iter().enumerate() {
+        s.run(&format!("grafana seed {i}"), insert);
+    }
+    for query in support::grafana::queries(now) {
+        s.expect(
+            &query.name,
+            format!("SELECT count() > 0 FROM ({})", query.sql),
+            "1\n",
+        );
+    }
+    run_on_chdb(s.0);
 }

@@ -1043,3 +1043,25 @@ async fn rows_stored_without_their_marker_are_found_not_written_twice() {
     let again = store.write_batches(&group).await.expect("replay");
     assert_eq!(again, [WriteOutcome::Duplicate, WriteOutcome::Duplicate]);
 }
+
+/// Every Grafana panel's SQL runs on 18.16 and finds the rows it shows
+/// (`chdb_schema.rs` does the same on a current ClickHouse).
+#[tokio::test]
+async fn grafana_dashboards_run_on_clickhouse_18() {
+    let config = config("grafana");
+    // Connecting applies the migrations: the tables the dashboards read.
+    ClickHouseStore::connect(&config).await.expect("connect");
+    let now = now_ms();
+    for insert in support::grafana::seed(now) {
+        SERVER.query_in(&config.database, &insert);
+    }
+    for query in support::grafana::queries(now) {
+        let answer = SERVER.query_in(&config.database, &query.sql);
+        assert!(
+            !answer.trim().is_empty(),
+            "{} found nothing:\n{}",
+            query.name,
+            query.sql
+        );
+    }
+}

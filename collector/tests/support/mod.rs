@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod grafana;
+
 use livehead_collector::store::LastState;
 
 /// The certificate trust and content check every test probe carries.
