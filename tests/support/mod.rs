@@ -29,7 +29,21 @@ impl Proc {
         Self::start(name, args, log_dir, true)
     }
 
+    /// Starts `command` (another program than `livehead`, e.g. `podman run`),
+    /// its stderr to the log; stdout is discarded.
+    pub fn spawn_command(name: &str, command: Command, log_dir: &Path) -> Self {
+        Self::start_command(name, command, log_dir, false)
+    }
+
     fn start(name: &str, args: &[String], log_dir: &Path, keep_stdout: bool) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_livehead"));
+        command
+            .args(args)
+            .env("RUST_LOG", "info,livehead_agent::transport=debug");
+        Self::start_command(name, command, log_dir, keep_stdout)
+    }
+
+    fn start_command(name: &str, mut command: Command, log_dir: &Path, keep_stdout: bool) -> Self {
         let open = |path: &Path| {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -40,9 +54,7 @@ impl Proc {
         let log = log_dir.join(format!("{name}.log"));
         let out = keep_stdout.then(|| log_dir.join(format!("{name}.out")));
         let stdout = out.as_deref().map_or_else(Stdio::null, |p| open(p).into());
-        let child = Command::new(env!("CARGO_BIN_EXE_livehead"))
-            .args(args)
-            .env("RUST_LOG", "info,livehead_agent::transport=debug")
+        let child = command
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(open(&log))
