@@ -12,10 +12,13 @@
 //! [`MIN_SECONDS`]–[`MAX_SECONDS`]; a ping's kind is known, its exit status
 //! set only on an exit ping and at most 255, its method HEAD, GET or POST,
 //! its body at most `limits.max_log_bytes` (any characters) and at most its
-//! `body_bytes`; enums are stored as their lowercase names. Whether a cron
-//! expression and a zone parse is the heartbeat crate's to say, where the
-//! check is created.
+//! `body_bytes`; enums are stored as their lowercase names. A check's
+//! schedule must also be one the alerter can follow: its cron expression and
+//! zone parse with the heartbeat crate ([`CheckSpec::from_record`]), so a
+//! check written by another tool than the collector's API cannot reach the
+//! store and then stall the alerter's tracker.
 
+use livehead_heartbeat::{CheckSpec, ScheduleError};
 use livehead_proto::v1::{
     HeartbeatCheck, HeartbeatPing, HeartbeatState, HeartbeatStatus, PingKind,
 };
@@ -133,6 +136,7 @@ pub fn check_check(c: &HeartbeatCheck, ctx: &Ctx<'_>) -> Result<HeartbeatCheckRo
             ));
         }
     };
+    CheckSpec::from_record(c).map_err(schedule_invalid)?;
     Ok(HeartbeatCheckRow {
         agent: ctx.agent.into(),
         ts: ctx.ts("heartbeat_check.ts_ms", c.ts_ms)?,
@@ -150,6 +154,17 @@ pub fn check_check(c: &HeartbeatCheck, ctx: &Ctx<'_>) -> Result<HeartbeatCheckRo
         source: one_of("heartbeat_check.source", &c.source, SOURCES)?,
         actor: opt_name(ctx, "heartbeat_check.actor", &c.actor)?,
     })
+}
+
+/// A schedule the heartbeat crate refuses, named by its field.
+fn schedule_invalid(err: ScheduleError) -> Invalid {
+    let field = match err {
+        ScheduleError::Period(_) => "heartbeat_check.period_s",
+        ScheduleError::Cron(_) => "heartbeat_check.cron",
+        ScheduleError::Tz(_) => "heartbeat_check.tz",
+        ScheduleError::Grace(_) => "heartbeat_check.grace_s",
+    };
+    invalid(field, err.to_string())
 }
 
 pub fn check_ping(p: &HeartbeatPing, ctx: &Ctx<'_>) -> Result<HeartbeatPingRow, Invalid> {
@@ -333,6 +348,9 @@ mod tests {
             ),
             (|c| c.grace_s = 0, "heartbeat_check.grace_s"),
             (|c| c.tz = "x".repeat(300), "heartbeat_check.tz"),
+            (|c| c.tz = "Mars/Olympus_Mons".into(), "heartbeat_check.tz"),
+            (|c| c.cron = "61 * * * *".into(), "heartbeat_check.cron"),
+            (|c| c.cron = "every day".into(), "heartbeat_check.cron"),
             (|c| c.source = "agent".into(), "heartbeat_check.source"),
             (|c| c.ts_ms = 0, "heartbeat_check.ts_ms"),
         ];
