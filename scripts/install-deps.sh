@@ -2,7 +2,7 @@
 # Installs what livehead needs on this machine when it is missing:
 #   always:      clickhouse-server and clickhouse-client (Debian packages)
 #   with --tests: buf (npm @bufbuild/buf), chdb (PyPI), the sqlite3 shell,
-#                 podman and runc (Debian packages), used by the tests
+#                 zookeeper, podman and runc (Debian packages), used by the tests
 #   with --bench: what bench/run compares livehead with and measures by (Debian
 #                 packages): nginx-light, curl, wrk, prometheus-node-exporter, time
 set -euo pipefail
@@ -37,6 +37,10 @@ if [ "${1:-}" = "--tests" ]; then
   if ! command -v sqlite3 >/dev/null; then
     log "installing sqlite3 (Debian package): runs the old D1 queries on the embedded store"
     apt_install sqlite3
+  fi
+  if [ ! -f /usr/share/java/zookeeper.jar ]; then
+    log "installing zookeeper (Debian package): the ClickHouse cluster tests' coordination"
+    apt_install zookeeper
   fi
   if ! command -v podman >/dev/null || ! command -v runc >/dev/null; then
     log "installing podman and runc (Debian packages): build and run the container images"

@@ -75,13 +75,22 @@ impl ClickHouseServer {
     }
 
     fn try_start(binary: &Path) -> Result<Self, Failure> {
+        Self::try_start_with(binary, crate::free_port(), crate::free_port(), "")
+    }
+
+    /// Starts a server on the given ports with `extra` (XML elements) added to
+    /// its configuration: what a cluster member needs.
+    fn try_start_with(
+        binary: &Path,
+        http_port: u16,
+        tcp_port: u16,
+        extra: &str,
+    ) -> Result<Self, Failure> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
             .tempdir()
             .expect("temporary directory for clickhouse-server");
-        let http_port = crate::free_port();
-        let tcp_port = crate::free_port();
-        write_config(dir.path(), http_port, tcp_port);
+        write_config(dir.path(), http_port, tcp_port, extra);
 
         let child = spawn_server(binary, dir.path());
         let mut server = Self {
@@ -267,7 +276,7 @@ enum Failure {
 }
 
 /// `$env`, else `name` on `PATH`, else `fallback`, if it is a file.
-fn find_binary(env: &str, name: &str, fallback: &str) -> Option<PathBuf> {
+pub(crate) fn find_binary(env: &str, name: &str, fallback: &str) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(env) {
         let path = PathBuf::from(path);
         return path.is_file().then_some(path);
@@ -306,7 +315,7 @@ fn spawn_server(binary: &Path, dir: &Path) -> Child {
     spawn_tied_to_process(command)
 }
 
-fn spawn_tied_to_process(mut command: Command) -> Child {
+pub(crate) fn spawn_tied_to_process(mut command: Command) -> Child {
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("clickhouse-server-parent".into())
@@ -370,7 +379,7 @@ fn sweep_stale_dirs() {
 
 /// Config for ClickHouse 18.16 and newer (`<yandex>` is still accepted as the root
 /// element by current servers).
-fn write_config(dir: &Path, http_port: u16, tcp_port: u16) {
+fn write_config(dir: &Path, http_port: u16, tcp_port: u16, extra: &str) {
     let d = dir.display();
     let config = format!(
         r#"<?xml version="1.0"?>
@@ -399,6 +408,7 @@ fn write_config(dir: &Path, http_port: u16, tcp_port: u16) {
     <default_database>default</default_database>
     <timezone>UTC</timezone>
     <mlock_executable>false</mlock_executable>
+{extra}
 </yandex>
 "#
     );
@@ -435,4 +445,118 @@ fn write_config(dir: &Path, http_port: u16, tcp_port: u16) {
 "#;
     std::fs::write(dir.join("config.xml"), config).expect("write clickhouse config.xml");
     std::fs::write(dir.join("users.xml"), users).expect("write clickhouse users.xml");
+}
+
+/// The cluster name [`ClickHouseCluster`] configures on every server.
+pub const TEST_CLUSTER: &str = "livehead_test";
+
+/// ClickHouse servers forming one cluster ([`TEST_CLUSTER`]): `shards` shards
+/// of `replicas` replicas each, every server knowing all of them
+/// (`remote_servers`), its own `{shard}` and `{replica}` macros, and one
+/// ZooKeeper for `ON CLUSTER` DDL and replicated tables. All on loopback, in
+/// temporary directories, killed with the test process.
+pub struct ClickHouseCluster {
+    /// Before `zookeeper`: fields drop in order, so the servers stop before
+    /// the ZooKeeper they use.
+    servers: Vec<ClickHouseServer>,
+    zookeeper: crate::zookeeper::ZooKeeper,
+    shards: usize,
+}
+
+impl ClickHouseCluster {
+    /// # Panics
+    /// When a binary is missing or a server does not start (with its logs).
+    pub fn start(shards: usize, replicas: usize) -> Self {
+        assert!(shards > 0 && replicas > 0, "a cluster has servers");
+        let binary = find_binary(
+            SERVER_ENV,
+            "clickhouse-server",
+            "/usr/sbin/clickhouse-server",
+        )
+        .unwrap_or_else(|| panic!("{NOT_FOUND}"));
+        sweep_stale_dirs();
+        let zookeeper = crate::zookeeper::ZooKeeper::start();
+        let mut last_failure = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let ports: Vec<(u16, u16)> = (0..shards * replicas)
+                .map(|_| (crate::free_port(), crate::free_port()))
+                .collect();
+            match start_members(&binary, &ports, shards, replicas, zookeeper.port()) {
+                Ok(servers) => {
+                    return Self {
+                        servers,
+                        zookeeper,
+                        shards,
+                    };
+                }
+                Err(Failure::Exited(log) | Failure::Timeout(log)) => last_failure = log,
+            }
+        }
+        panic!("the ClickHouse cluster did not start ({START_ATTEMPTS} attempts):\n{last_failure}")
+    }
+
+    /// Every server, shard by shard (shard 1's replicas first).
+    pub fn servers(&self) -> &[ClickHouseServer] {
+        &self.servers
+    }
+
+    /// The server `index` of [`servers`](Self::servers), to kill or restart.
+    pub fn server_mut(&mut self, index: usize) -> &mut ClickHouseServer {
+        &mut self.servers[index]
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// The ZooKeeper's client port.
+    pub fn zookeeper_port(&self) -> u16 {
+        self.zookeeper.port()
+    }
+}
+
+fn start_members(
+    binary: &Path,
+    ports: &[(u16, u16)],
+    shards: usize,
+    replicas: usize,
+    zookeeper: u16,
+) -> Result<Vec<ClickHouseServer>, Failure> {
+    let mut servers = Vec::with_capacity(ports.len());
+    for (index, (http, tcp)) in ports.iter().enumerate() {
+        let (shard, replica) = (index / replicas + 1, index % replicas + 1);
+        let extra = cluster_config(ports, shards, replicas, zookeeper, shard, replica);
+        servers.push(ClickHouseServer::try_start_with(
+            binary, *http, *tcp, &extra,
+        )?);
+    }
+    Ok(servers)
+}
+
+/// The cluster part of one member's configuration.
+fn cluster_config(
+    ports: &[(u16, u16)],
+    shards: usize,
+    replicas: usize,
+    zookeeper: u16,
+    shard: usize,
+    replica: usize,
+) -> String {
+    let mut remote = String::new();
+    for s in 0..shards {
+        remote.push_str("<shard><internal_replication>true</internal_replication>");
+        for r in 0..replicas {
+            let tcp = ports[s * replicas + r].1;
+            remote.push_str(&format!(
+                "<replica><host>127.0.0.1</host><port>{tcp}</port></replica>"
+            ));
+        }
+        remote.push_str("</shard>");
+    }
+    format!(
+        "    <remote_servers><{TEST_CLUSTER}>{remote}</{TEST_CLUSTER}></remote_servers>
+    <zookeeper><node><host>127.0.0.1</host><port>{zookeeper}</port></node></zookeeper>
+    <macros><cluster>{TEST_CLUSTER}</cluster><shard>{shard}</shard><replica>replica{replica}</replica></macros>
+    <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>"
+    )
 }

@@ -6,6 +6,7 @@ pub mod pki;
 pub mod readme;
 pub mod receiver;
 pub mod sites;
+pub mod zookeeper;
 
 /// A free TCP port on 127.0.0.1 (bound then released; fine for tests that
 /// start a server right away), never the same twice in one test process.
