@@ -25,12 +25,12 @@ fn two_shards_take_on_cluster_ddl_and_distributed_inserts() {
         .query("SELECT count() FROM default.t_local")
         .trim()
         .parse()
-        .unwrap();
+        .expect("a count");
     let b: u64 = second
         .query("SELECT count() FROM default.t_local")
         .trim()
         .parse()
-        .unwrap();
+        .expect("a count");
     assert_eq!(a + b, 10);
     assert!(a > 0 && b > 0, "rows on both shards: {a} and {b}");
     assert_eq!(
