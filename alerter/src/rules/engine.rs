@@ -695,6 +695,25 @@ fn observe_site(rule: &mut Rule, agent: &str, probe: &ProbeResult, out: &mut Vec
 const POD: &str = "the pod";
 const EDGE: &str = "edge, DNS or ingress";
 
+/// `vantage`: the side as the alert's `service` field (and label), so that
+/// each side is an alert of its own (the blame moving is a new alert) and
+/// routes can send each to its team.
+fn side_tag(side: &str) -> Option<&'static str> {
+    match side {
+        POD => Some("pod"),
+        EDGE => Some("edge"),
+        _ => None,
+    }
+}
+
+fn side_of_tag(tag: &str) -> Option<&'static str> {
+    match tag {
+        "pod" => Some(POD),
+        "edge" => Some(EDGE),
+        _ => None,
+    }
+}
+
 /// `vantage`: the newest probe of each vantage of a site compared. The
 /// inside vantage and at least one other must have been heard from:
 /// without them nothing is decided (an inside-only failure is the other
@@ -754,7 +773,8 @@ fn observe_vantage(rule: &mut Rule, agent: &str, probe: &ProbeResult, out: &mut 
     }
     track.facts = Facts { side, ..facts };
     for (node, condition, facts) in changes {
-        let key = rule.key(rule.severity(), Some(&node), Some(&probe.site), None);
+        let tag = side_tag(facts.side);
+        let key = rule.key(rule.severity(), Some(&node), Some(&probe.site), tag);
         let description = Some(facts.vantages.clone());
         out.push(rule.change(key, condition, probe.ts_ms, site_vars(&facts), description));
     }
@@ -1363,8 +1383,10 @@ fn active(rule: &Rule) -> Vec<(AlertKey, Condition)> {
         };
     match &rule.state {
         State::Site(sites) => {
+            let vantage = rule.spec.kind == RuleKind::Vantage;
             for (site, t) in sites {
-                push(&t.noise, severity, Some(&t.node), Some(site), None);
+                let tag = side_tag(t.side).filter(|_| vantage);
+                push(&t.noise, severity, Some(&t.node), Some(site), tag);
             }
         }
         State::Window(groups) => {
@@ -1426,6 +1448,17 @@ fn restore(rule: &mut Rule, key: &AlertKey, condition: Condition, since_ms: u64)
             let track = sites.entry(site).or_default();
             track.node = node;
             track.noise = noise;
+        }
+        (State::Site(sites), Some(node), Some(site), Some(tag))
+            if own_severity && rule.spec.kind == RuleKind::Vantage =>
+        {
+            let Some(side) = side_of_tag(&tag) else {
+                return false;
+            };
+            let track = sites.entry(site).or_default();
+            track.node = node;
+            track.noise = noise;
+            track.side = side;
         }
         (State::Window(groups), node, None, None) if own_severity => {
             let window_ms = millis(rule.spec.window.unwrap_or(DEFAULT_WINDOW));

@@ -1006,8 +1006,9 @@ fn vantage_names_the_side_that_broke_and_flips_with_it() {
         changes[0].description.as_deref(),
         Some("inside: 200 from node-1; outside: 502 from prober")
     );
-    // The alert is keyed on the node of the pod.
+    // The alert is keyed on the node of the pod, and the side.
     assert_eq!(changes[0].key.node.as_deref(), Some("node-1"));
+    assert_eq!(changes[0].key.service.as_deref(), Some("edge"));
     // Still the edge: no news.
     assert!(
         run.feed("prober", &[from("outside", "a.example", 502, T0 + 3 * S)])
@@ -1017,6 +1018,15 @@ fn vantage_names_the_side_that_broke_and_flips_with_it() {
     let changes = run.feed("node-1", &[from("inside", "a.example", 0, T0 + 4 * S)]);
     assert_eq!(conditions(&changes), [Resolved, Firing]);
     assert!(changes[0].summary.contains("edge, DNS or ingress"));
+    assert_eq!(changes[0].key.service.as_deref(), Some("edge"));
+    assert_eq!(changes[1].key.service.as_deref(), Some("pod"));
+    // What a restarted alerter gets back.
+    let active = run.engine.active_alerts();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].0, changes[1].key);
+    let mut restarted = Run::new(&[rule("Side", RuleKind::Vantage)]);
+    restarted.engine.restore(&active[0].0, Firing, T0 + 4 * S);
+    assert_eq!(restarted.engine.active_alerts(), active);
     assert_eq!(
         changes[1].summary,
         "a.example: the pod (down from inside, outside; up from none)"

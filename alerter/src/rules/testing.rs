@@ -143,7 +143,7 @@ struct ExpectedAlert {
     node: Option<String>,
     #[serde(default)]
     site: Option<String>,
-    /// The unit, for `service_down`.
+    /// The unit, for `service_down`; the side (`pod`, `edge`) for `vantage`.
     #[serde(default)]
     service: Option<String>,
     /// Default `firing`.
