@@ -158,8 +158,15 @@ async fn the_alert_names_the_side_that_broke() {
     assert!(edge.contains("up from inside"), "{edge}");
     assert!(!slack_texts(&slack).iter().any(|t| t.contains("the pod")));
 
-    // Flip: the ingress is fixed, the pod breaks.
+    // Flip: the ingress is fixed (and seen so), then the pod breaks.
     ingress.heal(SITE);
+    wait_for("the outside vantage up again", ARRIVES, logs, || {
+        let (200, state) = last(http, "&vantage=outside")? else {
+            return None;
+        };
+        (state["s"] == 200).then_some(())
+    })
+    .await;
     pod.set_status(SITE, 500);
     let pod_alert = wait_for("the pod alert", ARRIVES, logs, || {
         slack_texts(&slack)
