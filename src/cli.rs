@@ -123,6 +123,10 @@ pub struct AgentArgs {
     /// Where named sites are probed: HOST:PORT, http://HOST:PORT or https://HOST:PORT.
     #[arg(long, env = "LIVEHEAD_TARGET")]
     pub target: Option<String>,
+    /// Where this agent probes from: inside (the default, on the nodes),
+    /// outside (public URLs from another host) or another [a-z0-9_-] label.
+    #[arg(long, env = "LIVEHEAD_VANTAGE")]
+    pub vantage: Option<String>,
     /// Time between rounds, e.g. 30m, 60s.
     #[arg(long, env = "LIVEHEAD_INTERVAL", value_parser = humantime::parse_duration)]
     pub interval: Option<Duration>,
@@ -176,6 +180,7 @@ impl AgentArgs {
         c.sites.list_file = self.sites_file.or(c.sites.list_file);
         set(&mut c.sites.ignore, self.ignore);
         c.target = self.target.or(c.target);
+        set(&mut c.vantage, self.vantage);
         set(&mut c.rounds.interval, self.interval);
         set(&mut c.rounds.spread, self.spread);
         set(&mut c.rounds.concurrency, self.concurrency);

@@ -1,15 +1,19 @@
 //! End to end with the real binary: an agent's failing content check
 //! (a WordPress error page answered with 200) reaches a collector on
 //! SQLite with its failure and excerpt; a passing one is stored as OK.
+//! And the certificate trust of a direct https probe: a certificate from
+//! the test's own CA is `unknown_issuer` in `/last` until the agent is given
+//! that CA (`probe.extra_ca_files`), then `trusted`.
 
 mod support;
 
 use std::path::Path;
 use std::time::Duration;
 
+use livehead_common::certs::DevCa;
 use livehead_testkit::free_port;
 use livehead_testkit::sites::{FakeSites, OK_SITE, WP_ERROR_SITE};
-use support::{Proc, certs, start_collector, tls_args, wait_for, wait_healthy};
+use support::{Proc, certs, http_get, loopback, start_collector, tls_args, wait_for, wait_healthy};
 
 fn sqlite(path: &Path, sql: &str) -> String {
     let out = std::process::Command::new("sqlite3")
@@ -95,4 +99,88 @@ async fn a_failing_content_check_is_stored_with_its_failure_and_excerpt() {
         "{rows:?}"
     );
     assert!(rows[1][5].len() <= 200, "{rows:?}");
+}
+
+/// One `--once` round of an agent probing `url` directly, with `config`.
+fn probe_once(dir: &Path, grpc: u16, url: &str, config: &str) {
+    let list = dir.join("direct.txt");
+    std::fs::write(&list, format!("{url}\n")).expect("sites");
+    let path = dir.join("direct.toml");
+    std::fs::write(&path, config).expect("agent config");
+    let mut args: Vec<String> = [
+        "agent",
+        "--collector-url",
+        &format!("https://127.0.0.1:{grpc}"),
+        "--server-name",
+        "localhost",
+        "--sites-file",
+        &list.display().to_string(),
+        "--config",
+        &path.display().to_string(),
+        "--metrics-listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--no-sample",
+        "--no-content",
+        "--once",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(tls_args(&dir.join("certs"), "agent-node-1"));
+    let mut agent = Proc::spawn("agent", &args, dir);
+    let status = agent.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "agent: {}", agent.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_an_unknown_ca_is_untrusted_until_the_agent_trusts_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    certs(&dir.path().join("certs"), &["node-1"]);
+    let db = dir.path().join("livehead.db");
+    let ca = DevCa::generate("the test's own CA").expect("CA");
+    let site = FakeSites::start_tls_issued_by(&ca, "localhost").await;
+    let (grpc, http) = (free_port(), free_port());
+    let collector = start_collector(
+        "collector",
+        dir.path(),
+        grpc,
+        http,
+        &["--sqlite-path".into(), db.display().to_string()],
+    );
+    wait_healthy(&collector, http).await;
+    let url = format!("https://localhost:{}/", site.port());
+    let last = |trust: &'static str| {
+        wait_for(
+            trust,
+            Duration::from_secs(30),
+            || collector.log(),
+            move || {
+                let (200, body) = http_get(loopback(http), "/last?site=localhost")? else {
+                    return None;
+                };
+                let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+                (json["data"]["cert_trust"] == trust).then_some(json)
+            },
+        )
+    };
+
+    probe_once(dir.path(), grpc, &url, "");
+    let untrusted = last("unknown_issuer").await;
+    assert_eq!(untrusted["data"]["s"], 200, "{untrusted}");
+    assert!(
+        untrusted["data"]["cert_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{untrusted}"
+    );
+
+    let ca_file = dir.path().join("site-ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).expect("CA file");
+    let config = format!(
+        "[probe]\nextra_ca_files = [{:?}]\n",
+        ca_file.display().to_string()
+    );
+    probe_once(dir.path(), grpc, &url, &config);
+    let trusted = last("trusted").await;
+    assert_eq!(trusted["data"]["s"], 200, "{trusted}");
+    assert!(trusted["data"].get("cert_error").is_none(), "{trusted}");
 }

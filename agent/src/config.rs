@@ -26,6 +26,12 @@ pub struct AgentConfig {
     /// or `https://10.0.0.7:8443` (the node's address, the site goes in the Host
     /// header). Unset: each name is probed directly at `https://<name>/`.
     pub target: Option<String>,
+    /// Where this agent probes from, sent with every probe: `inside` (on the
+    /// nodes, the default) or another label of `[a-z0-9_-]`, at most 32 bytes,
+    /// e.g. `outside` for an agent probing the public URLs from another host.
+    /// The collector keeps the newest probe of a site per vantage, and the
+    /// alerter's `vantage` rules compare them.
+    pub vantage: String,
     /// Probe time-outs and limits.
     pub probe: ProbeConfig,
     /// Content checks: assertions on a `GET` of each site, on their own
@@ -62,6 +68,7 @@ impl Default for AgentConfig {
             id: None,
             sites: SitesConfig::default(),
             target: None,
+            vantage: livehead_common::vantage::INSIDE.to_owned(),
             probe: ProbeConfig::default(),
             content: crate::content::ContentConfig::default(),
             rounds: RoundsConfig::default(),

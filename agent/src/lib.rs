@@ -52,6 +52,8 @@ pub enum AgentError {
     Spool(#[from] DiskError),
     #[error(transparent)]
     Trust(#[from] cert_trust::TrustError),
+    #[error("vantage: {0}")]
+    Vantage(#[from] livehead_common::vantage::VantageError),
     #[error(transparent)]
     Sample(#[from] sample::SampleConfigError),
     #[error(transparent)]
@@ -85,6 +87,7 @@ pub async fn run_with_reload(
     reload: Arc<Notify>,
 ) -> Result<(), AgentError> {
     let discovery = discovery(&config)?;
+    livehead_common::vantage::check_vantage(&config.vantage)?;
     let content = content::ContentChecks::new(&config.content)?;
     let sample_config = sample_config(&config)?;
     let watchdog = watchdog_config(&config)?;
@@ -114,7 +117,8 @@ pub async fn run_with_reload(
             config.rounds.concurrency,
         )
     }
-    .with_content(content, config.rounds.interval);
+    .with_content(content, config.rounds.interval)
+    .with_vantage(&config.vantage);
     let prober = probe::Prober::new(config.probe.clone())?;
     // A one-shot run (`--once`, from cron) probes only: rates need two samples.
     let sampler = (!config.rounds.once).then(|| {
@@ -150,7 +154,8 @@ pub async fn run_with_reload(
         metrics.clone(),
         shutdown.clone(),
     ));
-    tracing::info!(id = %config.batch_agent_id(), collector = %config.collector.url, "agent started");
+    tracing::info!(id = %config.batch_agent_id(), collector = %config.collector.url,
+        vantage = %config.vantage, "agent started");
 
     tokio::select! {
         () = shutdown.cancelled() => {}

@@ -39,6 +39,8 @@ pub struct Schedule {
     /// for one-shot runs (whose `interval` is zero), which cron starts
     /// every interval.
     pub content_period: Duration,
+    /// The agent's `vantage`, put in every probe result ("" = inside).
+    pub vantage: Arc<str>,
 }
 
 impl Schedule {
@@ -50,6 +52,7 @@ impl Schedule {
             once: false,
             content: None,
             content_period: interval,
+            vantage: Arc::from(""),
         }
     }
 
@@ -63,6 +66,7 @@ impl Schedule {
             once: true,
             content: None,
             content_period: Duration::ZERO,
+            vantage: Arc::from(""),
         }
     }
 
@@ -71,6 +75,12 @@ impl Schedule {
     pub fn with_content(mut self, content: Option<ContentChecks>, period: Duration) -> Self {
         self.content = content.map(Arc::new);
         self.content_period = period;
+        self
+    }
+
+    /// The same schedule, its probes labelled with `vantage`.
+    pub fn with_vantage(mut self, vantage: &str) -> Self {
+        self.vantage = Arc::from(vantage);
         self
     }
 }
@@ -160,12 +170,14 @@ pub async fn run_round(
             break;
         };
         let (prober, records, metrics) = (prober.clone(), records.clone(), metrics.clone());
+        let vantage = schedule.vantage.clone();
         let content = schedule
             .content
             .clone()
             .filter(|checks| checks.due(&site.name, round));
         tasks.spawn(async move {
-            let (result, checked) = probe(&prober, &site, content.as_deref()).await;
+            let (mut result, checked) = probe(&prober, &site, content.as_deref()).await;
+            result.vantage = vantage.to_string();
             drop(permit);
             record(&metrics, &result);
             if checked {

@@ -327,7 +327,7 @@ mod tests {
             Ok(())
         }
 
-        async fn last(&self, _: &str) -> Result<Option<LastState>, StoreError> {
+        async fn last(&self, _: &str, _: &str) -> Result<Option<LastState>, StoreError> {
             Ok(None)
         }
 

@@ -80,8 +80,9 @@ impl Steps {
             for migration in schema::migrations(flavour) {
                 for statement in &migration.statements {
                     let note = format!("migration {} ({round})", migration.version);
-                    // The store skips an ADD COLUMN whose column exists.
-                    match schema::added_column(statement) {
+                    // The store skips an ADD COLUMN whose column exists, and
+                    // the re-keying of health_last once it has its vantage.
+                    match schema::skip_when(statement) {
                         Some((table, column)) if round == "second" => self.expect(
                             &note,
                             render(COLUMN_EXISTS_SQL, &[&string(table), &string(column)]),
@@ -137,8 +138,9 @@ const TRUST_AND_CONTENT: [&str; 5] = [
     "at least 512 bytes",
     "<p>",
 ];
-/// [`TRUST_AND_CONTENT`] as a server prints them after a row's other columns.
-const CHECKS_OUT: &str = "\tself_signed\tself-signed\tfailed\tat least 512 bytes\t<p>";
+/// [`TRUST_AND_CONTENT`] and the vantage (migration 8) as a server prints
+/// them after a row's other columns.
+const CHECKS_OUT: &str = "\tself_signed\tself-signed\tfailed\tat least 512 bytes\t<p>\tinside";
 
 fn probe_values(site: &str, status: u16, ts: u64, agent: &str, seq: Option<u64>) -> String {
     let mut values = vec![
@@ -161,8 +163,9 @@ fn probe_values(site: &str, status: u16, ts: u64, agent: &str, seq: Option<u64>)
     if let Some(seq) = seq {
         values.push(seq.to_string());
     }
-    // Added by migration 7, after `seq`.
+    // Added by migration 7, after `seq`, then migration 8's vantage.
     values.extend(TRUST_AND_CONTENT.iter().map(|v| string(v)));
+    values.push(string("inside"));
     format!("({})", values.join(", "))
 }
 
@@ -338,7 +341,7 @@ fn steps() -> Vec<Value> {
     s.expect(
         "applied versions",
         APPLIED_VERSIONS_SQL,
-        "1\n2\n3\n4\n5\n6\n7\n",
+        "1\n2\n3\n4\n5\n6\n7\n8\n",
     );
 
     // Table TTLs at start: set, unchanged, changed, removed, set again.
@@ -399,7 +402,7 @@ fn steps() -> Vec<Value> {
     // The API's reads see the newest state only.
     s.expect(
         "last",
-        render(schema::LAST_SQL, &[&string("a.example")]),
+        render(schema::LAST_SQL, &[&string("a.example"), &string("inside")]),
         &format!("a.example\t200\t123\t443\thttps://www.a.example/\t1\t{t2}{CHECKS_OUT}\n"),
     );
     let dump = |conditions: &str, literals: &[&str]| {
@@ -408,7 +411,7 @@ fn steps() -> Vec<Value> {
     };
     s.expect(
         "dump_last, no filter",
-        dump("1", &["0", "1000"]),
+        dump("vantage = ?", &[&string("inside"), "0", "1000"]),
         &format!(
             "a.example\t200\t123\t443\thttps://www.a.example/\t1\t{t2}{CHECKS_OUT}\n\
              b.example\t200\t123\t443\thttps://www.b.example/\t1\t{t1}{CHECKS_OUT}\n"
@@ -434,11 +437,57 @@ fn steps() -> Vec<Value> {
         ),
         "UInt16\tUInt32\tUInt16\tUInt8\tUInt64\tUInt64\tString\n",
     );
+    // A newer probe of a.example from outside: a state of its own.
+    s.expect(
+        "health_last is keyed by vantage",
+        "SELECT sorting_key FROM system.tables WHERE database = currentDatabase() \
+         AND name = 'health_last'",
+        "site, vantage\n",
+    );
+    s.run(
+        "outside health_last insert",
+        format!(
+            "INSERT INTO health_last ({last_columns}) VALUES {}",
+            probe_values("a.example", 502, t3, "prober-1", None).replace("'inside')", "'outside')")
+        ),
+    );
+    s.expect(
+        "last stays inside",
+        render(schema::LAST_SQL, &[&string("a.example"), &string("inside")]),
+        &format!("a.example\t200\t123\t443\thttps://www.a.example/\t1\t{t2}{CHECKS_OUT}\n"),
+    );
+    s.expect(
+        "last from outside",
+        format!(
+            "SELECT status, vantage FROM ({})",
+            render(
+                schema::LAST_SQL,
+                &[&string("a.example"), &string("outside")]
+            )
+        ),
+        "502\toutside\n",
+    );
+    s.expect(
+        "dump_last from outside",
+        format!(
+            "SELECT site, status, vantage FROM ({})",
+            dump("vantage = ?", &[&string("outside"), "0", "1000"])
+        ),
+        "a.example\t502\toutside\n",
+    );
+    s.expect(
+        "latest probes of every vantage",
+        format!(
+            "SELECT site, status, vantage FROM ({}) ORDER BY site, vantage",
+            render(schema::LATEST_PROBES_SQL, &["0"])
+        ),
+        "a.example\t200\tinside\na.example\t502\toutside\nb.example\t200\tinside\n",
+    );
     s.expect(
         "dump_last ignores the stale 503",
         dump(
-            "status IN (?) AND site LIKE ?",
-            &["503", &string("a.%"), "0", "1000"],
+            "vantage = ? AND status IN (?) AND site LIKE ?",
+            &[&string("inside"), "503", &string("a.%"), "0", "1000"],
         ),
         "",
     );

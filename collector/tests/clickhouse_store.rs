@@ -58,6 +58,7 @@ fn probe(site: &str, ts: u64) -> ProbeRow {
         content: CHECKS.content.to_owned(),
         content_failure: CHECKS.content_failure.to_owned(),
         content_excerpt: CHECKS.content_excerpt.to_owned(),
+        vantage: "inside".to_owned(),
     }
 }
 
@@ -145,7 +146,8 @@ async fn migrations_create_the_tables_and_rerun_idempotently() {
     assert_eq!(
         versions,
         "1\tprobe tables\t1\n2\tbatch markers\t1\n3\tbatch digests\t1\n4\tsample tables\t1\n\
-         5\talert tables\t1\n6\twatchdog and heartbeat tables\t1\n7\tprobe trust and content\t1\n"
+         5\talert tables\t1\n6\twatchdog and heartbeat tables\t1\n7\tprobe trust and content\t1\n\
+         8\tprobe vantages\t1\n"
     );
     let partition_keys = q(
         &config,
@@ -697,7 +699,7 @@ async fn last_answers_the_newest_probe_of_a_site() {
         .await
         .expect("newer");
 
-    let last = store.last("a.example").await.expect("last");
+    let last = store.last("a.example", "inside").await.expect("last");
     assert_eq!(
         last,
         Some(LastState {
@@ -711,8 +713,14 @@ async fn last_answers_the_newest_probe_of_a_site() {
             ..checks()
         })
     );
-    assert_eq!(store.last("unknown.example").await.expect("last"), None);
-    assert_eq!(store.last("' OR 1=1 --").await.expect("last"), None);
+    assert_eq!(
+        store.last("unknown.example", "inside").await.expect("last"),
+        None
+    );
+    assert_eq!(
+        store.last("' OR 1=1 --", "inside").await.expect("last"),
+        None
+    );
 }
 
 #[tokio::test]

@@ -63,6 +63,7 @@ fn probe(site: &str, ts: u64) -> ProbeRow {
         content: CHECKS.content.to_owned(),
         content_failure: CHECKS.content_failure.to_owned(),
         content_excerpt: CHECKS.content_excerpt.to_owned(),
+        vantage: "inside".to_owned(),
     }
 }
 
@@ -206,9 +207,9 @@ async fn open_creates_the_directory_tables_and_migrations() {
     assert_eq!(
         q(
             &config,
-            "SELECT name FROM pragma_table_info('health_last') WHERE pk > 0"
+            "SELECT name FROM pragma_table_info('health_last') WHERE pk > 0 ORDER BY pk"
         ),
-        "site\n"
+        "site\nvantage\n"
     );
     assert_eq!(q(&config, "PRAGMA journal_mode"), "wal\n");
     assert_eq!(
@@ -218,7 +219,8 @@ async fn open_creates_the_directory_tables_and_migrations() {
              FROM schema_migrations ORDER BY version"
         ),
         "1|probe tables|1\n2|batch markers|1\n3|batch digests|1\n4|sample tables|1\n\
-         5|alert tables|1\n6|watchdog and heartbeat tables|1\n7|probe trust and content|1\n"
+         5|alert tables|1\n6|watchdog and heartbeat tables|1\n7|probe trust and content|1\n\
+         8|probe vantages|1\n"
     );
 }
 
@@ -645,7 +647,7 @@ async fn last_answers_known_and_unknown_sites() {
     write(&store, "edge-1", 1, &[probe("a.example", ts), plain]).await;
 
     assert_eq!(
-        store.last("a.example").await.expect("last"),
+        store.last("a.example", "inside").await.expect("last"),
         Some(LastState {
             site: "a.example".into(),
             status: 301,
@@ -658,7 +660,7 @@ async fn last_answers_known_and_unknown_sites() {
         })
     );
     assert_eq!(
-        store.last("b.example").await.expect("last"),
+        store.last("b.example", "inside").await.expect("last"),
         Some(LastState {
             site: "b.example".into(),
             status: 200,
@@ -670,8 +672,14 @@ async fn last_answers_known_and_unknown_sites() {
             ..checks()
         })
     );
-    assert_eq!(store.last("unknown.example").await.expect("last"), None);
-    assert_eq!(store.last("' OR 1=1 --").await.expect("last"), None);
+    assert_eq!(
+        store.last("unknown.example", "inside").await.expect("last"),
+        None
+    );
+    assert_eq!(
+        store.last("' OR 1=1 --", "inside").await.expect("last"),
+        None
+    );
 }
 
 const T: u64 = 1_800_000_000_000;

@@ -93,6 +93,18 @@ impl FakeSites {
         Self::start_tls_with(vec![cert], key).await
     }
 
+    /// https on 127.0.0.1 with a certificate for `name` (and `localhost`,
+    /// `127.0.0.1`) issued by `ca`, the test's own CA: trusted only by a
+    /// client given `ca`'s certificate.
+    pub async fn start_tls_issued_by(ca: &DevCa, name: &str) -> Self {
+        let pem = ca
+            .issue(name, &["localhost", "127.0.0.1"], Usage::Server)
+            .expect("site certificate");
+        let cert = CertificateDer::from_pem_slice(pem.cert.as_bytes()).expect("certificate PEM");
+        let key = PrivateKeyDer::from_pem_slice(pem.key.as_bytes()).expect("key PEM");
+        Self::start_tls_with(vec![cert], key).await
+    }
+
     /// https on 127.0.0.1 presenting `chain` (leaf first) with the leaf's
     /// `key`: a certificate made by the test (expired, for another name…).
     pub async fn start_tls_with(

@@ -148,6 +148,13 @@ fn check_rule(rule: &RuleSpec, report: &mut impl FnMut(Option<&str>, String)) {
             format!("unknown placeholder `{{{word}}}` (known: {{{known}}})"),
         );
     }
+    if let Some(Err(e)) = rule
+        .vantage
+        .as_deref()
+        .map(livehead_common::vantage::check_vantage)
+    {
+        report(Some("vantage"), format!("bad vantage: {e}"));
+    }
     check_numbers(rule, report);
     check_statuses(rule, report);
 }
@@ -311,6 +318,19 @@ kind = "status"
 severity = "error"
 statuses = ["5xx", 0, 404]
 "#;
+
+    #[test]
+    fn vantage_is_a_label_where_probes_are_read() {
+        let error = error_at(&format!("{GOOD}vantage = \"Out side\"\n"), 7);
+        assert!(error.contains("bad vantage"), "{error}");
+        let cpu = "[[rules]]\nname = \"Cpu\"\nkind = \"cpu\"\nvantage = \"outside\"\n";
+        error_at(cpu, 4);
+        // The vantage kind compares every vantage: it reads none in particular.
+        let side = "[[rules]]\nname = \"Side\"\nkind = \"vantage\"\nseverity = \"error\"\n";
+        assert!(RulesFile::parse(side).is_ok());
+        error_at(&format!("{side}vantage = \"outside\"\n"), 5);
+        assert!(RulesFile::parse(&format!("{GOOD}vantage = \"outside\"\n")).is_ok());
+    }
 
     #[test]
     fn a_good_rule_passes() {

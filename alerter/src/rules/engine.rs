@@ -16,6 +16,7 @@
 use std::collections::{HashMap, HashSet};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use livehead_common::vantage::{INSIDE, or_inside};
 use livehead_proto::v1::{CertTrust, ContentOutcome, ProbeResult, Record, record::Kind};
 
 use super::noise::{Noise, Params, millis};
@@ -42,7 +43,9 @@ const EPSILON: f64 = 1e-9;
 pub struct Engine {
     rules: Vec<Rule>,
     /// Newest `ts_ms` per series: a record not newer is a replay. Sites
-    /// apart, so a probe of a known site costs no allocation.
+    /// apart, so a probe of a known site costs no allocation; a site's
+    /// probes from another vantage than inside are their own series
+    /// (`site@vantage`).
     sites: HashMap<String, u64>,
     series: HashMap<Series, u64>,
     /// Newest `ts_ms` of any record per agent (missing data).
@@ -133,6 +136,19 @@ struct SiteTrack {
     facts: Facts,
     /// `redirect_changed`: the last answered probe's location.
     location: Option<String>,
+    /// `vantage`: the newest probe from each vantage.
+    vantages: HashMap<String, Seen>,
+    /// `vantage`: the side the active alert blames.
+    side: &'static str,
+}
+
+/// `vantage`: what a vantage's newest probe said.
+#[derive(Debug, Clone)]
+struct Seen {
+    agent: String,
+    status: u32,
+    error: &'static str,
+    down: bool,
 }
 
 /// What the last probe said, for the summary.
@@ -150,6 +166,12 @@ struct Facts {
     cert_error: String,
     content_failure: String,
     excerpt: String,
+    /// `vantage`: which side broke, the vantages down and up (comma
+    /// separated), and what each said (the description).
+    side: &'static str,
+    down: String,
+    up: String,
+    vantages: String,
 }
 
 #[derive(Debug)]
@@ -292,6 +314,7 @@ pub fn default_summary(kind: RuleKind) -> &'static str {
         RuleKind::RedirectChanged => "{site} now redirects to {location} (was {previous_location})",
         RuleKind::CrossDomain => "{site} redirects to another domain: {location}",
         RuleKind::Content => "{site} fails its content check ({content_failure}): {excerpt}",
+        RuleKind::Vantage => "{site}: {side} (down from {down}; up from {up})",
         RuleKind::ErrorRate => "{value} % of probes failing on {group} over {window}",
         RuleKind::LatencyQuantile => {
             "latency above {latency} on {group}: {value} % of probes slower over {window}"
@@ -398,7 +421,10 @@ impl Engine {
         }
         newest(&mut self.last_seen, agent, ts_ms);
         let fresh = match series {
-            SeriesOf::Site(site) => newest(&mut self.sites, site, ts_ms),
+            SeriesOf::Site(site, "" | INSIDE) => newest(&mut self.sites, site, ts_ms),
+            SeriesOf::Site(site, vantage) => {
+                newest(&mut self.sites, &format!("{site}@{vantage}"), ts_ms)
+            }
             SeriesOf::Node(what, name) => {
                 let key = (agent.to_owned(), what, name.to_owned());
                 newest(&mut self.series, &key, ts_ms)
@@ -455,14 +481,15 @@ where
 
 /// Which series a record belongs to, borrowed from it.
 enum SeriesOf<'a> {
-    Site(&'a str),
+    /// A site and the vantage of its probe.
+    Site(&'a str, &'a str),
     Node(&'static str, &'a str),
 }
 
 fn series_of(kind: &Kind) -> Option<(SeriesOf<'_>, u64)> {
     let node = |what: &'static str, name, ts: u64| Some((SeriesOf::Node(what, name), ts));
     match kind {
-        Kind::Probe(p) => Some((SeriesOf::Site(&p.site), p.ts_ms)),
+        Kind::Probe(p) => Some((SeriesOf::Site(&p.site, &p.vantage), p.ts_ms)),
         Kind::Node(n) => node("node", "", n.ts_ms),
         Kind::Filesystem(f) => node("fs", &f.mountpoint, f.ts_ms),
         Kind::Disk(d) => node("disk", &d.device, d.ts_ms),
@@ -542,6 +569,7 @@ fn facts(probe: &ProbeResult, previous: Option<&str>) -> Facts {
         excerpt: probe.content_excerpt.clone(),
         reason: untrusted_reason(probe.cert_trust()),
         cert_error: probe.cert_error.clone(),
+        ..Facts::default()
     }
 }
 
@@ -574,6 +602,9 @@ fn site_vars(facts: &Facts) -> Vec<(&'static str, String)> {
         ("cert_error", facts.cert_error.clone()),
         ("content_failure", facts.content_failure.clone()),
         ("excerpt", facts.excerpt.clone()),
+        ("side", facts.side.to_owned()),
+        ("down", facts.down.clone()),
+        ("up", facts.up.clone()),
     ]
 }
 
@@ -594,7 +625,12 @@ fn observe_probe(rule: &mut Rule, agent: &str, probe: &ProbeResult, out: &mut Ve
     if !allows(&rule.scope.sites, &probe.site) {
         return;
     }
+    let wanted = rule.spec.vantage.as_deref().unwrap_or(INSIDE);
+    if rule.spec.kind != RuleKind::Vantage && or_inside(&probe.vantage) != wanted {
+        return;
+    }
     match rule.spec.kind {
+        RuleKind::Vantage => observe_vantage(rule, agent, probe, out),
         RuleKind::ErrorRate | RuleKind::LatencyQuantile => observe_window(rule, agent, probe),
         RuleKind::Fleet => observe_fleet(rule, agent, probe),
         _ => observe_site(rule, agent, probe, out),
@@ -651,6 +687,133 @@ fn observe_site(rule: &mut Rule, agent: &str, probe: &ProbeResult, out: &mut Vec
             && !facts.cert_error.is_empty())
         .then(|| facts.cert_error.clone());
         out.push(rule.change(key, condition, probe.ts_ms, site_vars(&facts), description));
+    }
+}
+
+/// `vantage`: the side blamed when the inside vantage is down (whatever
+/// the others say), and when only other vantages are.
+const POD: &str = "the pod";
+const EDGE: &str = "edge, DNS or ingress";
+
+/// `vantage`: the side as the alert's `service` field (and label), so that
+/// each side is an alert of its own (the blame moving is a new alert) and
+/// routes can send each to its team.
+fn side_tag(side: &str) -> Option<&'static str> {
+    match side {
+        POD => Some("pod"),
+        EDGE => Some("edge"),
+        _ => None,
+    }
+}
+
+fn side_of_tag(tag: &str) -> Option<&'static str> {
+    match tag {
+        "pod" => Some(POD),
+        "edge" => Some(EDGE),
+        _ => None,
+    }
+}
+
+/// `vantage`: the newest probe of each vantage of a site compared. The
+/// inside vantage and at least one other must have been heard from:
+/// without them nothing is decided (an inside-only failure is the other
+/// rules', an outside-only one theirs with `vantage = "outside"`).
+fn observe_vantage(rule: &mut Rule, agent: &str, probe: &ProbeResult, out: &mut Vec<AlertChange>) {
+    let down = failing(&rule.failing, probe);
+    let State::Site(sites) = &mut rule.state else {
+        return;
+    };
+    let track = sites.entry(probe.site.clone()).or_default();
+    let seen = Seen {
+        agent: agent.to_owned(),
+        status: effective_status(probe),
+        error: probe.error().as_label(),
+        down,
+    };
+    track
+        .vantages
+        .insert(or_inside(&probe.vantage).to_owned(), seen);
+    // Nothing to compare: a site probed from inside only is the other
+    // rules' (which would fire on the same probes).
+    let Some(inside) = track
+        .vantages
+        .get(INSIDE)
+        .filter(|_| track.vantages.len() > 1)
+    else {
+        return;
+    };
+    let facts = vantage_facts(&track.vantages);
+    let side = match (inside.down, facts.down.is_empty()) {
+        (true, _) => POD,
+        (false, false) => EDGE,
+        (false, true) => "",
+    };
+    let node = inside.agent.clone();
+    let mut changes = Vec::new();
+    // The other side broke: the alert blaming the first one is over, and
+    // the new one is news.
+    if track.noise.active() && !side.is_empty() && side != track.side {
+        changes.push((track.node.clone(), Condition::Resolved, track.facts.clone()));
+        track.noise = Noise::default();
+    }
+    if track.noise.idle() {
+        track.node = node;
+    }
+    if let Some(condition) = track.noise.sample(&rule.p, !side.is_empty(), probe.ts_ms) {
+        // A resolution names the side that recovered.
+        let blamed = if side.is_empty() { track.side } else { side };
+        let shown = Facts {
+            side: blamed,
+            ..facts.clone()
+        };
+        changes.push((track.node.clone(), condition, shown));
+    }
+    if !side.is_empty() {
+        track.side = side;
+    }
+    track.facts = Facts { side, ..facts };
+    for (node, condition, facts) in changes {
+        let tag = side_tag(facts.side);
+        let key = rule.key(rule.severity(), Some(&node), Some(&probe.site), tag);
+        let description = Some(facts.vantages.clone());
+        out.push(rule.change(key, condition, probe.ts_ms, site_vars(&facts), description));
+    }
+}
+
+/// The vantages down and up, in name order, and what each said.
+fn vantage_facts(vantages: &HashMap<String, Seen>) -> Facts {
+    let mut names: Vec<&String> = vantages.keys().collect();
+    names.sort();
+    let list = |down: bool| {
+        let picked: Vec<&str> = names
+            .iter()
+            .filter(|n| vantages[n.as_str()].down == down)
+            .map(|n| n.as_str())
+            .collect();
+        if picked.is_empty() {
+            "none".to_owned()
+        } else {
+            picked.join(", ")
+        }
+    };
+    let said: Vec<String> = names
+        .iter()
+        .map(|name| {
+            let seen = &vantages[name.as_str()];
+            let answer = match (seen.status, seen.error) {
+                (0, "") => "no answer".to_owned(),
+                (0, error) => format!("no answer ({error})"),
+                (status, _) => status.to_string(),
+            };
+            format!("{name}: {answer} from {}", seen.agent)
+        })
+        .collect();
+    let down = list(true);
+    Facts {
+        down: if down == "none" { String::new() } else { down },
+        up: list(false),
+        vantages: said.join("; "),
+        ..Facts::default()
     }
 }
 
@@ -1220,8 +1383,10 @@ fn active(rule: &Rule) -> Vec<(AlertKey, Condition)> {
         };
     match &rule.state {
         State::Site(sites) => {
+            let vantage = rule.spec.kind == RuleKind::Vantage;
             for (site, t) in sites {
-                push(&t.noise, severity, Some(&t.node), Some(site), None);
+                let tag = side_tag(t.side).filter(|_| vantage);
+                push(&t.noise, severity, Some(&t.node), Some(site), tag);
             }
         }
         State::Window(groups) => {
@@ -1283,6 +1448,17 @@ fn restore(rule: &mut Rule, key: &AlertKey, condition: Condition, since_ms: u64)
             let track = sites.entry(site).or_default();
             track.node = node;
             track.noise = noise;
+        }
+        (State::Site(sites), Some(node), Some(site), Some(tag))
+            if own_severity && rule.spec.kind == RuleKind::Vantage =>
+        {
+            let Some(side) = side_of_tag(&tag) else {
+                return false;
+            };
+            let track = sites.entry(site).or_default();
+            track.node = node;
+            track.noise = noise;
+            track.side = side;
         }
         (State::Window(groups), node, None, None) if own_severity => {
             let window_ms = millis(rule.spec.window.unwrap_or(DEFAULT_WINDOW));

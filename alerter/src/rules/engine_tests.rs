@@ -973,3 +973,129 @@ fn fleet_counters_stay_equal_to_a_recount_through_churn_and_moves() {
     }
     assert_eq!(sites, site_node.len());
 }
+
+fn from(vantage: &str, site: &str, status: u32, ts_ms: u64) -> Record {
+    let mut record = probe(site, status, ts_ms);
+    if let Some(Kind::Probe(p)) = &mut record.kind {
+        p.vantage = vantage.to_owned();
+    }
+    record
+}
+
+#[test]
+fn vantage_names_the_side_that_broke_and_flips_with_it() {
+    let mut run = Run::new(&[rule("Side", RuleKind::Vantage)]);
+    // Up from both: nothing. The inside probe comes without a label (an
+    // older agent), which is inside.
+    assert!(
+        run.feed("node-1", &[from("", "a.example", 200, T0)])
+            .is_empty()
+    );
+    assert!(
+        run.feed("prober", &[from("outside", "a.example", 200, T0 + S)])
+            .is_empty()
+    );
+    // Down outside, up inside: the edge.
+    let changes = run.feed("prober", &[from("outside", "a.example", 502, T0 + 2 * S)]);
+    assert_eq!(conditions(&changes), [Firing]);
+    assert_eq!(
+        changes[0].summary,
+        "a.example: edge, DNS or ingress (down from outside; up from inside)"
+    );
+    assert_eq!(
+        changes[0].description.as_deref(),
+        Some("inside: 200 from node-1; outside: 502 from prober")
+    );
+    // The alert is keyed on the node of the pod, and the side.
+    assert_eq!(changes[0].key.node.as_deref(), Some("node-1"));
+    assert_eq!(changes[0].key.service.as_deref(), Some("edge"));
+    // Still the edge: no news.
+    assert!(
+        run.feed("prober", &[from("outside", "a.example", 502, T0 + 3 * S)])
+            .is_empty()
+    );
+    // Down inside too: the pod, whatever outside says; the edge alert ends.
+    let changes = run.feed("node-1", &[from("inside", "a.example", 0, T0 + 4 * S)]);
+    assert_eq!(conditions(&changes), [Resolved, Firing]);
+    assert!(changes[0].summary.contains("edge, DNS or ingress"));
+    assert_eq!(changes[0].key.service.as_deref(), Some("edge"));
+    assert_eq!(changes[1].key.service.as_deref(), Some("pod"));
+    // What a restarted alerter gets back.
+    let active = run.engine.active_alerts();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].0, changes[1].key);
+    let mut restarted = Run::new(&[rule("Side", RuleKind::Vantage)]);
+    restarted.engine.restore(&active[0].0, Firing, T0 + 4 * S);
+    assert_eq!(restarted.engine.active_alerts(), active);
+    assert_eq!(
+        changes[1].summary,
+        "a.example: the pod (down from inside, outside; up from none)"
+    );
+    assert_eq!(
+        changes[1].description.as_deref(),
+        Some("inside: no answer (refused) from node-1; outside: 502 from prober")
+    );
+    // Outside comes back, inside still down: still the pod.
+    assert!(
+        run.feed("prober", &[from("outside", "a.example", 200, T0 + 5 * S)])
+            .is_empty()
+    );
+    // Both up: resolved, naming the side that recovered.
+    let changes = run.feed("node-1", &[from("inside", "a.example", 200, T0 + 6 * S)]);
+    assert_eq!(conditions(&changes), [Resolved]);
+    assert!(changes[0].summary.starts_with("a.example: the pod"));
+}
+
+#[test]
+fn vantage_compares_only_sites_seen_from_inside_and_elsewhere() {
+    let mut run = Run::new(&[rule("Side", RuleKind::Vantage)]);
+    assert!(
+        run.feed("prober", &[from("outside", "a.example", 503, T0)])
+            .is_empty()
+    );
+    // Down inside with nothing to compare: the status rules' business.
+    assert!(
+        run.feed("node-1", &[from("inside", "b.example", 500, T0)])
+            .is_empty()
+    );
+    // Once outside has been heard from, down inside is the pod.
+    let changes = run.feed("prober", &[from("outside", "b.example", 500, T0 + S)]);
+    assert_eq!(conditions(&changes), [Firing]);
+    assert_eq!(
+        changes[0].summary,
+        "b.example: the pod (down from inside, outside; up from none)"
+    );
+}
+
+#[test]
+fn site_rules_read_inside_probes_unless_they_name_a_vantage() {
+    let outside_rule = RuleSpec {
+        name: "Public".into(),
+        vantage: Some("outside".into()),
+        ..status_rule()
+    };
+    let mut run = Run::new(&[status_rule(), outside_rule]);
+    let changes = run.feed("prober", &[from("outside", "a.example", 502, T0)]);
+    assert_eq!(conditions(&changes), [Firing]);
+    assert_eq!(changes[0].key.rule, "Public");
+    let changes = run.feed("node-1", &[from("", "a.example", 500, T0 + S)]);
+    assert_eq!(conditions(&changes), [Firing]);
+    assert_eq!(changes[0].key.rule, "Err");
+}
+
+#[test]
+fn each_vantage_of_a_site_is_its_own_series() {
+    let mut run = Run::new(&[rule("Side", RuleKind::Vantage)]);
+    assert!(
+        run.feed("node-1", &[from("inside", "a.example", 200, T0 + 5 * S)])
+            .is_empty()
+    );
+    // Older than the inside probe, but the first from outside: not a replay.
+    let changes = run.feed("prober", &[from("outside", "a.example", 502, T0)]);
+    assert_eq!(conditions(&changes), [Firing]);
+    // A replay of it is.
+    assert!(
+        run.feed("prober", &[from("outside", "a.example", 200, T0)])
+            .is_empty()
+    );
+}

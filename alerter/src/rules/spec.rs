@@ -33,6 +33,9 @@ pub enum RuleKind {
     CrossDomain,
     /// A site's content check failed (the agent's `[content]` assertions).
     Content,
+    /// A site down from one vantage and not another: which side broke
+    /// (down inside: the pod; down elsewhere only: edge, DNS or ingress).
+    Vantage,
     /// Share of failing probes over a `window`, per `group`.
     ErrorRate,
     /// Latency quantile over a `window`, per `group`.
@@ -64,6 +67,7 @@ impl RuleKind {
             RuleKind::RedirectChanged => "redirect_changed",
             RuleKind::CrossDomain => "cross_domain",
             RuleKind::Content => "content",
+            RuleKind::Vantage => "vantage",
             RuleKind::ErrorRate => "error_rate",
             RuleKind::LatencyQuantile => "latency_quantile",
             RuleKind::Cpu => "cpu",
@@ -107,12 +111,14 @@ impl RuleKind {
             | RuleKind::CrossDomain
             | RuleKind::RedirectChanged
             | RuleKind::CertUntrusted
-            | RuleKind::Content => &["sites"],
-            RuleKind::Status => &["sites", "statuses"],
-            RuleKind::Latency => &["sites", "latency"],
-            RuleKind::CertExpiry => &["sites", "days"],
+            | RuleKind::Content => &["sites", "vantage"],
+            RuleKind::Status => &["sites", "statuses", "vantage"],
+            RuleKind::Vantage => &["sites", "statuses"],
+            RuleKind::Latency => &["sites", "latency", "vantage"],
+            RuleKind::CertExpiry => &["sites", "days", "vantage"],
             RuleKind::ErrorRate => &[
                 "sites",
+                "vantage",
                 "statuses",
                 "window",
                 "group",
@@ -121,6 +127,7 @@ impl RuleKind {
             ],
             RuleKind::LatencyQuantile => &[
                 "sites",
+                "vantage",
                 "latency",
                 "quantile",
                 "window",
@@ -132,7 +139,14 @@ impl RuleKind {
             RuleKind::ServiceDown => &["units", "sites"],
             RuleKind::SiteServicesDown => &["sites"],
             RuleKind::Missing => &["after"],
-            RuleKind::Fleet => &["sites", "statuses", "share", "min_sites", "max_listed"],
+            RuleKind::Fleet => &[
+                "sites",
+                "statuses",
+                "share",
+                "min_sites",
+                "max_listed",
+                "vantage",
+            ],
         }
     }
 }
@@ -240,6 +254,11 @@ pub struct RuleSpec {
     /// Site globs the rule applies to. Default: every site.
     #[serde(default)]
     pub sites: Vec<String>,
+    /// Probe kinds but `vantage`: the vantage whose probes the rule reads
+    /// (the agents' `vantage` option). Default `inside`, so an outside
+    /// prober does not double every site alert.
+    #[serde(default)]
+    pub vantage: Option<String>,
     /// Node (agent) globs the rule applies to. Default: every node.
     #[serde(default)]
     pub nodes: Vec<String>,
@@ -251,7 +270,7 @@ pub struct RuleSpec {
     pub mountpoints: Vec<String>,
     /// Statuses that count as failing: codes (`0` = no answer, error
     /// included) and classes (`"5xx"`). Required for `status`; default
-    /// `["5xx", 0]` for `error_rate` and `fleet`.
+    /// `["5xx", 0]` for `error_rate`, `fleet` and `vantage`.
     #[serde(default)]
     pub statuses: Vec<StatusMatch>,
     /// `latency`, `latency_quantile`: the threshold. Required.
@@ -328,6 +347,7 @@ impl RuleSpec {
             labels: BTreeMap::new(),
             summary: None,
             sites: Vec::new(),
+            vantage: None,
             nodes: Vec::new(),
             units: Vec::new(),
             mountpoints: Vec::new(),

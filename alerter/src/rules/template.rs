@@ -28,6 +28,9 @@ pub const PLACEHOLDERS: &[&str] = &[
     "silence",
     "content_failure",
     "excerpt",
+    "side",
+    "down",
+    "up",
 ];
 
 /// The `{word}`s of `template`, in order.

@@ -90,6 +90,9 @@ struct SiteSeries {
     /// default: HEAD probes between content checks).
     #[serde(default)]
     content: Option<String>,
+    /// The probing agent's vantage (`outside`...). Default `inside`.
+    #[serde(default)]
+    vantage: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,7 +143,7 @@ struct ExpectedAlert {
     node: Option<String>,
     #[serde(default)]
     site: Option<String>,
-    /// The unit, for `service_down`.
+    /// The unit, for `service_down`; the side (`pod`, `edge`) for `vantage`.
     #[serde(default)]
     service: Option<String>,
     /// Default `firing`.
@@ -523,6 +526,7 @@ fn records(test: &TestSpec, interval: u64) -> Result<Steps, String> {
                     .flatten()
                     .map_or(0, |d| ts + d * DAY_MS),
                 cert_trust: trust.get(i).copied().flatten().unwrap_or_default() as i32,
+                vantage: s.vantage.clone(),
                 ..ProbeResult::default()
             };
             let probe = with_content(probe, content.get(i).copied().flatten());

@@ -4,10 +4,11 @@
 
 use crate::store::query::{DumpFilter, MAX_DUMP_LIMIT, Order};
 
-use super::params::{ParamError, Params, param_error, parse_uint};
+use super::params::{self, ParamError, Params, param_error, parse_uint};
 
 /// The parameters `/dump_last` reads; any other one is ignored.
 pub const DUMP_PARAMS: &[&str] = &[
+    "vantage",
     "status",
     "cross",
     "since",
@@ -28,7 +29,10 @@ pub const MAX_OFFSET: u64 = 10_000_000;
 /// parameter.
 pub fn parse_dump(pairs: &[(String, String)]) -> Result<DumpFilter, ParamError> {
     let params = Params::new(pairs, DUMP_PARAMS)?;
-    let mut filter = DumpFilter::default();
+    let mut filter = DumpFilter {
+        vantage: params::vantage(params.get("vantage"))?,
+        ..DumpFilter::default()
+    };
     if let Some(value) = params.get("status") {
         filter.statuses = statuses(value)?;
     }
@@ -206,6 +210,7 @@ mod tests {
                 limit: 20,
                 offset: 40,
                 order: Order::Asc,
+                vantage: "inside".into(),
             }
         );
     }

@@ -40,6 +40,7 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use livehead_common::clock::unix_ms;
 use livehead_common::host::check_host_name;
+use livehead_common::vantage::INSIDE;
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -402,7 +403,8 @@ impl<S: Store> ApiState<S> {
     ) -> Answer {
         let reader = self.authorize_read("last", headers)?;
         let pairs = query_pairs(query)?;
-        let params = params::Params::new(&pairs, &["site"]).map_err(param_error)?;
+        let params = params::Params::new(&pairs, &["site", "vantage"]).map_err(param_error)?;
+        let vantage = params::vantage(params.get("vantage")).map_err(param_error)?;
         let site = params
             .get("site")
             .ok_or_else(|| ApiError::bad_request("site: missing"))?
@@ -414,7 +416,7 @@ impl<S: Store> ApiState<S> {
         let state = self
             .inner
             .store
-            .last(&site)
+            .last(&site, &vantage)
             .await
             .map_err(|e| ApiError::storage(&e))?
             .ok_or_else(|| ApiError::site_not_found(&site))?;
@@ -559,6 +561,9 @@ struct StateJson<'a> {
     content_failure: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     content_excerpt: &'a str,
+    /// Only when not `inside`: the default answers keep the old worker's keys.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    vantage: &'a str,
 }
 
 impl<'a> StateJson<'a> {
@@ -576,6 +581,11 @@ impl<'a> StateJson<'a> {
             content: &state.content,
             content_failure: &state.content_failure,
             content_excerpt: &state.content_excerpt,
+            vantage: if state.vantage == INSIDE {
+                ""
+            } else {
+                &state.vantage
+            },
         }
     }
 }
@@ -711,13 +721,13 @@ mod tests {
             Ok(crate::store::Rows::default())
         }
 
-        async fn last(&self, site: &str) -> Result<Option<LastState>, StoreError> {
+        async fn last(&self, site: &str, vantage: &str) -> Result<Option<LastState>, StoreError> {
             self.fail()?;
             let rows = self.rows.lock().expect("not poisoned");
             Ok(rows
                 .iter()
                 .rev()
-                .find(|(_, r)| r.site == site)
+                .find(|(_, r)| r.site == site && r.vantage == vantage)
                 .map(|(_, r)| state_of(r)))
         }
 
@@ -725,7 +735,8 @@ mod tests {
             self.fail()?;
             let mut out = Vec::new();
             for (_, row) in self.rows.lock().expect("not poisoned").iter() {
-                if filter.statuses.is_empty() || filter.statuses.contains(&row.status) {
+                let status = filter.statuses.is_empty() || filter.statuses.contains(&row.status);
+                if status && row.vantage == filter.vantage {
                     out.push(state_of(row));
                 }
             }
@@ -918,6 +929,7 @@ mod tests {
             content: r.content.clone(),
             content_failure: r.content_failure.clone(),
             content_excerpt: r.content_excerpt.clone(),
+            vantage: r.vantage.clone(),
         }
     }
 

@@ -63,6 +63,15 @@ pub fn parse_uint(param: &'static str, value: &str) -> Result<Option<u64>, Param
     Ok(value.parse().ok())
 }
 
+/// The `vantage` parameter of `/last` and `/dump_last`: a vantage label,
+/// `inside` when absent (the old worker's answers are the nodes' view).
+pub fn vantage(value: Option<&str>) -> Result<String, ParamError> {
+    let value = value.unwrap_or_default();
+    livehead_common::vantage::check_vantage(value)
+        .map_err(|e| param_error("vantage", e.to_string()))?;
+    Ok(livehead_common::vantage::or_inside(value).to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +129,13 @@ mod tests {
             let err = parse_uint("n", bad).expect_err(bad);
             assert_eq!(err.param, "n", "{bad}");
         }
+    }
+
+    #[test]
+    fn vantage_defaults_to_inside_and_is_checked() {
+        assert_eq!(vantage(None).as_deref(), Ok("inside"));
+        assert_eq!(vantage(Some("outside")).as_deref(), Ok("outside"));
+        let error = vantage(Some("Out side")).expect_err("not a label");
+        assert_eq!(error.param, "vantage");
     }
 }

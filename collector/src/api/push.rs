@@ -343,7 +343,8 @@ fn check_record(
         target: String::new(),
         cert_expiry: 0,
         agent: agent.to_owned(),
-        // The old script checks neither certificates nor content.
+        // The old script runs in the pods (the default vantage) and checks
+        // neither certificates nor content.
         ..ProbeRow::default()
     })
 }

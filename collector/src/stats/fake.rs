@@ -26,7 +26,8 @@ impl FakeStore {
         }
     }
 
-    /// The newest probe of each site.
+    /// The newest probe of each site (one vantage is enough for the stats
+    /// tests).
     fn newest(&self) -> Result<BTreeMap<String, LastState>, StoreError> {
         let mut newest: BTreeMap<String, LastState> = BTreeMap::new();
         for row in self.rows()?.probes {
@@ -41,6 +42,7 @@ impl FakeStore {
                 location: row.location,
                 cross: row.cross,
                 ts: row.ts,
+                vantage: livehead_common::vantage::or_inside(&row.vantage).to_owned(),
                 ..LastState::default()
             };
             newest.insert(row.site, state);
@@ -93,14 +95,15 @@ impl Store for FakeStore {
         Ok(())
     }
 
-    async fn last(&self, site: &str) -> Result<Option<LastState>, StoreError> {
-        Ok(self.newest()?.remove(site))
+    async fn last(&self, site: &str, vantage: &str) -> Result<Option<LastState>, StoreError> {
+        Ok(self.newest()?.remove(site).filter(|s| s.vantage == vantage))
     }
 
     async fn dump_last(&self, filter: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
         let mut states: Vec<LastState> = self
             .newest()?
             .into_values()
+            .filter(|s| s.vantage == filter.vantage)
             .filter(|s| filter.statuses.is_empty() || filter.statuses.contains(&s.status))
             .collect();
         // By ts in the filter's order, ties by site ascending, as the stores.

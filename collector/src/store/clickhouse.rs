@@ -153,7 +153,7 @@ impl ClickHouseStore {
                 continue;
             }
             for statement in &migration.statements {
-                if let Some((table, column)) = schema::added_column(statement)
+                if let Some((table, column)) = schema::skip_when(statement)
                     && self.has_column(table, column).await?
                 {
                     continue;
@@ -523,11 +523,12 @@ impl Store for ClickHouseStore {
         Ok(plan.outcomes)
     }
 
-    async fn last(&self, site: &str) -> Result<Option<LastState>, StoreError> {
+    async fn last(&self, site: &str, vantage: &str) -> Result<Option<LastState>, StoreError> {
         Ok(self
             .client
             .query(LAST_SQL)
             .bind(site)
+            .bind(vantage)
             .fetch_optional()
             .await?)
     }
@@ -693,6 +694,7 @@ struct HistoryRow<'a> {
     content: &'a str,
     content_failure: &'a str,
     content_excerpt: &'a str,
+    vantage: &'a str,
 }
 
 impl<'a> HistoryRow<'a> {
@@ -719,6 +721,7 @@ impl<'a> HistoryRow<'a> {
             content: &p.content,
             content_failure: &p.content_failure,
             content_excerpt: &p.content_excerpt,
+            vantage: &p.vantage,
         }
     }
 }
@@ -746,6 +749,7 @@ struct LastRow<'a> {
     content: &'a str,
     content_failure: &'a str,
     content_excerpt: &'a str,
+    vantage: &'a str,
 }
 
 impl<'a> LastRow<'a> {
@@ -771,6 +775,7 @@ impl<'a> LastRow<'a> {
             content: &p.content,
             content_failure: &p.content_failure,
             content_excerpt: &p.content_excerpt,
+            vantage: &p.vantage,
         }
     }
 }
@@ -798,6 +803,7 @@ struct ProbeRead {
     content: String,
     content_failure: String,
     content_excerpt: String,
+    vantage: String,
 }
 
 impl From<ProbeRead> for ProbeRow {
@@ -823,6 +829,7 @@ impl From<ProbeRead> for ProbeRow {
             content: r.content,
             content_failure: r.content_failure,
             content_excerpt: r.content_excerpt,
+            vantage: r.vantage,
         }
     }
 }

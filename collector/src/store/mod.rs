@@ -7,6 +7,8 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use livehead_common::vantage::INSIDE;
+
 pub mod clickhouse;
 pub mod query;
 pub mod rows;
@@ -82,7 +84,7 @@ impl Default for StorageConfig {
 /// One validated probe, as stored in `health_history` and `health_last`.
 /// The first columns keep the old worker's names (`site, status, ms, port,
 /// location, cross, ts`) so existing queries run unchanged.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeRow {
     pub site: String,
     /// HTTP status, 0 when there was no answer.
@@ -120,6 +122,39 @@ pub struct ProbeRow {
     pub content_failure: String,
     /// A short excerpt of the body around what failed (at most 200 bytes).
     pub content_excerpt: String,
+    /// Where the agent probed from (`inside`, `outside`...); never empty
+    /// once validated (an empty label is stored as `inside`).
+    pub vantage: String,
+}
+
+/// Zeros and empty strings, from the [`INSIDE`] vantage (as a probe of an
+/// agent that sends none).
+impl Default for ProbeRow {
+    fn default() -> Self {
+        Self {
+            site: String::new(),
+            status: 0,
+            ms: 0,
+            port: 0,
+            location: String::new(),
+            cross: 0,
+            ts: 0,
+            latency_us: 0,
+            connect_us: 0,
+            first_byte_us: 0,
+            error: String::new(),
+            method: String::new(),
+            target: String::new(),
+            cert_expiry: 0,
+            agent: String::new(),
+            cert_trust: String::new(),
+            cert_error: String::new(),
+            content: String::new(),
+            content_failure: String::new(),
+            content_excerpt: String::new(),
+            vantage: INSIDE.to_owned(),
+        }
+    }
 }
 
 impl ProbeRow {
@@ -138,6 +173,7 @@ impl ProbeRow {
             + self.content.len()
             + self.content_failure.len()
             + self.content_excerpt.len()
+            + self.vantage.len()
     }
 }
 
@@ -318,11 +354,12 @@ pub trait Store: Send + Sync + 'static {
     /// minutes by the collector.
     fn maintain(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// The newest probe of `site` (as stored: lower case), `None` when the site
-    /// was never seen.
+    /// The newest probe of `site` (as stored: lower case) from `vantage`,
+    /// `None` when the site was never seen from there.
     fn last(
         &self,
         site: &str,
+        vantage: &str,
     ) -> impl Future<Output = Result<Option<LastState>, StoreError>> + Send;
 
     /// The newest probe of every site matching `filter`, in `filter.order` of
@@ -358,7 +395,7 @@ pub trait Store: Send + Sync + 'static {
     /// A cheap read proving the store answers, for readiness: the lookup of
     /// a site that cannot exist.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
-        async move { self.last("livehead-ready.invalid").await.map(drop) }
+        async move { self.last("livehead-ready.invalid", INSIDE).await.map(drop) }
     }
 
     /// Which backend this is, for logs and messages.
@@ -413,10 +450,10 @@ impl Store for AnyStore {
         }
     }
 
-    async fn last(&self, site: &str) -> Result<Option<LastState>, StoreError> {
+    async fn last(&self, site: &str, vantage: &str) -> Result<Option<LastState>, StoreError> {
         match self {
-            Self::ClickHouse(s) => s.last(site).await,
-            Self::Sqlite(s) => s.last(site).await,
+            Self::ClickHouse(s) => s.last(site, vantage).await,
+            Self::Sqlite(s) => s.last(site, vantage).await,
         }
     }
 

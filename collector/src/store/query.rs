@@ -3,6 +3,8 @@
 //! with `?` placeholders, the values returned separately and bound by the
 //! backend's driver, so no value a user sends is ever spliced into SQL.
 
+use livehead_common::vantage::INSIDE;
+
 /// Most sites one `/dump_last` answer holds (the old worker's cap).
 pub const MAX_DUMP_LIMIT: u32 = 5000;
 /// Sites in a `/dump_last` answer when `limit` is not given.
@@ -30,6 +32,8 @@ pub struct LastState {
     pub content: String,
     pub content_failure: String,
     pub content_excerpt: String,
+    /// Where the probe was made from (`inside` for old rows and `/push`).
+    pub vantage: String,
 }
 
 /// Sort order of `/dump_last` by `ts`.
@@ -74,6 +78,8 @@ pub struct DumpFilter {
     pub limit: u32,
     pub offset: u64,
     pub order: Order,
+    /// Only probes from this vantage (`inside` unless asked).
+    pub vantage: String,
 }
 
 impl Default for DumpFilter {
@@ -87,6 +93,7 @@ impl Default for DumpFilter {
             limit: DEFAULT_DUMP_LIMIT,
             offset: 0,
             order: Order::Desc,
+            vantage: INSIDE.to_owned(),
         }
     }
 }
@@ -101,18 +108,19 @@ pub enum Param {
 /// A `WHERE` clause body and its values, in placeholder order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Conditions {
-    /// `1` when there is no condition, so it can always follow `WHERE`.
+    /// Never empty (the vantage is always a condition), so it can follow `WHERE`.
     pub sql: String,
     pub params: Vec<Param>,
 }
 
 impl DumpFilter {
-    /// The filter as SQL conditions on the columns `site, status, cross, ts`.
+    /// The filter as SQL conditions on the columns `vantage, site, status,
+    /// cross, ts`; the vantage always (each site has a state per vantage).
     /// `like_suffix` follows `site LIKE ?`: SQLite needs `ESCAPE '\'` to read
     /// `\` as ClickHouse does.
     pub fn conditions(&self, like_suffix: &str) -> Conditions {
-        let mut parts = Vec::new();
-        let mut params = Vec::new();
+        let mut parts = vec!["vantage = ?".to_owned()];
+        let mut params = vec![Param::Text(self.vantage.clone())];
         if !self.statuses.is_empty() {
             let marks = vec!["?"; self.statuses.len()].join(", ");
             parts.push(format!("status IN ({marks})"));
@@ -134,12 +142,10 @@ impl DumpFilter {
             parts.push(format!("site LIKE ?{like_suffix}"));
             params.push(Param::Text(pattern.clone()));
         }
-        let sql = if parts.is_empty() {
-            "1".to_owned()
-        } else {
-            parts.join(" AND ")
-        };
-        Conditions { sql, params }
+        Conditions {
+            sql: parts.join(" AND "),
+            params,
+        }
     }
 }
 
@@ -148,10 +154,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn no_filter_is_always_true() {
+    fn no_filter_is_the_inside_vantage() {
         let c = DumpFilter::default().conditions("");
-        assert_eq!(c.sql, "1");
-        assert!(c.params.is_empty());
+        assert_eq!(c.sql, "vantage = ?");
+        assert_eq!(c.params, [Param::Text("inside".into())]);
     }
 
     #[test]
@@ -167,11 +173,12 @@ mod tests {
         let c = filter.conditions(" ESCAPE '\\'");
         assert_eq!(
             c.sql,
-            "status IN (?, ?) AND `cross` = ? AND ts >= ? AND ts <= ? AND site LIKE ? ESCAPE '\\'"
+            "vantage = ? AND status IN (?, ?) AND `cross` = ? AND ts >= ? AND ts <= ? AND site LIKE ? ESCAPE '\\'"
         );
         assert_eq!(
             c.params,
             vec![
+                Param::Text("inside".into()),
                 Param::Int(500),
                 Param::Int(403),
                 Param::Int(1),

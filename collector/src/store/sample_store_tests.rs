@@ -39,6 +39,8 @@ livehead_testkit::on_both_stores!(
     newest_rows_of_one_thing_come_newest_first,
     probe_trust_and_content_read_back_on_every_path,
     migration_7_adds_trust_and_content_to_existing_probe_tables,
+    probes_keep_a_last_state_per_vantage,
+    migration_8_keys_health_last_by_vantage_keeping_its_rows,
 );
 
 enum TestStore {
@@ -707,6 +709,7 @@ fn probe(agent: &str, site: &str, ts: u64, status: u16) -> ProbeRow {
         content: "failed".into(),
         content_failure: "contains \"critical error\"".into(),
         content_excerpt: "<p>There has been a critical error on this website.</p>".into(),
+        vantage: "inside".into(),
     }
 }
 
@@ -947,18 +950,25 @@ async fn newest_rows_of_one_thing_come_newest_first(backend: Backend) {
 
 impl TestStore {
     async fn last(&self, site: &str) -> Option<LastState> {
+        self.last_from(site, "inside").await
+    }
+
+    async fn last_from(&self, site: &str, vantage: &str) -> Option<LastState> {
         match self {
-            Self::Sqlite(store, _) => store.last(site).await,
-            Self::ClickHouse(store, _) => store.last(site).await,
+            Self::Sqlite(store, _) => store.last(site, vantage).await,
+            Self::ClickHouse(store, _) => store.last(site, vantage).await,
         }
         .expect("last")
     }
 
     async fn dump_last(&self) -> Vec<LastState> {
-        let filter = DumpFilter::default();
+        self.dump_last_from(&DumpFilter::default()).await
+    }
+
+    async fn dump_last_from(&self, filter: &DumpFilter) -> Vec<LastState> {
         match self {
-            Self::Sqlite(store, _) => store.dump_last(&filter).await,
-            Self::ClickHouse(store, _) => store.dump_last(&filter).await,
+            Self::Sqlite(store, _) => store.dump_last(filter).await,
+            Self::ClickHouse(store, _) => store.dump_last(filter).await,
         }
         .expect("dump_last")
     }
@@ -1017,6 +1027,7 @@ fn state_of(p: &ProbeRow) -> LastState {
         content: p.content.clone(),
         content_failure: p.content_failure.clone(),
         content_excerpt: p.content_excerpt.clone(),
+        vantage: p.vantage.clone(),
     }
 }
 
@@ -1116,13 +1127,26 @@ async fn migration_7_adds_trust_and_content_to_existing_probe_tables(backend: Ba
         TestStore::ClickHouse(..) => store.sql("DROP TABLE schema_migrations"),
     };
     let store = store.reopen().await;
+    // Migration 8's `vantage` is already there (a key column of health_last
+    // on ClickHouse, which cannot be dropped), so these come after it.
+    let after_vantage = |columns: Vec<&str>| {
+        let (vantage, others): (Vec<&str>, Vec<&str>) =
+            columns.into_iter().partition(|c| *c == "vantage");
+        let at = others
+            .iter()
+            .position(|c| *c == "cert_trust")
+            .expect("cert_trust");
+        let mut out = others;
+        out.splice(at..at, vantage);
+        out.join(",")
+    };
     assert_eq!(
         store.columns("health_history"),
-        schema::history_columns().join(",")
+        after_vantage(schema::history_columns())
     );
     assert_eq!(
         store.columns("health_last"),
-        schema::last_columns().join(",")
+        after_vantage(schema::last_columns())
     );
     let old = store.last("old.example").await.expect("the old row");
     assert_eq!(
@@ -1134,4 +1158,152 @@ async fn migration_7_adds_trust_and_content_to_existing_probe_tables(backend: Ba
         .write("edge-1", 1, &Rows::from(vec![checked.clone()]))
         .await;
     assert_eq!(store.last("old.example").await, Some(state_of(&checked)));
+}
+
+// ---- Vantages (migration 8) -------------------------------------------------
+
+fn from(vantage: &str, p: ProbeRow) -> ProbeRow {
+    ProbeRow {
+        vantage: vantage.into(),
+        ..p
+    }
+}
+
+async fn probes_keep_a_last_state_per_vantage(backend: Backend) {
+    let store = TestStore::open(backend, "vantages", 30).await;
+    let now = clock::unix_ms();
+    let inside = from("inside", unchecked("node-1", "a.example", now - 3000));
+    // Newer, from another agent: it must not replace the inside state.
+    let outside = from("outside", probe("prober-1", "a.example", now - 1000, 502));
+    let only_outside = from("outside", unchecked("prober-1", "b.example", now - 2000));
+    store
+        .write("node-1", 1, &Rows::from(vec![inside.clone()]))
+        .await;
+    let rows = Rows::from(vec![outside.clone(), only_outside.clone()]);
+    store.write("prober-1", 1, &rows).await;
+    // An older outside probe replayed late changes nothing.
+    let late = from("outside", unchecked("prober-1", "a.example", now - 5000));
+    store.write("prober-1", 2, &Rows::from(vec![late])).await;
+
+    assert_eq!(store.last("a.example").await, Some(state_of(&inside)));
+    assert_eq!(
+        store.last_from("a.example", "outside").await,
+        Some(state_of(&outside))
+    );
+    assert_eq!(store.last("b.example").await, None);
+    assert_eq!(store.dump_last().await, [state_of(&inside)]);
+    let outside_filter = DumpFilter {
+        vantage: "outside".into(),
+        ..DumpFilter::default()
+    };
+    assert_eq!(
+        store.dump_last_from(&outside_filter).await,
+        [state_of(&outside), state_of(&only_outside)]
+    );
+    // The watch snapshot: every vantage's newest, by agent, site, vantage.
+    assert_eq!(
+        store.latest_probes(0).await,
+        [inside, outside, only_outside]
+    );
+    let history = store.sql(
+        "SELECT site, vantage, count(*) FROM health_history \
+         GROUP BY site, vantage ORDER BY site, vantage",
+    );
+    assert_eq!(
+        history,
+        "a.example|inside|1\na.example|outside|2\nb.example|outside|1\n"
+    );
+}
+
+/// A store whose `health_last` is keyed by site alone (rows in it) is
+/// re-keyed; its rows are the inside states; a collector that died half way
+/// (a half-filled new table, or the old one left renamed) finishes the job.
+async fn migration_8_keys_health_last_by_vantage_keeping_its_rows(backend: Backend) {
+    let store = TestStore::open(backend, "migration_8", 30).await;
+    let now = clock::unix_ms();
+    let old = unchecked("node-1", "old.example", now - 1000);
+    store
+        .write("node-1", 1, &Rows::from(vec![old.clone()]))
+        .await;
+    let kept = schema::last_columns()
+        .into_iter()
+        .filter(|c| *c != "vantage")
+        .map(|c| format!("\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (engine, gone) = match store {
+        TestStore::Sqlite(..) => ("", "sqlite_master WHERE type = 'table' AND"),
+        TestStore::ClickHouse(..) => (
+            " ENGINE = ReplacingMergeTree(ts) ORDER BY site",
+            "system.tables WHERE database = currentDatabase() AND",
+        ),
+    };
+    for statement in [
+        format!("CREATE TABLE pre_8{engine} AS SELECT {kept} FROM health_last"),
+        "DROP TABLE health_last".to_owned(),
+        "RENAME TABLE pre_8 TO health_last".to_owned(),
+        "ALTER TABLE health_history DROP COLUMN vantage".to_owned(),
+    ] {
+        let statement = match (&store, statement.strip_prefix("RENAME TABLE pre_8 TO ")) {
+            (TestStore::Sqlite(..), Some(to)) => format!("ALTER TABLE pre_8 RENAME TO {to}"),
+            _ => statement,
+        };
+        store.sql(&statement);
+    }
+    if let TestStore::ClickHouse(..) = store {
+        // What a collector killed while filling the new table leaves (SQLite
+        // migrates in one transaction: nothing is left).
+        store.sql(&format!(
+            "CREATE TABLE health_last_v8{engine} AS SELECT {kept} FROM health_last"
+        ));
+    }
+    let forget = match &store {
+        TestStore::Sqlite(..) => "DELETE FROM schema_migrations WHERE version = 8",
+        TestStore::ClickHouse(..) => "DROP TABLE schema_migrations",
+    };
+    store.sql(forget);
+    let store = store.reopen().await;
+    let check = |store: &TestStore| {
+        assert_eq!(
+            store.columns("health_history"),
+            schema::history_columns().join(",")
+        );
+        assert_eq!(
+            store.columns("health_last"),
+            schema::last_columns().join(",")
+        );
+        let left = store.sql(&format!(
+            "SELECT count(*) FROM {gone} name IN ('health_last_v7', 'health_last_v8')"
+        ));
+        assert_eq!(left.trim(), "0");
+    };
+    check(&store);
+    if let TestStore::ClickHouse(..) = store {
+        let key = store.sql(
+            "SELECT sorting_key FROM system.tables \
+             WHERE database = currentDatabase() AND name = 'health_last'",
+        );
+        assert_eq!(key.trim(), "site, vantage");
+    }
+    assert_eq!(store.last("old.example").await, Some(state_of(&old)));
+    let outside = from("outside", unchecked("prober-1", "old.example", now));
+    store
+        .write("prober-1", 1, &Rows::from(vec![outside.clone()]))
+        .await;
+    assert_eq!(store.last("old.example").await, Some(state_of(&old)));
+    assert_eq!(
+        store.last_from("old.example", "outside").await,
+        Some(state_of(&outside))
+    );
+    // Killed after the RENAME: the old table is left under its new name.
+    if let TestStore::ClickHouse(..) = store {
+        store.sql("CREATE TABLE health_last_v7 (site String) ENGINE = Memory");
+        store.sql("DROP TABLE schema_migrations");
+        let store = store.reopen().await;
+        check(&store);
+        assert_eq!(
+            store.last_from("old.example", "outside").await,
+            Some(state_of(&outside))
+        );
+    }
 }

@@ -147,8 +147,8 @@ impl<S: Store> Store for Timed<S> {
             .await
     }
 
-    async fn last(&self, site: &str) -> Result<Option<LastState>, StoreError> {
-        self.call("last", self.read_timeout, self.inner.last(site))
+    async fn last(&self, site: &str, vantage: &str) -> Result<Option<LastState>, StoreError> {
+        self.call("last", self.read_timeout, self.inner.last(site, vantage))
             .await
     }
 
@@ -198,7 +198,7 @@ mod tests {
         async fn maintain(&self) -> Result<(), StoreError> {
             std::future::pending().await
         }
-        async fn last(&self, _: &str) -> Result<Option<LastState>, StoreError> {
+        async fn last(&self, _: &str, _: &str) -> Result<Option<LastState>, StoreError> {
             std::future::pending().await
         }
         async fn dump_last(&self, _: &DumpFilter) -> Result<Vec<LastState>, StoreError> {
@@ -221,7 +221,7 @@ mod tests {
         };
         let store = Timed::new(Stalled, &config, metrics.clone(), readiness.clone());
         let started = tokio::time::Instant::now();
-        let error = store.last("a.com").await.expect_err("stalled");
+        let error = store.last("a.com", "inside").await.expect_err("stalled");
         assert_eq!(error.to_string(), "store: last timed out after 2s");
         assert_eq!(started.elapsed(), Duration::from_secs(2));
         let error = store
@@ -273,7 +273,7 @@ mod tests {
         async fn maintain(&self) -> Result<(), StoreError> {
             Ok(())
         }
-        async fn last(&self, _: &str) -> Result<Option<LastState>, StoreError> {
+        async fn last(&self, _: &str, _: &str) -> Result<Option<LastState>, StoreError> {
             self.maybe_stall().await;
             Ok(None)
         }

@@ -7,6 +7,7 @@ use livehead_proto::v1::{
 };
 
 use livehead_common::host::check_host_name;
+use livehead_common::vantage::{self, check_vantage};
 
 use crate::config::Limits;
 use crate::store::{ProbeRow, Rows};
@@ -107,6 +108,7 @@ pub fn check_probe(
         ));
     }
     let checks = check_trust_and_content(p, limits)?;
+    check_vantage(&p.vantage).map_err(|e| invalid("probe.vantage", e.to_string()))?;
     Ok(ProbeRow {
         site: p.site.to_ascii_lowercase(),
         status,
@@ -128,6 +130,7 @@ pub fn check_probe(
         content: checks.content.into(),
         content_failure: p.content_failure.clone(),
         content_excerpt: p.content_excerpt.clone(),
+        vantage: vantage::or_inside(&p.vantage).into(),
     })
 }
 
@@ -330,6 +333,8 @@ mod tests {
             (|p| p.location = "x".repeat(5000), "probe.location"),
             (|p| p.location = "a\nb".into(), "probe.location"),
             (|p| p.cert_trust = 7, "probe.cert_trust"),
+            (|p| p.vantage = "Outside".into(), "probe.vantage"),
+            (|p| p.vantage = "o".repeat(33), "probe.vantage"),
             (|p| p.cert_error = "x".repeat(2049), "probe.cert_error"),
             (|p| p.cert_error = "bad\r\nchain".into(), "probe.cert_error"),
             (|p| p.content = 3, "probe.content"),
@@ -356,6 +361,17 @@ mod tests {
             let err = check_probe(&p, "a", NOW, &limits).expect_err(field);
             assert_eq!(err.field, field, "{err:?}");
         }
+    }
+
+    #[test]
+    fn an_empty_vantage_is_stored_as_inside() {
+        let limits = Limits::default();
+        let row = check_probe(&good(), "a", NOW, &limits).expect("valid");
+        assert_eq!(row.vantage, "inside");
+        let mut p = good();
+        p.vantage = "outside".into();
+        let row = check_probe(&p, "a", NOW, &limits).expect("valid");
+        assert_eq!(row.vantage, "outside");
     }
 
     #[test]

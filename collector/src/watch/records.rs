@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use livehead_common::vantage::INSIDE;
 use livehead_proto::v1::record::Kind;
 use livehead_proto::v1::{
     AlertDelivery, AlertEvent, AlertSeverity, AlertState, CertTrust, ContentOutcome,
@@ -90,6 +91,12 @@ fn probe(r: &ProbeRow) -> Kind {
         content: content_outcome(&r.content) as i32,
         content_failure: r.content_failure.clone(),
         content_excerpt: r.content_excerpt.clone(),
+        // Empty is inside on the wire, as agents send it.
+        vantage: if r.vantage == INSIDE {
+            String::new()
+        } else {
+            r.vantage.clone()
+        },
     })
 }
 
@@ -527,6 +534,7 @@ mod tests {
                 target: "10.0.0.7:443".into(),
                 cert_trust: CertTrust::NameMismatch as i32,
                 cert_error: "certificate not valid for name \"a.example\"".into(),
+                vantage: "outside".into(),
                 content: ContentOutcome::Failed as i32,
                 content_failure: "does not contain \"There has been a critical error\"".into(),
                 content_excerpt: "<p>There has been a critical error on this website.</p>".into(),

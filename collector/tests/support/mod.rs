@@ -23,9 +23,11 @@ pub const CHECKS: Checks = Checks {
     content_excerpt: "<html><body></body></html>",
 };
 
-/// The [`CHECKS`] as the API reads them, the other fields empty.
+/// The [`CHECKS`] as the API reads them from the inside vantage, the other
+/// fields empty.
 pub fn checks() -> LastState {
     LastState {
+        vantage: "inside".into(),
         cert_trust: CHECKS.cert_trust.into(),
         cert_error: CHECKS.cert_error.into(),
         content: CHECKS.content.into(),

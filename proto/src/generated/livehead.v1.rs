@@ -793,6 +793,12 @@ pub struct ProbeResult {
     /// A short excerpt of the body around what failed (at most 200 bytes).
     #[prost(string, tag = "18")]
     pub content_excerpt: ::prost::alloc::string::String,
+    /// Where the agent probes from (its `vantage` option): `inside` on the
+    /// nodes, `outside` for an agent probing public URLs from elsewhere, or any
+    /// label of \[a-z0-9\_-\], at most 32 bytes. Empty means `inside`, so older
+    /// agents and the HTTP `/push` are inside.
+    #[prost(string, tag = "19")]
+    pub vantage: ::prost::alloc::string::String,
 }
 /// One observation carried in a batch.
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -143,6 +143,13 @@ const PROBE_COLUMNS: &[Column] = &[
     col("content_failure", "String", LC),
     // Text cut from bodies: too varied for a dictionary.
     col("content_excerpt", "String", "String CODEC(ZSTD)"),
+    // Migration 8. The DEFAULT fills the rows written before it: they came
+    // from agents without a vantage, which are inside.
+    col(
+        "vantage",
+        "String DEFAULT 'inside'",
+        "LowCardinality(String) DEFAULT 'inside'",
+    ),
 ];
 
 /// The probe columns migration 7 adds to both probe tables: a probe's
@@ -154,6 +161,15 @@ const TRUST_AND_CONTENT: &[&str] = &[
     "content_failure",
     "content_excerpt",
 ];
+
+/// The probe column migration 8 adds: where the probe was made from.
+const VANTAGE: &str = "vantage";
+
+/// `health_last` of migration 8 while it is filled, before it takes the
+/// name; a statement naming it is part of the re-keying (see [`skip_when`]).
+const NEW_LAST_TABLE: &str = "health_last_v8";
+/// The `health_last` before migration 8 once renamed away, then dropped.
+const OLD_LAST_TABLE: &str = "health_last_v7";
 
 const BATCH_COLUMNS: &[Column] = &[
     col("agent", "String", LC),
@@ -222,18 +238,23 @@ pub fn migrations(flavour: Flavour) -> Vec<Migration> {
     let history = format!(
         "CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (\n{}\n) ENGINE = MergeTree \
          PARTITION BY {PROBE_DAY} ORDER BY (site, ts){}",
-        column_list(flavour, PROBE_COLUMNS, TRUST_AND_CONTENT),
+        column_list(
+            flavour,
+            PROBE_COLUMNS,
+            &[TRUST_AND_CONTENT, &[VANTAGE]].concat()
+        ),
         ttl_settings(flavour)
     );
     // ReplacingMergeTree(ts): the newest probe per site wins, so a replayed older
-    // batch never overwrites a newer state. Readers use FINAL.
+    // batch never overwrites a newer state. Readers use FINAL. Migration 8
+    // rebuilds it keyed by (site, vantage) ([`last_table_ddl`]).
     let last = format!(
         "CREATE TABLE IF NOT EXISTS {LAST_TABLE} (\n{}\n) ENGINE = ReplacingMergeTree(ts) \
          ORDER BY site",
         column_list(
             flavour,
             PROBE_COLUMNS,
-            &[&["seq"][..], TRUST_AND_CONTENT].concat()
+            &[&["seq", VANTAGE][..], TRUST_AND_CONTENT].concat()
         )
     );
     let batches = format!(
@@ -301,7 +322,58 @@ pub fn migrations(flavour: Flavour) -> Vec<Migration> {
             name: "probe trust and content",
             statements: trust_and_content(flavour),
         },
+        Migration {
+            version: 8,
+            name: "probe vantages",
+            statements: vantages(flavour),
+        },
     ]
+}
+
+/// Migration 8: `vantage` appended to `health_history`, and `health_last`
+/// keyed by (site, vantage) so that each vantage keeps its own newest probe.
+/// A sorting key cannot take a new column (18.x), so `health_last` is
+/// rebuilt: a new table filled from the old one (its rows are all inside),
+/// then both renamed in one `RENAME` and the old one dropped. The statements
+/// up to the `RENAME` are skipped once `health_last` has `vantage` (see
+/// [`skip_when`]), so a collector that dies anywhere in between starts the
+/// copy again from a fresh table, or only drops what is left of the old one.
+fn vantages(flavour: Flavour) -> Vec<String> {
+    let add_history = PROBE_COLUMNS.iter().filter(|c| c.name == VANTAGE).map(|c| {
+        let ty = match flavour {
+            Flavour::Legacy => c.legacy,
+            Flavour::Modern => c.modern,
+        };
+        format!("ALTER TABLE {HISTORY_TABLE} ADD COLUMN {VANTAGE} {ty}")
+    });
+    let copied = last_columns()
+        .into_iter()
+        .filter(|c| *c != VANTAGE)
+        .map(|c| format!("`{c}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    add_history
+        .chain([
+            format!("DROP TABLE IF EXISTS {NEW_LAST_TABLE}"),
+            last_table_ddl(flavour, NEW_LAST_TABLE),
+            format!("INSERT INTO {NEW_LAST_TABLE} ({copied}) SELECT {copied} FROM {LAST_TABLE}"),
+            format!(
+                "RENAME TABLE {LAST_TABLE} TO {OLD_LAST_TABLE}, {NEW_LAST_TABLE} TO {LAST_TABLE}"
+            ),
+            format!("DROP TABLE IF EXISTS {OLD_LAST_TABLE}"),
+        ])
+        .collect()
+}
+
+/// `health_last` as of migration 8, named `table`. ReplacingMergeTree(ts):
+/// the newest probe per (site, vantage) wins, so a replayed older batch never
+/// overwrites a newer state.
+fn last_table_ddl(flavour: Flavour, table: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (\n{}\n) ENGINE = ReplacingMergeTree(ts) \
+         ORDER BY (site, {VANTAGE})",
+        column_list(flavour, PROBE_COLUMNS, &["seq"])
+    )
 }
 
 /// Migration 7: [`TRUST_AND_CONTENT`] appended to both probe tables; rows
@@ -414,6 +486,20 @@ pub fn added_column(statement: &str) -> Option<(&str, &str)> {
     }
 }
 
+/// The table and column whose existence makes the store skip `statement`
+/// of [`migrations`]: an `ADD COLUMN`'s own (see [`added_column`]), and
+/// `health_last`'s `vantage` for the statements of migration 8 that re-key
+/// it (they name [`NEW_LAST_TABLE`]): once it has the column, the re-keyed
+/// table is in place.
+pub fn skip_when(statement: &str) -> Option<(&str, &str)> {
+    added_column(statement).or_else(|| {
+        statement
+            .split_whitespace()
+            .any(|word| word.trim_end_matches(',') == NEW_LAST_TABLE)
+            .then_some((LAST_TABLE, VANTAGE))
+    })
+}
+
 /// Binds a table and a column name; answers 1 when the column exists.
 pub const COLUMN_EXISTS_SQL: &str = "SELECT count() FROM system.columns \
      WHERE database = currentDatabase() AND table = ? AND name = ?";
@@ -506,14 +592,15 @@ pub const STALE_PARTITIONS_SQL: &str = "SELECT DISTINCT partition_id FROM system
 /// Binds the table (identifier) and the partition ID (string).
 pub const DROP_PARTITION_SQL: &str = "ALTER TABLE ? DROP PARTITION ID ?";
 
-/// Binds a site; answers its newest probe. The sort key is `site`, so this reads
-/// one granule; `ORDER BY ts` picks the newest of rows not merged yet.
+/// Binds a site and a vantage; answers its newest probe from there. The sort
+/// key is (site, vantage), so this reads one granule; `ORDER BY ts` picks the newest of rows not merged yet.
 pub const LAST_SQL: &str = "SELECT site, status, ms, port, location, `cross`, ts, \
-     cert_trust, cert_error, content, content_failure, content_excerpt \
-     FROM health_last WHERE site = ? ORDER BY ts DESC LIMIT 1";
+     cert_trust, cert_error, content, content_failure, content_excerpt, vantage \
+     FROM health_last WHERE site = ? AND vantage = ? ORDER BY ts DESC LIMIT 1";
 
-/// Binds `since`; answers the newest probe of every site probed since then,
-/// every column of `health_last` in `ProbeRow`'s order, by agent then site.
+/// Binds `since`; answers the newest probe of every (site, vantage) probed
+/// since then, every column of `health_last` in `ProbeRow`'s order, by agent,
+/// site then vantage.
 /// `argMax` rather than `FINAL`, as [`dump_last_sql`].
 pub const LATEST_PROBES_SQL: &str = "SELECT site, tupleElement(v, 1) AS status, \
      tupleElement(v, 2) AS ms, tupleElement(v, 3) AS port, tupleElement(v, 4) AS location, \
@@ -523,13 +610,15 @@ pub const LATEST_PROBES_SQL: &str = "SELECT site, tupleElement(v, 1) AS status, 
      tupleElement(v, 12) AS cert_expiry, tupleElement(v, 13) AS agent, \
      tupleElement(v, 14) AS cert_trust, tupleElement(v, 15) AS cert_error, \
      tupleElement(v, 16) AS content, tupleElement(v, 17) AS content_failure, \
-     tupleElement(v, 18) AS content_excerpt FROM (\
-     SELECT site, max(ts) AS last_ts, argMax(tuple(status, ms, port, location, `cross`, \
+     tupleElement(v, 18) AS content_excerpt, vantage FROM (\
+     SELECT site, vantage, max(ts) AS last_ts, argMax(tuple(status, ms, port, location, `cross`, \
      latency_us, connect_us, first_byte_us, error, method, target, cert_expiry, agent, \
      cert_trust, cert_error, content, content_failure, content_excerpt), ts) AS v \
-     FROM health_last GROUP BY site HAVING last_ts >= ?) ORDER BY agent, site";
+     FROM health_last GROUP BY site, vantage HAVING last_ts >= ?) \
+     ORDER BY agent, site, vantage";
 
-/// `/dump_last`: the newest probe per site, then the filter, order and page.
+/// `/dump_last`: the newest probe per (site, vantage), then the filter (which
+/// names the vantage), order and page.
 /// The newest row is chosen with `argMax` rather than `FINAL` because a `WHERE`
 /// on a non-key column may be applied before `FINAL` folds the rows on some
 /// server versions (through PREWHERE), which would return a site's stale state.
@@ -543,15 +632,15 @@ pub fn dump_last_sql(conditions: &str, order_by: &str) -> String {
          last_location AS location, last_cross AS `cross`, last_ts AS ts, \
          last_cert_trust AS cert_trust, last_cert_error AS cert_error, \
          last_content AS content, last_content_failure AS content_failure, \
-         last_content_excerpt AS content_excerpt FROM (\
-         SELECT site, argMax(status, ts) AS last_status, argMax(ms, ts) AS last_ms, \
+         last_content_excerpt AS content_excerpt, vantage FROM (\
+         SELECT site, vantage, argMax(status, ts) AS last_status, argMax(ms, ts) AS last_ms, \
          argMax(port, ts) AS last_port, argMax(location, ts) AS last_location, \
          argMax(`cross`, ts) AS last_cross, max(ts) AS last_ts, \
          argMax(cert_trust, ts) AS last_cert_trust, argMax(cert_error, ts) AS last_cert_error, \
          argMax(content, ts) AS last_content, \
          argMax(content_failure, ts) AS last_content_failure, \
          argMax(content_excerpt, ts) AS last_content_excerpt \
-         FROM health_last GROUP BY site) \
+         FROM health_last GROUP BY site, vantage) \
          WHERE {conditions} ORDER BY {order_by} LIMIT ?, ?"
     )
 }
@@ -585,11 +674,11 @@ mod tests {
         for flavour in [Flavour::Legacy, Flavour::Modern] {
             let all = migrations(flavour);
             let versions: Vec<u32> = all.iter().map(|m| m.version).collect();
-            assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
+            assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
             for statement in all.iter().flat_map(|m| &m.statements) {
                 let guarded = statement.contains(" IF NOT EXISTS ")
                     || statement.contains(" IF EXISTS ")
-                    || added_column(statement).is_some();
+                    || skip_when(statement).is_some();
                 assert!(guarded, "{statement}");
             }
         }
@@ -608,6 +697,29 @@ mod tests {
         );
         assert_eq!(added_column("ALTER TABLE t MODIFY TTL x"), None);
         assert_eq!(added_column("DROP TABLE IF EXISTS v"), None);
+    }
+
+    #[test]
+    fn rekeying_health_last_is_skipped_once_it_has_vantages() {
+        let statements = vantages(Flavour::Legacy);
+        let guards: Vec<_> = statements.iter().map(|s| skip_when(s)).collect();
+        let column = |table| Some((table, "vantage"));
+        assert_eq!(
+            guards,
+            [
+                column("health_history"),
+                column("health_last"),
+                column("health_last"),
+                column("health_last"),
+                column("health_last"),
+                None,
+            ],
+            "{statements:#?}"
+        );
+        assert!(statements[2].contains("ORDER BY (site, vantage)"));
+        assert!(statements[3].starts_with("INSERT INTO health_last_v8 (`site`"));
+        assert!(!statements[3].contains("vantage"), "{}", statements[3]);
+        assert_eq!(statements[5], "DROP TABLE IF EXISTS health_last_v7");
     }
 
     #[test]

@@ -106,6 +106,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "probe trust and content",
         sql: || TRUST_AND_CONTENT_SQL.into(),
     },
+    Migration {
+        version: 8,
+        name: "probe vantages",
+        sql: || VANTAGES_SQL.into(),
+    },
 ];
 
 const BOOTSTRAP_SQL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -193,6 +198,49 @@ ALTER TABLE health_last ADD COLUMN content_failure TEXT NOT NULL DEFAULT '';
 ALTER TABLE health_last ADD COLUMN content_excerpt TEXT NOT NULL DEFAULT '';
 ";
 
+/// Where a probe was made from (issue 16): `vantage` appended to both probe
+/// tables as in ClickHouse (`'inside'` in the rows written before), and
+/// `health_last` keyed by (site, vantage), which SQLite cannot alter in
+/// place: a new table filled from the old one, which is dropped, then
+/// renamed (its index goes with it and is made again). One transaction, as
+/// every migration: a collector that dies half way finds the old table.
+const VANTAGES_SQL: &str = r#"
+ALTER TABLE health_history ADD COLUMN vantage TEXT NOT NULL DEFAULT 'inside';
+CREATE TABLE health_last_v8 (
+    site TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    ms INTEGER NOT NULL,
+    port INTEGER NOT NULL DEFAULT 0,
+    location TEXT NOT NULL DEFAULT '',
+    "cross" INTEGER NOT NULL DEFAULT 0,
+    ts INTEGER NOT NULL,
+    latency_us INTEGER NOT NULL DEFAULT 0,
+    connect_us INTEGER NOT NULL DEFAULT 0,
+    first_byte_us INTEGER NOT NULL DEFAULT 0,
+    error TEXT NOT NULL DEFAULT '',
+    method TEXT NOT NULL DEFAULT '',
+    target TEXT NOT NULL DEFAULT '',
+    cert_expiry INTEGER NOT NULL DEFAULT 0,
+    agent TEXT NOT NULL DEFAULT '',
+    cert_trust TEXT NOT NULL DEFAULT '',
+    cert_error TEXT NOT NULL DEFAULT '',
+    content TEXT NOT NULL DEFAULT '',
+    content_failure TEXT NOT NULL DEFAULT '',
+    content_excerpt TEXT NOT NULL DEFAULT '',
+    vantage TEXT NOT NULL DEFAULT 'inside',
+    PRIMARY KEY (site, vantage)
+);
+INSERT INTO health_last_v8 (site, status, ms, port, location, "cross", ts, latency_us,
+    connect_us, first_byte_us, error, method, target, cert_expiry, agent, cert_trust,
+    cert_error, content, content_failure, content_excerpt)
+SELECT site, status, ms, port, location, "cross", ts, latency_us, connect_us,
+    first_byte_us, error, method, target, cert_expiry, agent, cert_trust, cert_error,
+    content, content_failure, content_excerpt FROM health_last;
+DROP TABLE health_last;
+ALTER TABLE health_last_v8 RENAME TO health_last;
+CREATE INDEX IF NOT EXISTS health_last_ts ON health_last (ts);
+"#;
+
 const APPLIED_VERSIONS_SQL: &str = "SELECT version FROM schema_migrations";
 const RECORD_MIGRATION_SQL: &str =
     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)";
@@ -207,19 +255,19 @@ macro_rules! probe_columns {
     () => {
         "site, status, ms, port, location, \"cross\", ts, latency_us, connect_us, \
          first_byte_us, error, method, target, cert_expiry, agent, cert_trust, cert_error, \
-         content, content_failure, content_excerpt"
+         content, content_failure, content_excerpt, vantage"
     };
 }
 
-/// The newest `ts` wins, like ClickHouse's `ReplacingMergeTree(ts)` (on equal
+/// The newest `ts` per (site, vantage) wins, like ClickHouse's `ReplacingMergeTree(ts)` (on equal
 /// `ts` the later write, as there), so a late older batch never overwrites a
 /// newer state.
 const UPSERT_LAST_SQL: &str = concat!(
     "INSERT INTO health_last (",
     probe_columns!(),
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
-     ?16, ?17, ?18, ?19, ?20) \
-     ON CONFLICT (site) DO UPDATE SET status = excluded.status, ms = excluded.ms, \
+     ?16, ?17, ?18, ?19, ?20, ?21) \
+     ON CONFLICT (site, vantage) DO UPDATE SET status = excluded.status, ms = excluded.ms, \
      port = excluded.port, location = excluded.location, \"cross\" = excluded.\"cross\", \
      ts = excluded.ts, latency_us = excluded.latency_us, connect_us = excluded.connect_us, \
      first_byte_us = excluded.first_byte_us, error = excluded.error, \
@@ -235,23 +283,23 @@ const INSERT_HISTORY_SQL: &str = concat!(
     "INSERT INTO health_history (",
     probe_columns!(),
     ", seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
-     ?16, ?17, ?18, ?19, ?20, ?21)"
+     ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
 );
 
 macro_rules! state_select {
     () => {
         "SELECT site, status, ms, port, location, \"cross\", ts, cert_trust, cert_error, \
-         content, content_failure, content_excerpt FROM health_last"
+         content, content_failure, content_excerpt, vantage FROM health_last"
     };
 }
 
-const LAST_SQL: &str = concat!(state_select!(), " WHERE site = ?1");
+const LAST_SQL: &str = concat!(state_select!(), " WHERE site = ?1 AND vantage = ?2");
 
 /// Binds `since`; every column of `health_last` in [`ProbeRow`]'s order.
 const LATEST_PROBES_SQL: &str = concat!(
     "SELECT ",
     probe_columns!(),
-    " FROM health_last WHERE ts >= ?1 ORDER BY agent, site"
+    " FROM health_last WHERE ts >= ?1 ORDER BY agent, site, vantage"
 );
 
 /// Chunked through `rowid` because this SQLite has no `DELETE ... LIMIT`.
@@ -452,11 +500,11 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn last(&self, site: &str) -> Result<Option<LastState>, StoreError> {
-        let site = site.to_owned();
+    async fn last(&self, site: &str, vantage: &str) -> Result<Option<LastState>, StoreError> {
+        let key = [site.to_owned(), vantage.to_owned()];
         self.run(move |conn| {
             conn.prepare_cached(LAST_SQL)?
-                .query_row([site], last_state)
+                .query_row(key, last_state)
                 .optional()
         })
         .await
@@ -649,7 +697,7 @@ fn write_rows(
 }
 
 /// The values of [`probe_columns!`], in order.
-fn probe_values(p: &ProbeRow, agent: &str) -> [Value; 20] {
+fn probe_values(p: &ProbeRow, agent: &str) -> [Value; 21] {
     [
         Value::Text(p.site.clone()),
         Value::Integer(p.status.into()),
@@ -671,6 +719,7 @@ fn probe_values(p: &ProbeRow, agent: &str) -> [Value; 20] {
         Value::Text(p.content.clone()),
         Value::Text(p.content_failure.clone()),
         Value::Text(p.content_excerpt.clone()),
+        Value::Text(p.vantage.clone()),
     ]
 }
 
@@ -707,6 +756,7 @@ fn probe_row(row: &Row<'_>) -> rusqlite::Result<ProbeRow> {
         content: row.get(17)?,
         content_failure: row.get(18)?,
         content_excerpt: row.get(19)?,
+        vantage: row.get(20)?,
     })
 }
 
@@ -725,6 +775,7 @@ fn last_state(row: &Row<'_>) -> rusqlite::Result<LastState> {
         content: row.get(9)?,
         content_failure: row.get(10)?,
         content_excerpt: row.get(11)?,
+        vantage: row.get(12)?,
     })
 }
 
@@ -760,14 +811,18 @@ mod tests {
     #[test]
     fn migrations_are_ordered_and_idempotent() {
         let versions: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
         // CREATEs are idempotent; an ALTER runs once, in the transaction that
         // records its version.
         for migration in MIGRATIONS {
             let sql = (migration.sql)();
             for statement in sql.split(';').filter(|s| !s.trim().is_empty()) {
-                let guarded =
-                    statement.contains(" IF NOT EXISTS ") || statement.contains("ALTER TABLE");
+                // Migration 8 rebuilds health_last through health_last_v8,
+                // all of it in the transaction that records the version.
+                let guarded = statement.contains(" IF NOT EXISTS ")
+                    || statement.contains("ALTER TABLE")
+                    || statement.contains("health_last_v8")
+                    || statement.trim() == "DROP TABLE health_last";
                 assert!(guarded, "{statement}");
             }
         }
