@@ -407,10 +407,12 @@ fn finish(
     key: &Key,
     conn: Conn,
 ) -> Attempt {
-    if let Ok(true) = sent {
+    let keep = matches!(sent, Ok(true));
+    let out = finish_unpooled(out, sent.map(|_| ()), clock);
+    if keep {
         pool.checkin(key.clone(), conn);
     }
-    finish_unpooled(out, sent.map(|_| ()), clock)
+    out
 }
 
 /// Status 0 and the error kind for a failed attempt; its latency.
