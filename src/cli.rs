@@ -20,10 +20,19 @@ use livehead_common::tls::TlsFiles;
 #[cfg(feature = "collector")]
 use livehead_up::UpConfig;
 
+/// `livehead --version`: the crate's version and the commit it was built
+/// from (`build.rs`; `unknown` outside a git checkout).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("LIVEHEAD_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "livehead",
-    version,
+    version = VERSION,
     about = "Watches fleets of websites and the hosts behind them"
 )]
 pub struct Cli {
