@@ -20,10 +20,19 @@ use livehead_common::tls::TlsFiles;
 #[cfg(feature = "collector")]
 use livehead_up::UpConfig;
 
+/// `livehead --version`: the crate's version and the commit it was built
+/// from (`build.rs`; `unknown` outside a git checkout).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("LIVEHEAD_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "livehead",
-    version,
+    version = VERSION,
     about = "Watches fleets of websites and the hosts behind them"
 )]
 pub struct Cli {
@@ -164,6 +173,10 @@ pub struct AgentArgs {
     /// HEAD-first probes only: no content checks.
     #[arg(long, env = "LIVEHEAD_NO_CONTENT")]
     pub no_content: bool,
+    /// Keep plain-http connections to a target open between probes
+    /// (HTTP/1.1 keep-alive; connect time is then recorded as 0).
+    #[arg(long, env = "LIVEHEAD_KEEP_ALIVE")]
+    pub keep_alive: bool,
     /// Time between two samples of the node (5s to 5m; default 10s).
     #[arg(long, env = "LIVEHEAD_SAMPLE_INTERVAL", value_parser = humantime::parse_duration)]
     pub sample_interval: Option<Duration>,
@@ -193,6 +206,7 @@ impl AgentArgs {
         set(&mut c.runtime.worker_threads, self.worker_threads);
         c.sample.enabled &= !self.no_sample;
         c.content.enabled &= !self.no_content;
+        c.probe.keep_alive |= self.keep_alive;
         set(&mut c.sample.interval, self.sample_interval);
         if !(0.0..=1.0).contains(&c.rounds.spread) {
             bail!(

@@ -319,6 +319,23 @@ mod tests {
     }
 
     #[test]
+    fn keep_alive_is_off_by_default_and_read_from_toml() {
+        let d = AgentConfig::default();
+        assert!(!d.probe.keep_alive);
+        assert_eq!(d.probe.keep_alive_max_idle_per_target, 64);
+        assert_eq!(d.probe.keep_alive_max_idle, 128);
+        assert_eq!(d.probe.keep_alive_idle_timeout, Duration::from_secs(4));
+        let c: AgentConfig = toml::from_str(
+            "[probe]\nkeep_alive = true\nkeep_alive_max_idle = 8\nkeep_alive_idle_timeout = \"30s\"\n",
+        )
+        .expect("valid");
+        assert!(c.probe.keep_alive);
+        assert_eq!(c.probe.keep_alive_max_idle, 8);
+        assert_eq!(c.probe.keep_alive_max_idle_per_target, 64);
+        assert_eq!(c.probe.keep_alive_idle_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
     fn an_unknown_compression_is_refused_by_name() {
         let err = toml::from_str::<AgentConfig>("[collector]\ncompression = \"gzip\"\n")
             .expect_err("refused")

@@ -6,6 +6,7 @@ pub mod config;
 pub mod content;
 pub mod discovery;
 pub mod metrics;
+mod pool;
 pub mod probe;
 pub mod rounds;
 pub mod run_check;

@@ -1,7 +1,9 @@
 //! The HTTP prober: what the old `curl -I` loop did, concurrently.
 //!
 //! Each attempt opens its own connection (like curl), so connect time, first
-//! byte and errors belong to that attempt alone. HEAD goes first; a HEAD that
+//! byte and errors belong to that attempt alone; with `keep_alive` on, plain
+//! http attempts reuse an idle connection to the same target when there is
+//! one ([`crate::pool`]), and record a connect time of 0. HEAD goes first; a HEAD that
 //! gets no answer, 400 or 405 is retried as `GET` with `Range: bytes=0-0`, and
 //! the recorded result is the last attempt's, as the script recorded it.
 
@@ -15,7 +17,7 @@ use bytes::Bytes;
 use http::header::{ACCEPT, HOST, LOCATION, RANGE, USER_AGENT};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
@@ -23,7 +25,6 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsConnector;
 
@@ -34,6 +35,7 @@ use livehead_common::domain::is_cross_domain;
 
 use crate::cert_trust::{CertChecker, TrustError, Verdict};
 use crate::content::{Assertions, Verdict as ContentVerdict};
+use crate::pool::{Conn, Key, Limits, Pool};
 
 const USER_AGENT_VALUE: HeaderValue =
     HeaderValue::from_static(concat!("livehead/", env!("CARGO_PKG_VERSION")));
@@ -65,6 +67,26 @@ pub struct ProbeConfig {
     /// (an internal CA); default none. Read at start: a missing file, or one
     /// without a usable certificate, stops the agent.
     pub extra_ca_files: Vec<PathBuf>,
+    /// Keep plain-http connections open between probes of the same target
+    /// (HTTP/1.1 keep-alive): the sites behind a node address share a few
+    /// connections instead of one connect and close each. Default false: a
+    /// new connection per probe measures connect time, as the old script did;
+    /// a reused connection's probe records `connect_us` 0. https probes
+    /// always open their own connection (each handshake is the site's
+    /// certificate check).
+    pub keep_alive: bool,
+    /// Idle connections kept per target (`host:port` connected to); default 64,
+    /// `rounds.concurrency`'s default, so a round's probes in flight all find one.
+    pub keep_alive_max_idle_per_target: usize,
+    /// Idle connections kept in all (bounds their memory, ~20 KiB each with
+    /// the kernel's socket buffers); default 128.
+    pub keep_alive_max_idle: usize,
+    /// An idle connection is closed after this long; default 4 s, under
+    /// Apache's 5 s `KeepAliveTimeout`, so that the agent rather than the
+    /// server usually closes it (a server closing it just as a request goes
+    /// out costs that probe a retry on a new connection).
+    #[serde(with = "humantime_serde")]
+    pub keep_alive_idle_timeout: Duration,
 }
 
 impl Default for ProbeConfig {
@@ -74,6 +96,10 @@ impl Default for ProbeConfig {
             timeout: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
             extra_ca_files: Vec::new(),
+            keep_alive: false,
+            keep_alive_max_idle_per_target: 64,
+            keep_alive_max_idle: 128,
+            keep_alive_idle_timeout: Duration::from_secs(4),
         }
     }
 }
@@ -88,6 +114,8 @@ struct Inner {
     config: ProbeConfig,
     tls: TlsConnector,
     trust: CertChecker,
+    /// Idle plain-http connections, with `keep_alive` on.
+    pool: Option<Pool>,
 }
 
 impl std::fmt::Debug for Prober {
@@ -102,8 +130,16 @@ impl Prober {
     /// Reads the trusted roots (the system's and `extra_ca_files`).
     pub fn new(config: ProbeConfig) -> Result<Self, TrustError> {
         let trust = CertChecker::load(&config.extra_ca_files)?;
+        let pool = config.keep_alive.then(|| {
+            Pool::new(Limits {
+                per_target: config.keep_alive_max_idle_per_target,
+                total: config.keep_alive_max_idle,
+                idle_timeout: config.keep_alive_idle_timeout,
+            })
+        });
         Ok(Self {
             inner: Arc::new(Inner {
+                pool,
                 config,
                 tls: TlsConnector::from(Arc::new(tls_config())),
                 trust,
@@ -205,40 +241,79 @@ impl Prober {
         )
     }
 
+    /// One attempt; with keep-alive on, on an idle connection to the same
+    /// plain-http target when there is one. A reused connection the server
+    /// closed (a reset, or the end of stream before an answer) is not the
+    /// site's failure: the attempt is made again, once, on a new connection,
+    /// and only that one is recorded.
     async fn attempt(&self, endpoint: &Endpoint<'_>, method: Fetch) -> Attempt {
+        let pooled = self.pooled(endpoint);
+        if let Some((pool, key)) = &pooled {
+            if let Some(mut conn) = pool.checkout(key) {
+                let clock = self.clock();
+                let mut out = Attempt::default();
+                // connect_us stays 0: nothing was connected for this probe.
+                match self
+                    .send(&mut conn, endpoint, method, &clock, &mut out)
+                    .await
+                {
+                    Err(ProbeError::Reset) => tracing::debug!(
+                        host = endpoint.host,
+                        port = endpoint.port,
+                        "kept-alive connection closed by the server; retrying on a new one"
+                    ),
+                    sent => return finish(out, sent, &clock, pool, key, conn),
+                }
+            }
+        }
+        let clock = self.clock();
+        let mut out = Attempt::default();
+        let sent = self.exchange(endpoint, method, &clock, &mut out).await;
+        match (sent, &pooled) {
+            (Ok(Some(conn)), Some((pool, key))) => finish(out, Ok(true), &clock, pool, key, conn),
+            (sent, _) => finish_unpooled(out, sent.map(|_| ()), &clock),
+        }
+    }
+
+    /// The pool and its key when `endpoint`'s connections may be kept.
+    fn pooled(&self, endpoint: &Endpoint<'_>) -> Option<(&Pool, Key)> {
+        let pool = self.inner.pool.as_ref().filter(|_| !endpoint.tls)?;
+        Some((pool, (endpoint.host.to_owned(), endpoint.port)))
+    }
+
+    fn clock(&self) -> Clock {
         let config = &self.inner.config;
         let start = Instant::now();
         let deadline = start + config.timeout;
-        let clock = Clock {
+        Clock {
             start,
             deadline,
             connect_deadline: deadline.min(start + config.connect_timeout),
-        };
-        let mut out = Attempt::default();
-        if let Err(kind) = self.exchange(endpoint, method, &clock, &mut out).await {
-            out.status = 0;
-            out.error = kind;
         }
-        out.latency_us = micros(start.elapsed());
-        out
     }
 
+    /// A new connection and one request on it; the connection when it may
+    /// serve another request (plain http, answer read to its end).
     async fn exchange(
         &self,
         endpoint: &Endpoint<'_>,
         method: Fetch,
         clock: &Clock,
         out: &mut Attempt,
-    ) -> Result<(), ProbeError> {
+    ) -> Result<Option<Conn>, ProbeError> {
         let tcp = connect_tcp(endpoint, clock).await?;
         out.connect_us = micros(clock.start.elapsed());
         if !endpoint.tls {
-            return self.http(tcp, endpoint, method, clock, out).await;
+            let mut conn = handshake(tcp).await?;
+            let complete = self.send(&mut conn, endpoint, method, clock, out).await?;
+            return Ok(complete.then_some(conn));
         }
         let tls = self.tls_handshake(tcp, endpoint, clock).await?;
         out.cert_expiry_ms = peer_cert_expiry_ms(&tls);
         out.cert = self.cert_verdict(&tls, endpoint);
-        self.http(tls, endpoint, method, clock, out).await
+        let mut conn = handshake(tls).await?;
+        self.send(&mut conn, endpoint, method, clock, out).await?;
+        Ok(None)
     }
 
     async fn tls_handshake(
@@ -272,51 +347,97 @@ impl Prober {
         self.inner.trust.verdict(chain, &name, UnixTime::now())
     }
 
-    /// One request on a fresh connection; fills status, location and first byte.
-    async fn http<S>(
+    /// One request on `conn`; fills status, location and first byte. True
+    /// when the answer was read to its end, so the connection may serve
+    /// another request.
+    async fn send(
         &self,
-        stream: S,
+        conn: &mut Conn,
         endpoint: &Endpoint<'_>,
         method: Fetch,
         clock: &Clock,
         out: &mut Attempt,
-    ) -> Result<(), ProbeError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    ) -> Result<bool, ProbeError> {
+        timeout_at(clock.connect_deadline, conn.sender.ready())
             .await
+            .map_err(|_| ProbeError::Timeout)?
             .map_err(|e| classify_hyper(&e))?;
-        // Aborting closes the socket at once instead of leaving it to the server.
-        let _conn = AbortOnDrop(tokio::spawn(conn));
         let request = endpoint.request(method);
-        let response = timeout_at(clock.deadline, sender.send_request(request))
+        let response = timeout_at(clock.deadline, conn.sender.send_request(request))
             .await
             .map_err(|_| ProbeError::Timeout)?
             .map_err(|e| classify_hyper(&e))?;
         out.first_byte_us = micros(clock.start.elapsed());
         out.status = response.status().as_u16();
         out.location = redirect_location(&response);
-        match method {
-            Fetch::Head => {}
+        let complete = match method {
+            Fetch::Head => true,
             Fetch::RangeGet => {
                 // The status is the answer; a body cut short or too slow does not undo it.
                 let limit = self.inner.config.max_body_bytes;
-                let _ = timeout_at(clock.deadline, drain(response.into_body(), limit)).await;
+                timeout_at(clock.deadline, drain(response.into_body(), limit))
+                    .await
+                    .unwrap_or(false)
             }
             Fetch::Body { limit } => {
                 // A body cut short or too slow is judged on what arrived in time.
                 let mut body = Vec::new();
-                let _ = timeout_at(
+                let complete = timeout_at(
                     clock.deadline,
                     read_body(response.into_body(), limit, &mut body),
                 )
-                .await;
+                .await
+                .unwrap_or(false);
                 out.body = Some(body);
+                complete
             }
-        }
-        Ok(())
+        };
+        Ok(complete)
     }
+}
+
+/// Ends an attempt made where connections are kept: `conn` goes back to
+/// the pool when its answer was read to the end, else it is closed (a
+/// transport error leaves a connection in an unknown state).
+fn finish(
+    out: Attempt,
+    sent: Result<bool, ProbeError>,
+    clock: &Clock,
+    pool: &Pool,
+    key: &Key,
+    conn: Conn,
+) -> Attempt {
+    let keep = matches!(sent, Ok(true));
+    let out = finish_unpooled(out, sent.map(|_| ()), clock);
+    if keep {
+        pool.checkin(key.clone(), conn);
+    }
+    out
+}
+
+/// Status 0 and the error kind for a failed attempt; its latency.
+fn finish_unpooled(mut out: Attempt, sent: Result<(), ProbeError>, clock: &Clock) -> Attempt {
+    if let Err(kind) = sent {
+        out.status = 0;
+        out.error = kind;
+    }
+    out.latency_us = micros(clock.start.elapsed());
+    out
+}
+
+/// HTTP/1.1 over `stream`, its connection driven by a task of its own.
+async fn handshake<S>(stream: S) -> Result<Conn, ProbeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| classify_hyper(&e))?;
+    let task = tokio::spawn(async move {
+        // Its errors reach the request that was waiting on it.
+        let _ = connection.await;
+    });
+    Ok(Conn::new(sender, task))
 }
 
 /// What one request needs, borrowed from the site and target.
@@ -437,14 +558,6 @@ impl Attempt {
     }
 }
 
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Resolves (curl counts it in the connect time too) and connects to the
 /// first address that accepts.
 async fn connect_tcp(endpoint: &Endpoint<'_>, clock: &Clock) -> Result<TcpStream, ProbeError> {
@@ -521,20 +634,24 @@ fn redirect_location(response: &Response<Incoming>) -> Option<String> {
     Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
 }
 
-/// Reads up to `limit` body bytes so latency covers the answer, not just its head.
-async fn drain(mut body: Incoming, limit: usize) {
+/// Reads up to `limit` body bytes so latency covers the answer, not just its
+/// head; true when that was the whole body.
+async fn drain(mut body: Incoming, limit: usize) -> bool {
     let mut read = 0;
     while read < limit {
         match body.frame().await {
             Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
-            _ => break,
+            None => return true,
+            Some(Err(_)) => return false,
         }
     }
+    body.is_end_stream()
 }
 
 /// Keeps the first `limit` body bytes; once there, stops reading (the
-/// connection is then closed, so the rest is never transferred).
-async fn read_body(mut body: Incoming, limit: usize, out: &mut Vec<u8>) {
+/// connection is then closed, so the rest is never transferred); true when
+/// that was the whole body.
+async fn read_body(mut body: Incoming, limit: usize, out: &mut Vec<u8>) -> bool {
     while out.len() < limit {
         match body.frame().await {
             Some(Ok(frame)) => {
@@ -543,9 +660,11 @@ async fn read_body(mut body: Incoming, limit: usize, out: &mut Vec<u8>) {
                     out.extend_from_slice(&data[..data.len().min(room)]);
                 }
             }
-            _ => break,
+            None => return true,
+            Some(Err(_)) => return false,
         }
     }
+    body.is_end_stream()
 }
 
 fn peer_cert_expiry_ms(tls: &tokio_rustls::client::TlsStream<TcpStream>) -> u64 {

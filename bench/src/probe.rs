@@ -60,7 +60,9 @@ pub fn run(env: &Env, args: &Args) -> anyhow::Result<Vec<Table>> {
     );
     for &sites in &args.sizes {
         let root = nginx::web_root(&env.dir, sites)?;
-        let agent = agent_round(env, &pki, &collector, &nginx, &root, args, None)?;
+        let agent = agent_round(env, &pki, &collector, &nginx, &root, args, Round::Head)?;
+        check_stored(&collector, sites)?;
+        let kept = agent_round(env, &pki, &collector, &nginx, &root, args, Round::KeepAlive)?;
         check_stored(&collector, sites)?;
         let content = agent_round(
             env,
@@ -69,7 +71,7 @@ pub fn run(env: &Env, args: &Args) -> anyhow::Result<Vec<Table>> {
             &nginx,
             &root,
             args,
-            Some(&content_config(env)?),
+            Round::Content(&content_config(env)?),
         )?;
         let script = (sites <= args.script_max)
             .then(|| script_round(env, &collector, &nginx, &root))
@@ -84,9 +86,26 @@ pub fn run(env: &Env, args: &Args) -> anyhow::Result<Vec<Table>> {
         ));
         table.row(cells(
             sites,
+            "livehead agent --once --no-content --keep-alive (HEAD, kept connections)",
+            &kept,
+        ));
+        table.row(cells(
+            sites,
             "livehead agent --once, content check of every site",
             &content,
         ));
+        table.row(vec![
+            sites.to_string(),
+            "**keep-alive ÷ HEAD**".into(),
+            ratio(
+                kept.usage.wall.as_secs_f64(),
+                agent.usage.wall.as_secs_f64(),
+            ),
+            String::new(),
+            ratio(kept.usage.cpu_seconds, agent.usage.cpu_seconds),
+            ratio(kept.usage.max_rss_mib(), agent.usage.max_rss_mib()),
+            String::new(),
+        ]);
         table.row(vec![
             sites.to_string(),
             "**content ÷ HEAD**".into(),
@@ -127,6 +146,12 @@ pub fn run(env: &Env, args: &Args) -> anyhow::Result<Vec<Table>> {
          processes; its RSS is the largest single process).",
         args.concurrency, args.agent_runs
     ));
+    table.note(
+        "Keep-alive row: the HEAD round with `--keep-alive` (`probe.keep_alive`): the sites \
+         share HTTP/1.1 connections to nginx (at most one per probe in flight) instead of \
+         one connect and close each; nginx closes a connection after a 500 and after 1,000 \
+         requests (`keepalive_requests`), so some probes still connect.",
+    );
     table.note(
         "Content check row: the same round with `[content] every_rounds = 1`, so every \
          site gets one plain GET whose body (nginx's few-byte pages) is read and held \
@@ -171,16 +196,17 @@ fn agent_round(
     nginx: &Nginx,
     root: &Path,
     args: &Args,
-    config: Option<&Path>,
+    round: Round<'_>,
 ) -> anyhow::Result<Run> {
     let mut runs = Vec::new();
     for i in 0..args.agent_runs.max(1) {
         let mut command = agent_command(env, pki, AGENT, collector);
-        match config {
-            Some(config) => command.arg("--config").arg(config),
-            // The HEAD round the ratio compares with: by default a quarter of
-            // the sites would get their content check in it.
-            None => command.arg("--no-content"),
+        match round {
+            Round::Content(config) => command.arg("--config").arg(config),
+            // The HEAD rounds the ratios compare with: by default a quarter of
+            // the sites would get their content check in them.
+            Round::Head => command.arg("--no-content"),
+            Round::KeepAlive => command.arg("--no-content").arg("--keep-alive"),
         };
         command
             .arg("--web-root")
@@ -190,7 +216,11 @@ fn agent_round(
             .arg("--concurrency")
             .arg(args.concurrency.to_string())
             .arg("--once");
-        let kind = if config.is_some() { "content-" } else { "" };
+        let kind = match round {
+            Round::Head => "",
+            Round::KeepAlive => "keep-alive-",
+            Round::Content(_) => "content-",
+        };
         let log = env.path(&format!("agent-{kind}{}-{i}.log", root_size(root)));
         let (usage, status) = measure(&mut command, &log)?;
         anyhow::ensure!(
@@ -205,6 +235,15 @@ fn agent_round(
         usage: runs[runs.len() / 2],
         note: String::new(),
     })
+}
+
+/// Which agent round: HEAD probes on a new connection each, the same on
+/// kept-alive connections, or a content check of every site (its config file).
+#[derive(Clone, Copy)]
+enum Round<'a> {
+    Head,
+    KeepAlive,
+    Content(&'a Path),
 }
 
 fn root_size(root: &Path) -> String {

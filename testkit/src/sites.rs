@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -70,6 +71,8 @@ type Log = Arc<Mutex<Vec<RecordedRequest>>>;
 pub struct FakeSites {
     addr: SocketAddr,
     log: Log,
+    /// Connections accepted so far.
+    accepted: Arc<AtomicUsize>,
     overrides: Overrides,
     cert_not_after_ms: Option<i64>,
     task: JoinHandle<()>,
@@ -132,10 +135,18 @@ impl FakeSites {
         let addr = listener.local_addr().expect("local address");
         let log = Log::default();
         let overrides = Overrides::default();
-        let task = tokio::spawn(accept_loop(listener, tls, log.clone(), overrides.clone()));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            tls,
+            log.clone(),
+            overrides.clone(),
+            accepted.clone(),
+        ));
         Self {
             addr,
             log,
+            accepted,
             overrides,
             cert_not_after_ms,
             task,
@@ -176,6 +187,12 @@ impl FakeSites {
             .clone()
     }
 
+    /// TCP connections accepted so far (a client keeping connections alive
+    /// makes fewer than its requests).
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
     /// Requests whose Host header (port removed) is `host`.
     pub fn requests_for(&self, host: &str) -> Vec<RecordedRequest> {
         let mut requests = self.requests();
@@ -206,12 +223,14 @@ async fn accept_loop(
     tls: Option<TlsAcceptor>,
     log: Log,
     overrides: Overrides,
+    count: Arc<AtomicUsize>,
 ) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => {
+                    count.fetch_add(1, Ordering::SeqCst);
                     connections.spawn(serve_connection(
                         tcp,
                         tls.clone(),
