@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what livehead needs on this machine when it is missing:
 #   always:      clickhouse-server and clickhouse-client (Debian packages)
-#   with --tests: buf (npm @bufbuild/buf), chdb (PyPI) and the sqlite3 shell
-#                 (Debian package), used by the tests
+#   with --tests: buf (npm @bufbuild/buf), chdb (PyPI), the sqlite3 shell,
+#                 chromium and chromium-driver (Debian packages), used by the tests
 #   with --bench: what bench/run compares livehead with and measures by (Debian
 #                 packages): nginx-light, curl, wrk, prometheus-node-exporter, time
 set -euo pipefail
@@ -37,6 +37,10 @@ if [ "${1:-}" = "--tests" ]; then
   if ! command -v sqlite3 >/dev/null; then
     log "installing sqlite3 (Debian package): runs the old D1 queries on the embedded store"
     apt_install sqlite3
+  fi
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    log "installing chromium and chromium-driver (Debian packages): the dashboard's browser tests"
+    apt_install chromium chromium-driver
   fi
 fi
 
