@@ -529,6 +529,14 @@ pub const LATEST_PROBES_SQL: &str = "SELECT site, tupleElement(v, 1) AS status, 
      cert_trust, cert_error, content, content_failure, content_excerpt), ts) AS v \
      FROM health_last GROUP BY site HAVING last_ts >= ?) ORDER BY agent, site";
 
+/// The dashboard's site page: one site's probes since a time, newest
+/// first, every column of `health_history` but `seq` in `ProbeRow`'s order.
+/// Binds: site, since, limit.
+pub const PROBE_HISTORY_SQL: &str = "SELECT site, status, ms, port, location, `cross`, ts, \
+     latency_us, connect_us, first_byte_us, error, method, target, cert_expiry, agent, \
+     cert_trust, cert_error, content, content_failure, content_excerpt FROM health_history \
+     WHERE site = ? AND ts >= ? ORDER BY ts DESC LIMIT ?";
+
 /// `/dump_last`: the newest probe per site, then the filter, order and page.
 /// The newest row is chosen with `argMax` rather than `FINAL` because a `WHERE`
 /// on a non-key column may be applied before `FINAL` folds the rows on some
