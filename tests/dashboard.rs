@@ -22,7 +22,7 @@ use livehead_testkit::sites::FakeSites;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::{
-    Proc, certs, http_get, http_request, loopback, start_alerter, start_collector, tls_args,
+    Proc, certs, http_request, loopback, start_alerter, start_collector, tls_args,
     wait_for, wait_healthy,
 };
 
@@ -119,7 +119,7 @@ impl Stack {
     fn alerter_alerts(&self) -> Vec<Value> {
         let auth = format!("Authorization: Bearer {ALERTER}");
         let Some((200, body)) =
-            http_request(loopback(self.api), "GET", "/alerts?state=all", &[&auth], "")
+            http_request(loopback(self.api), "GET", "/alerts", &[&auth], "")
         else {
             return Vec::new();
         };
@@ -273,11 +273,13 @@ impl Browser {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start chromedriver ({e}): {INSTALL_HINT}"));
         let log = || std::fs::read_to_string(&driver_log).unwrap_or_default();
+        // chromedriver answers HTTP/1.1 only: its port accepting is enough,
+        // the session request below says the rest.
         wait_for(
-            "chromedriver to answer /status",
+            "chromedriver to listen",
             SETTLES,
             || tail(&log()),
-            || http_get(loopback(port), "/status").filter(|(s, _)| *s == 200),
+            || std::net::TcpStream::connect(loopback(port)).ok(),
         )
         .await;
         let profile = tempfile::tempdir().expect("profile dir");

@@ -23,6 +23,51 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("assets/app.js"),
     ),
     (
+        "api.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/api.js"),
+    ),
+    (
+        "charts.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/charts.js"),
+    ),
+    (
+        "dom.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/dom.js"),
+    ),
+    (
+        "live.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/live.js"),
+    ),
+    (
+        "view-alerts.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/view-alerts.js"),
+    ),
+    (
+        "view-node.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/view-node.js"),
+    ),
+    (
+        "view-overview.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/view-overview.js"),
+    ),
+    (
+        "view-signin.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/view-signin.js"),
+    ),
+    (
+        "view-site.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/view-site.js"),
+    ),
+    (
         "app.css",
         "text/css; charset=utf-8",
         include_bytes!("assets/app.css"),

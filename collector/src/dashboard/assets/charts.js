@@ -165,3 +165,41 @@ function patterns() {
   mk('pat-redirect', s('rect', { width: 6, height: 6, class: 'pbg-redirect' }), s('path', { d: 'M0,3 L6,3', class: 'pfg' }));
   return defs;
 }
+
+// A live value joins the series at the server's resolution (the range cut
+// in `slots` buckets): into the last point (a running mean) when it falls
+// in that point's bucket, else as a new point. So a page open for a day
+// keeps the same span on screen, not the last 200 probes. `counts` maps a
+// series to the number of values in its last point.
+export function addLivePoint(points, ts, v, range, slots, counts, key = '') {
+  const width = rangeMs(range) / slots;
+  const last = points[points.length - 1];
+  if (last && ts < last[0] + width && ts >= last[0]) {
+    const n = counts.get(key) || 1;
+    last[1] = (last[1] * n + v) / (n + 1);
+    counts.set(key, n + 1);
+  } else {
+    points.push([ts, v]);
+    counts.set(key, 1);
+    if (points.length > slots) points.splice(0, points.length - slots);
+  }
+  const from = Date.now() - rangeMs(range);
+  while (points.length && points[0][0] < from) points.shift();
+}
+
+const WORSE = { up: 0, redirect: 1, error: 2, down: 3 };
+
+// The same for the status strip: a bucket shows its worst probe.
+export function addLiveCell(cells, cell, range, slots) {
+  const width = rangeMs(range) / slots;
+  const last = cells[cells.length - 1];
+  if (last && cell.ts_ms < last.ts_ms + width && cell.ts_ms >= last.ts_ms) {
+    if ((WORSE[cell.class] || 0) > (WORSE[last.class] || 0)) {
+      last.class = cell.class;
+      last.status = cell.status;
+    }
+  } else {
+    cells.push(cell);
+    if (cells.length > slots) cells.splice(0, cells.length - slots);
+  }
+}

@@ -80,6 +80,11 @@ export function classOf(status) {
   return 'down';
 }
 
+// The class the server computed, else the status's.
+export function rowClass(r) {
+  return (r && r.class) || classOf(r && r.status);
+}
+
 // Each class has a shape and a word besides its colour, so a reader who
 // cannot tell the colours apart still reads the status.
 export const CLASS_MARK = { up: '●', redirect: '➜', error: '▲', down: '✖' };

@@ -130,9 +130,11 @@ function silenceForm(a, msg, onChanged) {
     class: 'silence',
     onsubmit: async (ev) => {
       ev.preventDefault();
-      const matchers = { alertname: a.rule };
-      if (a.site) matchers.site = a.site;
-      else if (a.node) matchers.node = a.node;
+      // The alerter's matcher strings; a user's silence must pin one of
+      // its sites (`site=`), which a site alert does.
+      const matchers = [`alertname=${a.rule}`];
+      if (a.site) matchers.push(`site=${a.site}`);
+      else if (a.node) matchers.push(`node=${a.node}`);
       msg.textContent = 'Silencing…';
       try {
         await api.post('/ui/api/silences', { matchers, duration: duration.value, comment: comment.value });

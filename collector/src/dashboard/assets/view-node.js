@@ -3,8 +3,8 @@
 // probes update the site rows in place.
 
 import * as api from './api.js';
-import { lineChart, rangeMs } from './charts.js';
-import { h, keyed, section, empty, pushBounded, classOf } from './dom.js';
+import { lineChart, addLivePoint } from './charts.js';
+import { h, keyed, section, empty, rowClass } from './dom.js';
 import { siteRow, fillSiteRow } from './view-overview.js';
 
 export const RANGES = ['1h', '24h', '7d'];
@@ -25,7 +25,9 @@ const CHARTS = [
 export const channels = ['server', 'site'];
 
 export function mount(root, { node, range }) {
-  const state = { data: null, range: RANGES.includes(range) ? range : '1h', sites: new Map(), draw: null };
+  const state = {
+    data: null, range: RANGES.includes(range) ? range : '1h', sites: new Map(), draw: null, counts: new Map(),
+  };
   const holders = CHARTS.map((c) => h('figure', { class: 'chart-box', 'data-chart': c.title },
     h('figcaption', { text: `${c.title} (${c.unit})` }), h('div', { class: 'chart-holder' })));
   const el = {
@@ -58,6 +60,7 @@ export function mount(root, { node, range }) {
   async function refresh() {
     state.data = await api.get(`/ui/api/node/${encodeURIComponent(node)}?range=${state.range}`);
     state.sites = new Map(state.data.sites.map((r) => [r.site, r]));
+    state.counts.clear();
     draw();
     renderSites();
     el.services.replaceChildren(table(state.data.services, ['unit', 'site', 'active_state', 'sub_state', 'memory_bytes', 'cpu_usage_ns'], 'no services reported'));
@@ -76,12 +79,10 @@ export function mount(root, { node, range }) {
   function onServer(sample) {
     if (sample.node !== node || !state.data) return;
     const series = state.data.series || (state.data.series = {});
-    const from = Date.now() - rangeMs(state.range);
     for (const [key, v] of Object.entries(sample)) {
       if (key === 'node' || key === 'ts_ms' || typeof v !== 'number') continue;
       const pts = series[key] || (series[key] = []);
-      pushBounded(pts, [sample.ts_ms, v], MAX_POINTS);
-      while (pts.length && pts[0][0] < from) pts.shift();
+      addLivePoint(pts, sample.ts_ms, v, state.range, MAX_POINTS, state.counts, key);
     }
     // Samples come every few seconds per node: one redraw per second at most.
     if (!state.draw) state.draw = setTimeout(draw, 1000);
@@ -106,7 +107,7 @@ export function mount(root, { node, range }) {
 }
 
 function rank(r) {
-  return { down: 0, error: 1, redirect: 2, up: 3 }[classOf(r.status)];
+  return { down: 0, error: 1, redirect: 2, up: 3 }[rowClass(r)];
 }
 
 export function rangePicker(base, current) {

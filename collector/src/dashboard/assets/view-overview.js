@@ -5,7 +5,7 @@
 
 import * as api from './api.js';
 import {
-  h, keyed, badge, classOf, ago, fmtMs, fmtTime, siteLink, nodeLink, section, empty, unshiftBounded,
+  h, keyed, badge, rowClass, ago, fmtMs, fmtTime, siteLink, nodeLink, section, empty, unshiftBounded,
 } from './dom.js';
 
 const MAX_TRANSITIONS = 50;
@@ -44,7 +44,7 @@ export function mount(root) {
   async function refresh() {
     const data = await api.get('/ui/api/overview');
     state.data = data;
-    for (const g of data.failing) for (const r of g.sites) state.known.set(r.site, classOf(r.status));
+    for (const g of data.failing) for (const r of g.sites) state.known.set(r.site, rowClass(r));
     render();
   }
 
@@ -77,7 +77,7 @@ export function mount(root) {
   function onSite(row) {
     const d = state.data;
     if (!d) return;
-    const cls = classOf(row.status);
+    const cls = rowClass(row);
     const before = state.known.get(row.site);
     state.known.set(row.site, cls);
     const failingNow = cls === 'down' || cls === 'error';
@@ -182,9 +182,9 @@ export function siteRow(r) {
 }
 
 export function fillSiteRow(tr, r) {
-  tr.dataset.class = classOf(r.status);
+  tr.dataset.class = rowClass(r);
   tr.replaceChildren(
-    h('td', {}, badge(r.status)),
+    h('td', {}, badge(r.status, rowClass(r))),
     h('td', {}, siteLink(r.site)),
     h('td', { class: 'error-text', text: r.error || (r.location ? `→ ${r.location}` : '') }),
     h('td', { class: 'num', text: fmtMs(r.latency_ms) }),

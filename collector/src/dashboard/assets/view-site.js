@@ -2,9 +2,9 @@
 // certificate and alerts. Probes and alert transitions arrive live.
 
 import * as api from './api.js';
-import { lineChart, strip, rangeMs } from './charts.js';
+import { lineChart, strip, addLivePoint, addLiveCell } from './charts.js';
 import {
-  h, badge, classOf, ago, fmtMs, fmtTime, section, empty, nodeLink, pushBounded, unshiftBounded, keyed,
+  h, badge, rowClass, ago, fmtMs, fmtTime, section, empty, nodeLink, unshiftBounded, keyed,
 } from './dom.js';
 import { rangePicker } from './view-node.js';
 import { alertRow, upsertAlert } from './view-alerts.js';
@@ -17,7 +17,7 @@ export const channels = ['site', 'alerts'];
 
 export function mount(root, { site, range }) {
   const session = api.currentSession();
-  const state = { data: null, range: ['1h', '24h', '7d'].includes(range) ? range : '1h' };
+  const state = { data: null, range: ['1h', '24h', '7d'].includes(range) ? range : '1h', counts: new Map() };
   const el = {
     last: h('div', { class: 'last', id: 'site-last' }),
     strip: h('div', { class: 'strip-holder', id: 'site-strip' }),
@@ -40,6 +40,7 @@ export function mount(root, { site, range }) {
 
   async function refresh() {
     state.data = await api.get(`/ui/api/site/${encodeURIComponent(site)}?range=${state.range}`);
+    state.counts.clear();
     render();
   }
 
@@ -47,7 +48,7 @@ export function mount(root, { site, range }) {
     const d = state.data;
     const r = d.last || {};
     el.last.replaceChildren(
-      h('div', { class: ['big-status', `st-${classOf(r.status)}`], 'data-class': classOf(r.status) }, badge(r.status)),
+      h('div', { class: ['big-status', `st-${rowClass(r)}`], 'data-class': rowClass(r) }, badge(r.status, rowClass(r))),
       h('dl', { class: 'facts' },
         h('dt', { text: 'node' }), h('dd', {}, nodeLink(r.node, session)),
         h('dt', { text: 'latency' }), h('dd', { text: fmtMs(r.latency_ms) }),
@@ -91,13 +92,11 @@ export function mount(root, { site, range }) {
   function onSite(row) {
     if (row.site !== site || !state.data) return;
     const d = state.data;
-    const cls = classOf(row.status);
+    const cls = rowClass(row);
     d.last = row;
-    pushBounded(d.strip, { ts_ms: row.ts_ms, status: row.status, class: cls }, MAX_STRIP);
+    addLiveCell(d.strip, { ts_ms: row.ts_ms, status: row.status, class: cls }, state.range, MAX_STRIP);
     if (row.latency_ms !== null && row.latency_ms !== undefined) {
-      pushBounded(d.latency, [row.ts_ms, row.latency_ms], MAX_POINTS);
-      const from = Date.now() - rangeMs(state.range);
-      while (d.latency.length && d.latency[0][0] < from) d.latency.shift();
+      addLivePoint(d.latency, row.ts_ms, row.latency_ms, state.range, MAX_POINTS, state.counts);
     }
     if (row.location && (!d.redirects[0] || d.redirects[0].location !== row.location)) {
       unshiftBounded(d.redirects, { ts_ms: row.ts_ms, location: row.location, cross_domain: row.cross_domain }, MAX_REDIRECTS);
