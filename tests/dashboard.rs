@@ -22,8 +22,8 @@ use livehead_testkit::sites::FakeSites;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::{
-    Proc, certs, http_request, loopback, start_alerter, start_collector, tls_args,
-    wait_for, wait_healthy,
+    Proc, certs, http_request, loopback, start_alerter, start_collector, tls_args, wait_for,
+    wait_healthy,
 };
 
 const ADMIN: &str = "dashboard-admin-token";
@@ -118,8 +118,7 @@ impl Stack {
     /// The alerter's alerts (its own API, admin token).
     fn alerter_alerts(&self) -> Vec<Value> {
         let auth = format!("Authorization: Bearer {ALERTER}");
-        let Some((200, body)) =
-            http_request(loopback(self.api), "GET", "/alerts", &[&auth], "")
+        let Some((200, body)) = http_request(loopback(self.api), "GET", "/alerts", &[&auth], "")
         else {
             return Vec::new();
         };
@@ -343,9 +342,8 @@ impl Browser {
         let deadline = Instant::now() + timeout;
         loop {
             let v = self.js(script).await;
-            let truthy = !matches!(&v, Value::Null | Value::Bool(false))
-                && v != json!(0)
-                && v != json!("");
+            let truthy =
+                !matches!(&v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
             if truthy {
                 return v;
             }
@@ -520,7 +518,9 @@ async fn admin_session(stack: &Stack) {
         .js("return [...document.querySelectorAll('figure.chart-box .ylabel')].map(t => t.textContent).join(' ')")
         .await;
     assert!(
-        labels.as_str().is_some_and(|l| l.contains('%') && l.contains("B/s")),
+        labels
+            .as_str()
+            .is_some_and(|l| l.contains('%') && l.contains("B/s")),
         "axes without units: {labels}"
     );
     b.wait_js(
@@ -562,9 +562,10 @@ async fn admin_session(stack: &Stack) {
         SETTLES,
         || format!("{:#?}\n{}", stack.alerter_alerts(), stack.logs()),
         || {
-            stack.alerter_alerts().into_iter().find(|a| {
-                a["site"] == json!(site(4)) && a["state"] == json!("acknowledged")
-            })
+            stack
+                .alerter_alerts()
+                .into_iter()
+                .find(|a| a["site"] == json!(site(4)) && a["state"] == json!("acknowledged"))
         },
     )
     .await;
@@ -646,10 +647,12 @@ async fn user_session(stack: &Stack) {
         .js("return [...new Set(window.livehead.events.map(e => e.site).filter(Boolean))].sort()")
         .await;
     assert!(
-        sites_seen.as_array().is_some_and(|s| s
-            .iter()
-            .all(|x| ["site001.pod.test", "site002.pod.test", "site004.pod.test"]
-                .contains(&x.as_str().unwrap_or_default()))),
+        sites_seen.as_array().is_some_and(|s| s.iter().all(|x| [
+            "site001.pod.test",
+            "site002.pod.test",
+            "site004.pod.test"
+        ]
+        .contains(&x.as_str().unwrap_or_default()))),
         "events for sites not the user's: {sites_seen}"
     );
     let text = b.js("return document.body.innerText").await;
