@@ -5,7 +5,8 @@
 //! it and the connection; when the browser does not keep up (or the shared
 //! broadcast overtakes the task) events are dropped and one `resync` event
 //! tells the page to refetch. The task ends with the connection, with the
-//! collector's shutdown, or when the session's token leaves the config.
+//! collector's shutdown, when the session expires, or when the session's
+//! token leaves the config.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -117,6 +118,8 @@ pub struct Feed {
     pub accepted: broadcast::Receiver<Arc<Accepted>>,
     pub buffer: usize,
     pub shutdown: Shutdown,
+    /// When the session expires: the stream ends then.
+    pub expires_ms: u64,
     /// Held while the stream lives (`dashboard.max_live_streams`).
     pub permit: OwnedSemaphorePermit,
 }
@@ -138,11 +141,17 @@ async fn run(mut feed: Feed, tx: Sender) {
         next_id: 0,
         lagged: false,
     };
+    let left = feed
+        .expires_ms
+        .saturating_sub(livehead_common::clock::unix_ms());
+    let expiry = tokio::time::sleep(std::time::Duration::from_millis(left));
+    tokio::pin!(expiry);
     loop {
         let accepted = tokio::select! {
             received = feed.accepted.recv() => received,
             () = queue.tx.closed() => break,
             () = feed.shutdown.cancelled() => break,
+            () = &mut expiry => break,
         };
         let batch = match accepted {
             Ok(batch) => batch,

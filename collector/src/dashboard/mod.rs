@@ -365,6 +365,7 @@ impl<S: Store> DashboardState<S> {
             accepted: self.inner.writer.subscribe(),
             buffer: self.inner.config.live_buffer,
             shutdown: self.inner.shutdown.clone(),
+            expires_ms: signed.session.expires_ms,
             permit,
         });
         tracing::debug!(token = signed.caller.name, "dashboard live stream opened");

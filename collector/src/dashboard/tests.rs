@@ -854,3 +854,79 @@ async fn disabled_means_no_routes() {
     .await;
     assert_eq!(dash.get(None, "/ui/api/overview").await.0, 404);
 }
+
+/// Reads the stream to its end; false if it is still open after 20 s.
+async fn ends(response: &mut reqwest::Response) -> bool {
+    let drain = async { while let Ok(Some(_)) = response.chunk().await {} };
+    tokio::time::timeout(Duration::from_secs(20), drain)
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn live_streams_end_on_shutdown_and_at_session_expiry() {
+    let dash = sqlite(DashboardConfig::default()).await;
+    let admin = dash.sign_in("ops").await;
+    let mut stream = dash.live(&admin, "site").await;
+    assert_eq!(stream.status().as_u16(), 200);
+    dash.shutdown.cancel();
+    assert!(
+        ends(&mut stream).await,
+        "the stream ends with the collector"
+    );
+
+    let dash = sqlite(DashboardConfig {
+        session_ttl: Duration::from_secs(2),
+        ..DashboardConfig::default()
+    })
+    .await;
+    let admin = dash.sign_in("ops").await;
+    let mut stream = dash.live(&admin, "site").await;
+    assert_eq!(stream.status().as_u16(), 200);
+    assert!(ends(&mut stream).await, "the stream ends with the session");
+}
+
+/// How long the overview takes with 30,000 sites on SQLite (the README's
+/// figure); prints, asserts no time. `cargo test -p livehead-collector --lib
+/// overview_of_30000_sites -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement: run by hand"]
+async fn overview_of_30000_sites() {
+    let dash = sqlite(DashboardConfig::default()).await;
+    let now = unix_ms();
+    for node in 0..30u64 {
+        let probes = (0..1000)
+            .map(|i| {
+                let status = if i % 10 == 0 { 503 } else { 200 };
+                probe(
+                    &format!("site{i}.node{node}.example"),
+                    &format!("web-{node}"),
+                    status,
+                    now - i,
+                )
+            })
+            .collect();
+        let rows = Rows {
+            probes,
+            ..Rows::default()
+        };
+        dash.write(&format!("web-{node}"), 100 + node, rows).await;
+    }
+    let admin = dash.sign_in("ops").await;
+    for round in 0..3 {
+        let started = std::time::Instant::now();
+        let response = dash
+            .client
+            .get(format!("{}/ui/api/overview", dash.base))
+            .header("cookie", &admin.cookie)
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .expect("overview");
+        let bytes = response.bytes().await.expect("body").len();
+        println!(
+            "overview of 30,000 sites, round {round}: {:?}, {bytes} bytes gzipped",
+            started.elapsed()
+        );
+    }
+}
