@@ -261,6 +261,11 @@ const INSTALL_HINT: &str =
 
 impl Browser {
     async fn start(base: &str, log_dir: &Path) -> Self {
+        Self::start_with(base, log_dir, &[]).await
+    }
+
+    /// With extra Chromium flags (`--force-dark-mode`).
+    async fn start_with(base: &str, log_dir: &Path, flags: &[&str]) -> Self {
         let port = free_port();
         let driver_log = log_dir.join(format!("chromedriver-{port}.log"));
         let driver = Command::new("chromedriver")
@@ -282,17 +287,19 @@ impl Browser {
         )
         .await;
         let profile = tempfile::tempdir().expect("profile dir");
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--window-size=1400,1000".into(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        args.extend(flags.iter().map(|f| (*f).to_owned()));
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium_binary(),
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu",
-                    "--disable-dev-shm-usage", "--window-size=1400,1000",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            }),
+            json!({ "binary": chromium_binary(), "args": args }),
         );
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(caps)
@@ -690,10 +697,11 @@ async fn user_session(stack: &Stack) {
     b.close().await;
 }
 
-/// Readonly `viewer` (site003): a wrong token first, then reads its site
-/// without any action button; node pages are for admins.
+/// Readonly `viewer` (site003), in a browser set to dark: a wrong token
+/// first, then reads its site without any action button; node pages are
+/// for admins.
 async fn readonly_session(stack: &Stack) {
-    let b = Browser::start(&stack.base(), stack.dir.path()).await;
+    let b = Browser::start_with(&stack.base(), stack.dir.path(), &["--force-dark-mode"]).await;
     b.sign_in("not-a-token").await;
     b.wait_js(
         "a refused sign-in to say so",
@@ -709,6 +717,15 @@ async fn readonly_session(stack: &Stack) {
         .js("return document.querySelector('#counts [data-key=\"total\"] .n').textContent")
         .await;
     assert_eq!(total, json!("1"));
+    let dark = b
+        .js("return matchMedia('(prefers-color-scheme: dark)').matches && getComputedStyle(document.body).backgroundColor")
+        .await;
+    assert_eq!(
+        dark,
+        json!("rgb(21, 23, 26)"),
+        "the dark theme follows the system"
+    );
+    b.screenshot("overview-readonly-dark").await;
     b.open("#/alerts?state=all").await;
     b.loaded("alerts").await;
     b.wait_js(
