@@ -52,7 +52,10 @@ fn site(i: usize) -> String {
 /// machine, and an alerter with one rule (a site answering 5xx twice).
 struct Stack {
     dir: tempfile::TempDir,
+    grpc: u16,
     http: u16,
+    /// The collector's flags (store, config), for a restart.
+    flags: Vec<String>,
     api: u16,
     collector: Proc,
     agent: Proc,
@@ -74,7 +77,7 @@ impl Stack {
         }
         let config = collector_config(dir.path(), api);
         let db = dir.path().join("livehead.db").display().to_string();
-        let flags = [
+        let flags = vec![
             "--sqlite-path".to_owned(),
             db,
             "--config".into(),
@@ -92,7 +95,9 @@ impl Stack {
         wait_healthy(&alerter, api).await;
         Self {
             dir,
+            grpc,
             http,
+            flags,
             api,
             collector,
             agent,
@@ -100,6 +105,22 @@ impl Stack {
             sites,
             _slack: slack,
         }
+    }
+
+    /// SIGTERM to the collector, `meanwhile` while it is down, then the
+    /// same collector again (same store, same session key: signed-in pages
+    /// stay signed in).
+    async fn restart_collector_with(&mut self, meanwhile: impl FnOnce(&FakeSites)) {
+        self.collector.terminate(Duration::from_secs(10));
+        meanwhile(&self.sites);
+        self.collector = start_collector(
+            "collector",
+            self.dir.path(),
+            self.grpc,
+            self.http,
+            &self.flags,
+        );
+        wait_healthy(&self.collector, self.http).await;
     }
 
     fn base(&self) -> String {
@@ -131,6 +152,8 @@ impl Stack {
 fn collector_config(dir: &Path, alerter_api: u16) -> PathBuf {
     let token_file = dir.join("alerter-token");
     std::fs::write(&token_file, ALERTER).expect("alerter token");
+    let key_file = dir.join("session.key");
+    std::fs::write(&key_file, [7u8; 64]).expect("session key");
     let config = dir.join("collector.toml");
     std::fs::write(
         &config,
@@ -156,11 +179,13 @@ sites = ["site003.pod.test"]
 [dashboard]
 alerter_url = "http://127.0.0.1:{alerter_api}"
 alerter_token_file = {token_file:?}
+session_key_file = {key_file:?}
 "#,
             admin = sha(ADMIN),
             user = sha(USER),
             readonly = sha(READONLY),
             token_file = token_file.display().to_string(),
+            key_file = key_file.display().to_string(),
         ),
     )
     .expect("collector config");
@@ -452,15 +477,15 @@ fn failing_row(node: &str, site: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_in_a_real_browser() {
-    let stack = Stack::start().await;
-    admin_session(&stack).await;
+    let mut stack = Stack::start().await;
+    admin_session(&mut stack).await;
     user_session(&stack).await;
     readonly_session(&stack).await;
 }
 
 /// Admin: the node's failing sites, a flip seen live, the node, site and
 /// alerts views, an acknowledgement reaching the alerter, sign-out.
-async fn admin_session(stack: &Stack) {
+async fn admin_session(stack: &mut Stack) {
     let b = Browser::start(&stack.base(), stack.dir.path()).await;
     b.sign_in(ADMIN).await;
     b.loaded("overview").await;
@@ -507,6 +532,35 @@ async fn admin_session(stack: &Stack) {
         .await;
     assert_eq!(count, json!("✖ 4 failing"), "{}", stack.logs());
     b.screenshot("overview").await;
+
+    // The collector restarts while a site starts failing: the page says it
+    // reconnects, comes back by itself and refetches what it missed.
+    stack
+        .restart_collector_with(|sites| sites.set_status(&site(6), 502))
+        .await;
+    b.wait_js(
+        "the page to reconnect and show what it missed",
+        SETTLES,
+        &format!(
+            "return document.getElementById('live-state').dataset.state === 'live' && ({})()",
+            format!("() => {{ {} }}", failing_row("node-1", &site(6)))
+        ),
+    )
+    .await;
+    let seen = b
+        .js("return [window.notReloaded === true, window.livehead.resyncs, window.livehead.states]")
+        .await;
+    assert_eq!(seen[0], json!(true), "the page reloaded: {seen}");
+    assert!(
+        seen[1].as_u64() >= Some(1),
+        "no refetch after the gap: {seen}"
+    );
+    assert!(
+        seen[2]
+            .as_array()
+            .is_some_and(|s| s.contains(&json!("reconnecting"))),
+        "the page never said it was reconnecting: {seen}"
+    );
 
     // The node: charts with units, its sites.
     b.open("#/node/node-1").await;

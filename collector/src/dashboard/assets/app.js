@@ -15,7 +15,7 @@ import * as signin from './view-signin.js';
 // The last events, for whoever debugs the page (and the browser tests):
 // bounded like everything else the page keeps.
 const MAX_DEBUG_EVENTS = 500;
-const debug = { events: [], received: 0, resyncs: 0, view: '' };
+const debug = { events: [], states: [], received: 0, resyncs: 0, view: '' };
 window.livehead = debug;
 
 const main = document.getElementById('view');
@@ -52,9 +52,10 @@ const live = new Live({
   },
   onResync(why) {
     debug.resyncs += 1;
-    if (current) current.refresh().catch((err) => showError(err, why));
+    if (current) load(current, why);
   },
   onState(st, wait) {
+    pushBounded(debug.states, st, 20);
     liveEl.dataset.state = st;
     liveEl.textContent = {
       live: '● live', connecting: '◌ connecting', idle: '',
@@ -90,11 +91,22 @@ function route() {
   const view = target.view.mount(main, target.params, { go });
   current = view;
   live.subscribe(target.view.channels);
+  load(view, null, target.name);
+}
+
+// (Re)fetches the view's JSON; an error stays on screen until a later
+// fetch succeeds.
+function load(view, why, name) {
   main.setAttribute('aria-busy', 'true');
   view.refresh()
-    .then(() => { if (current === view) main.dataset.loaded = target.name; })
-    .catch((err) => { if (current === view) showError(err); })
-    .finally(() => main.removeAttribute('aria-busy'));
+    .then(() => {
+      if (current !== view) return;
+      if (name) main.dataset.loaded = name;
+      const box = main.querySelector('.view-error');
+      if (box) box.remove();
+    })
+    .catch((err) => { if (current === view) showError(err, why); })
+    .finally(() => { if (current === view) main.removeAttribute('aria-busy'); });
 }
 
 function showError(err, why) {
