@@ -44,7 +44,18 @@ export function mount(root) {
   async function refresh() {
     const data = await api.get('/ui/api/overview');
     state.data = data;
-    for (const g of data.failing) for (const r of g.sites) state.known.set(r.site, rowClass(r));
+    // What the page believed failing and the server no longer lists is
+    // forgotten: its next probe then says its class.
+    const listed = new Set();
+    for (const g of data.failing) {
+      for (const r of g.sites) {
+        listed.add(r.site);
+        state.known.set(r.site, rowClass(r));
+      }
+    }
+    for (const [site, cls] of state.known) {
+      if (isFailing(cls) && !listed.has(site)) state.known.delete(site);
+    }
     render();
   }
 
@@ -73,37 +84,44 @@ export function mount(root) {
   }
 
   // A probe whose class differs from what the page shows moves the site
-  // in or out of its node's group now; counts follow from the refetch.
+  // in or out of its node's group now; the throttled refetch then brings
+  // the counts of sites the page had no class for.
   function onSite(row) {
     const d = state.data;
     if (!d) return;
     const cls = rowClass(row);
     const before = state.known.get(row.site);
     state.known.set(row.site, cls);
-    const failingNow = cls === 'down' || cls === 'error';
+    let changed = false;
     let group = d.failing.find((g) => g.node === row.node);
     const listed = group ? group.sites.findIndex((r) => r.site === row.site) : -1;
-    if (failingNow) {
+    if (isFailing(cls) && listed >= 0) {
+      group.sites[listed] = row;
+      changed = before !== cls;
+    } else if (isFailing(cls)) {
+      // A site the page has no class for may be one of the failing sites
+      // past the first 50: counted already.
+      const counted = isFailing(before) || (before === undefined && group && group.count > group.sites.length);
       if (!group) {
         group = { node: row.node, count: 0, sites: [] };
         d.failing.push(group);
       }
-      if (listed >= 0) group.sites[listed] = row;
-      else {
-        group.count += 1;
-        if (group.sites.length < MAX_SITES_PER_NODE) group.sites.unshift(row);
-      }
+      if (!counted) group.count += 1;
+      if (group.sites.length < MAX_SITES_PER_NODE) group.sites.unshift(row);
+      changed = !counted || group.sites[0] === row;
     } else if (listed >= 0) {
       group.sites.splice(listed, 1);
       group.count = Math.max(0, group.count - 1);
       if (!group.count) d.failing.splice(d.failing.indexOf(group), 1);
+      changed = true;
     }
     if (before && before !== cls) {
       d.counts[before] = Math.max(0, (d.counts[before] || 0) - 1);
       d.counts[cls] = (d.counts[cls] || 0) + 1;
       unshiftBounded(d.transitions, { site: row.site, node: row.node, from: before, to: cls, ts_ms: row.ts_ms }, MAX_TRANSITIONS);
+      changed = true;
     }
-    if (before !== cls) {
+    if (changed) {
       render();
       scheduleReconcile();
     }
@@ -127,6 +145,10 @@ export function mount(root) {
       clearTimeout(state.reconcile);
     },
   };
+}
+
+function isFailing(cls) {
+  return cls === 'down' || cls === 'error';
 }
 
 function renderCounts(holder, c) {
