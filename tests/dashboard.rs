@@ -439,6 +439,14 @@ impl Browser {
         path
     }
 
+    /// Fails on any script error or CSP violation the page recorded.
+    async fn no_errors(&self) {
+        let errors = self
+            .js("return window.livehead ? window.livehead.errors : ['no page']")
+            .await;
+        assert_eq!(errors, json!([]), "the page reported errors");
+    }
+
     async fn close(mut self) {
         let _ = self.client.clone().close().await;
         let _ = self.driver.kill();
@@ -638,6 +646,7 @@ async fn admin_session(stack: &mut Stack) {
     )
     .await;
 
+    b.no_errors().await;
     sign_out(&b).await;
     b.close().await;
 }
@@ -747,6 +756,7 @@ async fn user_session(stack: &Stack) {
         .js("return document.querySelectorAll('#alerts button.resolve').length")
         .await;
     assert_eq!(resolve, json!(0), "resolve is for admins");
+    b.no_errors().await;
     sign_out(&b).await;
     b.close().await;
 }
@@ -799,6 +809,7 @@ async fn readonly_session(stack: &Stack) {
         "const e = document.querySelector('.view-error'); return !!e && e.textContent.startsWith('Not allowed')",
     )
     .await;
+    b.no_errors().await;
     sign_out(&b).await;
     b.close().await;
 }

@@ -15,8 +15,13 @@ import * as signin from './view-signin.js';
 // The last events, for whoever debugs the page (and the browser tests):
 // bounded like everything else the page keeps.
 const MAX_DEBUG_EVENTS = 500;
-const debug = { events: [], states: [], received: 0, resyncs: 0, view: '' };
+const debug = { events: [], states: [], errors: [], received: 0, resyncs: 0, view: '' };
 window.livehead = debug;
+// Script errors and Content-Security-Policy violations are kept (a few)
+// so a test, or someone in the console, can see what went wrong.
+window.addEventListener('error', (ev) => pushBounded(debug.errors, `${ev.message} (${ev.filename}:${ev.lineno})`, 20));
+window.addEventListener('unhandledrejection', (ev) => pushBounded(debug.errors, `unhandled: ${ev.reason}`, 20));
+document.addEventListener('securitypolicyviolation', (ev) => pushBounded(debug.errors, `CSP: ${ev.violatedDirective} ${ev.blockedURI}`, 20));
 
 const main = document.getElementById('view');
 const liveEl = document.getElementById('live-state');
