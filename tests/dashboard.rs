@@ -550,8 +550,8 @@ async fn admin_session(stack: &mut Stack) {
         "the page to reconnect and show what it missed",
         SETTLES,
         &format!(
-            "return document.getElementById('live-state').dataset.state === 'live' && ({})()",
-            format!("() => {{ {} }}", failing_row("node-1", &site(6)))
+            "return document.getElementById('live-state').dataset.state === 'live' && (() => {{ {} }})()",
+            failing_row("node-1", &site(6))
         ),
     )
     .await;
