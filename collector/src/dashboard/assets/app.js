@@ -93,7 +93,7 @@ function route() {
   for (const a of navEl.querySelectorAll('a')) {
     a.classList.toggle('current', a.dataset.view === target.name);
   }
-  const view = target.view.mount(main, target.params, { go });
+  const view = target.view.mount(main, target.params, { go, signedIn: () => go(returnTo) });
   current = view;
   live.subscribe(target.view.channels);
   load(view, null, target.name);

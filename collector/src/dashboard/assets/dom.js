@@ -188,3 +188,17 @@ export function unshiftBounded(arr, item, max) {
   if (arr.length > max) arr.length = max;
   return arr;
 }
+
+// Runs `fn` once on the next frame however often it is asked for: a burst
+// of events (a node's 200 sites failing in one round) redraws once.
+export function coalesce(fn) {
+  let pending = false;
+  return () => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => {
+      pending = false;
+      fn();
+    });
+  };
+}

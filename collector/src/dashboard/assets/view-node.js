@@ -4,7 +4,7 @@
 
 import * as api from './api.js';
 import { lineChart, addLivePoint } from './charts.js';
-import { h, keyed, section, empty, rowClass } from './dom.js';
+import { h, keyed, section, empty, rowClass, coalesce } from './dom.js';
 import { siteRow, fillSiteRow } from './view-overview.js';
 
 export const RANGES = ['1h', '24h', '7d'];
@@ -67,6 +67,8 @@ export function mount(root, { node, range }) {
     el.pods.replaceChildren(table(state.data.pods, ['pod', 'cgroup', 'memory_bytes', 'cpu_usage_ns', 'pids'], 'no pods reported'));
   }
 
+  const renderSitesSoon = coalesce(() => renderSites());
+
   function renderSites() {
     const rows = [...state.sites.values()].sort((a, b) => rank(a) - rank(b) || a.site.localeCompare(b.site));
     if (!rows.length) {
@@ -91,7 +93,7 @@ export function mount(root, { node, range }) {
   function onSite(row) {
     if (row.node !== node || !state.data) return;
     state.sites.set(row.site, row);
-    renderSites();
+    renderSitesSoon();
   }
 
   return {

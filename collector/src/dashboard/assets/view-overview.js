@@ -5,7 +5,7 @@
 
 import * as api from './api.js';
 import {
-  h, keyed, badge, rowClass, ago, fmtMs, fmtTime, siteLink, nodeLink, section, empty, unshiftBounded,
+  h, keyed, badge, rowClass, coalesce, ago, fmtMs, fmtTime, siteLink, nodeLink, section, empty, unshiftBounded,
 } from './dom.js';
 
 const MAX_TRANSITIONS = 50;
@@ -58,6 +58,8 @@ export function mount(root) {
     }
     render();
   }
+
+  const renderSoon = coalesce(() => render());
 
   function render() {
     const d = state.data;
@@ -122,7 +124,7 @@ export function mount(root) {
       changed = true;
     }
     if (changed) {
-      render();
+      renderSoon();
       scheduleReconcile();
     }
   }

@@ -6,7 +6,7 @@ import { h } from './dom.js';
 
 export const channels = [];
 
-export function mount(root, _params, { go }) {
+export function mount(root, _params, { signedIn }) {
   const token = h('input', {
     type: 'password', id: 'token', name: 'token', autocomplete: 'current-password',
     required: true, 'aria-describedby': 'signin-help',
@@ -22,7 +22,8 @@ export function mount(root, _params, { go }) {
       try {
         await api.signIn(token.value.trim());
         token.value = '';
-        go('#/');
+        // Back to the view that asked for a session (a shared link).
+        signedIn();
       } catch (err) {
         msg.textContent = err.status === 401
           ? 'This token is not a role token of this collector.'
