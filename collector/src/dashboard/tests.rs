@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use super::*;
 use crate::config::{ApiConfig, PushToken, RoleToken};
 use crate::group_commit::{QueueBounds, QueuedBatch};
-use crate::store::samples::{AlertEventRow, HeartbeatStateRow, NodeRow};
+use crate::store::samples::{AlertEventRow, HeartbeatStateRow, NodeRow, WatchdogEventRow};
 use crate::store::{AnyStore, BatchWrite, ProbeRow, Rows, StorageConfig};
 
 const MINUTE: u64 = 60_000;
@@ -94,6 +94,14 @@ fn seed(now: u64) -> Vec<(&'static str, Rows)> {
             cpu_busy_pct: 42.0,
             mem_used_pct: 50.0,
             ..NodeRow::default()
+        }],
+        watchdog: vec![WatchdogEventRow {
+            node: "web-1".into(),
+            ts: now - 3 * MINUTE,
+            app: "shop".into(),
+            kind: "exhausted".into(),
+            attempt: 3,
+            ..WatchdogEventRow::default()
         }],
         ..Rows::default()
     };
@@ -605,8 +613,12 @@ async fn roles_filter_every_json_route(backend: Backend) {
         .get(Some(&admin), "/ui/api/alerts?state=resolved")
         .await;
     assert_eq!(ids(&resolved), ["a-blog"]);
+    assert_eq!(all["watchdog"][0]["kind"], "exhausted", "{all}");
+    assert_eq!(all["heartbeats"][0]["status"], "down", "{all}");
     let (_, mine) = dash.get(Some(&user), "/ui/api/alerts").await;
     assert_eq!(ids(&mine), ["a-shop"]);
+    assert_eq!(mine["watchdog"], json!([]), "watched apps are admins'");
+    assert_eq!(mine["heartbeats"][0]["check"], "backup");
     let (_, viewers) = dash.get(Some(&viewer), "/ui/api/alerts?state=firing").await;
     assert_eq!(ids(&viewers), Vec::<String>::new());
 }
