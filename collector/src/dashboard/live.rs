@@ -106,6 +106,12 @@ pub fn events(
             name: "heartbeat",
             data: view::heartbeat(h),
         }));
+        if admin {
+            out.extend(rows.watchdog.iter().map(|w| LiveEvent {
+                name: "watchdog",
+                data: serde_json::to_value(w).unwrap_or(Value::Null),
+            }));
+        }
     }
     out
 }

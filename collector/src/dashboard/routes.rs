@@ -326,6 +326,24 @@ impl<S: Store> DashboardState<S> {
             .filter(|a| view::alert_visible(&a.site, admin, |s| caller.may_read(s)))
             .filter(|a| state == "all" || a.state == state)
             .collect();
-        ok(json!({ "ok": true, "alerts": alerts }))
+        // Watched apps are nodes' (as `/stats/watchdog`): admins only.
+        let watchdog = if admin {
+            let scope = Scope::Latest(Latest {
+                since_ms: 0,
+                only: None,
+            });
+            self.stats(SampleKind::Watchdog, scope).await?.watchdog
+        } else {
+            Vec::new()
+        };
+        let beats = self.heartbeat_states().await?;
+        let heartbeats: Vec<serde_json::Value> =
+            beats.heartbeat_states.iter().map(view::heartbeat).collect();
+        ok(json!({
+            "ok": true,
+            "alerts": alerts,
+            "heartbeats": heartbeats,
+            "watchdog": watchdog,
+        }))
     }
 }

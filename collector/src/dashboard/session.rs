@@ -92,10 +92,6 @@ impl Sessions {
         Ok(Key::derive_from(&bytes))
     }
 
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     /// A new session of the token `name`, and the cookie carrying it.
     pub fn issue(&self, name: &str, now_ms: u64) -> (Session, SignedCookieJar) {
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use super::*;
 use crate::config::{ApiConfig, PushToken, RoleToken};
 use crate::group_commit::{QueueBounds, QueuedBatch};
-use crate::store::samples::{AlertEventRow, HeartbeatStateRow, NodeRow};
+use crate::store::samples::{AlertEventRow, HeartbeatStateRow, NodeRow, WatchdogEventRow};
 use crate::store::{AnyStore, BatchWrite, ProbeRow, Rows, StorageConfig};
 
 const MINUTE: u64 = 60_000;
@@ -94,6 +94,14 @@ fn seed(now: u64) -> Vec<(&'static str, Rows)> {
             cpu_busy_pct: 42.0,
             mem_used_pct: 50.0,
             ..NodeRow::default()
+        }],
+        watchdog: vec![WatchdogEventRow {
+            node: "web-1".into(),
+            ts: now - 3 * MINUTE,
+            app: "shop".into(),
+            kind: "exhausted".into(),
+            attempt: 3,
+            ..WatchdogEventRow::default()
         }],
         ..Rows::default()
     };
@@ -286,9 +294,20 @@ impl Dash {
     }
 
     async fn live(&self, browser: &Browser, channels: &str) -> reqwest::Response {
+        self.live_with(browser, channels, "identity").await
+    }
+
+    /// The stream as a browser asks for it (`accept-encoding: gzip`).
+    async fn live_with(
+        &self,
+        browser: &Browser,
+        channels: &str,
+        encoding: &str,
+    ) -> reqwest::Response {
         self.client
             .get(format!("{}/ui/api/live?channels={channels}", self.base))
             .header("cookie", &browser.cookie)
+            .header("accept-encoding", encoding)
             .send()
             .await
             .expect("live")
@@ -605,8 +624,12 @@ async fn roles_filter_every_json_route(backend: Backend) {
         .get(Some(&admin), "/ui/api/alerts?state=resolved")
         .await;
     assert_eq!(ids(&resolved), ["a-blog"]);
+    assert_eq!(all["watchdog"][0]["kind"], "exhausted", "{all}");
+    assert_eq!(all["heartbeats"][0]["status"], "down", "{all}");
     let (_, mine) = dash.get(Some(&user), "/ui/api/alerts").await;
     assert_eq!(ids(&mine), ["a-shop"]);
+    assert_eq!(mine["watchdog"], json!([]), "watched apps are admins'");
+    assert_eq!(mine["heartbeats"][0]["check"], "backup");
     let (_, viewers) = dash.get(Some(&viewer), "/ui/api/alerts?state=firing").await;
     assert_eq!(ids(&viewers), Vec::<String>::new());
 }
@@ -618,9 +641,12 @@ async fn the_live_stream_sends_only_the_sessions_sites() {
     let admin = dash.sign_in("ops").await;
     let (status, body) = json_of(dash.live(&user, "site,bogus").await).await;
     assert_eq!(status, 400, "{body}");
-    let mut users = dash.live(&user, "site,alerts,server").await;
+    // As browsers ask: the event stream must still not be compressed (a
+    // gzip stream would hold events back).
+    let mut users = dash.live_with(&user, "site,alerts,server", "gzip").await;
     assert_eq!(users.status().as_u16(), 200);
     assert_eq!(users.headers()["content-type"], "text/event-stream");
+    assert!(users.headers().get("content-encoding").is_none());
     assert_eq!(users.headers()["content-security-policy"], CSP);
     let mut admins = dash.live(&admin, "site,server").await;
     let now = unix_ms();

@@ -142,7 +142,6 @@ pub fn heartbeat(row: &HeartbeatStateRow) -> Value {
         "previous": row.previous,
         "reason": row.reason,
         "ts_ms": row.ts,
-        "last_ping_ms": row.ts,
     })
 }
 
