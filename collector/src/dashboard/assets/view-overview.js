@@ -73,9 +73,10 @@ export function mount(root) {
       siteLink(r.site), ' ', h('span', { class: ['trust', `trust-${r.cert_trust}`], text: r.cert_trust || '' }),
       ' expires ', ago(r.cert_expiry_ms), h('span', { class: 'muted', text: ` (${fmtTime(r.cert_expiry_ms)})` })));
     if (!d.certs_expiring.length) el.certs.replaceChildren(empty('none'));
-    keyed(el.heartbeats, d.heartbeats, (r) => r.check, (r) => h('li', {},
+    keyed(el.heartbeats, d.heartbeats, (r) => r.check_id || r.check, (r) => h('li', {},
       h('span', { class: ['badge', `hb-${r.status}`], text: `${r.status === 'down' ? '✖' : '◔'} ${r.status}` }),
-      ' ', h('strong', { text: r.check }), ' last ping ', ago(r.last_ping_ms)));
+      ' ', h('strong', { text: r.check }), ' since ', ago(r.ts_ms),
+      r.reason ? h('span', { class: 'muted', text: ` (${r.reason})` }) : null));
     if (!d.heartbeats.length) el.heartbeats.replaceChildren(empty('none late'));
     const a = d.alerts || { firing: 0, acknowledged: 0 };
     el.alerts.replaceChildren(
