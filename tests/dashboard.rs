@@ -625,6 +625,14 @@ async fn admin_session(stack: &mut Stack) {
     )
     .await;
     b.screenshot("alerts").await;
+    let sections = b
+        .js("return [!!document.getElementById('heartbeat-checks'), !!document.getElementById('watchdog')]")
+        .await;
+    assert_eq!(
+        sections,
+        json!([true, true]),
+        "heartbeats and watchdog sections"
+    );
     b.click(&format!("{row} button.ack")).await;
     let acked = wait_for(
         "the alerter to list site004's alert acknowledged",
@@ -802,6 +810,8 @@ async fn readonly_session(stack: &Stack) {
         .js("return document.querySelectorAll('#alerts button').length")
         .await;
     assert_eq!(buttons, json!(0), "readonly sees no action buttons");
+    let watchdog = b.js("return !!document.getElementById('watchdog')").await;
+    assert_eq!(watchdog, json!(false), "the watchdog section is for admins");
     b.open("#/node/node-1").await;
     b.wait_js(
         "node pages refused to readonly",

@@ -6,7 +6,7 @@
 
 const MIN_BACKOFF_MS = 1000;
 const MAX_BACKOFF_MS = 30000;
-const EVENTS = ['site', 'server', 'alert', 'heartbeat'];
+const EVENTS = ['site', 'server', 'alert', 'heartbeat', 'watchdog'];
 
 export class Live {
   constructor({ onEvent, onResync, onState, onError }) {

@@ -3,7 +3,7 @@
 // buttons show; the server checks again (and the alerter after it).
 
 import * as api from './api.js';
-import { h, keyed, ago, fmtTime, siteLink, nodeLink, empty } from './dom.js';
+import { h, keyed, ago, fmtTime, siteLink, nodeLink, empty, section } from './dom.js';
 
 const STATES = ['firing', 'acknowledged', 'resolved', 'all'];
 const MAX_ALERTS = 500;
@@ -13,8 +13,10 @@ export const channels = ['alerts'];
 
 export function mount(root, { state: wanted }) {
   const filter = STATES.includes(wanted) ? wanted : 'firing';
-  const state = { alerts: [] };
+  const state = { alerts: [], heartbeats: [], watchdog: [] };
   const list = h('div', { class: 'alert-list', id: 'alerts' });
+  const heartbeats = h('ul', { class: 'rows', id: 'heartbeat-checks' });
+  const watchdog = h('ul', { class: 'rows', id: 'watchdog' });
   root.append(
     h('h1', { text: 'Alerts' }),
     h('nav', { class: 'ranges', 'aria-label': 'alert state' }, STATES.map((st) => h('a', {
@@ -22,12 +24,41 @@ export function mount(root, { state: wanted }) {
       'aria-current': st === filter ? 'page' : undefined, text: st === 'firing' ? 'active' : st,
     }))),
     list,
+    h('div', { class: 'grid2' },
+      section('Heartbeats', heartbeats),
+      api.isAdmin() ? section('Watchdog (newest event of each app)', watchdog) : null),
   );
 
   async function refresh() {
     const data = await api.get(`/ui/api/alerts?state=${filter}`);
     state.alerts = data.alerts.slice(0, MAX_ALERTS);
+    state.heartbeats = (data.heartbeats || []).slice(0, MAX_ALERTS);
+    state.watchdog = (data.watchdog || []).slice(0, MAX_ALERTS);
     render();
+    renderChecks();
+  }
+
+  function renderChecks() {
+    if (state.heartbeats.length) {
+      if (heartbeats.querySelector('.empty')) heartbeats.replaceChildren();
+      keyed(heartbeats, state.heartbeats, (r) => r.check_id || r.check, (r) => fillHeartbeat(h('li'), r), fillHeartbeat);
+    } else {
+      heartbeats.replaceChildren(empty('no heartbeat checks'));
+    }
+    if (state.watchdog.length) {
+      if (watchdog.querySelector('.empty')) watchdog.replaceChildren();
+      keyed(watchdog, state.watchdog, (r) => `${r.node}/${r.app}`, (r) => fillWatchdog(h('li'), r), fillWatchdog);
+    } else {
+      watchdog.replaceChildren(empty('no watchdog events'));
+    }
+  }
+
+  // Newest first, one row per key, bounded.
+  function upsert(arr, row, key) {
+    const i = arr.findIndex((x) => key(x) === key(row));
+    if (i >= 0) arr.splice(i, 1);
+    arr.unshift(row);
+    if (arr.length > MAX_ALERTS) arr.length = MAX_ALERTS;
   }
 
   function render() {
@@ -42,9 +73,16 @@ export function mount(root, { state: wanted }) {
   return {
     refresh,
     onEvent(type, data) {
-      if (type !== 'alert') return;
-      upsertAlert(state.alerts, data, filter);
-      render();
+      if (type === 'alert') {
+        upsertAlert(state.alerts, data, filter);
+        render();
+      } else if (type === 'heartbeat') {
+        upsert(state.heartbeats, data, (r) => r.check_id || r.check);
+        renderChecks();
+      } else if (type === 'watchdog') {
+        upsert(state.watchdog, data, (r) => `${r.node}/${r.app}`);
+        renderChecks();
+      }
     },
     unmount() {},
   };
@@ -146,4 +184,28 @@ function silenceForm(a, msg, onChanged) {
     },
   }, h('button', { type: 'submit', class: 'silence-btn', text: 'Silence' }), ' for ', duration, ' ', comment);
   return form;
+}
+
+const HB_MARK = { up: '●', grace: '◔', down: '✖', paused: '⏸', new: '○' };
+
+function fillHeartbeat(li, r) {
+  const cls = r.status === 'down' ? 'st-down' : r.status === 'grace' ? 'st-error' : r.status === 'up' ? 'st-up' : '';
+  li.dataset.check = r.check;
+  li.replaceChildren(
+    h('span', { class: ['badge', cls], text: `${HB_MARK[r.status] || ''} ${r.status}` }),
+    ' ', h('strong', { text: r.check }), ' since ', ago(r.ts_ms),
+    r.reason ? h('span', { class: 'muted', text: ` (${r.reason})` }) : '');
+  return li;
+}
+
+// `exhausted` waits for a person: it reads as down.
+function fillWatchdog(li, r) {
+  const cls = r.kind === 'exhausted' ? 'st-down' : r.kind === 'recovered' ? 'st-up' : 'st-error';
+  li.dataset.app = r.app;
+  li.replaceChildren(
+    h('span', { class: ['badge', cls], text: `${r.kind === 'exhausted' ? '✖' : r.kind === 'recovered' ? '●' : '▲'} ${r.kind}` }),
+    ' ', h('strong', { text: r.app }), ' on ', nodeLink(r.node, api.currentSession()),
+    r.attempt ? ` · attempt ${r.attempt}` : '', ' · ', ago(r.ts),
+    r.reason ? h('span', { class: 'muted', text: ` (${r.reason})` }) : '');
+  return li;
 }
