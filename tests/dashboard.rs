@@ -593,9 +593,9 @@ async fn admin_session(stack: &mut Stack) {
         "axes without units: {labels}"
     );
     b.wait_js(
-        "a CPU sample on the chart",
+        "a CPU line over two samples (live)",
         SETTLES,
-        "const p = document.querySelector('figure.chart-box path.line-0'); return !!p && p.getAttribute('d').length > 10",
+        "const p = document.querySelector('figure.chart-box path.line-0'); return !!p && p.getAttribute('d').includes('L')",
     )
     .await;
     b.screenshot("node").await;
