@@ -2,7 +2,8 @@
 # Installs what livehead needs on this machine when it is missing:
 #   always:      clickhouse-server and clickhouse-client (Debian packages)
 #   with --tests: buf (npm @bufbuild/buf), chdb (PyPI), the sqlite3 shell,
-#                 zookeeper, podman and runc (Debian packages), used by the tests
+#                 zookeeper, podman, runc, chromium and chromium-driver (Debian
+#                 packages), used by the tests
 #   with --bench: what bench/run compares livehead with and measures by (Debian
 #                 packages): nginx-light, curl, wrk, prometheus-node-exporter, time
 set -euo pipefail
@@ -45,6 +46,10 @@ if [ "${1:-}" = "--tests" ]; then
   if ! command -v podman >/dev/null || ! command -v runc >/dev/null; then
     log "installing podman and runc (Debian packages): build and run the container images"
     apt_install podman runc
+  fi
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    log "installing chromium and chromium-driver (Debian packages): the dashboard's browser tests"
+    apt_install chromium chromium-driver
   fi
 fi
 

@@ -294,6 +294,23 @@ pub struct CollectorArgs {
         value_delimiter = ','
     )]
     pub watch_allow: Vec<String>,
+    /// Do not serve the browser dashboard (/ui).
+    #[arg(long, env = "LIVEHEAD_NO_DASHBOARD")]
+    pub no_dashboard: bool,
+    /// The file (at least 32 bytes) dashboard sessions are signed with;
+    /// unset: a random key per process.
+    #[arg(long, env = "LIVEHEAD_DASHBOARD_SESSION_KEY_FILE")]
+    pub dashboard_session_key_file: Option<PathBuf>,
+    /// Mark the dashboard's session cookie Secure (behind an https proxy).
+    #[arg(long, env = "LIVEHEAD_DASHBOARD_SECURE_COOKIE")]
+    pub dashboard_secure_cookie: bool,
+    /// The alerter's API the dashboard forwards alert actions to, e.g.
+    /// http://127.0.0.1:7090.
+    #[arg(long, env = "LIVEHEAD_DASHBOARD_ALERTER_URL")]
+    pub dashboard_alerter_url: Option<String>,
+    /// A file holding an admin token of the alerter's API.
+    #[arg(long, env = "LIVEHEAD_DASHBOARD_ALERTER_TOKEN_FILE")]
+    pub dashboard_alerter_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub tls: TlsArgs,
     /// Plain-text gRPC without client certificates.
@@ -357,6 +374,16 @@ impl CollectorArgs {
         if !watch_allow.is_empty() {
             c.watch.allow = watch_allow;
         }
+        c.dashboard.enabled &= !self.no_dashboard;
+        c.dashboard.secure_cookie |= self.dashboard_secure_cookie;
+        let d = &mut c.dashboard;
+        d.session_key_file = self
+            .dashboard_session_key_file
+            .or(d.session_key_file.take());
+        d.alerter_url = self.dashboard_alerter_url.or(d.alerter_url.take());
+        d.alerter_token_file = self
+            .dashboard_alerter_token_file
+            .or(d.alerter_token_file.take());
         c.tls = self.tls.apply(c.tls)?;
         c.insecure |= self.insecure;
         Ok(c)

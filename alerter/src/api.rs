@@ -11,6 +11,12 @@
 //! | `GET /health`, `GET /metrics` | anyone | liveness, Prometheus |
 //!
 //! Answers are JSON: `{"ok": true, ...}` or `{"ok": false, "error": "..."}`.
+//!
+//! The actor recorded for an acknowledgement, a resolution or a silence is
+//! the token's name, except that an admin token may name someone else in
+//! `X-Livehead-Actor`: the collector's dashboard forwards its signed-in
+//! users' actions with its own admin token and names the user there, after
+//! checking their role and sites itself.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -279,6 +285,33 @@ async fn list_alerts(
     ok(json!({ "ok": true, "alerts": alerts }))
 }
 
+/// The header an admin token names the person it acts for in.
+pub const ACTOR_HEADER: &str = "x-livehead-actor";
+/// Longest name `X-Livehead-Actor` may give.
+const MAX_ACTOR_BYTES: usize = 128;
+
+/// Who is recorded as acting: `X-Livehead-Actor` when an admin token sends
+/// a printable one, else the token's name.
+fn actor(caller: &Caller<'_>, headers: &HeaderMap) -> String {
+    let named = headers
+        .get(ACTOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= MAX_ACTOR_BYTES)
+        .filter(|v| v.chars().all(|c| !c.is_control()));
+    match named {
+        Some(name) if caller.is_admin() => {
+            tracing::info!(
+                token = caller.name(),
+                actor = name,
+                "acting for a dashboard user"
+            );
+            name.to_owned()
+        }
+        _ => caller.name().to_owned(),
+    }
+}
+
 /// The alert `id` if the caller may see it; 404 otherwise, the same as
 /// for an alert that does not exist.
 fn visible_alert(shared: &Shared, caller: &Caller<'_>, id: &str) -> Result<AlertView, ApiError> {
@@ -303,8 +336,9 @@ async fn acknowledge(
         ));
     }
     let now = shared.now();
-    shared.with(|l| l.acknowledge(&id, caller.name(), now))?;
-    tracing::info!(alert = %id, by = caller.name(), "alert acknowledged");
+    let by = actor(&caller, &headers);
+    shared.with(|l| l.acknowledge(&id, &by, now))?;
+    tracing::info!(alert = %id, by, "alert acknowledged");
     ok(json!({ "ok": true, "alert": shared.read(|l| l.alert(&id, now)) }))
 }
 
@@ -321,8 +355,9 @@ async fn resolve(
         ));
     }
     let now = shared.now();
-    shared.with(|l| l.resolve(&id, caller.name(), now))?;
-    tracing::info!(alert = %id, by = caller.name(), "alert resolved by hand");
+    let by = actor(&caller, &headers);
+    shared.with(|l| l.resolve(&id, &by, now))?;
+    tracing::info!(alert = %id, by, "alert resolved by hand");
     ok(json!({ "ok": true, "alert": shared.read(|l| l.alert(&id, now)) }))
 }
 
@@ -364,7 +399,8 @@ async fn add_silence(
         }
     }
     let now = shared.now();
-    let silence = shared.with(|l| l.add_silence(new, caller.name(), now))?;
+    let by = actor(&caller, &headers);
+    let silence = shared.with(|l| l.add_silence(new, &by, now))?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "ok": true, "silence": silence })),

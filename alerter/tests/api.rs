@@ -357,3 +357,26 @@ async fn health_metrics_and_unknown_routes() {
     let (status, body) = s.call("DELETE", "/alerts", Some("root"), None).await;
     assert_eq!((status, body["ok"].clone()), (405, json!(false)));
 }
+
+/// The dashboard forwards with an admin token and names its user; a
+/// non-admin token cannot name anyone.
+#[tokio::test]
+async fn an_admin_token_may_name_the_actor() {
+    let s = Server::start().await;
+    let shop = key("n1", Some("a.shop.example")).id();
+    let send = |who: &str, path: String| {
+        s.client
+            .post(format!("{}{path}", s.base))
+            .bearer_auth(format!("secret-{who}"))
+            .header("x-livehead-actor", "dashboard-user")
+            .send()
+    };
+    let response = send("shop", format!("/alerts/{shop}/ack")).await.unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["alert"]["acknowledged_by"], "shop", "{body}");
+    let response = send("root", format!("/alerts/{shop}/resolve"))
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["alert"]["resolved_by"], "dashboard-user", "{body}");
+}

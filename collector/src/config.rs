@@ -36,6 +36,8 @@ pub struct CollectorConfig {
     pub watch: WatchConfig,
     /// Heartbeat checks: ping endpoints, ping keys, checks as code.
     pub heartbeats: HeartbeatsConfig,
+    /// The browser dashboard under `/ui` (see `docs/dashboard.md`).
+    pub dashboard: DashboardConfig,
     /// How often store upkeep (retention) runs. Default 10m.
     #[serde(with = "humantime_serde")]
     pub maintenance_interval: Duration,
@@ -57,6 +59,7 @@ impl Default for CollectorConfig {
             api: ApiConfig::default(),
             watch: WatchConfig::default(),
             heartbeats: HeartbeatsConfig::default(),
+            dashboard: DashboardConfig::default(),
             maintenance_interval: Duration::from_secs(600),
             ready_interval: Duration::from_secs(5),
         }
@@ -341,6 +344,78 @@ impl Default for HeartbeatsConfig {
             ping_keys_file: None,
             checks_file: None,
             max_list_pings: 1000,
+        }
+    }
+}
+
+/// The browser dashboard (`/ui`, `crate::dashboard`): sessions signed in
+/// with the role tokens of `api.tokens`, its JSON, its live stream, and where
+/// its alert actions go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Serve `/ui` and `/ui/api/*` (and redirect `/` there). Default true.
+    pub enabled: bool,
+    /// The key session cookies are signed with: a file of at least 32 bytes
+    /// (`head -c 64 /dev/urandom > session.key`), the same on every replica
+    /// behind one address. Unset: a random key per process, so sessions end
+    /// when the collector restarts. Default unset.
+    pub session_key_file: Option<PathBuf>,
+    /// How long a sign-in lasts; the page then asks for the token again.
+    /// Default 12h.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// Mark the session cookie `Secure`: set it when the dashboard is reached
+    /// over https (a TLS proxy in front of `http_listen`), so the browser
+    /// never sends the cookie in clear. Default false.
+    pub secure_cookie: bool,
+    /// The alerter's API (`http://host:port`) acknowledge, resolve and
+    /// silence are forwarded to. Unset: those actions answer 409. Default
+    /// unset (`livehead up` sets its own alerter).
+    pub alerter_url: Option<String>,
+    /// A file holding an admin token of the alerter's `api.tokens` (one
+    /// line), sent with forwarded actions. Default unset.
+    pub alerter_token_file: Option<PathBuf>,
+    /// Longest a forwarded alert action may take before the page gets 502.
+    /// Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub alerter_timeout: Duration,
+    /// Events queued for one live stream (`/ui/api/live`) that is not reading
+    /// them; past it the stream drops events and sends `resync`, so a slow
+    /// browser costs at most this many events of memory. Default 1,024.
+    pub live_buffer: usize,
+    /// Live streams open at once (all sessions); one more is answered 503.
+    /// Default 64.
+    pub max_live_streams: usize,
+    /// Sites whose newest probe is older than this are left out of the
+    /// overview and node pages (a site no agent probes any more). Default 24h.
+    #[serde(with = "humantime_serde")]
+    pub site_max_age: Duration,
+    /// Newest alert events read to list alerts and their states (one read,
+    /// then the newest state of each alert): an alert whose last change is
+    /// older than this many events is not listed. Default 10,000.
+    pub max_alert_events: u32,
+    /// Newest probes of one site read for its page (status strip, latency,
+    /// redirects), before they are reduced to at most 200 points. A week of
+    /// one probe a minute is 10,080. Default 20,000.
+    pub max_site_probes: u32,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_key_file: None,
+            session_ttl: Duration::from_secs(12 * 3600),
+            secure_cookie: false,
+            alerter_url: None,
+            alerter_token_file: None,
+            alerter_timeout: Duration::from_secs(5),
+            live_buffer: 1024,
+            max_live_streams: 64,
+            site_max_age: Duration::from_secs(86_400),
+            max_alert_events: 10_000,
+            max_site_probes: 20_000,
         }
     }
 }

@@ -2,7 +2,8 @@
 //! `/ready` (readiness, see [`crate::ready`]), `/metrics`, the old worker's
 //! API (`/push`, `/last`, `/dump_last`, see [`crate::api`]) and the routes
 //! the other modules contribute (`/stats/*`, see [`crate::stats`]; `/ping/*`
-//! and `/api/v1/checks*`, see [`crate::heartbeats`]).
+//! and `/api/v1/checks*`, see [`crate::heartbeats`]; `/ui/*`, see
+//! [`crate::dashboard`]).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -27,7 +28,7 @@ pub fn router(metrics: &CollectorMetrics, readiness: &Readiness, api: Router) ->
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "no such endpoint (/health, /ready, /push, /last, /dump_last, /stats/..., /ping/..., /api/v1/checks..., /metrics)",
+                "no such endpoint (/health, /ready, /push, /last, /dump_last, /stats/..., /ping/..., /api/v1/checks..., /ui/..., /metrics)",
             )
         })
         .method_not_allowed_fallback(|| async {

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod api;
 pub mod config;
+pub mod dashboard;
 pub mod group_commit;
 pub mod grpc;
 pub mod heartbeats;
@@ -64,6 +65,8 @@ pub enum CollectorError {
     PingKeys(#[from] heartbeats::KeysError),
     #[error("heartbeats.checks_file {0}")]
     ChecksFile(#[from] heartbeats::CodeError),
+    #[error(transparent)]
+    Dashboard(#[from] dashboard::DashboardError),
 }
 
 /// A started collector: where it listens, and its server task.
@@ -188,6 +191,15 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
         clock: heartbeats::wall_clock(),
     });
     heartbeats::apply_checks_file(&heartbeats).await?;
+    let dashboard = dashboard::DashboardState::new(dashboard::Parts {
+        store: store.clone(),
+        access: access.clone(),
+        writer: writer.clone(),
+        metrics: metrics.clone(),
+        config: config.dashboard.clone(),
+        stats_fresh: config.api.stats_fresh,
+        shutdown: shutdown.clone(),
+    })?;
     let api = api::router(api::ApiState::new(
         store.clone(),
         writer,
@@ -203,7 +215,8 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
         metrics.clone(),
         &config.api,
     )))
-    .merge(heartbeats::router(heartbeats));
+    .merge(heartbeats::router(heartbeats))
+    .merge(dashboard::router(dashboard));
     let limits = HttpLimits {
         max_connections: config.limits.max_connections,
         header_timeout: config.limits.header_timeout,

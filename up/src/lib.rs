@@ -138,6 +138,8 @@ pub async fn run(
     if created {
         tracing::info!(path = %layout.admin_token.display(), "admin token generated");
     }
+    // 64 hex characters: a dashboard session key (at least 32 bytes).
+    state::push_token(&layout.session_key)?;
     write_site_list(&sites, &layout)?;
 
     let tokens = plan::Tokens {

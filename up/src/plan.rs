@@ -66,6 +66,13 @@ pub fn collector_config(config: &UpConfig, layout: &Layout, tokens: &Tokens) -> 
     c.api.tokens = vec![tokens.admin()];
     // Only the in-process alerter's certificate, never the agent's.
     c.watch.allow = vec![ALERTER_NAME.to_owned()];
+    c.dashboard.session_key_file = Some(layout.session_key.clone());
+    // The dashboard's alert actions go to the in-process alerter, with the
+    // admin token it accepts.
+    if config.rules.is_some() {
+        c.dashboard.alerter_url = Some(format!("http://{}", reachable(config.alerter_listen)));
+        c.dashboard.alerter_token_file = Some(layout.admin_token.clone());
+    }
     c
 }
 
@@ -251,6 +258,25 @@ mod tests {
         assert_eq!(
             (admin[0].sha256.as_str(), admin[0].role.as_str()),
             ("cd34", "admin")
+        );
+        assert_eq!(
+            c.dashboard.session_key_file,
+            Some(PathBuf::from(".livehead/session-key"))
+        );
+        assert_eq!(c.dashboard.alerter_url, None, "no alerter without --rules");
+        let with_rules = UpConfig {
+            rules: Some("rules.toml".into()),
+            alerter_listen: "0.0.0.0:7090".parse().expect("addr"),
+            ..up()
+        };
+        let c = collector_config(&with_rules, &layout, &tokens);
+        assert_eq!(
+            c.dashboard.alerter_url.as_deref(),
+            Some("http://127.0.0.1:7090")
+        );
+        assert_eq!(
+            c.dashboard.alerter_token_file,
+            Some(PathBuf::from(".livehead/admin-token"))
         );
     }
 

@@ -25,6 +25,9 @@ pub struct Layout {
     pub push_token: PathBuf,
     /// The admin token of `/stats` and the other reads.
     pub admin_token: PathBuf,
+    /// The key the dashboard's session cookies are signed with (kept, so a
+    /// restart does not sign everyone out).
+    pub session_key: PathBuf,
     /// The merged site list (only written when sites are merged).
     pub sites: PathBuf,
     /// The alerter's state (`up --rules`).
@@ -39,6 +42,7 @@ impl Layout {
             database: dir.join("livehead.db"),
             push_token: dir.join("push-token"),
             admin_token: dir.join("admin-token"),
+            session_key: dir.join("session-key"),
             sites: dir.join("sites.txt"),
             alerter: dir.join("alerter"),
         }

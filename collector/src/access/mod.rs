@@ -84,6 +84,18 @@ impl Access {
         self.tokens.authenticate(headers)
     }
 
+    /// The caller whose token is `token` (the dashboard's sign-in): role
+    /// tokens only, so a push token is refused like an unknown one.
+    pub fn sign_in(&self, token: &str) -> Option<Caller<'_>> {
+        self.tokens.verify(token)
+    }
+
+    /// The caller of the role token called `name` (a dashboard session);
+    /// `None` once it is no longer configured.
+    pub fn named(&self, name: &str) -> Option<Caller<'_>> {
+        self.tokens.named(name)
+    }
+
     /// Who reads `/last` and `/dump_last`: anyone when reads are open, else
     /// a role token (or, with the deprecated `read_requires_token`, a push
     /// token, which reads everything as it did before).

@@ -564,6 +564,23 @@ impl Store for ClickHouseStore {
         Ok(rows.into_iter().map(ProbeRow::from).collect())
     }
 
+    async fn probe_history(
+        &self,
+        site: &str,
+        since_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<ProbeRow>, StoreError> {
+        let rows: Vec<ProbeRead> = self
+            .client
+            .query(schema::PROBE_HISTORY_SQL)
+            .bind(site)
+            .bind(since_ms)
+            .bind(limit)
+            .fetch_all()
+            .await?;
+        Ok(rows.into_iter().map(ProbeRow::from).collect())
+    }
+
     async fn maintain(&self) -> Result<(), StoreError> {
         if self.flavour.uses_ttl() {
             return Ok(());

@@ -392,6 +392,25 @@ pub trait Store: Send + Sync + 'static {
         }
     }
 
+    /// The probes of `site` (as stored: lower case) at or after `since_ms`,
+    /// from `health_history`, newest first, at most `limit` (the dashboard's
+    /// site page). Empty when `storage.history` is off. The default answers
+    /// an error: backends that serve the dashboard override it.
+    fn probe_history(
+        &self,
+        site: &str,
+        since_ms: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<ProbeRow>, StoreError>> + Send {
+        let _ = (site, since_ms, limit);
+        async move {
+            Err(StoreError::Unsupported(format!(
+                "{}: no probe_history",
+                self.kind()
+            )))
+        }
+    }
+
     /// A cheap read proving the store answers, for readiness: the lookup of
     /// a site that cannot exist.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
@@ -475,6 +494,18 @@ impl Store for AnyStore {
         match self {
             Self::ClickHouse(s) => s.latest_probes(since_ms).await,
             Self::Sqlite(s) => s.latest_probes(since_ms).await,
+        }
+    }
+
+    async fn probe_history(
+        &self,
+        site: &str,
+        since_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<ProbeRow>, StoreError> {
+        match self {
+            Self::ClickHouse(s) => s.probe_history(site, since_ms, limit).await,
+            Self::Sqlite(s) => s.probe_history(site, since_ms, limit).await,
         }
     }
 }

@@ -41,6 +41,7 @@ livehead_testkit::on_both_stores!(
     migration_7_adds_trust_and_content_to_existing_probe_tables,
     probes_keep_a_last_state_per_vantage,
     migration_8_keys_health_last_by_vantage_keeping_its_rows,
+    probe_history_is_one_sites_probes_newest_first,
 );
 
 enum TestStore {
@@ -757,6 +758,46 @@ async fn latest_probes_are_the_newest_of_each_site_with_every_column(backend: Ba
         [b.clone(), new_a.clone()]
     );
     assert_eq!(store.latest_probes(0).await, [b, gone, new_a]);
+}
+
+impl TestStore {
+    async fn probe_history(&self, site: &str, since_ms: u64, limit: u32) -> Vec<ProbeRow> {
+        match self {
+            Self::Sqlite(store, _) => store.probe_history(site, since_ms, limit).await,
+            Self::ClickHouse(store, _) => store.probe_history(site, since_ms, limit).await,
+        }
+        .expect("probe history")
+    }
+}
+
+/// The dashboard's site page: every column, one site only, since a time,
+/// newest first, at most `limit`.
+async fn probe_history_is_one_sites_probes_newest_first(backend: Backend) {
+    let store = TestStore::open(backend, "probe_history", 30).await;
+    let now = clock::unix_ms();
+    let mut probes: Vec<ProbeRow> = (0..5)
+        .map(|i| probe("node-1", "a.example", now - 5000 + i * 1000, 200 + i as u16))
+        .collect();
+    probes[3].cert_trust = "expired".into();
+    probes[3].cert_error = "certificate expired".into();
+    probes[3].content = "failed".into();
+    probes[3].content_failure = "body contains \"Fatal error\"".into();
+    let other = probe("node-1", "b.example", now - 500, 500);
+    let mut rows = probes.clone();
+    rows.push(other.clone());
+    store.write("node-1", 1, &Rows::from(rows)).await;
+    let newest_first: Vec<ProbeRow> = probes.iter().rev().cloned().collect();
+    assert_eq!(store.probe_history("a.example", 0, 100).await, newest_first);
+    assert_eq!(
+        store.probe_history("a.example", now - 2500, 100).await,
+        newest_first[..2]
+    );
+    assert_eq!(
+        store.probe_history("a.example", 0, 2).await,
+        newest_first[..2]
+    );
+    assert_eq!(store.probe_history("b.example", 0, 10).await, [other]);
+    assert_eq!(store.probe_history("c.example", 0, 10).await, []);
 }
 
 async fn the_watch_snapshot_reads_the_newest_state(backend: Backend) {

@@ -171,6 +171,20 @@ impl<S: Store> Store for Timed<S> {
         .await
     }
 
+    async fn probe_history(
+        &self,
+        site: &str,
+        since_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<ProbeRow>, StoreError> {
+        self.call(
+            "probe_history",
+            self.read_timeout,
+            self.inner.probe_history(site, since_ms, limit),
+        )
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.call("ping", self.read_timeout, self.inner.ping())
             .await

@@ -155,6 +155,11 @@ impl Caller<'_> {
         self.is_admin() || self.grant.sites.matches(site)
     }
 
+    /// The site patterns of the token (none for an admin: every site).
+    pub fn site_patterns(&self) -> &[String] {
+        self.grant.sites.patterns()
+    }
+
     /// Whether the caller may change what concerns `site`.
     pub fn may_write(&self, site: &str) -> bool {
         self.grant.role != Role::Readonly && self.may_read(site)
@@ -231,6 +236,20 @@ impl RoleTokens {
             .authorize_grant(headers)
             .map(|(name, grant)| Caller { name, grant })
             .ok_or(Refusal::Unauthorized)
+    }
+
+    /// The caller presenting `token` itself (a sign-in form, not a header).
+    pub fn verify(&self, token: &str) -> Option<Caller<'_>> {
+        self.tokens
+            .verify_grant(token)
+            .map(|(name, grant)| Caller { name, grant })
+    }
+
+    /// The caller of the token called `name`, while it is configured.
+    pub fn named(&self, name: &str) -> Option<Caller<'_>> {
+        self.tokens
+            .named(name)
+            .map(|(name, grant)| Caller { name, grant })
     }
 }
 

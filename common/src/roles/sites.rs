@@ -26,6 +26,8 @@ pub enum SiteError {
 #[derive(Debug, Clone, Default)]
 pub struct Sites {
     set: GlobSet,
+    /// As configured (trimmed), for those who show them (the dashboard).
+    patterns: Vec<String>,
 }
 
 impl Sites {
@@ -47,7 +49,13 @@ impl Sites {
             pattern: patterns.join(", "),
             reason: e.kind().to_string(),
         })?;
-        Ok(Self { set })
+        let patterns = patterns.iter().map(|p| p.trim().to_owned()).collect();
+        Ok(Self { set, patterns })
+    }
+
+    /// The patterns, as configured.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
     }
 
     pub fn matches(&self, site: &str) -> bool {

@@ -127,6 +127,17 @@ impl<T> Tokens<T> {
             .map(|entry| (entry.name.as_str(), &entry.grant))
     }
 
+    /// The name and grant of the token called `name`, if configured: a
+    /// session signed in earlier still stands for a token of the
+    /// configuration (names are not secrets; the token was checked at
+    /// sign-in).
+    pub fn named(&self, name: &str) -> Option<(&str, &T)> {
+        self.entries
+            .iter()
+            .find(|entry| entry.name == name)
+            .map(|entry| (entry.name.as_str(), &entry.grant))
+    }
+
     /// The name of the token in `Authorization: Bearer <token>`, if the header
     /// is there, uses the Bearer scheme and carries an accepted token.
     pub fn authorize(&self, headers: &HeaderMap) -> Option<&str> {

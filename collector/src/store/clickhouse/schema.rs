@@ -617,6 +617,14 @@ pub const LATEST_PROBES_SQL: &str = "SELECT site, tupleElement(v, 1) AS status, 
      FROM health_last GROUP BY site, vantage HAVING last_ts >= ?) \
      ORDER BY agent, site, vantage";
 
+/// The dashboard's site page: one site's probes since a time, newest
+/// first, every column of `health_history` but `seq` in `ProbeRow`'s order.
+/// Binds: site, since, limit.
+pub const PROBE_HISTORY_SQL: &str = "SELECT site, status, ms, port, location, `cross`, ts, \
+     latency_us, connect_us, first_byte_us, error, method, target, cert_expiry, agent, \
+     cert_trust, cert_error, content, content_failure, content_excerpt FROM health_history \
+     WHERE site = ? AND ts >= ? ORDER BY ts DESC LIMIT ?";
+
 /// `/dump_last`: the newest probe per (site, vantage), then the filter (which
 /// names the vantage), order and page.
 /// The newest row is chosen with `argMax` rather than `FINAL` because a `WHERE`

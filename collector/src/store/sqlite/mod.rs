@@ -302,6 +302,13 @@ const LATEST_PROBES_SQL: &str = concat!(
     " FROM health_last WHERE ts >= ?1 ORDER BY agent, site, vantage"
 );
 
+/// Binds: site, since, limit. Ties in `ts` go to the row written last.
+const PROBE_HISTORY_SQL: &str = concat!(
+    "SELECT ",
+    probe_columns!(),
+    " FROM health_history WHERE site = ?1 AND ts >= ?2 ORDER BY ts DESC, rowid DESC LIMIT ?3"
+);
+
 /// Chunked through `rowid` because this SQLite has no `DELETE ... LIMIT`.
 const EXPIRE_HISTORY_SQL: &str = "DELETE FROM health_history WHERE rowid IN \
      (SELECT rowid FROM health_history WHERE ts < ?1 LIMIT ?2)";
@@ -514,6 +521,28 @@ impl Store for SqliteStore {
         self.run(move |conn| {
             conn.prepare_cached(LATEST_PROBES_SQL)?
                 .query_map([saturate(since_ms)], probe_row)?
+                .collect()
+        })
+        .await
+    }
+
+    async fn probe_history(
+        &self,
+        site: &str,
+        since_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<ProbeRow>, StoreError> {
+        let site = site.to_owned();
+        self.run(move |conn| {
+            conn.prepare_cached(PROBE_HISTORY_SQL)?
+                .query_map(
+                    params_from_iter([
+                        Value::Text(site),
+                        Value::Integer(saturate(since_ms)),
+                        Value::Integer(i64::from(limit)),
+                    ]),
+                    probe_row,
+                )?
                 .collect()
         })
         .await
