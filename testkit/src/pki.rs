@@ -43,6 +43,7 @@ impl TestPki {
             ca: self.dir().join("ca.pem"),
             cert,
             key,
+            ..TlsFiles::default()
         }
     }
 
@@ -63,6 +64,7 @@ impl TestPki {
             ca: self.dir().join("ca.pem"),
             cert: self.write(&format!("{file_stem}.pem"), &cert.pem()),
             key: self.write(&format!("{file_stem}-key.pem"), &key.serialize_pem()),
+            ..TlsFiles::default()
         }
     }
 

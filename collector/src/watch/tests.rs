@@ -415,7 +415,7 @@ async fn a_subscriber_that_falls_behind_is_aborted() {
     };
     assert_eq!(metrics.watch_subscribers.get(), 1);
     subscriber
-        .run::<crate::store::sqlite::SqliteStore>(None, live, Shutdown::new())
+        .run::<crate::store::sqlite::SqliteStore>(None, live, Shutdown::new(), Rotation::never())
         .await;
     let synced = rx.recv().await.expect("synced").expect("ok");
     assert!(matches!(synced.event, Some(Event::Synced(_))));
