@@ -34,6 +34,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{TlsError, TlsFiles, check_pem, invalid};
 use crate::Shutdown;
@@ -69,6 +70,22 @@ impl FileBytes {
             cert: read(&files.cert, "certificate")?,
             key: read(&files.key, "private key")?,
         })
+    }
+
+    /// The files read twice in a row with the same content: a renewal that
+    /// swaps them between two reads of one pass would otherwise pair a new
+    /// certificate with an old key. Gives up after a few passes (a writer
+    /// that never stops), leaving the checks to refuse a mixed set.
+    fn read_settled(files: &TlsFiles) -> Result<Self, TlsError> {
+        let mut last = Self::read(files)?;
+        for _ in 0..3 {
+            let again = Self::read(files)?;
+            if again.digest() == last.digest() {
+                return Ok(again);
+            }
+            last = again;
+        }
+        Ok(last)
     }
 
     fn digest(&self) -> [u8; 32] {
@@ -154,6 +171,11 @@ fn certs_in(
             expected: "CERTIFICATE",
         });
     }
+    // Base64 that is not X.509 would otherwise only fail later, blamed on
+    // whatever is checked next (the key).
+    for cert in &certs {
+        X509Certificate::from_der(cert).map_err(|e| invalid(what, path, e))?;
+    }
     Ok(certs)
 }
 
@@ -169,6 +191,7 @@ fn certified_key(
             key: files.key.clone(),
             cert: files.cert.clone(),
         }),
+        Err(e @ rustls::Error::InvalidCertificate(_)) => Err(invalid("certificate", &files.cert, e)),
         Err(e) => Err(invalid("private key", &files.key, e)),
     }
 }
@@ -261,7 +284,7 @@ impl LiveTls {
     /// Reads the files again and takes their content when it changed and
     /// is good.
     pub fn reload(&self) -> Reloaded {
-        let bytes = match FileBytes::read(&self.files) {
+        let bytes = match FileBytes::read_settled(&self.files) {
             Ok(bytes) => bytes,
             Err(error) => return self.refuse(format!("read: {error}"), &error),
         };

@@ -83,6 +83,17 @@ fn unparsable_certificate_keeps_the_old_and_is_counted_once() {
 }
 
 #[test]
+fn base64_that_is_not_x509_is_blamed_on_the_certificate() {
+    let ca = DevCa::generate("ca 1").expect("ca");
+    let dir = Dir::new(&ca);
+    let (live, metrics) = live(&dir);
+    dir.write(&dir.files.cert, "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n");
+    assert_eq!(live.reload(), Reloaded::Refused);
+    assert_eq!(failures(&metrics, "cert"), 1);
+    assert_eq!(failures(&metrics, "key"), 0);
+}
+
+#[test]
 fn key_not_matching_the_certificate_is_refused() {
     let ca = DevCa::generate("ca 1").expect("ca");
     let dir = Dir::new(&ca);
