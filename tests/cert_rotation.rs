@@ -69,7 +69,13 @@ impl Side {
             args.extend([flag.to_owned(), path.display().to_string()]);
         }
         args.extend(
-            ["--tls-reload-interval", "200ms", "--tls-rotation-grace", "1s"].map(String::from),
+            [
+                "--tls-reload-interval",
+                "200ms",
+                "--tls-rotation-grace",
+                "1s",
+            ]
+            .map(String::from),
         );
         args
     }
@@ -187,7 +193,10 @@ async fn push_allowed(grpc: u16, ca: &str, pem: &Pem) -> bool {
         return false;
     };
     let requests = tokio_stream::iter(Vec::<PushRequest>::new());
-    IngestServiceClient::new(channel).push(requests).await.is_ok()
+    IngestServiceClient::new(channel)
+        .push(requests)
+        .await
+        .is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,13 +219,19 @@ async fn rotating_every_certificate_and_the_ca_loses_no_probe() {
     let mut agent = start_agent(dir.path(), &client, grpc, &sites, agent_metrics);
     let logs = || format!("collector:\n{}\nagent:\n{}", collector.log(), agent.log());
     wait_for("a few rounds stored", WAIT, logs, || {
-        (sqlite_count(&db, "SELECT count(*) FROM health_history") >= 3 * SITES as u64)
-            .then_some(())
+        (sqlite_count(&db, "SELECT count(*) FROM health_history") >= 3 * SITES as u64).then_some(())
     })
     .await;
-    let old_client = old_ca.issue("node-2", &[], Usage::Client).expect("old leaf");
-    let new_client = new_ca.issue("node-2", &[], Usage::Client).expect("new leaf");
-    assert!(push_allowed(grpc, old, &old_client).await, "the first CA is trusted");
+    let old_client = old_ca
+        .issue("node-2", &[], Usage::Client)
+        .expect("old leaf");
+    let new_client = new_ca
+        .issue("node-2", &[], Usage::Client)
+        .expect("new leaf");
+    assert!(
+        push_allowed(grpc, old, &old_client).await,
+        "the first CA is trusted"
+    );
 
     // cert-manager's order: the new CA joins the bundles, the certificates
     // are reissued by it, the old CA leaves the bundles.
@@ -234,7 +249,10 @@ async fn rotating_every_certificate_and_the_ca_loses_no_probe() {
         !push_allowed(grpc, new, &old_client).await,
         "a certificate of the removed CA is refused"
     );
-    assert!(push_allowed(grpc, new, &new_client).await, "the new CA is trusted");
+    assert!(
+        push_allowed(grpc, new, &new_client).await,
+        "the new CA is trusted"
+    );
     let refused = metric(http, "livehead_collector_tls_reload_failures_total");
     assert_eq!(refused, Some(0.0), "symlink swaps are never seen half-done");
 
@@ -293,9 +311,11 @@ async fn a_broken_renewal_keeps_the_old_certificate() {
     .await;
     let files = server.volume.tls_files();
     let key = std::fs::read_to_string(&files.key).expect("key");
-    server
-        .volume
-        .publish(ca.cert_pem(), "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n", &key);
+    server.volume.publish(
+        ca.cert_pem(),
+        "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n",
+        &key,
+    );
     wait_for("the broken certificate is counted", WAIT, logs, || {
         (metric(http, "livehead_collector_tls_reload_failures_total")? >= 1.0).then_some(())
     })
@@ -306,6 +326,12 @@ async fn a_broken_renewal_keeps_the_old_certificate() {
         collector.log()
     );
     let agent = ca.issue("node-9", &[], Usage::Client).expect("leaf");
-    assert!(push_allowed(grpc, ca.cert_pem(), &agent).await, "the old certificate still serves");
-    assert_eq!(metric(http, "livehead_collector_tls_reloads_total"), Some(0.0));
+    assert!(
+        push_allowed(grpc, ca.cert_pem(), &agent).await,
+        "the old certificate still serves"
+    );
+    assert_eq!(
+        metric(http, "livehead_collector_tls_reloads_total"),
+        Some(0.0)
+    );
 }

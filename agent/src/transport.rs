@@ -242,11 +242,7 @@ impl Session<'_> {
 
     /// One stream. Once `rotation` is due it sends no more batches, waits
     /// for the acks of those sent, and ends with [`TransportError::Rotated`].
-    async fn stream(
-        &mut self,
-        connector: &Connector,
-        stops: &Stops,
-    ) -> Result<(), TransportError> {
+    async fn stream(&mut self, connector: &Connector, stops: &Stops) -> Result<(), TransportError> {
         // Taken before connecting: a renewal during the handshake counts.
         let rotated = connector.rotation().due();
         tokio::pin!(rotated);

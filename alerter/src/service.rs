@@ -13,8 +13,8 @@ use livehead_agent::ship::Shipper;
 use livehead_common::Shutdown;
 use livehead_common::http_server::HttpLimits;
 use livehead_common::listener::ListenerMetrics;
-use livehead_proto::v1::Record;
 use livehead_common::tls::live::ReloadMetrics;
+use livehead_proto::v1::Record;
 use prometheus::{IntCounter, IntGauge, Registry};
 use tokio::sync::{Notify, mpsc};
 

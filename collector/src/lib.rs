@@ -92,10 +92,7 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
     let metrics = CollectorMetrics::new();
     let live_tls = match (&config.tls, config.insecure) {
         (_, true) => None,
-        (Some(files), false) => Some(LiveTls::load(
-            files,
-            ReloadMetrics::new(&metrics.registry),
-        )?),
+        (Some(files), false) => Some(LiveTls::load(files, ReloadMetrics::new(&metrics.registry))?),
         (None, false) => return Err(CollectorError::MissingTls),
     };
     let tls = match &live_tls {

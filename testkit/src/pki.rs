@@ -107,7 +107,11 @@ impl SecretVolume {
         let data = format!("..{}", self.version);
         let version_dir = self.dir.join(&data);
         std::fs::create_dir(&version_dir).expect("version directory");
-        for (name, text) in [("ca.pem", ca_bundle), ("tls.pem", cert), ("tls-key.pem", key)] {
+        for (name, text) in [
+            ("ca.pem", ca_bundle),
+            ("tls.pem", cert),
+            ("tls-key.pem", key),
+        ] {
             std::fs::write(version_dir.join(name), text).expect("write PEM");
             let link = self.dir.join(name);
             if std::fs::symlink_metadata(&link).is_err() {

@@ -107,7 +107,10 @@ impl Ingest {
         };
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(self.limits.max_stream_batches.max(1));
-        let rotation = self.tls.as_ref().map_or_else(Rotation::never, |t| t.rotation());
+        let rotation = self
+            .tls
+            .as_ref()
+            .map_or_else(Rotation::never, |t| t.rotation());
         tokio::spawn(stream.serve(inbound, tx, rotation));
         let mut response = Response::new(ReceiverStream::new(rx));
         let headers = response.metadata_mut();

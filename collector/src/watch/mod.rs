@@ -177,7 +177,10 @@ impl<S: Store> WatchService for WatchServer<S> {
             max_age_ms: u64::try_from(self.config.snapshot_max_age.as_millis()).unwrap_or(u64::MAX),
             chunk_records: self.config.snapshot_chunk_records.max(1),
         });
-        let rotation = self.tls.as_ref().map_or_else(Rotation::never, |t| t.rotation());
+        let rotation = self
+            .tls
+            .as_ref()
+            .map_or_else(Rotation::never, |t| t.rotation());
         tokio::spawn(stream.run(snapshot, live, self.shutdown.clone(), rotation));
         Ok(Response::new(ReceiverStream::new(rx)))
     }

@@ -28,7 +28,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
+};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use sha2::{Digest, Sha256};
@@ -117,9 +119,10 @@ impl Material {
                 .add(ca)
                 .map_err(|e| invalid("CA certificate", &files.ca, e))?;
         }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| invalid("CA certificate", &files.ca, e))?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| invalid("CA certificate", &files.ca, e))?;
         let cert_pem = check_pem(bytes.cert, &files.cert, "certificate", "CERTIFICATE")?;
         let chain = certs_in(&cert_pem, &files.cert, "certificate")?;
         let key_pem = check_pem(bytes.key, &files.key, "private key", "PRIVATE KEY")?;
@@ -191,7 +194,9 @@ fn certified_key(
             key: files.key.clone(),
             cert: files.cert.clone(),
         }),
-        Err(e @ rustls::Error::InvalidCertificate(_)) => Err(invalid("certificate", &files.cert, e)),
+        Err(e @ rustls::Error::InvalidCertificate(_)) => {
+            Err(invalid("certificate", &files.cert, e))
+        }
         Err(e) => Err(invalid("private key", &files.key, e)),
     }
 }

@@ -19,9 +19,7 @@ impl Dir {
     }
 
     fn write_all(&self, issuer: &DevCa, bundle: &str) {
-        let pem = issuer
-            .issue("localhost", &[], Usage::Server)
-            .expect("leaf");
+        let pem = issuer.issue("localhost", &[], Usage::Server).expect("leaf");
         self.write(&self.files.ca, bundle);
         self.write(&self.files.cert, &pem.cert);
         self.write(&self.files.key, &pem.key);
@@ -74,7 +72,10 @@ fn unparsable_certificate_keeps_the_old_and_is_counted_once() {
     let dir = Dir::new(&ca);
     let (live, metrics) = live(&dir);
     let before = live.current().digest;
-    dir.write(&dir.files.cert, "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n");
+    dir.write(
+        &dir.files.cert,
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    );
     assert_eq!(live.reload(), Reloaded::Refused);
     assert_eq!(live.reload(), Reloaded::Refused);
     assert_eq!(live.current().digest, before);
@@ -87,7 +88,10 @@ fn base64_that_is_not_x509_is_blamed_on_the_certificate() {
     let ca = DevCa::generate("ca 1").expect("ca");
     let dir = Dir::new(&ca);
     let (live, metrics) = live(&dir);
-    dir.write(&dir.files.cert, "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n");
+    dir.write(
+        &dir.files.cert,
+        "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n",
+    );
     assert_eq!(live.reload(), Reloaded::Refused);
     assert_eq!(failures(&metrics, "cert"), 1);
     assert_eq!(failures(&metrics, "key"), 0);
@@ -124,7 +128,10 @@ fn ca_bundle_without_a_certificate_is_refused() {
     assert_eq!(live.reload(), Reloaded::Refused);
     assert_eq!(failures(&metrics, "ca"), 1);
     // A bundle with the marker but nothing decodable is refused too.
-    dir.write(&dir.files.ca, "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n");
+    dir.write(
+        &dir.files.ca,
+        "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+    );
     assert_eq!(live.reload(), Reloaded::Refused);
     assert_eq!(failures(&metrics, "ca"), 2);
 }
@@ -179,4 +186,17 @@ async fn rotation_is_due_within_the_grace_after_a_change() {
         .await
         .expect("due within the grace")
         .expect("task");
+}
+
+#[test]
+fn reload_settings_have_defaults_and_parse_from_toml() {
+    let bare: TlsFiles = toml::from_str("ca = \"c\"\ncert = \"t\"\nkey = \"k\"\n").expect("toml");
+    assert_eq!(bare.reload_interval, Duration::from_secs(30));
+    assert_eq!(bare.rotation_grace, Duration::from_secs(300));
+    let set: TlsFiles = toml::from_str(
+        "ca = \"c\"\ncert = \"t\"\nkey = \"k\"\nreload_interval = \"0s\"\nrotation_grace = \"1m\"\n",
+    )
+    .expect("toml");
+    assert_eq!(set.reload_interval, Duration::ZERO);
+    assert_eq!(set.rotation_grace, Duration::from_secs(60));
 }
