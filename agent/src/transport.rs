@@ -61,7 +61,7 @@ pub struct Connector {
 
 impl Connector {
     /// The endpoint with the current certificates.
-    fn endpoint(&self) -> Result<Endpoint, TransportError> {
+    pub fn endpoint(&self) -> Result<Endpoint, TransportError> {
         match &self.tls {
             Some((live, name)) => Ok(self.endpoint.clone().tls_config(live.client_tls(name))?),
             None => Ok(self.endpoint.clone()),
@@ -90,7 +90,7 @@ pub fn connector(
     cfg: &CollectorConnConfig,
     tls_metrics: ReloadMetrics,
 ) -> Result<Connector, TransportError> {
-    let (endpoint, tls) = endpoint(cfg)?;
+    let (endpoint, tls) = checked_endpoint(cfg)?;
     let tls = match tls {
         Some((files, name)) => Some((LiveTls::load(files, tls_metrics)?, name)),
         None => None,
@@ -98,10 +98,16 @@ pub fn connector(
     Ok(Connector { endpoint, tls })
 }
 
+/// The collector endpoint with the TLS files as they are now, not followed
+/// afterwards: for one-shot clients (the benchmarks).
+pub fn endpoint(cfg: &CollectorConnConfig) -> Result<Endpoint, TransportError> {
+    connector(cfg, ReloadMetrics::new(&prometheus::Registry::new()))?.endpoint()
+}
+
 /// The endpoint without TLS, and the TLS files and server name when the URL
 /// is https.
 #[allow(clippy::type_complexity)]
-fn endpoint(
+fn checked_endpoint(
     cfg: &CollectorConnConfig,
 ) -> Result<(Endpoint, Option<(&livehead_common::tls::TlsFiles, String)>), TransportError> {
     let bad_url = |reason: String| TransportError::Url {
