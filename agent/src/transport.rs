@@ -3,7 +3,9 @@
 //! announces), forgets each batch when its ack arrives, and after any failure
 //! reconnects with backoff and resends every batch still in the spool, in
 //! order. A refusal of a batch splits it, renumbers it or drops it (see
-//! [`split::reaction`]).
+//! [`split::reaction`]). Each connection takes the TLS files as they are
+//! then; when they are renewed, the stream stops sending within
+//! `tls.rotation_grace`, waits for its acks and reconnects with them.
 
 use std::sync::Arc;
 use std::time::Duration;
