@@ -82,11 +82,29 @@ pub struct TlsArgs {
     /// This side's private key (PEM).
     #[arg(long, env = "LIVEHEAD_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// How often the TLS files are read again for renewed certificates
+    /// (tls.reload_interval; 0 turns it off).
+    #[arg(long, env = "LIVEHEAD_TLS_RELOAD_INTERVAL", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: Option<std::time::Duration>,
+    /// Time within which streams opened before a renewal are closed to
+    /// reconnect with the new certificates (tls.rotation_grace).
+    #[arg(long, env = "LIVEHEAD_TLS_ROTATION_GRACE", value_parser = humantime::parse_duration)]
+    pub tls_rotation_grace: Option<std::time::Duration>,
 }
 
 impl TlsArgs {
     /// The file's TLS settings with the flags applied; all three paths must end up set.
     fn apply(self, from_file: Option<TlsFiles>) -> anyhow::Result<Option<TlsFiles>> {
+        let (reload, grace) = (self.tls_reload_interval, self.tls_rotation_grace);
+        let files = self.apply_paths(from_file)?;
+        Ok(files.map(|mut files| {
+            files.reload_interval = reload.unwrap_or(files.reload_interval);
+            files.rotation_grace = grace.unwrap_or(files.rotation_grace);
+            files
+        }))
+    }
+
+    fn apply_paths(self, from_file: Option<TlsFiles>) -> anyhow::Result<Option<TlsFiles>> {
         if self.tls_ca.is_none() && self.tls_cert.is_none() && self.tls_key.is_none() {
             return Ok(from_file);
         }
@@ -101,6 +119,7 @@ impl TlsArgs {
             ca: pick(self.tls_ca, base.ca, "tls-ca")?,
             cert: pick(self.tls_cert, base.cert, "tls-cert")?,
             key: pick(self.tls_key, base.key, "tls-key")?,
+            ..base
         }))
     }
 }

@@ -88,6 +88,7 @@ async fn shipper(dir: &Path, grpc: u16) -> (Shipper, mpsc::Sender<Record>) {
             ca: certs.join("ca.pem"),
             cert: certs.join("agent-jobs.pem"),
             key: certs.join("agent-jobs-key.pem"),
+            ..TlsFiles::default()
         }),
         ..CollectorConnConfig::default()
     };

@@ -29,6 +29,7 @@ async fn watch(
         ca: certs.join("ca.pem"),
         cert: certs.join(format!("agent-{who}.pem")),
         key: certs.join(format!("agent-{who}-key.pem")),
+        ..TlsFiles::default()
     };
     let channel = Endpoint::from_shared(format!("https://127.0.0.1:{grpc}"))
         .expect("uri")

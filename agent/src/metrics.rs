@@ -39,6 +39,8 @@ pub struct AgentMetrics {
     /// holds another batch under theirs.
     pub batches_renumbered: IntCounter,
     pub reconnects: IntCounter,
+    /// Reloads of the collector connection's TLS files, and those refused.
+    pub tls: livehead_common::tls::live::ReloadMetrics,
     /// The watchdog's events by kind, reloads refused, events dropped.
     pub watchdog: crate::watchdog::WatchdogMetrics,
 }
@@ -132,6 +134,7 @@ impl AgentMetrics {
                 "Batches resent under a new sequence number (another process used theirs)",
             ),
             reconnects: counter("reconnects_total", "Collector connections lost or refused"),
+            tls: livehead_common::tls::live::ReloadMetrics::new(&r),
             watchdog: crate::watchdog::WatchdogMetrics {
                 events: register(
                     &r,

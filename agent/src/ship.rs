@@ -49,7 +49,7 @@ impl Shipper {
         records: mpsc::Receiver<Record>,
         metrics: AgentMetrics,
     ) -> Result<Self, AgentError> {
-        let endpoint = transport::endpoint(collector)?;
+        let connector = transport::connector(collector, metrics.tls.clone())?;
         let spool = crate::open_spool(spool, &metrics).await?;
         let seqs = Seqs::random();
         let builder =
@@ -60,7 +60,7 @@ impl Shipper {
             hard: Shutdown::new(),
         };
         let transport = tokio::spawn(transport::run(
-            endpoint,
+            connector,
             collector.clone(),
             spool.clone(),
             seqs,

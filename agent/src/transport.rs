@@ -3,12 +3,16 @@
 //! announces), forgets each batch when its ack arrives, and after any failure
 //! reconnects with backoff and resends every batch still in the spool, in
 //! order. A refusal of a batch splits it, renumbers it or drops it (see
-//! [`split::reaction`]).
+//! [`split::reaction`]). Each connection takes the TLS files as they are
+//! then; when they are renewed, the stream stops sending within
+//! `tls.rotation_grace`, waits for its acks and reconnects with them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use livehead_common::Shutdown;
-use livehead_common::tls::{self, TlsError};
+use livehead_common::tls::TlsError;
+use livehead_common::tls::live::{LiveTls, ReloadMetrics, Rotation};
 use livehead_proto::v1::{PushRequest, PushResponse, ingest_service_client::IngestServiceClient};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -41,15 +45,73 @@ pub enum TransportError {
     Rpc(#[from] tonic::Status),
     #[error("collector closed the stream")]
     Closed,
+    #[error("the TLS certificates were renewed: reconnecting with them")]
+    Rotated,
     #[error("the spool could not be rewritten (see the error above)")]
     SpoolRewrite,
     #[error("cannot read the spool: {0}")]
     SpoolRead(DiskError),
 }
 
-/// Builds the collector endpoint, checking the URL/TLS combination up front so
-/// a misconfiguration fails at start with a clear message.
+/// How to reach the collector: its endpoint and, with TLS, the files each
+/// (re)connection takes its certificates from, as they are at that moment.
+#[derive(Clone)]
+pub struct Connector {
+    endpoint: Endpoint,
+    tls: Option<(Arc<LiveTls>, String)>,
+}
+
+impl Connector {
+    /// The endpoint with the current certificates.
+    pub fn endpoint(&self) -> Result<Endpoint, TransportError> {
+        match &self.tls {
+            Some((live, name)) => Ok(self.endpoint.clone().tls_config(live.client_tls(name))?),
+            None => Ok(self.endpoint.clone()),
+        }
+    }
+
+    /// When a stream opened now must reconnect to take renewed certificates.
+    fn rotation(&self) -> Rotation {
+        self.tls
+            .as_ref()
+            .map_or_else(Rotation::never, |(live, _)| live.rotation())
+    }
+
+    /// Follows the TLS files until `stop`.
+    fn poll_files(&self, stop: Shutdown) {
+        if let Some((live, _)) = &self.tls {
+            live.spawn_polling(stop);
+        }
+    }
+}
+
+/// Builds the collector connector, checking the URL/TLS combination and the
+/// TLS files up front so a misconfiguration fails at start with a clear
+/// message.
+pub fn connector(
+    cfg: &CollectorConnConfig,
+    tls_metrics: ReloadMetrics,
+) -> Result<Connector, TransportError> {
+    let (endpoint, tls) = checked_endpoint(cfg)?;
+    let tls = match tls {
+        Some((files, name)) => Some((LiveTls::load(files, tls_metrics)?, name)),
+        None => None,
+    };
+    Ok(Connector { endpoint, tls })
+}
+
+/// The collector endpoint with the TLS files as they are now, not followed
+/// afterwards: for one-shot clients (the benchmarks).
 pub fn endpoint(cfg: &CollectorConnConfig) -> Result<Endpoint, TransportError> {
+    connector(cfg, ReloadMetrics::new(&prometheus::Registry::new()))?.endpoint()
+}
+
+/// The endpoint without TLS, and the TLS files and server name when the URL
+/// is https.
+#[allow(clippy::type_complexity)]
+fn checked_endpoint(
+    cfg: &CollectorConnConfig,
+) -> Result<(Endpoint, Option<(&livehead_common::tls::TlsFiles, String)>), TransportError> {
     let bad_url = |reason: String| TransportError::Url {
         url: cfg.url.clone(),
         reason,
@@ -72,9 +134,9 @@ pub fn endpoint(cfg: &CollectorConnConfig) -> Result<Endpoint, TransportError> {
                 .as_ref()
                 .ok_or_else(|| TransportError::MissingTls(cfg.url.clone()))?;
             let name = cfg.server_name.clone().unwrap_or(host);
-            Ok(endpoint.tls_config(tls::client_config(files, &name)?)?)
+            Ok((endpoint, Some((files, name))))
         }
-        (Some("http"), true) => Ok(endpoint),
+        (Some("http"), true) => Ok((endpoint, None)),
         (Some("http"), false) => Err(TransportError::PlainTextNeedsInsecure(cfg.url.clone())),
         (Some("https"), true) => Err(TransportError::InsecureNeedsHttp(cfg.url.clone())),
         _ => Err(bad_url(
@@ -104,13 +166,16 @@ enum Ended {
 
 /// Connection loop; returns once drained or hard-stopped.
 pub async fn run(
-    endpoint: Endpoint,
+    connector: Connector,
     cfg: CollectorConnConfig,
     spool: SharedSpool,
     seqs: Seqs,
     metrics: AgentMetrics,
     stops: Stops,
 ) {
+    let polling = Shutdown::new();
+    connector.poll_files(polling.clone());
+    let _stop_polling = polling.drop_guard();
     let mut delay = cfg.reconnect_min;
     loop {
         let mut session = Session {
@@ -121,7 +186,7 @@ pub async fn run(
             limits: Limits::default(),
             acked: 0,
         };
-        let ended = session.run(&endpoint, &stops).await;
+        let ended = session.run(&connector, &stops).await;
         spool.end_stream();
         if session.acked > 0 {
             delay = cfg.reconnect_min;
@@ -161,9 +226,14 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    async fn run(&mut self, endpoint: &Endpoint, stops: &Stops) -> Ended {
-        match self.stream(endpoint, stops).await {
+    async fn run(&mut self, connector: &Connector, stops: &Stops) -> Ended {
+        match self.stream(connector, stops).await {
             Ok(()) => Ended::Done,
+            // Nothing wrong with the collector: reconnect without backing off.
+            Err(TransportError::Rotated) => Ended::Failed {
+                error: TransportError::Rotated,
+                fixed: true,
+            },
             Err(TransportError::Rpc(status)) => {
                 let fixed = self.on_refusal(&status).await;
                 Ended::Failed {
@@ -178,7 +248,14 @@ impl Session<'_> {
         }
     }
 
-    async fn stream(&mut self, endpoint: &Endpoint, stops: &Stops) -> Result<(), TransportError> {
+    /// One stream. Once `rotation` is due it sends no more batches, waits
+    /// for the acks of those sent, and ends with [`TransportError::Rotated`].
+    async fn stream(&mut self, connector: &Connector, stops: &Stops) -> Result<(), TransportError> {
+        // Taken before connecting: a renewal during the handshake counts.
+        let rotated = connector.rotation().due();
+        tokio::pin!(rotated);
+        let mut rotating = false;
+        let endpoint = connector.endpoint()?;
         let channel = tokio::select! {
             c = endpoint.connect() => c?,
             () = stops.hard.cancelled() => return Ok(()),
@@ -194,7 +271,11 @@ impl Session<'_> {
         tracing::info!(url = %self.cfg.url, max_message_bytes = self.limits.max_bytes,
             max_batch_records = self.limits.max_records, "connected to collector");
         loop {
-            self.fill_window(&tx, window).await?;
+            if !rotating {
+                self.fill_window(&tx, window).await?;
+            } else if self.spool.lock().in_flight() == 0 {
+                return Err(TransportError::Rotated);
+            }
             if stops.drain.is_cancelled() && self.spool.lock().is_settled() {
                 return Ok(());
             }
@@ -206,6 +287,11 @@ impl Session<'_> {
                 },
                 () = self.spool.pushed() => {}
                 () = stops.drain.cancelled(), if !stops.drain.is_cancelled() => {}
+                () = &mut rotated, if !rotating => {
+                    rotating = true;
+                    tracing::info!(url = %self.cfg.url, "TLS certificates renewed: \
+                        reconnecting once the batches sent are acknowledged");
+                }
                 () = stops.hard.cancelled() => return Ok(()),
             }
         }
@@ -415,12 +501,13 @@ mod tests {
 
     #[test]
     fn url_and_tls_must_agree() {
-        let err = |c| endpoint(&c).expect_err("refused").to_string();
+        let metrics = || ReloadMetrics::new(&prometheus::Registry::new());
+        let err = |c| connector(&c, metrics()).err().expect("refused").to_string();
         assert!(err(cfg("http://c:7070", false, false)).contains("--insecure"));
         assert!(err(cfg("https://c:7070", true, false)).contains("http://"));
         assert!(err(cfg("https://c:7070", false, false)).contains("no TLS files"));
         assert!(err(cfg("https://c:7070", false, true)).contains("/nonexistent/ca.pem"));
-        assert!(endpoint(&cfg("http://c:7070", true, false)).is_ok());
+        assert!(connector(&cfg("http://c:7070", true, false), metrics()).is_ok());
     }
 
     #[test]

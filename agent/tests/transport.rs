@@ -237,14 +237,14 @@ fn start_transport_on(
         reconnect_max: Duration::from_millis(200),
         ..Default::default()
     };
-    let endpoint = transport::endpoint(&cfg).expect("endpoint");
+    let connector = transport::connector(&cfg, metrics.tls.clone()).expect("connector");
     let seqs = Seqs::starting_at(first_seq);
     let stops = Stops {
         drain: Shutdown::new(),
         hard: Shutdown::new(),
     };
     let task = tokio::spawn(transport::run(
-        endpoint,
+        connector,
         cfg,
         spool.clone(),
         seqs.clone(),

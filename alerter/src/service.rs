@@ -13,6 +13,7 @@ use livehead_agent::ship::Shipper;
 use livehead_common::Shutdown;
 use livehead_common::http_server::HttpLimits;
 use livehead_common::listener::ListenerMetrics;
+use livehead_common::tls::live::ReloadMetrics;
 use livehead_proto::v1::Record;
 use prometheus::{IntCounter, IntGauge, Registry};
 use tokio::sync::{Notify, mpsc};
@@ -175,6 +176,7 @@ pub async fn start(
         &config.collectors,
         inputs_tx,
         WatchMetrics::new(&registry),
+        ReloadMetrics::new(&registry),
         shutdown.clone(),
     )?;
     tracing::info!(%api_addr, rules = %rules_path.display(), restored,

@@ -6,11 +6,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use http::Uri;
 use livehead_common::Shutdown;
+use livehead_common::tls::live::{LiveTls, ReloadMetrics, Rotation};
 use livehead_proto::v1::watch_response::Event;
 use livehead_proto::v1::watch_service_client::WatchServiceClient;
 use livehead_proto::v1::{Record, WatchRequest};
@@ -90,16 +92,22 @@ impl WatchMetrics {
 }
 
 /// One collector URL, checked.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Target {
     scheme: String,
     host: String,
     port: u16,
-    tls: Option<tonic::transport::ClientTlsConfig>,
+    /// The TLS files each (re)connection takes its certificates from, and
+    /// the name the collectors' certificate must carry.
+    tls: Option<(Arc<LiveTls>, String)>,
 }
 
 impl Target {
-    fn parse(url: &str, config: &CollectorsConfig) -> Result<Self, WatchError> {
+    fn parse(
+        url: &str,
+        config: &CollectorsConfig,
+        live: Option<&Arc<LiveTls>>,
+    ) -> Result<Self, WatchError> {
         let bad = |reason: &str| WatchError::Url {
             url: url.to_owned(),
             reason: reason.to_owned(),
@@ -113,12 +121,9 @@ impl Target {
         let scheme = uri.scheme_str().unwrap_or_default().to_owned();
         let tls = match (scheme.as_str(), config.insecure) {
             ("https", false) => {
-                let files = config
-                    .tls
-                    .as_ref()
-                    .ok_or_else(|| WatchError::MissingTls(url.to_owned()))?;
+                let live = live.ok_or_else(|| WatchError::MissingTls(url.to_owned()))?;
                 let name = config.server_name.clone().unwrap_or_else(|| host.clone());
-                Some(livehead_common::tls::client_config(files, &name)?)
+                Some((Arc::clone(live), name))
             }
             ("http", true) => None,
             _ => return Err(bad("scheme must be https (or http with insecure)")),
@@ -154,9 +159,16 @@ impl Target {
             .keep_alive_while_idle(true)
             .initial_stream_window_size(Some(1 << 20));
         match &self.tls {
-            Some(tls) => endpoint.tls_config(tls.clone()).ok(),
+            Some((live, name)) => endpoint.tls_config(live.client_tls(name)).ok(),
             None => Some(endpoint),
         }
+    }
+
+    /// When a stream opened now must reconnect to take renewed certificates.
+    fn rotation(&self) -> Rotation {
+        self.tls
+            .as_ref()
+            .map_or_else(Rotation::never, |(live, _)| live.rotation())
     }
 }
 
@@ -165,13 +177,21 @@ pub fn start(
     config: &CollectorsConfig,
     inputs: mpsc::Sender<Input>,
     metrics: WatchMetrics,
+    tls_metrics: ReloadMetrics,
     shutdown: Shutdown,
 ) -> Result<(), WatchError> {
+    let live = match (&config.tls, config.insecure) {
+        (Some(files), false) => Some(LiveTls::load(files, tls_metrics)?),
+        _ => None,
+    };
     let targets = config
         .urls
         .iter()
-        .map(|url| Target::parse(url, config))
+        .map(|url| Target::parse(url, config, live.as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(live) = &live {
+        live.spawn_polling(shutdown.clone());
+    }
     for target in targets {
         tokio::spawn(follow(
             target,
@@ -203,16 +223,12 @@ async fn follow(
                 }
             }
             for addr in start {
-                let Some(endpoint) = target.endpoint(addr) else {
-                    tracing::warn!(replica = %addr, "cannot build an endpoint");
-                    continue;
-                };
                 let stop = shutdown.child_token();
                 replicas.insert(addr, stop.clone());
                 tracing::info!(replica = %addr, host = %target.host, "watching collector replica");
                 tokio::spawn(watch_replica(
                     addr,
-                    endpoint,
+                    target.clone(),
                     config.clone(),
                     inputs.clone(),
                     metrics.clone(),
@@ -243,10 +259,12 @@ fn changes<'a>(
     (start, gone)
 }
 
-/// One replica's stream, reconnected with backoff until `stop`.
+/// One replica's stream, reconnected with backoff until `stop`; each
+/// connection takes the TLS certificates as they are then, and ends within
+/// `tls.rotation_grace` after they are renewed.
 async fn watch_replica(
     replica: SocketAddr,
-    endpoint: Endpoint,
+    target: Target,
     config: CollectorsConfig,
     inputs: mpsc::Sender<Input>,
     metrics: WatchMetrics,
@@ -254,9 +272,20 @@ async fn watch_replica(
 ) {
     let mut delay = config.reconnect_min;
     loop {
-        let outcome = tokio::select! {
-            outcome = stream_once(replica, &endpoint, &config, &inputs, &metrics) => outcome,
-            () = stop.cancelled() => return,
+        let rotation = target.rotation();
+        let outcome = match target.endpoint(replica) {
+            Some(endpoint) => tokio::select! {
+                outcome = stream_once(replica, &endpoint, &config, &inputs, &metrics) => outcome,
+                () = rotation.due() => Err(Ended {
+                    synced: true,
+                    reason: "TLS certificates renewed: reconnecting with them".to_owned(),
+                }),
+                () = stop.cancelled() => return,
+            },
+            None => Err(Ended {
+                synced: false,
+                reason: "cannot build an endpoint".to_owned(),
+            }),
         };
         let (synced, reason) = match outcome {
             Ok(synced) => (synced, "closed by the collector".to_owned()),
@@ -411,9 +440,9 @@ mod tests {
     #[test]
     fn urls_are_checked_before_anything_starts() {
         let config = CollectorsConfig::default();
-        let https_without_tls = Target::parse("https://collector:7070", &config);
+        let https_without_tls = Target::parse("https://collector:7070", &config, None);
         assert!(matches!(https_without_tls, Err(WatchError::MissingTls(_))));
-        let plain_without_insecure = Target::parse("http://collector:7070", &config);
+        let plain_without_insecure = Target::parse("http://collector:7070", &config, None);
         assert!(
             plain_without_insecure
                 .err()
@@ -423,7 +452,7 @@ mod tests {
             insecure: true,
             ..CollectorsConfig::default()
         };
-        let target = Target::parse("http://[::1]:7071", &insecure).expect("valid");
+        let target = Target::parse("http://[::1]:7071", &insecure, None).expect("valid");
         assert_eq!((target.host.as_str(), target.port), ("::1", 7071));
     }
 }

@@ -23,7 +23,8 @@ use std::sync::Arc;
 
 use livehead_common::Shutdown;
 use livehead_common::http_server::HttpLimits;
-use livehead_common::tls::{self, TlsAcceptor, TlsError};
+use livehead_common::tls::live::{LiveTls, ReloadMetrics};
+use livehead_common::tls::{TlsAcceptor, TlsError};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -91,13 +92,18 @@ pub async fn run(config: CollectorConfig, shutdown: Shutdown) -> Result<(), Coll
 /// Connects the store (running migrations), binds both listeners and starts
 /// serving; returns once the collector accepts connections.
 pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Running, CollectorError> {
-    let tls = match (&config.tls, config.insecure) {
+    let metrics = CollectorMetrics::new();
+    let live_tls = match (&config.tls, config.insecure) {
         (_, true) => None,
-        (Some(files), false) => Some(TlsAcceptor::new(
-            tls::server_config(files)?,
+        (Some(files), false) => Some(LiveTls::load(files, ReloadMetrics::new(&metrics.registry))?),
+        (None, false) => return Err(CollectorError::MissingTls),
+    };
+    let tls = match &live_tls {
+        Some(live) => Some(TlsAcceptor::new(
+            live.server_config()?,
             config.limits.tls_handshake_timeout,
         )),
-        (None, false) => return Err(CollectorError::MissingTls),
+        None => None,
     };
     let tokens = api::Tokens::from_config(&config.api.push_tokens)?;
     if tokens.is_empty() {
@@ -114,7 +120,6 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
             );
         }
     }
-    let metrics = CollectorMetrics::new();
     let readiness = Readiness::new(metrics.clone());
     let store = Arc::new(Timed::new(
         AnyStore::open(&config.storage).await?,
@@ -148,12 +153,15 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
         metrics.clone(),
         config.watch.buffer_batches,
     );
-    let service = IngestServer::new(Ingest::new(
-        writer.clone(),
-        metrics.clone(),
-        config.limits.clone(),
-        tls.is_some(),
-    ));
+    let service = IngestServer::new(
+        Ingest::new(
+            writer.clone(),
+            metrics.clone(),
+            config.limits.clone(),
+            tls.is_some(),
+        )
+        .rotating_with(live_tls.clone()),
+    );
     if config.watch.allow.is_empty() {
         tracing::info!("no watch.allow configured: WatchService refuses every subscriber");
     }
@@ -164,7 +172,11 @@ pub async fn start(config: CollectorConfig, shutdown: Shutdown) -> Result<Runnin
         tls.is_some(),
         metrics.clone(),
         shutdown.clone(),
-    );
+    )
+    .rotating_with(live_tls.clone());
+    if let Some(live) = &live_tls {
+        live.spawn_polling(shutdown.clone());
+    }
     let grpc_server = bounded_drain(
         serve_grpc(
             grpc,

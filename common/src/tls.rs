@@ -13,6 +13,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+pub mod live;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {what} {path}")]
@@ -33,14 +35,17 @@ pub enum TlsError {
         path: PathBuf,
         reason: String,
     },
+    #[error("private key {key} does not match certificate {cert}")]
+    KeyMismatch { key: PathBuf, cert: PathBuf },
     #[error("peer certificate is not valid X.509: {0}")]
     BadPeerCert(String),
     #[error("peer certificate carries no DNS name nor common name")]
     NoPeerName,
 }
 
-/// Where the PEM files of one side of an mTLS connection live.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+/// Where the PEM files of one side of an mTLS connection live, and how
+/// their renewal in place is followed ([`live::LiveTls`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     /// CA certificate(s) the peer's certificate must chain to.
@@ -49,6 +54,44 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// This side's private key.
     pub key: PathBuf,
+    /// How often the three files are read again; changed content is loaded
+    /// for the next connections (a bad one is refused and the old material
+    /// kept). 0 turns reloading off. Default 30s.
+    #[serde(default = "default_reload_interval", with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// After new material is loaded, the streams opened with the old one
+    /// are closed at a random moment within this time, so that they
+    /// reconnect with the new certificates without all doing it at once.
+    /// Default 5m.
+    #[serde(default = "default_rotation_grace", with = "humantime_serde")]
+    pub rotation_grace: Duration,
+}
+
+/// Reading three small files every 30 s costs nothing, and a renewal is
+/// followed well before the old certificate expires.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+/// Long enough to spread a fleet's reconnections, short compared with a
+/// certificate's lifetime.
+pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(300);
+
+fn default_reload_interval() -> Duration {
+    DEFAULT_RELOAD_INTERVAL
+}
+
+fn default_rotation_grace() -> Duration {
+    DEFAULT_ROTATION_GRACE
+}
+
+impl Default for TlsFiles {
+    fn default() -> Self {
+        Self {
+            ca: PathBuf::new(),
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            reload_interval: DEFAULT_RELOAD_INTERVAL,
+            rotation_grace: DEFAULT_ROTATION_GRACE,
+        }
+    }
 }
 
 impl TlsFiles {
@@ -59,6 +102,7 @@ impl TlsFiles {
             ca: dir.join("ca.pem"),
             cert: dir.join(format!("{stem}.pem")),
             key: dir.join(format!("{stem}-key.pem")),
+            ..Self::default()
         }
     }
 
@@ -209,6 +253,16 @@ fn read_pem(path: &Path, what: &'static str, expected: &'static str) -> Result<V
         path: path.to_owned(),
         source,
     })?;
+    check_pem(bytes, path, what, expected)
+}
+
+/// `bytes` (read from `path`) when they hold a PEM block of `expected`.
+fn check_pem(
+    bytes: Vec<u8>,
+    path: &Path,
+    what: &'static str,
+    expected: &'static str,
+) -> Result<Vec<u8>, TlsError> {
     let text = String::from_utf8_lossy(&bytes);
     // Keys come as "PRIVATE KEY", "EC PRIVATE KEY" or "RSA PRIVATE KEY".
     let found = text.contains(&format!("-----BEGIN {expected}"))

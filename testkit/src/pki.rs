@@ -43,6 +43,7 @@ impl TestPki {
             ca: self.dir().join("ca.pem"),
             cert,
             key,
+            ..TlsFiles::default()
         }
     }
 
@@ -63,6 +64,7 @@ impl TestPki {
             ca: self.dir().join("ca.pem"),
             cert: self.write(&format!("{file_stem}.pem"), &cert.pem()),
             key: self.write(&format!("{file_stem}-key.pem"), &key.serialize_pem()),
+            ..TlsFiles::default()
         }
     }
 
@@ -70,5 +72,54 @@ impl TestPki {
         let path = self.dir().join(name);
         std::fs::write(&path, contents).expect("write PEM");
         path
+    }
+}
+
+/// A directory laid out as kubelet writes a Secret volume, which is how
+/// cert-manager's renewals reach a pod: `ca.pem` → `..data/ca.pem`, `..data`
+/// → `..<n>`, and each renewal a new `..<n+1>` directory swapped in by
+/// renaming a new `..data` symlink over the old one, so a reader sees
+/// either every old file or every new one.
+pub struct SecretVolume {
+    dir: PathBuf,
+    version: u32,
+}
+
+impl SecretVolume {
+    /// An empty volume in `dir` (created); [`SecretVolume::publish`] fills it.
+    pub fn new(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("volume directory");
+        Self {
+            dir: dir.to_owned(),
+            version: 0,
+        }
+    }
+
+    /// The files of the volume as a TLS side reads them.
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles::in_dir(&self.dir, "tls")
+    }
+
+    /// Swaps in a new version holding the CA bundle, certificate and key.
+    pub fn publish(&mut self, ca_bundle: &str, cert: &str, key: &str) {
+        use std::os::unix::fs::symlink;
+        self.version += 1;
+        let data = format!("..{}", self.version);
+        let version_dir = self.dir.join(&data);
+        std::fs::create_dir(&version_dir).expect("version directory");
+        for (name, text) in [
+            ("ca.pem", ca_bundle),
+            ("tls.pem", cert),
+            ("tls-key.pem", key),
+        ] {
+            std::fs::write(version_dir.join(name), text).expect("write PEM");
+            let link = self.dir.join(name);
+            if std::fs::symlink_metadata(&link).is_err() {
+                symlink(Path::new("..data").join(name), &link).expect("file symlink");
+            }
+        }
+        let staged = self.dir.join("..data_tmp");
+        symlink(&data, &staged).expect("data symlink");
+        std::fs::rename(&staged, self.dir.join("..data")).expect("swap ..data");
     }
 }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use futures::stream::{FuturesOrdered, StreamExt};
 use livehead_common::clock::unix_ms;
 use livehead_common::host::check_host_name;
+use livehead_common::tls::live::{LiveTls, Rotation};
 use livehead_proto::v1::{PushRequest, PushResponse, RecordRejection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -50,6 +51,8 @@ pub struct Ingest {
     mtls: bool,
     /// One permit per open stream (`limits.max_streams`).
     streams: Arc<Semaphore>,
+    /// The TLS material whose renewal closes the streams opened before it.
+    tls: Option<Arc<LiveTls>>,
 }
 
 impl Ingest {
@@ -61,7 +64,15 @@ impl Ingest {
             limits,
             mtls,
             streams,
+            tls: None,
         }
+    }
+
+    /// Streams close (gracefully, within `tls.rotation_grace`) once `tls`
+    /// is renewed, so that agents reconnect with the new certificates.
+    pub fn rotating_with(mut self, tls: Option<Arc<LiveTls>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     pub fn limits(&self) -> &Limits {
@@ -96,7 +107,11 @@ impl Ingest {
         };
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(self.limits.max_stream_batches.max(1));
-        tokio::spawn(stream.serve(inbound, tx));
+        let rotation = self
+            .tls
+            .as_ref()
+            .map_or_else(Rotation::never, |t| t.rotation());
+        tokio::spawn(stream.serve(inbound, tx, rotation));
         let mut response = Response::new(ReceiverStream::new(rx));
         let headers = response.metadata_mut();
         headers.insert(
@@ -135,6 +150,12 @@ pub(crate) fn peer_identity<T>(request: &Request<T>) -> Result<String, Status> {
     Ok(name)
 }
 
+/// What ends a stream opened before the certificates were renewed: the
+/// client retries (reconnects) as after any `Unavailable`.
+pub(crate) fn rotated_status() -> Status {
+    Status::unavailable("the collector's TLS certificates were renewed: reconnect")
+}
+
 /// What ends a stream when reading a message failed: a refusal of the message
 /// the agent sent (sent back after the acks before it), or `None` when the
 /// connection itself failed and nobody is listening any more.
@@ -164,22 +185,36 @@ impl StreamState {
     /// Reads batches and sends their acks in order until the agent closes its
     /// side (every pending ack is still sent) or an ack is an error, which ends
     /// the stream: the agent reconnects and resends what was not acknowledged.
+    /// Once `rotation` is due the stream reads no more batches, acks those it
+    /// read, and ends with `Unavailable`: the agent reconnects, with the
+    /// renewed certificates.
     async fn serve(
         self,
         mut inbound: Streaming<PushRequest>,
         acks: mpsc::Sender<Result<PushResponse, Status>>,
+        rotation: Rotation,
     ) {
         self.metrics.streams.inc();
         let mut pending: FuturesOrdered<Reply> = FuturesOrdered::new();
         let mut reading = true;
+        let (mut rotating, mut failed) = (false, false);
+        let rotated = rotation.due();
+        tokio::pin!(rotated);
         let most = self.limits.max_stream_batches.max(1);
         loop {
             tokio::select! {
                 Some(reply) = pending.next(), if !pending.is_empty() => {
-                    let failed = reply.is_err();
+                    failed = reply.is_err();
                     if acks.send(reply).await.is_err() || failed {
+                        failed = true;
                         break;
                     }
+                }
+                () = &mut rotated, if reading && !rotating => {
+                    rotating = true;
+                    reading = false;
+                    tracing::info!(agent = self.identity.as_deref().unwrap_or(""),
+                        "TLS certificates renewed: closing the agent's stream so it reconnects");
                 }
                 message = inbound.message(), if reading && pending.len() < most => {
                     match message {
@@ -192,6 +227,7 @@ impl StreamState {
                             }
                             None => {
                                 tracing::debug!("agent stream ended");
+                                failed = true;
                                 break;
                             }
                         },
@@ -199,6 +235,9 @@ impl StreamState {
                 }
                 else => break,
             }
+        }
+        if rotating && !failed {
+            let _ = acks.send(Err(rotated_status())).await;
         }
         self.metrics.streams.dec();
     }

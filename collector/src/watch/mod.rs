@@ -31,6 +31,7 @@ mod tests;
 use std::sync::Arc;
 
 use livehead_common::Shutdown;
+use livehead_common::tls::live::{LiveTls, Rotation};
 use livehead_proto::v1::watch_response::Event;
 use livehead_proto::v1::watch_service_server::{WatchService, WatchServiceServer};
 use livehead_proto::v1::{AcceptedBatch, SnapshotChunk, Synced, WatchRequest, WatchResponse};
@@ -81,6 +82,8 @@ pub struct WatchServer<S> {
     metrics: CollectorMetrics,
     shutdown: Shutdown,
     slots: Arc<Semaphore>,
+    /// The TLS material whose renewal closes the streams opened before it.
+    tls: Option<Arc<LiveTls>>,
 }
 
 impl<S: Store> WatchServer<S> {
@@ -101,7 +104,15 @@ impl<S: Store> WatchServer<S> {
             metrics,
             shutdown,
             slots,
+            tls: None,
         }
+    }
+
+    /// Streams end within `tls.rotation_grace` once `tls` is renewed, so
+    /// that subscribers reconnect with the new certificates.
+    pub fn rotating_with(mut self, tls: Option<Arc<LiveTls>>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The tonic service.
@@ -166,7 +177,11 @@ impl<S: Store> WatchService for WatchServer<S> {
             max_age_ms: u64::try_from(self.config.snapshot_max_age.as_millis()).unwrap_or(u64::MAX),
             chunk_records: self.config.snapshot_chunk_records.max(1),
         });
-        tokio::spawn(stream.run(snapshot, live, self.shutdown.clone()));
+        let rotation = self
+            .tls
+            .as_ref()
+            .map_or_else(Rotation::never, |t| t.rotation());
+        tokio::spawn(stream.run(snapshot, live, self.shutdown.clone(), rotation));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -282,11 +297,14 @@ impl Subscriber {
         snapshot: Option<Snapshot<S>>,
         live: broadcast::Receiver<Arc<Accepted>>,
         shutdown: Shutdown,
+        rotation: Rotation,
     ) {
         tracing::info!(identity = %self.identity, snapshot = snapshot.is_some(), "watch stream opened");
         let result = tokio::select! {
             result = self.stream(snapshot, live) => result,
             () = shutdown.cancelled() => Err(Stop::Gone),
+            // A subscriber resynchronises from the snapshot after any reconnect.
+            () = rotation.due() => Err(Stop::Status(crate::ingest::rotated_status())),
             // Noticed even while no batch comes, so the slot is given back.
             () = self.tx.closed() => Err(Stop::Gone),
         };

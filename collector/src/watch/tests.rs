@@ -37,11 +37,19 @@ struct Collector {
 }
 
 async fn start(pki: &TestPki, sqlite: &std::path::Path, watch: WatchConfig) -> Collector {
+    start_with_tls(pki.collector(), sqlite, watch).await
+}
+
+async fn start_with_tls(
+    tls: livehead_common::tls::TlsFiles,
+    sqlite: &std::path::Path,
+    watch: WatchConfig,
+) -> Collector {
     livehead_common::tls::install_crypto_provider();
     let config = CollectorConfig {
         grpc_listen: "127.0.0.1:0".parse().expect("addr"),
         http_listen: "127.0.0.1:0".parse().expect("addr"),
-        tls: Some(pki.collector()),
+        tls: Some(tls),
         storage: StorageConfig {
             sqlite_path: sqlite.to_owned(),
             ..StorageConfig::default()
@@ -415,7 +423,7 @@ async fn a_subscriber_that_falls_behind_is_aborted() {
     };
     assert_eq!(metrics.watch_subscribers.get(), 1);
     subscriber
-        .run::<crate::store::sqlite::SqliteStore>(None, live, Shutdown::new())
+        .run::<crate::store::sqlite::SqliteStore>(None, live, Shutdown::new(), Rotation::never())
         .await;
     let synced = rx.recv().await.expect("synced").expect("ok");
     assert!(matches!(synced.event, Some(Event::Synced(_))));
@@ -477,5 +485,70 @@ async fn a_subscriber_that_stops_reading_is_aborted_over_grpc() {
     assert_eq!(status.code(), Code::Aborted, "{status:?}");
     assert!(status.message().contains("reconnect"), "{status:?}");
     assert!(received < batches, "{received} batches before the end");
+    collector.stop().await;
+}
+
+/// The collector's certificate renewed in place: the push and watch streams
+/// opened before end with `Unavailable` within the grace (after the acks
+/// of what was read), and new connections are served.
+#[tokio::test]
+async fn a_renewed_certificate_ends_the_streams_opened_before() {
+    use livehead_common::certs::{DevCa, Usage};
+    let pki = TestPki::new(&["node-1", "alerter"]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let tls = livehead_common::tls::TlsFiles {
+        reload_interval: Duration::from_millis(50),
+        rotation_grace: Duration::from_millis(200),
+        ..pki.collector()
+    };
+    let collector =
+        start_with_tls(tls.clone(), &dir.path().join("c.db"), allow(&["alerter"])).await;
+    let mut watching = watch(&pki, "alerter", collector.grpc, true)
+        .await
+        .expect("watch");
+    assert!(matches!(next(&mut watching).await, Event::Synced(_)));
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut acks = IngestServiceClient::new(channel(&pki, "node-1", collector.grpc).await)
+        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("push stream")
+        .into_inner();
+    let batch = |seq| PushRequest {
+        agent_id: String::new(),
+        seq,
+        records: vec![probe("a.example", 200)],
+    };
+    tx.send(batch(1)).await.expect("send");
+    let ack = tokio::time::timeout(WAIT, acks.message())
+        .await
+        .expect("ack in time");
+    assert_eq!(ack.expect("ok").expect("an ack").seq, 1);
+    assert!(matches!(next(&mut watching).await, Event::Batch(_)));
+
+    let read = |name: &str| std::fs::read_to_string(pki.dir().join(name)).expect("CA file");
+    let ca = DevCa::from_pem(&read("ca.pem"), &read("ca-key.pem")).expect("CA");
+    let renewed = ca
+        .issue("localhost", &["127.0.0.1"], Usage::Server)
+        .expect("renewed certificate");
+    std::fs::write(&tls.cert, &renewed.cert).expect("write certificate");
+    std::fs::write(&tls.key, &renewed.key).expect("write key");
+
+    let ended = tokio::time::timeout(WAIT, watching.message())
+        .await
+        .expect("in time");
+    let status = ended.expect_err("the watch stream ends");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("renewed"), "{status:?}");
+    let ended = tokio::time::timeout(WAIT, acks.message())
+        .await
+        .expect("in time");
+    let status = ended.expect_err("the push stream ends");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    let mut again = watch(&pki, "alerter", collector.grpc, true)
+        .await
+        .expect("a new connection is served");
+    assert!(matches!(next(&mut again).await, Event::Synced(_)));
+    drop((again, watching, acks, tx));
     collector.stop().await;
 }
