@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod roles;
 pub mod telemetry;
 pub mod tls;
+pub mod traces;
 
 /// The signal every component's `run` stops on.
 pub use tokio_util::sync::CancellationToken as Shutdown;

@@ -20,16 +20,32 @@ pub struct Proc {
 impl Proc {
     /// Starts `livehead args`; stdout is discarded.
     pub fn spawn(name: &str, args: &[String], log_dir: &Path) -> Self {
-        Self::start(name, args, log_dir, false)
+        Self::start(name, args, &[], log_dir, false)
+    }
+
+    /// [`Proc::spawn`] with environment variables added (`OTEL_*`, say).
+    pub fn spawn_with_env(
+        name: &str,
+        args: &[String],
+        env: &[(&str, String)],
+        log_dir: &Path,
+    ) -> Self {
+        Self::start(name, args, env, log_dir, false)
     }
 
     /// Starts `livehead args`, keeping stdout in `<log_dir>/<name>.out` (read
     /// it with [`Proc::stdout`]).
     pub fn spawn_keeping_stdout(name: &str, args: &[String], log_dir: &Path) -> Self {
-        Self::start(name, args, log_dir, true)
+        Self::start(name, args, &[], log_dir, true)
     }
 
-    fn start(name: &str, args: &[String], log_dir: &Path, keep_stdout: bool) -> Self {
+    fn start(
+        name: &str,
+        args: &[String],
+        env: &[(&str, String)],
+        log_dir: &Path,
+        keep_stdout: bool,
+    ) -> Self {
         let open = |path: &Path| {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -43,6 +59,7 @@ impl Proc {
         let child = Command::new(env!("CARGO_BIN_EXE_livehead"))
             .args(args)
             .env("RUST_LOG", "info,livehead_agent::transport=debug")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(open(&log))
