@@ -32,7 +32,9 @@ fn main() -> anyhow::Result<()> {
                     .context("agent")
             }));
             // The exporter's last spans leave through the runtime.
-            drop(traces);
+            if let Some(traces) = traces {
+                traces.stop();
+            }
             runtime.shutdown_timeout(BLOCKING_GRACE);
             result
         }
@@ -46,7 +48,9 @@ fn main() -> anyhow::Result<()> {
                     .await
                     .context("collector")
             }));
-            drop(traces);
+            if let Some(traces) = traces {
+                traces.stop();
+            }
             result
         }
         #[cfg(feature = "collector")]
@@ -175,7 +179,9 @@ fn alerter(format: LogFormat, args: livehead::cli::AlerterArgs) -> anyhow::Resul
                     .await
                     .context("alerter")
             }));
-            drop(traces);
+            if let Some(traces) = traces {
+                traces.stop();
+            }
             result
         }
     }

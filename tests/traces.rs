@@ -310,6 +310,17 @@ async fn an_unreachable_trace_endpoint_changes_nothing_for_ingest() {
     )
     .await;
     assert_eq!(agent.log().matches(failed).count(), 1, "{}", agent.log());
+    // The collector's spans are lost too, and counted.
+    wait_for(
+        "the collector's dropped spans counted",
+        WAIT,
+        || collector.log(),
+        || {
+            let (_, body) = http_get(loopback(http), "/metrics")?;
+            (metric_sum(&body, "livehead_collector_trace_spans_dropped_total") > 0.0).then_some(())
+        },
+    )
+    .await;
     assert!(
         collector.log().matches(failed).count() <= 1,
         "{}",

@@ -185,6 +185,19 @@ fn parse_var<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T,
     })
 }
 
+/// Spans lost because their export failed (endpoint unreachable, timed out,
+/// refused), process-wide; every service's `/metrics` shows it as
+/// `<prefix>_trace_spans_dropped_total`. Spans dropped because the queue was
+/// full are counted by the SDK, which logs the first and the total at exit.
+pub static DROPPED_SPANS: std::sync::LazyLock<prometheus::IntCounter> =
+    std::sync::LazyLock::new(|| {
+        prometheus::IntCounter::new(
+            "trace_spans_dropped_total",
+            "Spans lost because their OTLP export failed",
+        )
+        .expect("static metric")
+    });
+
 /// The W3C trace context of a batch (`traceparent`, `tracestate`), as it
 /// travels in `PushRequest.trace_context`.
 pub type Carrier = HashMap<String, String>;
@@ -192,7 +205,7 @@ pub type Carrier = HashMap<String, String>;
 #[cfg(feature = "otel")]
 mod otel;
 #[cfg(feature = "otel")]
-pub use otel::{Traces, dropped_spans};
+pub use otel::Traces;
 
 /// Without the `otel` feature: nothing can be exported.
 #[cfg(not(feature = "otel"))]
@@ -205,6 +218,9 @@ impl Traces {
     pub fn start(_: &TracesSettings) -> Result<Self, TracesError> {
         Err(TracesError::NotBuiltIn)
     }
+
+    /// Nothing to stop.
+    pub fn stop(self) {}
 }
 
 /// `span`'s trace context, to send along with the work it describes; empty

@@ -1,7 +1,7 @@
 //! The exporter side of [`super`]: the OTLP/gRPC exporter behind a bounded
 //! batch queue, and the tracing layer that feeds it.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::propagation::TextMapPropagator;
@@ -19,25 +19,16 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::{Carrier, SamplerKind, TracesError, TracesSettings};
+use super::{Carrier, DROPPED_SPANS, SamplerKind, TracesError, TracesSettings};
 
 /// Set while a [`Traces`] is alive: context is injected and extracted only then.
 static ENABLED: AtomicBool = AtomicBool::new(false);
-/// Spans whose export failed (endpoint unreachable, timed out, refused).
-static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 /// How long stopping waits for the last spans to leave.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub(super) fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
-}
-
-/// Spans lost because their export failed, since the process started. (Spans
-/// dropped because the queue was full are counted by the SDK, which logs the
-/// first and the total at exit.)
-pub fn dropped_spans() -> u64 {
-    DROPPED.load(Ordering::Relaxed)
 }
 
 /// The running exporter; stopping it (drop) exports what is queued, within
@@ -85,6 +76,11 @@ impl Traces {
         let tracer = provider.tracer("livehead");
         ENABLED.store(true, Ordering::Relaxed);
         Ok(Self { provider, tracer })
+    }
+
+    /// Stops the exporter, sending what is queued (as dropping it does).
+    pub fn stop(self) {
+        drop(self);
     }
 
     /// The layer that turns livehead's own spans (targets `livehead*`, INFO
@@ -145,11 +141,14 @@ impl<E> Outages<E> {
         match result {
             Ok(()) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!(dropped_total = dropped_spans(), "trace export works again");
+                    tracing::info!(
+                        dropped_total = DROPPED_SPANS.get(),
+                        "trace export works again"
+                    );
                 }
             }
             Err(error) => {
-                DROPPED.fetch_add(spans as u64, Ordering::Relaxed);
+                DROPPED_SPANS.inc_by(spans as u64);
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     tracing::warn!(%error, spans,
                         "trace export failed; dropping spans until it works again (logged once)");
