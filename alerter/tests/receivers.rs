@@ -880,3 +880,56 @@ fn config_defaults_and_errors() {
     let err = Dispatcher::start(twice, metrics, None).err().unwrap();
     assert!(err.to_string().contains("two receivers"), "{err}");
 }
+
+/// Each new span's name and its parent's, as a tracing layer sees them.
+#[derive(Clone, Default)]
+struct Parents(Arc<Mutex<Vec<(String, Option<String>)>>>);
+
+impl<S> tracing_subscriber::Layer<S> for Parents
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        _: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let span = ctx.span(id).unwrap();
+        let parent = span.parent().map(|p| p.name().to_owned());
+        self.0.lock().unwrap().push((span.name().to_owned(), parent));
+    }
+}
+
+/// What makes the alert → notification part of a trace: the delivery's
+/// span hangs under the span current when the notification was queued
+/// (the alerter's evaluation), though it runs later on the receiver's task.
+#[tokio::test]
+async fn a_delivery_span_is_a_child_of_the_evaluation_that_queued_it() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let parents = Parents::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(parents.clone()));
+    let fake = Fake::scripted(vec![], None).await;
+    let hook = receiver(&format!(
+        "kind = \"webhook\"\nname = \"hook\"\nurl = \"{}\"\n{FAST}",
+        fake.url("/am")
+    ));
+    let setup = start(vec![hook]);
+    {
+        let evaluation = tracing::info_span!("alerter.evaluate");
+        let _in = evaluation.enter();
+        setup
+            .dispatcher
+            .notify("hook", notification(Status::Firing))
+            .unwrap();
+    }
+    let (metrics, _) = deliver(setup, "hook", vec![]).await;
+
+    assert_eq!(count(&metrics.sent, "hook"), 1);
+    let seen = parents.0.lock().unwrap().clone();
+    assert!(
+        seen.contains(&("alerter.notify".to_owned(), Some("alerter.evaluate".to_owned()))),
+        "{seen:?}"
+    );
+}
