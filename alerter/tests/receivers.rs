@@ -881,9 +881,12 @@ fn config_defaults_and_errors() {
     assert!(err.to_string().contains("two receivers"), "{err}");
 }
 
-/// Each new span's name and its parent's, as a tracing layer sees them.
+/// A span's name and its parent's.
+type Lineage = (String, Option<String>);
+
+/// Each new span's lineage, as a tracing layer sees it.
 #[derive(Clone, Default)]
-struct Parents(Arc<Mutex<Vec<(String, Option<String>)>>>);
+struct Parents(Arc<Mutex<Vec<Lineage>>>);
 
 impl<S> tracing_subscriber::Layer<S> for Parents
 where
@@ -897,7 +900,10 @@ where
     ) {
         let span = ctx.span(id).unwrap();
         let parent = span.parent().map(|p| p.name().to_owned());
-        self.0.lock().unwrap().push((span.name().to_owned(), parent));
+        self.0
+            .lock()
+            .unwrap()
+            .push((span.name().to_owned(), parent));
     }
 }
 
@@ -929,7 +935,10 @@ async fn a_delivery_span_is_a_child_of_the_evaluation_that_queued_it() {
     assert_eq!(count(&metrics.sent, "hook"), 1);
     let seen = parents.0.lock().unwrap().clone();
     assert!(
-        seen.contains(&("alerter.notify".to_owned(), Some("alerter.evaluate".to_owned()))),
+        seen.contains(&(
+            "alerter.notify".to_owned(),
+            Some("alerter.evaluate".to_owned())
+        )),
         "{seen:?}"
     );
 }
