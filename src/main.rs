@@ -4,6 +4,8 @@ use anyhow::Context;
 use clap::Parser;
 use livehead::cli::{CertsArgs, Cli, Command};
 use livehead_common::Shutdown;
+use livehead_common::telemetry::LogFormat;
+use livehead_common::traces::{TelemetryConfig, Traces, TracesSettings};
 
 /// How long a stopping agent waits for its blocking threads: a statvfs stuck
 /// on a dead NFS mount never returns, and must not keep the process alive.
@@ -11,14 +13,17 @@ const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    livehead_common::telemetry::init(cli.log_format, "info");
     livehead_common::tls::install_crypto_provider();
+    let format = cli.log_format;
+    // The logs start once the configuration is read: its `[telemetry]`
+    // decides whether spans are exported too.
     match cli.command {
         Command::Agent(args) => {
             let config = args.into_config().context("agent configuration")?;
             // The agent sizes its own runtime (few threads), to stay small.
             let runtime =
                 livehead_agent::runtime(&config.runtime).context("starting the async runtime")?;
+            let traces = logs_and_traces(format, &config.telemetry, "livehead-agent", &runtime);
             let reload = std::sync::Arc::new(tokio::sync::Notify::new());
             let result = runtime.block_on(with_signals(|shutdown| async move {
                 tokio::spawn(reload_on_sighup(reload.clone(), "the watchdog's config"));
@@ -26,24 +31,41 @@ fn main() -> anyhow::Result<()> {
                     .await
                     .context("agent")
             }));
+            // The exporter's last spans leave through the runtime.
+            if let Some(traces) = traces {
+                traces.stop();
+            }
             runtime.shutdown_timeout(BLOCKING_GRACE);
             result
         }
         #[cfg(feature = "collector")]
         Command::Collector(args) => {
             let config = args.into_config().context("collector configuration")?;
-            default_runtime()?.block_on(with_signals(|shutdown| async move {
+            let runtime = default_runtime()?;
+            let traces = logs_and_traces(format, &config.telemetry, "livehead-collector", &runtime);
+            let result = runtime.block_on(with_signals(|shutdown| async move {
                 livehead_collector::run(config, shutdown)
                     .await
                     .context("collector")
-            }))
+            }));
+            if let Some(traces) = traces {
+                traces.stop();
+            }
+            result
         }
         #[cfg(feature = "collector")]
-        Command::Alerter(args) => alerter(args),
-        Command::Certs(args) => certs(args),
-        Command::Run(args) => run_check(args),
+        Command::Alerter(args) => alerter(format, args),
+        Command::Certs(args) => {
+            logs(format);
+            certs(args)
+        }
+        Command::Run(args) => {
+            logs(format);
+            run_check(args)
+        }
         #[cfg(feature = "collector")]
         Command::Up(args) => {
+            logs(format);
             let config = args.into_config();
             let state = config.state_dir.display().to_string();
             let runtime = default_runtime()?;
@@ -56,6 +78,48 @@ fn main() -> anyhow::Result<()> {
             }));
             runtime.shutdown_timeout(BLOCKING_GRACE);
             result
+        }
+    }
+}
+
+/// The logs alone (commands that export no traces).
+fn logs(format: LogFormat) {
+    livehead_common::telemetry::init(format, "info", None);
+}
+
+/// The logs, and the trace exporter when `config` or the `OTEL_*` variables
+/// set an endpoint (started inside `runtime`, where its gRPC client lives).
+/// Traces that cannot start are logged and left off: they are never worth
+/// not running.
+fn logs_and_traces(
+    format: LogFormat,
+    config: &TelemetryConfig,
+    service: &str,
+    runtime: &tokio::runtime::Runtime,
+) -> Option<Traces> {
+    let started = TracesSettings::resolve(config, service, |name| std::env::var(name).ok())
+        .and_then(|settings| match settings {
+            Some(settings) => {
+                let _inside = runtime.enter();
+                Traces::start(&settings).map(|traces| Some((traces, settings)))
+            }
+            None => Ok(None),
+        });
+    match started {
+        Ok(Some((traces, settings))) => {
+            livehead_common::telemetry::init(format, "info", Some(&traces));
+            tracing::info!(endpoint = %settings.endpoint, service = %settings.service_name,
+                sampler = ?settings.sampler, "exporting traces over OTLP");
+            Some(traces)
+        }
+        Ok(None) => {
+            logs(format);
+            None
+        }
+        Err(error) => {
+            logs(format);
+            tracing::warn!(%error, "traces are off");
+            None
         }
     }
 }
@@ -77,8 +141,11 @@ where
 }
 
 #[cfg(feature = "collector")]
-fn alerter(args: livehead::cli::AlerterArgs) -> anyhow::Result<()> {
+fn alerter(format: LogFormat, args: livehead::cli::AlerterArgs) -> anyhow::Result<()> {
     use livehead::cli::AlerterAction;
+    if args.action.is_some() {
+        logs(format);
+    }
     match args.action {
         Some(AlerterAction::Check { file }) => {
             let rules = livehead_alerter::RulesFile::load(&file)?;
@@ -104,14 +171,18 @@ fn alerter(args: livehead::cli::AlerterArgs) -> anyhow::Result<()> {
         None => {
             let config = args.into_config().context("alerter configuration")?;
             let reload = std::sync::Arc::new(tokio::sync::Notify::new());
-            tokio::runtime::Runtime::new()
-                .context("starting the async runtime")?
-                .block_on(with_signals(|shutdown| async move {
-                    tokio::spawn(reload_on_sighup(reload.clone(), "the rules"));
-                    livehead_alerter::run(config, shutdown, reload)
-                        .await
-                        .context("alerter")
-                }))
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let traces = logs_and_traces(format, &config.telemetry, "livehead-alerter", &runtime);
+            let result = runtime.block_on(with_signals(|shutdown| async move {
+                tokio::spawn(reload_on_sighup(reload.clone(), "the rules"));
+                livehead_alerter::run(config, shutdown, reload)
+                    .await
+                    .context("alerter")
+            }));
+            if let Some(traces) = traces {
+                traces.stop();
+            }
+            result
         }
     }
 }

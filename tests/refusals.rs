@@ -118,6 +118,7 @@ fn probe(site: &str) -> Record {
 
 fn batch(agent: &str, seq: u64, records: Vec<Record>) -> PushRequest {
     PushRequest {
+        trace_context: Default::default(),
         agent_id: agent.into(),
         seq,
         records,

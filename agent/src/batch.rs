@@ -50,6 +50,7 @@ pub fn record_len(record: &Record) -> usize {
 /// sequence number (the largest varint is assumed).
 pub fn empty_batch_len(agent_id: &str) -> usize {
     PushRequest {
+        trace_context: Default::default(),
         agent_id: agent_id.to_owned(),
         seq: u64::MAX,
         records: Vec::new(),
@@ -109,6 +110,7 @@ impl BatchBuilder {
     fn take(&mut self) -> PushRequest {
         self.bytes = empty_batch_len(&self.agent_id);
         PushRequest {
+            trace_context: Default::default(),
             agent_id: self.agent_id.clone(),
             seq: self.seqs.next(),
             records: std::mem::take(&mut self.records),

@@ -56,6 +56,9 @@ pub struct AgentConfig {
     /// Local apps to check and bring back when they fail (`[watchdog]`;
     /// see `watchdog::WatchdogConfig`). Default: none.
     pub watchdog: crate::watchdog::WatchdogConfig,
+    /// OpenTelemetry traces (`[telemetry]`): off unless an OTLP endpoint is
+    /// set here or in `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub telemetry: livehead_common::traces::TelemetryConfig,
     /// The file this configuration was read from (`--config`), set by the
     /// binary: the watchdog refuses to run from a file others may write.
     #[serde(skip)]
@@ -79,6 +82,7 @@ impl Default for AgentConfig {
             runtime: RuntimeConfig::default(),
             sample: crate::sample::SampleConfig::default(),
             watchdog: crate::watchdog::WatchdogConfig::default(),
+            telemetry: livehead_common::traces::TelemetryConfig::default(),
             config_file: None,
         }
     }

@@ -9,6 +9,7 @@ use livehead_proto::v1::{ContentOutcome, ProbeError, ProbeResult, Record, record
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::content::ContentChecks;
 use crate::discovery::{Discovery, Site};
@@ -107,9 +108,21 @@ pub async fn run(
         let started = Instant::now();
         let round = round_number(livehead_common::clock::unix_ms(), schedule.content_period);
         let sites = discover(&discovery, &metrics);
+        let span = tracing::info_span!(
+            "agent.round",
+            round,
+            sites = sites.len(),
+            outcome = tracing::field::Empty
+        );
         tokio::select! {
-            () = run_round(&schedule, round, sites, &prober, &records, &metrics) => {}
-            () = shutdown.cancelled() => return,
+            () = run_round(&schedule, round, sites, &prober, &records, &metrics)
+                .instrument(span.clone()) => {
+                span.record("outcome", "done");
+            }
+            () = shutdown.cancelled() => {
+                span.record("outcome", "stopped");
+                return;
+            }
         }
         let took = started.elapsed();
         metrics.rounds.inc();

@@ -114,6 +114,7 @@ pub fn after_refusal(batch: PushRequest, limits: Limits, seqs: &Seqs) -> Split {
 
 fn piece(agent_id: &str, seqs: &Seqs, records: Vec<Record>) -> PushRequest {
     PushRequest {
+        trace_context: Default::default(),
         agent_id: agent_id.to_owned(),
         seq: seqs.next(),
         records,
@@ -154,6 +155,7 @@ mod tests {
 
     fn batch(seq: u64, sites: usize) -> PushRequest {
         PushRequest {
+            trace_context: Default::default(),
             agent_id: "node-1".into(),
             seq,
             records: (0..sites)

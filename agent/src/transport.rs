@@ -8,6 +8,7 @@
 //! `tls.rotation_grace`, waits for its acks and reconnects with them.
 
 use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use livehead_common::Shutdown;
@@ -185,6 +186,7 @@ pub async fn run(
             metrics: &metrics,
             limits: Limits::default(),
             acked: 0,
+            spans: HashMap::new(),
         };
         let ended = session.run(&connector, &stops).await;
         spool.end_stream();
@@ -223,11 +225,18 @@ struct Session<'a> {
     /// What the collector announced for this stream.
     limits: Limits,
     acked: u64,
+    /// The span of each batch sent and not yet acknowledged, by seq: it
+    /// ends with the ack, so it covers the collector's work on the batch.
+    spans: HashMap<u64, tracing::Span>,
 }
 
 impl Session<'_> {
     async fn run(&mut self, connector: &Connector, stops: &Stops) -> Ended {
-        match self.stream(connector, stops).await {
+        let result = self.stream(connector, stops).await;
+        for (_, span) in self.spans.drain() {
+            span.record("outcome", "unacked");
+        }
+        match result {
             Ok(()) => Ended::Done,
             // Nothing wrong with the collector: reconnect without backing off.
             Err(TransportError::Rotated) => Ended::Failed {
@@ -300,7 +309,7 @@ impl Session<'_> {
     /// Sends spooled batches while fewer than `window` are unacknowledged,
     /// splitting first those over the collector's limits.
     async fn fill_window(
-        &self,
+        &mut self,
         tx: &mpsc::Sender<PushRequest>,
         window: usize,
     ) -> Result<(), TransportError> {
@@ -331,9 +340,27 @@ impl Session<'_> {
             if !self.spool.lock().mark_sent(at) {
                 continue;
             }
+            let batch = self.traced(batch, at.piece.bytes);
             tx.try_send(batch).map_err(|_| TransportError::Closed)?;
             self.metrics.batches_sent.inc();
         }
+    }
+
+    /// Opens `batch`'s span, ended by its ack, and puts the span's trace
+    /// context in the batch unless that would take it (`bytes` spooled) over
+    /// the collector's announced limits: the trace is then cut, not the batch.
+    fn traced(&mut self, mut batch: PushRequest, bytes: usize) -> PushRequest {
+        let span = tracing::info_span!("agent.batch", agent = %batch.agent_id, seq = batch.seq,
+            records = batch.records.len(), outcome = tracing::field::Empty,
+            accepted = tracing::field::Empty);
+        let context = livehead_common::traces::inject(&span);
+        // A map entry's overhead: two tags, three lengths (at most 8 bytes).
+        let extra: usize = context.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+        if self.limits.fits(batch.records.len(), bytes + extra) {
+            batch.trace_context = context;
+        }
+        self.spans.insert(batch.seq, span);
+        batch
     }
 
     /// The batch at `at`, or `None` when it cannot be sent (gone meanwhile,
@@ -455,6 +482,15 @@ impl Session<'_> {
     }
 
     async fn on_ack(&mut self, ack: PushResponse) {
+        if let Some(span) = self.spans.remove(&ack.seq) {
+            let outcome = match (ack.duplicate, ack.rejected.is_empty()) {
+                (true, _) => "duplicate",
+                (false, true) => "acked",
+                (false, false) => "acked_with_rejections",
+            };
+            span.record("outcome", outcome);
+            span.record("accepted", ack.accepted);
+        }
         if self.spool.ack(ack.seq).await {
             self.acked += 1;
             self.metrics.batches_acked.inc();

@@ -264,6 +264,7 @@ impl Agent {
     /// Spools a batch of `count` sites named from `first`.
     async fn push(&self, first: usize, count: usize) -> PushRequest {
         let batch = PushRequest {
+            trace_context: Default::default(),
             agent_id: "node-1".into(),
             seq: self.seqs.next(),
             records: (first..first + count).map(record).collect(),
@@ -405,6 +406,7 @@ async fn a_single_record_too_large_is_dropped_and_counted() {
         p.location = "x".repeat(5_000);
     }
     let batch = PushRequest {
+        trace_context: Default::default(),
         agent_id: "node-1".into(),
         seq: agent.seqs.next(),
         records: vec![record(0), huge, record(2)],
@@ -488,6 +490,7 @@ async fn other_failures_keep_the_batch_and_resend_it() {
 /// The encoded size of a batch of `records` records, as the spool counts it.
 fn batch_len(records: usize) -> usize {
     PushRequest {
+        trace_context: Default::default(),
         agent_id: "node-1".into(),
         seq: u64::MAX,
         records: (0..records).map(record).collect(),

@@ -37,6 +37,9 @@ pub struct AlerterConfig {
     pub api: ApiConfig,
     /// Heartbeat checks' alerts (`[heartbeats]`).
     pub heartbeats: HeartbeatsConfig,
+    /// OpenTelemetry traces (`[telemetry]`): off unless an OTLP endpoint is
+    /// set here or in `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub telemetry: livehead_common::traces::TelemetryConfig,
 }
 
 impl Default for AlerterConfig {
@@ -50,6 +53,7 @@ impl Default for AlerterConfig {
             collectors: CollectorsConfig::default(),
             api: ApiConfig::default(),
             heartbeats: HeartbeatsConfig::default(),
+            telemetry: livehead_common::traces::TelemetryConfig::default(),
         }
     }
 }

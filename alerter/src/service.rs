@@ -389,6 +389,18 @@ impl Loop {
             self.heartbeats.tick(now, changes, &mut heartbeat_states);
         }
         self.metrics.changes.inc_by(changes.len() as u64);
+        // A span only for a pass that changed something: most passes are
+        // ticks that decide nothing.
+        let span = if changes.is_empty() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "alerter.evaluate",
+                changes = changes.len(),
+                notifications = tracing::field::Empty
+            )
+        };
+        let _evaluating = span.enter();
         let (due, records) = self.shared.update(|l| {
             if !changes.is_empty() {
                 l.apply(changes, now);
@@ -397,6 +409,7 @@ impl Loop {
         });
         changes.clear();
         self.save();
+        span.record("notifications", due.len());
         for (receiver, notification) in due {
             self.notify(receiver, notification, now);
         }

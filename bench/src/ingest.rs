@@ -172,6 +172,7 @@ fn generate(args: &Args) -> Vec<Vec<PushRequest>> {
         let batches = &mut streams[n % args.streams];
         let records = (start..end).map(|i| record(i, now_ms, rounds)).collect();
         batches.push(PushRequest {
+            trace_context: Default::default(),
             // With mTLS the certificate names the agent.
             agent_id: String::new(),
             seq: first_seq + batches.len() as u64,

@@ -45,6 +45,9 @@ pub struct CollectorConfig {
     /// (requests never touch the store). Default 5s.
     #[serde(with = "humantime_serde")]
     pub ready_interval: Duration,
+    /// OpenTelemetry traces (`[telemetry]`): off unless an OTLP endpoint is
+    /// set here or in `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub telemetry: livehead_common::traces::TelemetryConfig,
 }
 
 impl Default for CollectorConfig {
@@ -62,6 +65,7 @@ impl Default for CollectorConfig {
             dashboard: DashboardConfig::default(),
             maintenance_interval: Duration::from_secs(600),
             ready_interval: Duration::from_secs(5),
+            telemetry: livehead_common::traces::TelemetryConfig::default(),
         }
     }
 }

@@ -23,6 +23,7 @@
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::metrics::CollectorMetrics;
 use crate::store::{BatchWrite, Rows, Store, StoreError, WriteOutcome};
@@ -33,6 +34,9 @@ pub struct QueuedBatch {
     pub agent: String,
     pub seq: u64,
     pub rows: Rows,
+    /// The batch's write span (`Span::none()` when untraced): the writer
+    /// records the outcome on it, and it ends when the batch is answered.
+    pub span: tracing::Span,
 }
 
 /// A batch the store has durably written (not a duplicate), as published to
@@ -205,7 +209,9 @@ async fn write_group<S: Store>(
         })
         .collect();
     let rows: usize = writes.iter().map(|w| w.rows.len()).sum();
-    let result = store.write_batches(&writes).await;
+    let span = group_span(group, rows);
+    let result = store.write_batches(&writes).instrument(span.clone()).await;
+    span.record("ok", result.is_ok());
     metrics
         .insert_seconds
         .observe(started.elapsed().as_secs_f64());
@@ -219,6 +225,29 @@ async fn write_group<S: Store>(
     result
 }
 
+/// The span of one group write: in the trace of its first batch (so a
+/// sampled batch shows the write it was part of), linked to the others.
+fn group_span(group: &[Entry], rows: usize) -> tracing::Span {
+    let Some(first) = group.first() else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(parent: &first.batch.span, "collector.group_write",
+        batches = group.len(), rows, ok = tracing::field::Empty);
+    for entry in &group[1..] {
+        span.follows_from(&entry.batch.span);
+    }
+    span
+}
+
+fn outcome_name(written: &Written) -> &'static str {
+    match written {
+        Ok(WriteOutcome::Written { .. }) => "written",
+        Ok(WriteOutcome::Duplicate) => "duplicate",
+        Ok(WriteOutcome::Conflict) => "conflict",
+        Err(_) => "failed",
+    }
+}
+
 /// Answers each batch of `group`, and publishes those written.
 fn answer(
     group: impl Iterator<Item = Entry>,
@@ -228,6 +257,10 @@ fn answer(
     match result {
         Ok(outcomes) => {
             for (entry, outcome) in group.zip(outcomes) {
+                entry
+                    .batch
+                    .span
+                    .record("outcome", outcome_name(&Ok(outcome)));
                 // A stream that ended meanwhile no longer waits for its answer.
                 let _ = entry.reply.send(Ok(outcome));
                 if matches!(outcome, WriteOutcome::Written { .. }) && accepted.receiver_count() > 0
@@ -246,6 +279,7 @@ fn answer(
         Err(error) => {
             let error = Arc::new(error);
             for entry in group {
+                entry.batch.span.record("outcome", "failed");
                 let _ = entry.reply.send(Err(Arc::clone(&error)));
             }
         }
@@ -345,6 +379,7 @@ mod tests {
             agent: "edge-1".into(),
             seq,
             rows: vec![ProbeRow::default(); rows].into(),
+            span: tracing::Span::none(),
         }
     }
 

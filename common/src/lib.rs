@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod roles;
 pub mod telemetry;
 pub mod tls;
+pub mod traces;
 pub mod vantage;
 
 /// The signal every component's `run` stops on.

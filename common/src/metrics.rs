@@ -17,8 +17,13 @@ pub fn register<M: Collector + Clone + 'static>(registry: &Registry, metric: M) 
 }
 
 /// A registry whose metric names all start with `prefix_`.
+/// Every such registry also shows `trace_spans_dropped_total`, the spans the
+/// process's trace exporter lost (0 when traces are off).
 pub fn registry(prefix: &str) -> Registry {
-    Registry::new_custom(Some(prefix.to_owned()), None).expect("static prefix is valid")
+    let registry =
+        Registry::new_custom(Some(prefix.to_owned()), None).expect("static prefix is valid");
+    register(&registry, crate::traces::DROPPED_SPANS.clone());
+    registry
 }
 
 /// A router answering `GET /metrics` in the Prometheus text format (0.0.4).

@@ -4,6 +4,11 @@ use std::ffi::OsStr;
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::{SubscriberInitExt, TryInitError};
+
+use crate::traces::Traces;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
@@ -31,23 +36,38 @@ impl std::str::FromStr for LogFormat {
 
 /// Installs the global subscriber. The filter comes from `RUST_LOG`, else
 /// `default_filter`. Text lines are coloured only on a terminal without
-/// `NO_COLOR` ([`colour`]).
-pub fn init(format: LogFormat, default_filter: &str) {
+/// `NO_COLOR` ([`colour`]). With `traces`, livehead's spans are also
+/// exported (see [`crate::traces`]); without, no layer is added.
+pub fn init(format: LogFormat, default_filter: &str, traces: Option<&Traces>) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let ansi = colour(
         std::io::stderr().is_terminal(),
         std::env::var_os("NO_COLOR").as_deref(),
     );
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
+    // Layers over a registry rather than `fmt()`: the span exporter's layer
+    // has its own filter, which only a registry supports.
+    let registry = tracing_subscriber::registry().with(filter);
     // A second init (tests starting several components) is harmless.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => install(registry.with(logs), traces),
+        LogFormat::Json => install(registry.with(logs.json()), traces),
     };
+}
+
+fn install<S>(subscriber: S, traces: Option<&Traces>) -> Result<(), TryInitError>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static,
+{
+    #[cfg(feature = "otel")]
+    if let Some(traces) = traces {
+        return subscriber.with(traces.layer()).try_init();
+    }
+    let _ = traces;
+    subscriber.try_init()
 }
 
 /// Whether log lines may carry colour escape codes: a file, a pipe or

@@ -20,13 +20,23 @@ pub struct Proc {
 impl Proc {
     /// Starts `livehead args`; stdout is discarded.
     pub fn spawn(name: &str, args: &[String], log_dir: &Path) -> Self {
-        Self::start(name, args, log_dir, false)
+        Self::start(name, args, &[], log_dir, false)
+    }
+
+    /// [`Proc::spawn`] with environment variables added (`OTEL_*`, say).
+    pub fn spawn_with_env(
+        name: &str,
+        args: &[String],
+        env: &[(&str, String)],
+        log_dir: &Path,
+    ) -> Self {
+        Self::start(name, args, env, log_dir, false)
     }
 
     /// Starts `livehead args`, keeping stdout in `<log_dir>/<name>.out` (read
     /// it with [`Proc::stdout`]).
     pub fn spawn_keeping_stdout(name: &str, args: &[String], log_dir: &Path) -> Self {
-        Self::start(name, args, log_dir, true)
+        Self::start(name, args, &[], log_dir, true)
     }
 
     /// Starts `command` (another program than `livehead`, e.g. `podman run`),
@@ -35,11 +45,18 @@ impl Proc {
         Self::start_command(name, command, log_dir, false)
     }
 
-    fn start(name: &str, args: &[String], log_dir: &Path, keep_stdout: bool) -> Self {
+    fn start(
+        name: &str,
+        args: &[String],
+        env: &[(&str, String)],
+        log_dir: &Path,
+        keep_stdout: bool,
+    ) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_livehead"));
         command
             .args(args)
-            .env("RUST_LOG", "info,livehead_agent::transport=debug");
+            .env("RUST_LOG", "info,livehead_agent::transport=debug")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         Self::start_command(name, command, log_dir, keep_stdout)
     }
 

@@ -108,6 +108,7 @@ mod tests {
 
     fn batch(seq: u64, sites: &[&str]) -> PushRequest {
         PushRequest {
+            trace_context: Default::default(),
             agent_id: "n1".into(),
             seq,
             records: sites

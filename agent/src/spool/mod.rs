@@ -641,6 +641,7 @@ mod tests {
             ..Default::default()
         };
         PushRequest {
+            trace_context: Default::default(),
             agent_id: "a".into(),
             seq,
             records: vec![

@@ -14,6 +14,7 @@ use prometheus::{IntCounterVec, Opts, Registry};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{Notification, Receiver, ReceiverError, Verdict};
 
@@ -88,8 +89,12 @@ pub struct Dispatcher {
     tasks: JoinSet<()>,
 }
 
+/// A notification and the span of the evaluation that fired it (its
+/// delivery span's parent).
+type Queued = (Notification, tracing::Span);
+
 struct Queue {
-    sender: mpsc::Sender<Notification>,
+    sender: mpsc::Sender<Queued>,
     capacity: usize,
 }
 
@@ -147,7 +152,8 @@ impl Dispatcher {
     }
 
     /// Queues `notification` for `receiver` without waiting. A full queue
-    /// drops it (counted, logged, and returned as the error).
+    /// drops it (counted, logged, and returned as the error). Its delivery
+    /// span is a child of the span current here.
     pub fn notify(&self, receiver: &str, notification: Notification) -> Result<(), ReceiverError> {
         let Some(queue) = self.queues.get(receiver) else {
             return Err(ReceiverError::Unknown {
@@ -155,7 +161,10 @@ impl Dispatcher {
             });
         };
         let id = notification.id.clone();
-        let err = match queue.sender.try_send(notification) {
+        let err = match queue
+            .sender
+            .try_send((notification, tracing::Span::current()))
+        {
             Ok(()) => return Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => ReceiverError::QueueFull {
                 receiver: receiver.to_owned(),
@@ -200,10 +209,24 @@ fn http_client() -> Result<reqwest::Client, ReceiverError> {
 }
 
 impl Worker {
-    async fn run(mut self, mut rx: mpsc::Receiver<Notification>) {
-        while let Some(notification) = rx.recv().await {
-            let (tries, result) = self.deliver(&notification).await;
+    async fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
+        while let Some((notification, parent)) = rx.recv().await {
+            let span = tracing::info_span!(parent: &parent, "alerter.notify",
+                receiver = %self.receiver.name(), id = %notification.id, rule = %notification.rule,
+                status = ?notification.status, attempts = tracing::field::Empty,
+                outcome = tracing::field::Empty);
+            drop(parent);
+            let (tries, result) = self.deliver(&notification).instrument(span.clone()).await;
             let attempts = u32::try_from(tries.len()).unwrap_or(u32::MAX);
+            span.record("attempts", attempts);
+            span.record(
+                "outcome",
+                if result.is_ok() {
+                    "delivered"
+                } else {
+                    "failed"
+                },
+            );
             let name = self.receiver.name();
             match &result {
                 Ok(()) => self.metrics.sent.with_label_values(&[name]).inc(),

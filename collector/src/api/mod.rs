@@ -363,6 +363,7 @@ impl<S: Store> ApiState<S> {
             agent,
             seq,
             rows: Rows::from(probes),
+            span: tracing::Span::none(),
         };
         // The writer only stops with the collector.
         let stopping = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, WriterStopped.to_string());

@@ -136,6 +136,7 @@ impl<S: Store> HeartbeatsState<S> {
             agent: HEARTBEAT_WRITER.to_owned(),
             seq,
             rows,
+            span: tracing::Span::none(),
         };
         let answer = self
             .inner

@@ -104,6 +104,7 @@ mod tests {
             })),
         };
         PushRequest {
+            trace_context: Default::default(),
             agent_id: "node-1".into(),
             seq: 7,
             records: vec![probe; records],

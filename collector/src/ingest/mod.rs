@@ -27,6 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::config::Limits;
 use crate::group_commit::{GroupCommit, QueuedBatch, WriterStopped};
@@ -244,7 +245,28 @@ impl StreamState {
 
     /// Validates one batch and queues it for writing; the returned future is
     /// its ack. A refused batch's ack is the refusal (an `Err` ends the stream).
+    /// All of it is the batch's span, a child of the agent's when the batch
+    /// carries its trace context.
     async fn accept(&self, batch: PushRequest) -> Reply {
+        let span = tracing::info_span!(
+            "collector.batch",
+            agent = tracing::field::Empty,
+            seq = batch.seq,
+            records = batch.records.len(),
+            outcome = tracing::field::Empty
+        );
+        livehead_common::traces::set_parent(&span, &batch.trace_context);
+        let reply = self.queue(batch, &span).instrument(span.clone()).await;
+        Box::pin(async move {
+            let result = reply.await;
+            span.record("outcome", reply_outcome(&result));
+            result
+        })
+    }
+
+    /// [`Self::accept`] within the batch's `span`.
+    async fn queue(&self, batch: PushRequest, span: &tracing::Span) -> Reply {
+        let validate = tracing::info_span!("collector.validate", rejected = tracing::field::Empty);
         let agent = match self.agent_of(&batch) {
             Ok(agent) => agent,
             Err(status) => return self.refuse(status),
@@ -252,15 +274,26 @@ impl StreamState {
         if let Err(invalid) = check_seq(batch.seq) {
             return self.refuse(Status::invalid_argument(invalid.reason));
         }
-        let checked = check_batch(&batch, &agent, unix_ms(), &self.limits);
+        span.record("agent", &agent);
+        let checked = validate.in_scope(|| check_batch(&batch, &agent, unix_ms(), &self.limits));
+        validate.record("rejected", checked.rejected.len());
+        drop(validate);
         let seq = batch.seq;
+        let write = tracing::info_span!(
+            "collector.write",
+            rows = checked.rows.len(),
+            outcome = tracing::field::Empty
+        );
         let queued = QueuedBatch {
             agent,
             seq,
             rows: checked.rows,
+            span: write.clone(),
         };
         let agent = queued.agent.clone();
-        let answer = match self.writer.submit(queued).await {
+        // The writer holds the write span from here: it ends once answered.
+        let submitted = self.writer.submit(queued).instrument(write).await;
+        let answer = match submitted {
             Ok(answer) => answer,
             Err(stopped) => {
                 self.count("failed");
@@ -269,7 +302,7 @@ impl StreamState {
                 ))));
             }
         };
-        let (metrics, rejected) = (self.metrics.clone(), checked.rejected);
+        let (metrics, rejected, span) = (self.metrics.clone(), checked.rejected, span.clone());
         Box::pin(async move {
             let written = answer
                 .await
@@ -280,7 +313,14 @@ impl StreamState {
                 tracing::error!(agent, seq, %error, "writing batch failed; the agent will resend it");
                 Status::unavailable(format!("storage unavailable: {error}"))
             })?;
-            ack(&metrics, &agent, seq, outcome, rejected)
+            let ack_span = tracing::info_span!(parent: &span, "collector.ack",
+                accepted = tracing::field::Empty, duplicate = tracing::field::Empty);
+            let acked = ack_span.in_scope(|| ack(&metrics, &agent, seq, outcome, rejected));
+            if let Ok(ack) = &acked {
+                ack_span.record("accepted", ack.accepted);
+                ack_span.record("duplicate", ack.duplicate);
+            }
+            acked
         })
     }
 
@@ -311,6 +351,17 @@ impl StreamState {
 
     fn count(&self, outcome: &str) {
         self.metrics.batches.with_label_values(&[outcome]).inc();
+    }
+}
+
+/// The `outcome` of a batch's span: what its ack says.
+fn reply_outcome(result: &Result<PushResponse, Status>) -> &'static str {
+    match result {
+        Ok(ack) if ack.duplicate => "duplicate",
+        Ok(ack) if !ack.rejected.is_empty() => "acked_with_rejections",
+        Ok(_) => "acked",
+        Err(status) if status.code() == Code::Unavailable => "failed",
+        Err(_) => "refused",
     }
 }
 

@@ -419,6 +419,7 @@ mod tests {
             kind: Some(Kind::Probe(p)),
         };
         let batch = PushRequest {
+            trace_context: Default::default(),
             agent_id: "a".into(),
             seq: 1,
             records: vec![rec(good()), rec(bad), Record { kind: None }, rec(good())],

@@ -550,6 +550,7 @@ mod tests {
     fn every_kind_round_trips_through_validation_and_its_row() {
         let sent = every_kind();
         let batch = PushRequest {
+            trace_context: Default::default(),
             agent_id: "edge-1".into(),
             seq: 1,
             records: sent.clone(),
@@ -668,6 +669,7 @@ mod tests {
         }
         let sent: Vec<Record> = sent.into_iter().map(|k| Record { kind: Some(k) }).collect();
         let batch = PushRequest {
+            trace_context: Default::default(),
             agent_id: "a".into(),
             seq: 1,
             records: sent.clone(),

@@ -161,6 +161,7 @@ fn service(unit: &str, active: &str) -> Record {
 async fn push(pki: &TestPki, agent: &str, grpc: SocketAddr, seq: u64, records: Vec<Record>) {
     let mut client = IngestServiceClient::new(channel(pki, agent, grpc).await);
     let batch = PushRequest {
+        trace_context: Default::default(),
         agent_id: agent.into(),
         seq,
         records,

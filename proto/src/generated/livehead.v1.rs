@@ -1021,6 +1021,15 @@ pub struct PushRequest {
     pub seq: u64,
     #[prost(message, repeated, tag = "3")]
     pub records: ::prost::alloc::vec::Vec<Record>,
+    /// W3C trace context of the agent's span for this batch (`traceparent`,
+    /// optionally `tracestate`), so the collector's spans join its trace. Per
+    /// batch rather than in the stream's metadata: one stream carries many
+    /// batches. Empty when the agent exports no traces; never stored.
+    #[prost(map = "string, string", tag = "4")]
+    pub trace_context: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        ::prost::alloc::string::String,
+    >,
 }
 /// Why one record of a batch was rejected.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
