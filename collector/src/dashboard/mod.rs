@@ -168,6 +168,17 @@ pub fn router<S: Store>(state: DashboardState<S>) -> Router {
         .route("/ui/api/alerts/{id}/resolve", post(actions::resolve::<S>))
         .route("/ui/api/silences", post(actions::silence::<S>))
         .route("/ui/api/live", get(live_stream::<S>))
+        // Unknown `/ui/api/*` paths answer 404 here, so they carry the
+        // contract's headers too.
+        .route(
+            "/ui/api/{*rest}",
+            axum::routing::any(|| async {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "no such dashboard route (see docs/dashboard.md)",
+                )
+            }),
+        )
         .layer(CompressionLayer::new())
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)

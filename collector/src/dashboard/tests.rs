@@ -476,6 +476,7 @@ async fn every_ui_answer_carries_the_csp_and_assets_revalidate() {
         "/ui/app.css",
         "/ui/api/overview",
         "/ui/nope.js",
+        "/ui/api/nope",
     ] {
         let response = dash
             .client
