@@ -7,8 +7,8 @@
 //! then; when they are renewed, the stream stops sending within
 //! `tls.rotation_grace`, waits for its acks and reconnects with them.
 
-use std::sync::Arc;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use livehead_common::Shutdown;

@@ -155,7 +155,9 @@ impl<S: Store> DashboardState<S> {
             self.newest_alerts(),
             self.heartbeat_states(),
         );
-        let probes = probes.map_err(|e| storage(&e))?;
+        let mut probes = probes.map_err(|e| storage(&e))?;
+        // Counts are of sites as /last sees them: from inside.
+        probes.retain(|p| p.vantage == livehead_common::vantage::INSIDE);
         let now = unix_ms();
         let keep = |site: &str| caller.may_read(site);
         let figures = view::overview(&probes, now, keep);
@@ -268,7 +270,7 @@ impl<S: Store> DashboardState<S> {
         let since = now.saturating_sub(range.ms());
         let store = &self.inner.store;
         let (last, history, alerts) = tokio::join!(
-            store.last(&site),
+            store.last(&site, livehead_common::vantage::INSIDE),
             store.probe_history(&site, since, self.inner.config.max_site_probes),
             self.newest_alerts(),
         );

@@ -287,6 +287,7 @@ impl Dash {
                 agent: agent.into(),
                 seq,
                 rows,
+                span: tracing::Span::none(),
             })
             .await
             .expect("queued");

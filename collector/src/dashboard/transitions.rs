@@ -4,6 +4,7 @@
 //! the first change of each site counts; a restarted collector starts a new
 //! list, and each replica lists what it accepted.
 
+use livehead_common::vantage::INSIDE;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -41,7 +42,8 @@ impl Transitions {
     /// Remembers the class of each probe (oldest first), recording changes.
     pub fn observe(&self, probes: &[ProbeRow]) {
         self.with(|inner| {
-            for probe in probes {
+            // The dashboard shows the inside vantage, as /last does.
+            for probe in probes.iter().filter(|p| p.vantage == INSIDE) {
                 let to = Class::of(probe.status);
                 if inner.last.len() >= MAX_SITES && !inner.last.contains_key(&probe.site) {
                     inner.last.clear();

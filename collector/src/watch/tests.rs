@@ -518,6 +518,7 @@ async fn a_renewed_certificate_ends_the_streams_opened_before() {
         agent_id: String::new(),
         seq,
         records: vec![probe("a.example", 200)],
+        ..PushRequest::default()
     };
     tx.send(batch(1)).await.expect("send");
     let ack = tokio::time::timeout(WAIT, acks.message())
