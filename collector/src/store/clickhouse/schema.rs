@@ -622,7 +622,7 @@ pub const LATEST_PROBES_SQL: &str = "SELECT site, tupleElement(v, 1) AS status, 
 /// Binds: site, since, limit.
 pub const PROBE_HISTORY_SQL: &str = "SELECT site, status, ms, port, location, `cross`, ts, \
      latency_us, connect_us, first_byte_us, error, method, target, cert_expiry, agent, \
-     cert_trust, cert_error, content, content_failure, content_excerpt FROM health_history \
+     cert_trust, cert_error, content, content_failure, content_excerpt, vantage FROM health_history \
      WHERE site = ? AND ts >= ? ORDER BY ts DESC LIMIT ?";
 
 /// `/dump_last`: the newest probe per (site, vantage), then the filter (which
