@@ -17,8 +17,8 @@ use livehead_testkit::sites::FakeSites;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use support::{
-    Proc, certs, http_request, loopback, start_alerter, start_collector, tls_args, wait_for,
-    wait_healthy,
+    Proc, QUICK_AGENT_CONFIG, agent_args, certs, http_request, loopback, start_alerter,
+    start_collector, wait_for, wait_healthy,
 };
 
 const ADMIN_TOKEN: &str = "alerter-admin-token";
@@ -237,34 +237,29 @@ fn start_agent_named(
         .collect();
     std::fs::write(&list, names.join("\n")).expect("sites");
     let config = dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        "[batch]\nmax_delay = \"50ms\"\n[collector]\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\n",
-    )
-    .expect("agent config");
-    let mut args: Vec<String> = [
-        "agent",
-        "--config",
-        &config.display().to_string(),
-        "--collector-url",
-        &format!("https://127.0.0.1:{grpc}"),
-        "--server-name",
-        "localhost",
-        "--sites-file",
-        &list.display().to_string(),
-        "--target",
-        &format!("127.0.0.1:{}", sites.port()),
-        "--interval",
-        "300ms",
-        "--spread",
-        "0",
-        "--no-sample",
-        "--metrics-listen",
-        &format!("127.0.0.1:{}", free_port()),
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(tls_args(&dir.join("certs"), &format!("agent-{node}")));
+    std::fs::write(&config, QUICK_AGENT_CONFIG).expect("agent config");
+    let (config, target) = (
+        config.display().to_string(),
+        format!("127.0.0.1:{}", sites.port()),
+    );
+    let args = agent_args(
+        dir,
+        &format!("agent-{node}"),
+        grpc,
+        &list,
+        free_port(),
+        &[
+            "--config",
+            &config,
+            "--target",
+            &target,
+            "--interval",
+            "300ms",
+            "--spread",
+            "0",
+            "--no-sample",
+        ],
+    );
     Proc::spawn(&format!("agent-{node}"), &args, dir)
 }
 

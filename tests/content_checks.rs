@@ -13,7 +13,9 @@ use std::time::Duration;
 use livehead_common::certs::DevCa;
 use livehead_testkit::free_port;
 use livehead_testkit::sites::{FakeSites, OK_SITE, WP_ERROR_SITE};
-use support::{Proc, certs, http_get, loopback, start_collector, tls_args, wait_for, wait_healthy};
+use support::{
+    Proc, agent_args, certs, http_get, loopback, start_collector, wait_for, wait_healthy,
+};
 
 fn sqlite(path: &Path, sql: &str) -> String {
     let out = std::process::Command::new("sqlite3")
@@ -45,26 +47,25 @@ async fn a_failing_content_check_is_stored_with_its_failure_and_excerpt() {
     std::fs::write(&list, format!("{OK_SITE}\n{WP_ERROR_SITE}\n")).expect("sites");
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, "[content]\nevery_rounds = 1\n").expect("agent config");
-    let mut args: Vec<String> = [
-        "agent",
-        "--collector-url",
-        &format!("https://127.0.0.1:{grpc}"),
-        "--server-name",
-        "localhost",
-        "--sites-file",
-        &list.display().to_string(),
-        "--target",
-        &format!("127.0.0.1:{}", sites.port()),
-        "--config",
-        &config.display().to_string(),
-        "--metrics-listen",
-        &format!("127.0.0.1:{}", free_port()),
-        "--no-sample",
-        "--once",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(tls_args(&dir.path().join("certs"), "agent-node-1"));
+    let (config, target) = (
+        config.display().to_string(),
+        format!("127.0.0.1:{}", sites.port()),
+    );
+    let args = agent_args(
+        dir.path(),
+        "agent-node-1",
+        grpc,
+        &list,
+        free_port(),
+        &[
+            "--target",
+            &target,
+            "--config",
+            &config,
+            "--no-sample",
+            "--once",
+        ],
+    );
     let mut agent = Proc::spawn("agent", &args, dir.path());
     let status = agent.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "agent: {}", agent.log());
@@ -107,25 +108,15 @@ fn probe_once(dir: &Path, grpc: u16, url: &str, config: &str) {
     std::fs::write(&list, format!("{url}\n")).expect("sites");
     let path = dir.join("direct.toml");
     std::fs::write(&path, config).expect("agent config");
-    let mut args: Vec<String> = [
-        "agent",
-        "--collector-url",
-        &format!("https://127.0.0.1:{grpc}"),
-        "--server-name",
-        "localhost",
-        "--sites-file",
-        &list.display().to_string(),
-        "--config",
-        &path.display().to_string(),
-        "--metrics-listen",
-        &format!("127.0.0.1:{}", free_port()),
-        "--no-sample",
-        "--no-content",
-        "--once",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(tls_args(&dir.join("certs"), "agent-node-1"));
+    let path = path.display().to_string();
+    let args = agent_args(
+        dir,
+        "agent-node-1",
+        grpc,
+        &list,
+        free_port(),
+        &["--config", &path, "--no-sample", "--no-content", "--once"],
+    );
     let mut agent = Proc::spawn("agent", &args, dir);
     let status = agent.wait_exit(Duration::from_secs(60));
     assert!(status.success(), "agent: {}", agent.log());

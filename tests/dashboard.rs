@@ -22,8 +22,8 @@ use livehead_testkit::sites::FakeSites;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::{
-    Proc, certs, http_request, loopback, start_alerter, start_collector, tls_args, wait_for,
-    wait_healthy,
+    Proc, QUICK_AGENT_CONFIG, agent_args, certs, http_request, loopback, start_alerter,
+    start_collector, wait_for, wait_healthy,
 };
 
 const ADMIN: &str = "dashboard-admin-token";
@@ -225,35 +225,30 @@ fn start_agent(dir: &Path, grpc: u16, sites: &FakeSites) -> Proc {
     let names: Vec<String> = (0..SITES).map(site).collect();
     std::fs::write(&list, names.join("\n")).expect("sites");
     let config = dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        "[batch]\nmax_delay = \"50ms\"\n[collector]\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\n",
-    )
-    .expect("agent config");
-    let mut args: Vec<String> = [
-        "agent",
-        "--config",
-        &config.display().to_string(),
-        "--collector-url",
-        &format!("https://127.0.0.1:{grpc}"),
-        "--server-name",
-        "localhost",
-        "--sites-file",
-        &list.display().to_string(),
-        "--target",
-        &format!("127.0.0.1:{}", sites.port()),
-        "--interval",
-        "300ms",
-        "--spread",
-        "0",
-        "--sample-interval",
-        "5s",
-        "--metrics-listen",
-        &format!("127.0.0.1:{}", free_port()),
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(tls_args(&dir.join("certs"), "agent-node-1"));
+    std::fs::write(&config, QUICK_AGENT_CONFIG).expect("agent config");
+    let (config, target) = (
+        config.display().to_string(),
+        format!("127.0.0.1:{}", sites.port()),
+    );
+    let args = agent_args(
+        dir,
+        "agent-node-1",
+        grpc,
+        &list,
+        free_port(),
+        &[
+            "--config",
+            &config,
+            "--target",
+            &target,
+            "--interval",
+            "300ms",
+            "--spread",
+            "0",
+            "--sample-interval",
+            "5s",
+        ],
+    );
     Proc::spawn("agent-node-1", &args, dir)
 }
 

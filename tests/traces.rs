@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use support::{Proc, certs, http_get, loopback, metric_sum, tls_args, wait_for};
+use support::{Proc, agent_args, certs, http_get, loopback, metric_sum, tls_args, wait_for};
 use tokio_stream::wrappers::TcpListenerStream;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -130,28 +130,24 @@ fn start_collector(dir: &Path, grpc: u16, http: u16, env: &[(&str, String)]) -> 
 fn start_agent(dir: &Path, grpc: u16, env: &[(&str, String)]) -> Proc {
     let sites = dir.join("sites.txt");
     std::fs::write(&sites, "traced.example\n").expect("sites");
-    let mut args: Vec<String> = [
-        "agent",
-        "--collector-url",
-        &format!("https://127.0.0.1:{grpc}"),
-        "--server-name",
-        "localhost",
-        "--sites-file",
-        &sites.display().to_string(),
-        "--target",
-        &format!("127.0.0.1:{}", free_port()),
-        "--interval",
-        "500ms",
-        "--spread",
-        "0",
-        "--metrics-listen",
-        &format!("127.0.0.1:{}", free_port()),
-        "--no-content",
-        "--no-sample",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(tls_args(&dir.join("certs"), "agent-node-1"));
+    let target = format!("127.0.0.1:{}", free_port());
+    let args = agent_args(
+        dir,
+        "agent-node-1",
+        grpc,
+        &sites,
+        free_port(),
+        &[
+            "--target",
+            &target,
+            "--interval",
+            "500ms",
+            "--spread",
+            "0",
+            "--no-content",
+            "--no-sample",
+        ],
+    );
     Proc::spawn_with_env("agent", &args, env, dir)
 }
 

@@ -16,8 +16,8 @@ use livehead_testkit::receiver::FakeReceiver;
 use livehead_testkit::sites::FakeSites;
 use serde_json::Value;
 use support::{
-    Proc, certs, http_get, loopback, start_alerter, start_collector, tls_args, wait_for,
-    wait_healthy,
+    Proc, QUICK_AGENT_CONFIG, agent_args, certs, http_get, loopback, start_alerter,
+    start_collector, wait_for, wait_healthy,
 };
 
 const SITE: &str = "shop.pod.test";
@@ -51,37 +51,32 @@ fn start_agent(dir: &Path, node: &str, vantage: &str, grpc: u16, server: &FakeSi
     let list = dir.join(format!("sites-{node}.txt"));
     std::fs::write(&list, format!("{SITE}\n")).expect("sites");
     let config = dir.join(format!("agent-{node}.toml"));
-    std::fs::write(
-        &config,
-        "[batch]\nmax_delay = \"50ms\"\n[collector]\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\n",
-    )
-    .expect("agent config");
-    let mut args: Vec<String> = [
-        "agent",
-        "--config",
-        &config.display().to_string(),
-        "--collector-url",
-        &format!("https://127.0.0.1:{grpc}"),
-        "--server-name",
-        "localhost",
-        "--sites-file",
-        &list.display().to_string(),
-        "--target",
-        &format!("127.0.0.1:{}", server.port()),
-        "--vantage",
-        vantage,
-        "--interval",
-        "300ms",
-        "--spread",
-        "0",
-        "--no-sample",
-        "--no-content",
-        "--metrics-listen",
-        &format!("127.0.0.1:{}", free_port()),
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(tls_args(&dir.join("certs"), &format!("agent-{node}")));
+    std::fs::write(&config, QUICK_AGENT_CONFIG).expect("agent config");
+    let (config, target) = (
+        config.display().to_string(),
+        format!("127.0.0.1:{}", server.port()),
+    );
+    let args = agent_args(
+        dir,
+        &format!("agent-{node}"),
+        grpc,
+        &list,
+        free_port(),
+        &[
+            "--config",
+            &config,
+            "--target",
+            &target,
+            "--vantage",
+            vantage,
+            "--interval",
+            "300ms",
+            "--spread",
+            "0",
+            "--no-sample",
+            "--no-content",
+        ],
+    );
     Proc::spawn(&format!("agent-{node}"), &args, dir)
 }
 

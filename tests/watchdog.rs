@@ -18,8 +18,8 @@ use livehead_testkit::sites::FakeSites;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use support::{
-    Proc, certs, http_get, http_request, loopback, metric_sum, start_alerter, start_collector,
-    tls_args, wait_for, wait_healthy,
+    Proc, agent_args, certs, http_get, http_request, loopback, metric_sum, start_alerter,
+    start_collector, wait_for, wait_healthy,
 };
 
 const ADMIN_TOKEN: &str = "agent-watchdog-admin";
@@ -181,27 +181,26 @@ fn start_agent(dir: &Path, app: &App, grpc: u16, sites: &FakeSites, admin: u16) 
     std::fs::write(&config, agent_config(app)).expect("agent config");
     // The watchdog refuses a config file others may write.
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let mut args: Vec<String> = [
-        "agent",
-        "--config",
-        &config.display().to_string(),
-        "--collector-url",
-        &format!("https://127.0.0.1:{grpc}"),
-        "--server-name",
-        "localhost",
-        "--sites-file",
-        &list.display().to_string(),
-        "--target",
-        &format!("127.0.0.1:{}", sites.port()),
-        "--interval",
-        "10s",
-        "--no-sample",
-        "--metrics-listen",
-        &format!("127.0.0.1:{admin}"),
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(tls_args(&dir.join("certs"), "agent-node-1"));
+    let (config, target) = (
+        config.display().to_string(),
+        format!("127.0.0.1:{}", sites.port()),
+    );
+    let args = agent_args(
+        dir,
+        "agent-node-1",
+        grpc,
+        &list,
+        admin,
+        &[
+            "--config",
+            &config,
+            "--target",
+            &target,
+            "--interval",
+            "10s",
+            "--no-sample",
+        ],
+    );
     Proc::spawn("agent-node-1", &args, dir)
 }
 

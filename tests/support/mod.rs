@@ -257,6 +257,40 @@ pub fn tls_args(dir: &Path, stem: &str) -> Vec<String> {
     ]
 }
 
+/// An agent config that batches within 50 ms and reconnects within half a
+/// second, so the end-to-end tests see records and reconnections quickly.
+pub const QUICK_AGENT_CONFIG: &str = "[batch]\nmax_delay = \"50ms\"\n[collector]\n\
+     reconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\n";
+
+/// `livehead agent` arguments: mTLS as `<dir>/certs/<cert>.pem` to the
+/// collector on `grpc` (named `localhost`), the sites of `list`, metrics on
+/// `metrics`, then `extra` (target, interval, config, …).
+pub fn agent_args(
+    dir: &Path,
+    cert: &str,
+    grpc: u16,
+    list: &Path,
+    metrics: u16,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "agent",
+        "--collector-url",
+        &format!("https://127.0.0.1:{grpc}"),
+        "--server-name",
+        "localhost",
+        "--sites-file",
+        &list.display().to_string(),
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics}"),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args.extend(tls_args(&dir.join("certs"), cert));
+    args
+}
+
 /// Sums every sample of a Prometheus metric family in a /metrics body.
 pub fn metric_sum(body: &str, name: &str) -> f64 {
     body.lines()
